@@ -1,0 +1,148 @@
+"""Settings, read once from FACEAPI_* environment variables and validated at start.
+
+Nothing here is read at import time: `Settings.from_env()` is called by the
+composition root (create_app) or the CLI, and the frozen result is passed down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+KNOWN_FORMATS = ("jpeg", "png", "webp", "bmp", "gif")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+
+
+def _int(name: str, raw: str, *, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str, *, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, with its embedded default. Env var = FACEAPI_<FIELD NAME>."""
+
+    env: str = "development"  # development | production | test
+    log_format: str = ""  # json | console; default json in production, console otherwise
+    log_level: str = "INFO"
+    data_dir: Path = Path("var")
+    database_url: str = ""  # default: sqlite file in data_dir
+    engine: str = "local"  # local | rekognition
+    detector: str = "hog"  # hog | cnn (local engine)
+    orientation_search: bool = True
+    upsample: int = 1  # local engine detector upsampling (finds smaller faces, slower)
+    max_image_bytes: int = 5 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    detect_max_side: int = 1600  # large images are downscaled to this for detection
+    image_formats: tuple[str, ...] = ("jpeg", "png")
+    policies_dir: Path = Path("policies")
+    blob_dir: Path = Path("")  # default: data_dir / "blobs"
+    redis_url: str = ""
+    audit_checkpoint_every: int = 100
+    audit_checkpoint_seconds: int = 300
+    audit_signing_key: str = ""  # path to a PEM Ed25519 private key; default generated in data_dir
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str = ""
+    rekognition_collection_prefix: str = "faceapi-"
+    aws_max_attempts: int = 3
+    aws_connect_timeout: float = 2.0
+    aws_read_timeout: float = 10.0
+    rate_limit_default: str = "600/minute"
+    rate_limit_verify: str = "30/minute"
+    session_idle_minutes: int = 30
+    secret_key: str = ""  # console session signing; default generated in data_dir
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.env not in ("development", "production", "test"):
+            raise ConfigError(f"FACEAPI_ENV: expected development|production|test, got {self.env!r}")
+        if self.log_format not in ("", "json", "console"):
+            raise ConfigError(f"FACEAPI_LOG_FORMAT: expected json|console, got {self.log_format!r}")
+        if self.engine not in ("local", "rekognition"):
+            raise ConfigError(f"FACEAPI_ENGINE: expected local|rekognition, got {self.engine!r}")
+        if self.detector not in ("hog", "cnn"):
+            raise ConfigError(f"FACEAPI_DETECTOR: expected hog|cnn, got {self.detector!r}")
+        unknown = [f for f in self.image_formats if f not in KNOWN_FORMATS]
+        if unknown or not self.image_formats:
+            raise ConfigError(
+                f"FACEAPI_IMAGE_FORMATS: choose from {', '.join(KNOWN_FORMATS)}; got {unknown or 'nothing'}")
+        if self.max_image_bytes < 1024:
+            raise ConfigError("FACEAPI_MAX_IMAGE_BYTES: must be at least 1024")
+        if self.upsample > 2:
+            raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
+
+    @property
+    def resolved_log_format(self) -> str:
+        return self.log_format or ("json" if self.env == "production" else "console")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'faceapi.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir if str(self.blob_dir) not in ("", ".") else self.data_dir / "blobs"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from FACEAPI_* variables; unknown FACEAPI_* names are refused
+        so that a typo does not silently fall back to a default."""
+        env = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls) if f.name != "extra"}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith("FACEAPI_"):
+                continue
+            name = key[len("FACEAPI_"):].lower()
+            if name not in known:
+                raise ConfigError(f"{key}: unknown setting")
+            values[name] = _parse(cls, name, key, raw)
+        return cls(**values)
+
+
+def _parse(cls: type[Settings], name: str, key: str, raw: str) -> Any:
+    default = next(f.default for f in fields(cls) if f.name == name)
+    if isinstance(default, bool):
+        return _bool(key, raw)
+    if isinstance(default, int):
+        return _int(key, raw)
+    if isinstance(default, float):
+        return _float(key, raw)
+    if isinstance(default, Path):
+        return Path(raw)
+    if isinstance(default, tuple):
+        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    return raw
