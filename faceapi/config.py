@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 KNOWN_FORMATS = ("jpeg", "png", "webp", "bmp", "gif")
+# FACEAPI_* names read by other processes (gunicorn config, test and bench tools),
+# not by the app: allowed in the environment, ignored here.
+_NOT_APP_SETTINGS = ("bind", "workers", "threads", "timeout", "faces_dir", "test_", "bench_")
 
 
 class ConfigError(ValueError):
@@ -85,7 +88,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.env not in ("development", "production", "test"):
-            raise ConfigError(f"FACEAPI_ENV: expected development|production|test, got {self.env!r}")
+            raise ConfigError(
+                f"FACEAPI_ENV: expected development|production|test, got {self.env!r}")
         if self.log_format not in ("", "json", "console"):
             raise ConfigError(f"FACEAPI_LOG_FORMAT: expected json|console, got {self.log_format!r}")
         if self.engine not in ("local", "rekognition"):
@@ -95,7 +99,8 @@ class Settings:
         unknown = [f for f in self.image_formats if f not in KNOWN_FORMATS]
         if unknown or not self.image_formats:
             raise ConfigError(
-                f"FACEAPI_IMAGE_FORMATS: choose from {', '.join(KNOWN_FORMATS)}; got {unknown or 'nothing'}")
+                f"FACEAPI_IMAGE_FORMATS: choose from {', '.join(KNOWN_FORMATS)}; "
+                f"got {unknown or 'nothing'}")
         if self.max_image_bytes < 1024:
             raise ConfigError("FACEAPI_MAX_IMAGE_BYTES: must be at least 1024")
         if self.upsample > 2:
@@ -127,6 +132,8 @@ class Settings:
             if not key.startswith("FACEAPI_"):
                 continue
             name = key[len("FACEAPI_"):].lower()
+            if name.startswith(_NOT_APP_SETTINGS):
+                continue
             if name not in known:
                 raise ConfigError(f"{key}: unknown setting")
             values[name] = _parse(cls, name, key, raw)

@@ -8,17 +8,17 @@ similarities are 0-100. The API layer dumps them under Rekognition's field names
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Attributes(str, Enum):
+class Attributes(StrEnum):
     """Which attributes DetectFaces returns (Rekognition's `Attributes`)."""
 
     DEFAULT = "DEFAULT"
     ALL = "ALL"
 
 
-class OrientationCorrection(str, Enum):
+class OrientationCorrection(StrEnum):
     ROTATE_0 = "ROTATE_0"
     ROTATE_90 = "ROTATE_90"
     ROTATE_180 = "ROTATE_180"

@@ -1,0 +1,3 @@
+from faceapi.cli import main
+
+main()

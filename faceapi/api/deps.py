@@ -1,0 +1,115 @@
+"""Per-app dependencies and request helpers shared by the blueprints."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app, g, request
+from marshmallow import Schema
+
+from faceapi.api.errors import ValidationFailed
+from faceapi.config import Settings
+from faceapi.domain.clock import Clock
+from faceapi.domain.errors import ImageTooLarge, MissingImage
+from faceapi.engines.base import FaceEngine
+
+EXTENSION_KEY = "faceapi"
+
+
+@dataclass
+class Deps:
+    """Everything the views need, built once by create_app."""
+
+    settings: Settings
+    engine: FaceEngine
+    clock: Clock
+    # name -> check returning (ok, why); /readyz runs them all
+    readiness: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def deps() -> Deps:
+    value: Deps = current_app.extensions[EXTENSION_KEY]
+    return value
+
+
+def request_id() -> str:
+    return str(getattr(g, "request_id", ""))
+
+
+def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
+    """Load a request body sent as JSON or as multipart/form-data.
+
+    In JSON an image is `{"bytes": "<base64>"}`; in multipart it is a file part of the
+    same name. Either way the schema receives `{"bytes": <raw bytes>}` for each image,
+    and the byte limit is enforced before base64 is decoded.
+    """
+    limit = deps().settings.max_image_bytes
+    raw: dict[str, Any]
+    if request.mimetype == "multipart/form-data":
+        raw = {key: request.form.get(key) for key in request.form}
+        for key in request.form:
+            values = request.form.getlist(key)
+            if len(values) > 1:
+                raw[key] = values
+        for name in image_fields:
+            upload = request.files.get(name)
+            if upload is not None:
+                data = upload.stream.read(limit + 1)
+                raw[name] = {"bytes": data}
+    else:
+        payload = request.get_json(silent=True)
+        if payload is None:
+            if request.get_data(cache=True):
+                raise ValidationFailed("the body must be JSON or multipart/form-data")
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed("the JSON body must be an object")
+        raw = dict(payload)
+        for name in image_fields:
+            if name in raw:
+                raw[name] = _decode_json_image(name, raw[name], limit)
+    for name in image_fields:
+        image = raw.get(name)
+        if isinstance(image, dict) and isinstance(image.get("bytes"), bytes) and \
+                len(image["bytes"]) > limit:
+            raise ImageTooLarge(f"{name} is larger than {limit} bytes",
+                                details={"field": name, "limit": limit})
+    loaded: dict[str, Any] = schema.load(raw)
+    return loaded
+
+
+def _decode_json_image(name: str, value: Any, limit: int) -> Any:
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"{name} must be an object like {{\"bytes\": \"<base64>\"}}",
+                               details={"fields": {name: ["must be an object"]}})
+    encoded = value.get("bytes")
+    if encoded is None:
+        return value
+    if not isinstance(encoded, str):
+        raise ValidationFailed(f"{name}.bytes must be a base64 string",
+                               details={"fields": {name: {"bytes": ["must be a base64 string"]}}})
+    # 4 base64 characters carry 3 bytes: refuse oversize input before decoding it.
+    if len(encoded) * 3 // 4 > limit + 3:
+        raise ImageTooLarge(f"{name} is larger than {limit} bytes",
+                            details={"field": name, "limit": limit})
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationFailed(f"{name}.bytes is not valid base64",
+                               details={"fields": {name: {"bytes": ["not valid base64"]}}}) from exc
+    return {**value, "bytes": data}
+
+
+def require_image(loaded: dict[str, Any], name: str) -> bytes:
+    image = loaded.get(name)
+    if not image or image.get("bytes") is None:
+        raise MissingImage(f"{name} is required: send it as a file part or as "
+                           f"{{\"{name}\": {{\"bytes\": \"<base64>\"}}}}",
+                           details={"field": name})
+    data: bytes = image["bytes"]
+    return data

@@ -1,0 +1,58 @@
+"""Face analysis endpoints: DetectFaces and CompareFaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+
+from faceapi.api.deps import deps, load_body, require_image
+from faceapi.api.schemas import (
+    CompareRequestSchema,
+    CompareResponseSchema,
+    DetectRequestSchema,
+    DetectResponseSchema,
+)
+from faceapi.domain.faces import Attributes
+from faceapi.services.compare import CompareRequest, compare
+from faceapi.services.detect import DetectRequest, detect
+
+blp = Blueprint("faces", __name__, url_prefix="/v1/faces",
+                description="Face detection and 1:1 comparison")
+
+
+def image_request_body(schema: type, image_fields: tuple[str, ...]) -> dict[str, Any]:
+    """OpenAPI requestBody for an endpoint taking images as JSON or multipart."""
+    multipart_props = {name: {"type": "string", "format": "binary"} for name in image_fields}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema},
+            "multipart/form-data": {"schema": {"type": "object", "properties": multipart_props}},
+        },
+    }
+
+
+@blp.route("/detect", methods=["POST"])
+@blp.doc(requestBody=image_request_body(DetectRequestSchema, ("image",)))
+@blp.response(200, DetectResponseSchema)
+def detect_faces() -> Any:
+    """Detect faces (DetectFaces): boxes, confidence and, with ALL, landmarks, pose, quality."""
+    loaded = load_body(DetectRequestSchema(), ("image",))
+    attributes = Attributes.ALL if "ALL" in loaded["attributes"] else Attributes.DEFAULT
+    d = deps()
+    return detect(DetectRequest(image=require_image(loaded, "image"), attributes=attributes),
+                  engine=d.engine, settings=d.settings)
+
+
+@blp.route("/compare", methods=["POST"])
+@blp.doc(requestBody=image_request_body(CompareRequestSchema, ("source", "target")))
+@blp.response(200, CompareResponseSchema)
+def compare_faces() -> Any:
+    """Compare the largest source face with every target face (CompareFaces)."""
+    loaded = load_body(CompareRequestSchema(), ("source", "target"))
+    d = deps()
+    req = CompareRequest(source=require_image(loaded, "source"),
+                         target=require_image(loaded, "target"),
+                         similarity_threshold=loaded["similarity_threshold"])
+    return compare(req, engine=d.engine, settings=d.settings)

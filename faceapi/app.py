@@ -1,0 +1,72 @@
+"""The composition root: the only place that picks adapters and wires the app."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from flask import Flask, Response, g, request
+from flask_smorest import Api
+
+from faceapi import __version__
+from faceapi.api import errors, faces, system
+from faceapi.api.deps import EXTENSION_KEY, Deps
+from faceapi.config import Settings
+from faceapi.domain.clock import Clock, SystemClock
+from faceapi.engines.base import FaceEngine
+from faceapi.engines.factory import build_engine
+from faceapi.logging import bind_request, configure_logging, new_request_id
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = None,
+               clock: Clock | None = None) -> Flask:
+    """Build the Flask app. Tests pass their own settings and fakes of our ports."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Flask("faceapi")
+    app.config.update(
+        API_TITLE="faceapi",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        # Two images plus base64 overhead and form fields; larger bodies are refused
+        # by werkzeug before they are read into memory.
+        MAX_CONTENT_LENGTH=3 * settings.max_image_bytes + 64 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    deps = Deps(settings=settings, engine=engine or build_engine(settings),
+                clock=clock or SystemClock())
+    app.extensions[EXTENSION_KEY] = deps
+
+    api = Api(app)
+    api.register_blueprint(system.blp)
+    api.register_blueprint(faces.blp)
+    errors.register_error_handlers(app)
+    _register_request_logging(app)
+    log.info("app_created", engine=deps.engine.name, model_version=deps.engine.model_version,
+             env=settings.env)
+    return app
+
+
+def _register_request_logging(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.request_id = new_request_id(request.headers.get("X-Request-ID"))
+        g.started = time.perf_counter()
+        bind_request(g.request_id, method=request.method, path=request.path)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        started = getattr(g, "started", None)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        route = request.url_rule.rule if request.url_rule is not None else None
+        log.info("request", route=route, status=response.status_code, duration_ms=duration_ms)
+        return response
