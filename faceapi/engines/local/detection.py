@@ -1,0 +1,171 @@
+"""Face detection with dlib: HOG (default) or MMOD CNN, downscaling for big images,
+orientation search, and the detector-score to Confidence map.
+
+Coordinates: every rectangle here is in pixels of the (orientation-corrected) full
+resolution image, as floats (left, top, right, bottom).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import dlib
+import numpy as np
+import numpy.typing as npt
+
+from faceapi.domain.faces import OrientationCorrection
+from faceapi.engines.local.models import CNN, Models
+
+Pixels = npt.NDArray[np.uint8]
+
+# HOG detections scoring below this are dropped. 0.0 is dlib's own default threshold;
+# on the shared data set every true face scored >= 0.0 and every false detection but
+# one scored <= -0.18 (bench/accuracy.py prints the check; docs/accuracy.md).
+HOG_SCORE_THRESHOLD = 0.0
+# MMOD CNN detections scoring below this are dropped (dlib's default for the CNN too).
+CNN_SCORE_THRESHOLD = 0.0
+
+# Confidence = 100 / (1 + exp(-slope * (score - midpoint))): a logistic on the
+# detector's score, fitted by bench/accuracy.py (L2-regularised logistic regression of
+# "is a face" on the score, faces vs. false detections found with a lowered threshold).
+# It is monotone in the score; at the drop threshold it gives the value printed there.
+HOG_CONFIDENCE_SLOPE = 4.0
+HOG_CONFIDENCE_MIDPOINT = -0.2
+CNN_CONFIDENCE_SLOPE = 4.0
+CNN_CONFIDENCE_MIDPOINT = -0.2
+
+# np.rot90 turns counter-clockwise by 90 degrees * k. An image whose content is turned
+# N degrees clockwise (the data set's `rotated_N`) is made upright by k = N / 90; the
+# correction reported is the rotation found in the input (docs/accuracy.md).
+_SEARCH_ORDER = (
+    (1, OrientationCorrection.ROTATE_90),
+    (3, OrientationCorrection.ROTATE_270),
+    (2, OrientationCorrection.ROTATE_180),
+)
+
+
+@dataclass(frozen=True)
+class RawFace:
+    """A detection in full-resolution pixels with its 68 landmarks."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+    score: float
+    confidence: float
+    shape68: Any  # dlib.full_object_detection, 68 parts
+    points: npt.NDArray[np.float64]  # (68, 2) x, y
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def dlib_rect(self) -> Any:
+        return dlib.rectangle(round(self.left), round(self.top),
+                              round(self.right), round(self.bottom))
+
+
+@dataclass(frozen=True)
+class FoundFaces:
+    """Detection result on one (possibly rotated) image."""
+
+    pixels: Pixels  # the image the faces refer to (rotated when a correction applies)
+    faces: tuple[RawFace, ...]
+    orientation_correction: OrientationCorrection | None
+
+
+def score_to_confidence(score: float, detector: str) -> float:
+    """Detector score -> Confidence 0-100 (logistic, monotone increasing)."""
+    slope, midpoint = ((CNN_CONFIDENCE_SLOPE, CNN_CONFIDENCE_MIDPOINT) if detector == CNN
+                       else (HOG_CONFIDENCE_SLOPE, HOG_CONFIDENCE_MIDPOINT))
+    z = slope * (score - midpoint)
+    # Written so neither branch overflows for extreme scores.
+    if z >= 0:
+        return 100.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return 100.0 * e / (1.0 + e)
+
+
+def downscale(pixels: Pixels, max_side: int) -> tuple[Pixels, float]:
+    """Shrink so the longer side is at most max_side; returns the image and the scale."""
+    h, w = pixels.shape[:2]
+    longest = max(h, w)
+    if max_side <= 0 or longest <= max_side:
+        return pixels, 1.0
+    scale = max_side / longest
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(small, dtype=np.uint8), scale
+
+
+def raw_detections(pixels: Pixels, models: Models, upsample: int,
+                   adjust_threshold: float = 0.0) -> list[tuple[float, float, float, float, float]]:
+    """Run the detector on `pixels` as given: (left, top, right, bottom, score) in its
+    pixels. `adjust_threshold` lowers HOG's cut-off (used by the bench to see false
+    detections); the CNN ignores it."""
+    if models.cnn is not None:
+        found = []
+        for det in models.cnn(pixels, upsample):
+            r = det.rect
+            found.append((float(r.left()), float(r.top()), float(r.right()),
+                          float(r.bottom()), float(det.confidence)))
+        return found
+    rects, scores, _ = models.hog.run(pixels, upsample, adjust_threshold)
+    return [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()), float(s))
+            for r, s in zip(rects, scores, strict=True)]
+
+
+def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int) -> list[RawFace]:
+    """Detect on a downscaled copy, map boxes back, place 68 landmarks at full size."""
+    small, scale = downscale(pixels, max_side)
+    threshold = CNN_SCORE_THRESHOLD if models.detector_kind == CNN else HOG_SCORE_THRESHOLD
+    h, w = pixels.shape[:2]
+    faces: list[RawFace] = []
+    for left, top, right, bottom, score in raw_detections(small, models, upsample):
+        if score < threshold:
+            continue
+        # dlib rectangles are inclusive; +1 makes right/bottom exclusive edges.
+        box = (left / scale, top / scale, (right + 1) / scale, (bottom + 1) / scale)
+        rect = dlib.rectangle(round(box[0]), round(box[1]),
+                              round(box[2]) - 1, round(box[3]) - 1)
+        shape = models.shape68(pixels, rect)
+        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        faces.append(RawFace(
+            left=max(0.0, box[0]), top=max(0.0, box[1]),
+            right=min(float(w), box[2]), bottom=min(float(h), box[3]),
+            score=score, confidence=score_to_confidence(score, models.detector_kind),
+            shape68=shape, points=points))
+    faces.sort(key=lambda f: f.score, reverse=True)
+    return faces
+
+
+def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
+               orientation_search: bool) -> FoundFaces:
+    """Detect faces; when none is upright and orientation search is on, try the three
+    other right-angle rotations and keep the first that has a face.
+
+    orientation_correction: ROTATE_0 when the search is on and faces were found as
+    given; the rotation found otherwise; None when the search is off or no rotation
+    shows a face (we then know nothing about the orientation)."""
+    faces = detect_upright(pixels, models, upsample, max_side)
+    if faces or not orientation_search:
+        return FoundFaces(pixels, tuple(faces),
+                          OrientationCorrection.ROTATE_0 if orientation_search and faces else None)
+    for k, correction in _SEARCH_ORDER:
+        rotated = np.ascontiguousarray(np.rot90(pixels, k))
+        faces = detect_upright(rotated, models, upsample, max_side)
+        if faces:
+            return FoundFaces(rotated, tuple(faces), correction)
+    return FoundFaces(pixels, (), None)
