@@ -27,17 +27,29 @@ _LONG_OPAQUE = re.compile(r"[A-Za-z0-9+/=_-]{200,}")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def _is_secret_key(key: str) -> bool:
+    return bool(_REDACTED_KEYS.search(key)) and not key.endswith(_ALLOWED_SUFFIXES)
+
+
+def _is_vector(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 16 and all(
+        isinstance(v, float) for v in value)
+
+
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Drop biometric and secret values from a log event."""
     for key in list(event.keys()):
         value = event[key]
-        if (_REDACTED_KEYS.search(key) and not key.endswith(_ALLOWED_SUFFIXES)) or (isinstance(value, (list, tuple)) and len(value) > 16 and all(
-                isinstance(v, float) for v in value)):
+        if _is_secret_key(key) or _is_vector(value):
             event[key] = "[redacted]"
         elif isinstance(value, str):
             cleaned = _KEY_LIKE.sub("[redacted-key]", value)
             event[key] = _LONG_OPAQUE.sub("[redacted-blob]", cleaned)
     return event
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -58,7 +70,9 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Look sys.stderr up per logger, not once: test capture and gunicorn both
+        # replace the stream after configuration.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s", force=True)
