@@ -1,0 +1,319 @@
+"""Collections, subjects, stored faces and consents as plain values, the repository
+ports the services use to keep them, and the IndexFaces quality filter.
+
+A collection is like a Rekognition collection: a named set of faces indexed by one
+engine and model version. A subject groups the faces of one person (Rekognition's
+ExternalImageId / UserId); erasing the subject erases all of them. Every change to a
+collection's faces bumps its `version`, which is how every worker's in-process search
+index knows it is stale.
+
+Nothing here touches SQL, Flask or numpy.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from faceapi.domain.errors import FaceApiError
+from faceapi.domain.faces import BoundingBox, FaceDetail, Pose, Quality
+
+# Ids travel in URLs, audit events and CSV reports: keep them to a safe alphabet.
+# Same alphabet as Rekognition's CollectionId / ExternalImageId (minus ':').
+ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def valid_id(value: str) -> bool:
+    return bool(ID_RE.match(value))
+
+
+class CollectionExists(FaceApiError):
+    code = "collection_exists"
+
+
+class ConsentRequired(FaceApiError):
+    code = "consent_required"
+
+
+class EngineMismatch(FaceApiError):
+    """The collection was indexed by another engine or model version; mixing
+    descriptors of different models would make every similarity meaningless."""
+
+    code = "engine_mismatch"
+
+
+@dataclass(frozen=True)
+class Collection:
+    collection_id: str
+    description: str
+    engine: str
+    model_version: str
+    created_at: datetime
+    # Bumped on every change to the collection's faces; search indexes compare it.
+    version: int = 0
+    consent_required: bool = True
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    face_count: int
+    subject_count: int
+
+
+class ConsentBasis(StrEnum):
+    """The lawful basis recorded for processing a subject's biometric data
+    (GDPR Art 9(2): explicit consent, or another Art 9 condition named here)."""
+
+    EXPLICIT_CONSENT = "explicit_consent"
+    EMPLOYMENT = "employment"
+    VITAL_INTERESTS = "vital_interests"
+    LEGAL_CLAIMS = "legal_claims"
+    SUBSTANTIAL_PUBLIC_INTEREST = "substantial_public_interest"
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A consent (or other basis) as recorded for one subject. `reference` points at
+    the evidence kept elsewhere (a signed form's id, a ticket), never a copy of it."""
+
+    collection_id: str
+    subject_id: str
+    basis: ConsentBasis
+    reference: str
+    recorded_at: datetime
+    recorded_by: str | None = None  # the API key id that recorded it
+
+
+@dataclass(frozen=True)
+class Subject:
+    collection_id: str
+    subject_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """One indexed face. `embedding` is the engine's descriptor as little-endian
+    float32 bytes (engines that keep faces remotely, like Rekognition, store None and
+    set `engine_face_id`). The embedding is never logged, audited or returned."""
+
+    face_id: str
+    collection_id: str
+    subject_id: str
+    image_id: str
+    image_sha256: str
+    bounding_box: BoundingBox
+    confidence: float
+    created_at: datetime
+    quality: Quality | None = None
+    pose: Pose | None = None
+    width_px: int = 0
+    height_px: int = 0
+    embedding: bytes | None = field(default=None, repr=False)
+    engine_face_id: str | None = None
+
+    def vector(self) -> tuple[float, ...]:
+        """The descriptor as floats; empty when this engine keeps no descriptors."""
+        return embedding_from_bytes(self.embedding) if self.embedding else ()
+
+
+def embedding_to_bytes(values: Sequence[float]) -> bytes:
+    """Descriptor -> little-endian float32 bytes (the stored form)."""
+    packed = array("f", values)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def embedding_from_bytes(data: bytes) -> tuple[float, ...]:
+    """Little-endian float32 bytes -> descriptor."""
+    packed = array("f")
+    packed.frombytes(data)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return tuple(packed)
+
+
+@dataclass(frozen=True)
+class FacePage:
+    faces: list[StoredFace]
+    next_token: str | None
+
+
+# --- IndexFaces quality filter --------------------------------------------------------
+
+class QualityFilter(StrEnum):
+    """Rekognition's QualityFilter for IndexFaces. AUTO is MEDIUM."""
+
+    NONE = "NONE"
+    AUTO = "AUTO"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+
+class UnindexedReason(StrEnum):
+    """Rekognition's Reasons for a face IndexFaces did not index."""
+
+    EXCEEDS_MAX_FACES = "EXCEEDS_MAX_FACES"
+    EXTREME_POSE = "EXTREME_POSE"
+    LOW_BRIGHTNESS = "LOW_BRIGHTNESS"
+    LOW_SHARPNESS = "LOW_SHARPNESS"
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    SMALL_BOUNDING_BOX = "SMALL_BOUNDING_BOX"
+    LOW_FACE_QUALITY = "LOW_FACE_QUALITY"
+
+
+@dataclass(frozen=True)
+class QualityBar:
+    """Minimums a face must meet to be indexed. Confidence and quality are 0-100 as the
+    engines report them; sharpness 63 is the median face of the shared data set (see
+    engines/local/attributes.py), so LOW keeps all but clearly blurred faces and HIGH
+    keeps roughly the sharper half."""
+
+    min_confidence: float
+    min_face_px: int
+    max_yaw: float
+    max_pitch: float
+    max_roll: float
+    min_sharpness: float
+    min_brightness: float
+
+
+# The thresholds behind each level, documented in docs/collections.md.
+QUALITY_BARS: dict[QualityFilter, QualityBar] = {
+    QualityFilter.LOW: QualityBar(min_confidence=50.0, min_face_px=24, max_yaw=75.0,
+                                  max_pitch=60.0, max_roll=90.0, min_sharpness=5.0,
+                                  min_brightness=5.0),
+    QualityFilter.MEDIUM: QualityBar(min_confidence=80.0, min_face_px=40, max_yaw=50.0,
+                                     max_pitch=40.0, max_roll=60.0, min_sharpness=15.0,
+                                     min_brightness=12.0),
+    QualityFilter.HIGH: QualityBar(min_confidence=95.0, min_face_px=80, max_yaw=30.0,
+                                   max_pitch=25.0, max_roll=40.0, min_sharpness=40.0,
+                                   min_brightness=20.0),
+}
+QUALITY_BARS[QualityFilter.AUTO] = QUALITY_BARS[QualityFilter.MEDIUM]
+
+
+def quality_reasons(detail: FaceDetail, level: QualityFilter) -> list[UnindexedReason]:
+    """Why `detail` fails `level` (empty: it passes). Attributes the engine did not
+    compute (pose or quality None) are not held against the face."""
+    bar = QUALITY_BARS.get(level)
+    if bar is None:
+        return []
+    reasons: list[UnindexedReason] = []
+    if detail.confidence < bar.min_confidence:
+        reasons.append(UnindexedReason.LOW_CONFIDENCE)
+    size = min(detail.width_px, detail.height_px)
+    if size and size < bar.min_face_px:
+        reasons.append(UnindexedReason.SMALL_BOUNDING_BOX)
+    pose = detail.pose
+    if pose is not None and (abs(pose.yaw) > bar.max_yaw or abs(pose.pitch) > bar.max_pitch
+                             or abs(pose.roll) > bar.max_roll):
+        reasons.append(UnindexedReason.EXTREME_POSE)
+    quality = detail.quality
+    if quality is not None:
+        if quality.sharpness < bar.min_sharpness:
+            reasons.append(UnindexedReason.LOW_SHARPNESS)
+        if quality.brightness < bar.min_brightness:
+            reasons.append(UnindexedReason.LOW_BRIGHTNESS)
+    return reasons
+
+
+# --- Repository ports ----------------------------------------------------------------
+# The store implements these (faceapi/store/collections_repo.py); the unit of work
+# exposes them as `uow.collections`, `uow.subjects`, `uow.faces`, `uow.consents`.
+
+class CollectionsRepo(Protocol):
+    def add(self, collection: Collection) -> None:
+        """Insert a new collection; raises CollectionExists if the id is taken."""
+        ...
+
+    def get(self, collection_id: str) -> Collection | None:
+        """One collection, or None."""
+        ...
+
+    def page(self, *, limit: int, after: str | None = None) -> list[Collection]:
+        """Collections ordered by id, after the id `after` (keyset pagination)."""
+        ...
+
+    def stats(self, collection_id: str) -> CollectionStats:
+        """Face and subject counts."""
+        ...
+
+    def bump_version(self, collection_id: str) -> int:
+        """Add one to the collection's version (every face change does) and return it."""
+        ...
+
+    def delete(self, collection_id: str) -> None:
+        """Delete the collection with its subjects, faces and consents."""
+        ...
+
+
+class SubjectsRepo(Protocol):
+    def get(self, collection_id: str, subject_id: str) -> Subject | None:
+        """One subject, or None."""
+        ...
+
+    def ensure(self, subject: Subject) -> Subject:
+        """Insert the subject unless it exists; return the stored one."""
+        ...
+
+    def delete(self, collection_id: str, subject_id: str) -> bool:
+        """Delete the subject row; False if there was none."""
+        ...
+
+
+class FacesRepo(Protocol):
+    def add(self, face: StoredFace) -> None:
+        """Insert one face."""
+        ...
+
+    def get(self, collection_id: str, face_id: str) -> StoredFace | None:
+        """One face (with its embedding), or None."""
+        ...
+
+    def page(self, collection_id: str, *, subject_id: str | None = None, limit: int,
+             after: str | None = None) -> list[StoredFace]:
+        """Faces ordered by face id after `after`, without embeddings."""
+        ...
+
+    def list_for_subject(self, collection_id: str, subject_id: str) -> list[StoredFace]:
+        """Every face of one subject, with embeddings (what verify compares against)."""
+        ...
+
+    def find_by_image(self, collection_id: str, image_sha256: str) -> list[StoredFace]:
+        """Faces indexed from the image with this SHA-256 (imports resume with it)."""
+        ...
+
+    def delete(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        """Delete these faces; return the ids that existed and were deleted."""
+        ...
+
+    def delete_for_subject(self, collection_id: str, subject_id: str) -> list[str]:
+        """Delete every face of a subject; return their ids."""
+        ...
+
+    def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
+        """(face_id, subject_id, float32 bytes) for every face with an embedding."""
+        ...
+
+
+class ConsentsRepo(Protocol):
+    def record(self, consent: Consent) -> None:
+        """Append a consent record for a subject (the latest one is in force)."""
+        ...
+
+    def current(self, collection_id: str, subject_id: str) -> Consent | None:
+        """The latest consent record of a subject, or None."""
+        ...
+
+    def delete_for_subject(self, collection_id: str, subject_id: str) -> int:
+        """Delete every consent record of a subject; return how many."""
+        ...

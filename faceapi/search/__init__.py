@@ -1,0 +1,1 @@
+"""In-process vector search over a collection's stored embeddings."""

@@ -1,0 +1,201 @@
+"""The search index: the faces of a collection nearest to a probe descriptor.
+
+Each worker process keeps its own copy of a collection's descriptors as one float32
+matrix, built from the store. Before every search it reads the collection's `version`
+(one indexed row): when another worker has indexed or deleted faces since, the copy is
+rebuilt from the store, so every worker answers from the same data without any
+messaging between them.
+
+Ranking is by euclidean distance, which both descriptor engines' similarity maps are
+strictly decreasing in (the local engine's calibrated map; cosine on unit vectors for
+the fake). Only the `max_faces` nearest candidates are then scored with the engine's own
+`similarity()`, so a search reports exactly the similarity a 1:1 comparison would.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from faceapi.domain.collections import CollectionsRepo, FacesRepo
+from faceapi.domain.errors import InvalidParameter, NotFound
+
+# Rekognition's SearchFacesByImage allows MaxFaces up to 4096.
+MAX_FACES_LIMIT = 4096
+
+Vectors = npt.NDArray[np.float32]
+Similarity = Callable[[tuple[float, ...], tuple[float, ...]], float]
+
+
+class SearchHit(NamedTuple):
+    face_id: str
+    subject_id: str
+    similarity: float
+
+
+class SearchIndex(Protocol):
+    """Nearest stored faces of a collection; always current with the store."""
+
+    def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
+               max_faces: int) -> list[SearchHit]:
+        """Up to `max_faces` faces with similarity >= threshold, best first.
+
+        Raises NotFound for an unknown collection."""
+        ...
+
+    def invalidate(self, collection_id: str) -> None:
+        """Forget this process's copy of a collection (the next search rebuilds it)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """A collection's descriptors at one version."""
+
+    version: int
+    face_ids: list[str]
+    subject_ids: list[str]
+    vectors: Vectors  # (n, dims) float32
+    norms: Vectors = field(init=False)  # squared norms, precomputed for distances
+
+    def __post_init__(self) -> None:
+        squared = np.einsum("ij,ij->i", self.vectors, self.vectors) if len(self.vectors) \
+            else np.zeros(0, dtype=np.float32)
+        object.__setattr__(self, "norms", squared.astype(np.float32))
+
+    @property
+    def dims(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+
+class IndexSource(Protocol):
+    """Where an index reads versions and descriptors from (the store)."""
+
+    def version(self, collection_id: str) -> int | None:
+        """The collection's current version, or None if it does not exist."""
+        ...
+
+    def snapshot(self, collection_id: str) -> Snapshot | None:
+        """Every descriptor of the collection with the version they belong to."""
+        ...
+
+
+class _ReadUnitOfWork(Protocol):
+    @property
+    def collections(self) -> CollectionsRepo: ...
+
+    @property
+    def faces(self) -> FacesRepo: ...
+
+    def __enter__(self) -> _ReadUnitOfWork: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def snapshot_from_rows(version: int, rows: Sequence[tuple[str, str, bytes]]) -> Snapshot:
+    """Build a snapshot from (face_id, subject_id, float32 bytes) rows."""
+    if not rows:
+        return Snapshot(version, [], [], np.zeros((0, 0), dtype=np.float32))
+    dims = len(rows[0][2]) // 4
+    matrix = np.empty((len(rows), dims), dtype=np.float32)
+    face_ids: list[str] = []
+    subject_ids: list[str] = []
+    for i, (face_id, subject_id, blob) in enumerate(rows):
+        if len(blob) != dims * 4:
+            raise InvalidParameter("stored descriptors of different lengths in one collection")
+        matrix[i] = np.frombuffer(blob, dtype="<f4")
+        face_ids.append(face_id)
+        subject_ids.append(subject_id)
+    return Snapshot(version, face_ids, subject_ids, matrix)
+
+
+class StoreIndexSource:
+    """Reads through short read-only units of work from the store."""
+
+    def __init__(self, read_uow: Callable[[], _ReadUnitOfWork]) -> None:
+        self._read_uow = read_uow
+
+    def version(self, collection_id: str) -> int | None:
+        with self._read_uow() as uow:
+            collection = uow.collections.get(collection_id)
+            return None if collection is None else collection.version
+
+    def snapshot(self, collection_id: str) -> Snapshot | None:
+        # Version and rows in one transaction, so the snapshot is never labelled with
+        # a version its rows do not belong to.
+        with self._read_uow() as uow:
+            collection = uow.collections.get(collection_id)
+            if collection is None:
+                return None
+            return snapshot_from_rows(collection.version, uow.faces.embeddings(collection_id))
+
+
+class BruteForceIndex:
+    """Exact search: one matrix-vector product per query over the whole collection."""
+
+    def __init__(self, source: IndexSource, similarity: Similarity) -> None:
+        self._source = source
+        self._similarity = similarity
+        self._snapshots: dict[str, Snapshot] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self, collection_id: str) -> None:
+        with self._lock:
+            self._snapshots.pop(collection_id, None)
+
+    def current(self, collection_id: str) -> Snapshot:
+        """This process's snapshot, rebuilt if the store's version moved on."""
+        version = self._source.version(collection_id)
+        if version is None:
+            self.invalidate(collection_id)
+            raise NotFound(f"collection {collection_id} not found")
+        snapshot = self._snapshots.get(collection_id)
+        if snapshot is not None and snapshot.version == version:
+            return snapshot
+        with self._lock:
+            snapshot = self._snapshots.get(collection_id)
+            if snapshot is None or snapshot.version != version:
+                fresh = self._source.snapshot(collection_id)
+                if fresh is None:
+                    self._snapshots.pop(collection_id, None)
+                    raise NotFound(f"collection {collection_id} not found")
+                self._snapshots[collection_id] = snapshot = fresh
+        return snapshot
+
+    def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
+               max_faces: int) -> list[SearchHit]:
+        if not 1 <= max_faces <= MAX_FACES_LIMIT:
+            raise InvalidParameter(f"max_faces must be between 1 and {MAX_FACES_LIMIT}")
+        snapshot = self.current(collection_id)
+        if not snapshot.face_ids:
+            return []
+        probe = np.asarray(embedding, dtype=np.float32)
+        if probe.shape != (snapshot.dims,):
+            raise InvalidParameter(
+                f"the probe descriptor has {probe.size} values; this collection's have "
+                f"{snapshot.dims}")
+        order = nearest(snapshot, probe, max_faces)
+        probe_t = tuple(float(v) for v in probe)
+        hits: list[SearchHit] = []
+        for row in order:
+            stored = tuple(float(v) for v in snapshot.vectors[row])
+            score = self._similarity(probe_t, stored)
+            if score < threshold:
+                break  # similarity falls with distance: nothing further can pass
+            hits.append(SearchHit(snapshot.face_ids[row], snapshot.subject_ids[row], score))
+        return hits
+
+
+def nearest(snapshot: Snapshot, probe: Vectors, k: int) -> npt.NDArray[np.intp]:
+    """Row numbers of the k nearest descriptors, nearest first (squared L2)."""
+    distances = snapshot.norms - 2.0 * (snapshot.vectors @ probe)
+    k = min(k, len(distances))
+    top = (np.argpartition(distances, k - 1)[:k] if k < len(distances)
+           else np.arange(len(distances)))
+    ordered: npt.NDArray[np.intp] = top[np.argsort(distances[top], kind="stable")]
+    return ordered
