@@ -1,0 +1,133 @@
+"""Engines and the Store: the one object the composition root builds for persistence.
+
+SQLite (the default) gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE` for
+every write transaction, so concurrent writers queue on the database lock instead of
+failing half-way. PostgreSQL is used as is; audit appends take an advisory lock
+(store/audit_repo.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.sql.dml import UpdateBase
+
+from faceapi.audit import CheckpointSigner, VerifyReport, load_or_create_signing_key, verify_chain
+from faceapi.config import Settings
+from faceapi.store.tables import AUDIT_TABLES
+
+if TYPE_CHECKING:
+    # uow.py imports this module; the run-time imports below are inside methods.
+    from faceapi.store.uow import SqlAlchemyUnitOfWork
+
+# Connection.info key holding the set of tables changed in the open unit of work.
+CHANGES_KEY = "faceapi_changed_tables"
+# Execution option: this statement changes state that needs no audit event.
+UNAUDITED = "faceapi_unaudited"
+# Execution option on a connection: a read-only transaction (SQLite: BEGIN DEFERRED).
+READ_ONLY = "faceapi_read_only"
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _track_changes(conn: Connection, clauseelement: Any, *args: Any) -> None:
+    # after_execute's remaining arguments: multiparams, params, execution_options, result
+    execution_options = args[2]
+    changes = conn.info.get(CHANGES_KEY)
+    if changes is None or execution_options.get(UNAUDITED):
+        return
+    if isinstance(clauseelement, UpdateBase):
+        name = getattr(clauseelement.table, "name", None)
+        if name not in AUDIT_TABLES:
+            changes.add(name)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url` with our SQLite settings; creates the SQLite file's folder."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
+            # Stop pysqlite from issuing its own BEGIN: we emit the right one below.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # IMMEDIATE takes the write lock up front: two writers can never both read
+            # the chain head and then collide on the upgrade to a write lock.
+            read_only = conn.get_execution_options().get(READ_ONLY)
+            conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(url, **kwargs)
+    event.listen(engine, "after_execute", _track_changes)
+    return engine
+
+
+class Store:
+    """Engine + audit signing key + checkpoint policy; hands out units of work."""
+
+    def __init__(self, engine: Engine, *, signer: CheckpointSigner, checkpoint_every: int = 100,
+                 checkpoint_seconds: int = 300, now: Callable[[], datetime] = utc_now) -> None:
+        self.engine = engine
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.now = now
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, now: Callable[[], datetime] | None = None,
+                      engine: Engine | None = None) -> Store:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(engine or make_engine(settings.resolved_database_url),
+                   signer=CheckpointSigner(load_or_create_signing_key(settings)),
+                   checkpoint_every=max(1, settings.audit_checkpoint_every),
+                   checkpoint_seconds=settings.audit_checkpoint_seconds,
+                   now=now or utc_now)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def uow(self) -> SqlAlchemyUnitOfWork:
+        """A unit of work for a change (and its audit events)."""
+        from faceapi.store.uow import SqlAlchemyUnitOfWork
+        return SqlAlchemyUnitOfWork(self)
+
+    def read_uow(self) -> SqlAlchemyUnitOfWork:
+        """A unit of work that only reads: on SQLite it does not take the write lock."""
+        from faceapi.store.uow import SqlAlchemyUnitOfWork
+        return SqlAlchemyUnitOfWork(self, read_only=True)
+
+    def upgrade(self, revision: str = "head") -> None:
+        from faceapi.store.migrate import upgrade_engine
+        upgrade_engine(self.engine, revision)
+
+    def verify(self) -> VerifyReport:
+        """Walk the live chain and its checkpoints with this store's public key."""
+        with self.read_uow() as uow:
+            return verify_chain(uow.audit.iter_events(), uow.audit.checkpoints(),
+                                [self.signer.public_key])
+
+    def dispose(self) -> None:
+        self.engine.dispose()
