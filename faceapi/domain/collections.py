@@ -269,6 +269,10 @@ class SubjectsRepo(Protocol):
         """Delete the subject row; False if there was none."""
         ...
 
+    def ids(self, collection_id: str) -> list[str]:
+        """Every subject id of a collection."""
+        ...
+
 
 class FacesRepo(Protocol):
     def add(self, face: StoredFace) -> None:
