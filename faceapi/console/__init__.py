@@ -1,0 +1,17 @@
+"""The web console: server-rendered pages for reviewers, compliance staff and operators."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from faceapi.config import Settings
+from faceapi.console.session import configure_cookie, load_or_create_secret_key
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register the console blueprint with its session secret and cookie settings."""
+    from faceapi.console.views import bp
+
+    app.secret_key = load_or_create_secret_key(settings)
+    configure_cookie(app)
+    app.register_blueprint(bp)

@@ -1,0 +1,95 @@
+"""Plain-words renderings for people: policies as sentences, ages, outcome labels.
+
+Presentation only (no Flask): the same text serves the pages and their tests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from faceapi.domain.policies import Operation, Policy, ReviewMode
+
+_OPERATION_WORDS = {
+    Operation.VERIFY: "Checks one selfie against the enrolled faces of the subject the "
+                      "caller claims (1:1).",
+    Operation.SEARCH: "Searches a whole collection for the face in an image (1:N).",
+    Operation.COMPARE: "Compares the faces in two images (1:1).",
+}
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def policy_rules(policy: Policy) -> list[str]:
+    """Each rule of a policy as one sentence a reviewer or auditor can read."""
+    rules = [_OPERATION_WORDS[policy.operation]]
+    rules.append("Consequential: the outcome affects the person, so a human decides."
+                 if policy.consequential else
+                 "Not consequential: the service may decide on its own.")
+    rules.append(f"A match needs a similarity of at least {_num(policy.min_similarity)} "
+                 "out of 100.")
+    rules.append(f"A face counts only if the detector is at least "
+                 f"{_num(policy.min_face_confidence)}% confident of it.")
+    gate = policy.quality
+    quality = []
+    if gate.min_face_px:
+        quality.append(f"at least {gate.min_face_px} px wide and high")
+    quality.append(f"turned at most {_num(gate.max_yaw)}° sideways, "
+                   f"{_num(gate.max_pitch)}° up or down and tilted {_num(gate.max_roll)}°")
+    if gate.min_sharpness:
+        quality.append(f"sharpness at least {_num(gate.min_sharpness)}")
+    if gate.min_brightness:
+        quality.append(f"brightness at least {_num(gate.min_brightness)}")
+    rules.append("The face must be " + ", ".join(quality) + "; otherwise the request is "
+                 "rejected before any comparison.")
+    if policy.operation is Operation.VERIFY:
+        rules.append("The image must show exactly one face.")
+    else:
+        rules.append(f"The image may show up to {policy.max_faces} "
+                     f"face{'s' if policy.max_faces != 1 else ''}.")
+    if policy.operation is Operation.SEARCH:
+        rules.append(f"At most {policy.max_matches} candidates are returned.")
+    review = policy.human_review
+    people = "two different reviewers, who must agree" if review.reviewers >= 2 \
+        else "one reviewer"
+    if review.mode is ReviewMode.ALWAYS:
+        rules.append(f"Every result with a usable face is decided by {people}; "
+                     "the caller sees pending_review until then.")
+    elif review.mode is ReviewMode.BAND and review.band is not None:
+        low, high = review.band
+        rules.append(f"Scores from {_num(low)} up to (not including) {_num(high)} are "
+                     f"decided by {people}; other scores are decided automatically.")
+    else:
+        rules.append("No human review: the answer is final at once.")
+    if review.mode is not ReviewMode.NEVER:
+        rules.append(f"A review still waiting after {_num(review.max_wait_hours)} hours "
+                     "expires as rejected.")
+    if policy.lockout is not None:
+        lock = policy.lockout
+        rules.append(f"After {lock.failures} failed attempts in a row within "
+                     f"{_num(lock.window_minutes)} minutes the subject is locked for "
+                     f"{_num(lock.base_delay_seconds)} seconds; each further lock doubles "
+                     f"that, up to {_num(lock.max_delay_seconds)} seconds.")
+    else:
+        rules.append("No lockout after failed attempts.")
+    if policy.retention_days:
+        rules.append(f"Review evidence (probe and candidate images) is kept "
+                     f"{policy.retention_days} days after the review ends, then deleted.")
+    else:
+        rules.append("No review evidence is kept.")
+    rules.append("Face attributes returned: " + ", ".join(policy.attributes) + ".")
+    return rules
+
+
+def age(since: datetime, now: datetime) -> str:
+    """'3 min', '5 h 2 min', '2 d 4 h': how long an item has waited."""
+    seconds = max(0, int((now - since).total_seconds()))
+    delta = timedelta(seconds=seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{delta.days} d {delta.seconds // 3600} h"
