@@ -1,0 +1,206 @@
+"""Policies: the rule for one use case (verify, search or compare), as plain values.
+
+A policy is read from `policies/<name>.yaml` by faceapi/policy_files.py (YAML +
+marshmallow, which the domain may not import); this module holds the model, the
+invariants every policy must keep, the canonical form and its version, and the
+quality gate. The invariants are checked here as well as in the schema so that a
+Policy built in code can never be consequential without human review either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from faceapi.domain.errors import FaceApiError
+from faceapi.domain.faces import FaceDetail
+
+
+class Operation(StrEnum):
+    VERIFY = "verify"  # 1:1 against a claimed subject's enrolled faces
+    SEARCH = "search"  # 1:N against a collection
+    COMPARE = "compare"  # 1:1 between two images
+
+
+class ReviewMode(StrEnum):
+    ALWAYS = "always"
+    BAND = "band"
+    NEVER = "never"
+
+
+# Face attributes a policy may allow a response to carry (Rekognition names).
+KNOWN_ATTRIBUTES = ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality",
+                    "EyesOpen", "MouthOpen")
+
+
+class PolicyError(FaceApiError):
+    """A policy file or value breaks a rule; the message names the file and field."""
+
+    code = "invalid_policy"
+
+
+class UnknownPolicy(FaceApiError):
+    code = "unknown_policy"
+
+
+class WrongPolicyOperation(FaceApiError):
+    code = "wrong_policy_operation"
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """Minimums a probe face must meet before it is compared at all."""
+
+    min_face_px: int = 0
+    max_yaw: float = 90.0
+    max_pitch: float = 90.0
+    max_roll: float = 180.0
+    min_sharpness: float = 0.0
+    min_brightness: float = 0.0
+
+
+@dataclass(frozen=True)
+class HumanReview:
+    mode: ReviewMode = ReviewMode.NEVER
+    band: tuple[float, float] | None = None  # [low, high): scores here go to review
+    reviewers: int = 1
+    max_wait_hours: float = 72.0  # a review still pending after this expires as rejected
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """NIST SP 800-63B 5.2.2 throttling: consecutive failures per subject and policy."""
+
+    failures: int = 5  # consecutive no_match results that lock
+    window_minutes: float = 60.0  # failures further apart than this start a new count
+    base_delay_seconds: float = 60.0  # first lock; every further lock doubles it
+    max_delay_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One use case's rule. See docs/policies.md for every field."""
+
+    name: str
+    description: str
+    operation: Operation
+    consequential: bool
+    min_similarity: float
+    min_face_confidence: float = 90.0
+    quality: QualityGate = field(default_factory=QualityGate)
+    max_faces: int = 1  # faces the probe image may contain
+    max_matches: int = 10  # search: the most candidates returned
+    human_review: HumanReview = field(default_factory=HumanReview)
+    lockout: Lockout | None = None
+    retention_days: int = 30  # review evidence kept this long after the review ends
+    attributes: tuple[str, ...] = ("BoundingBox", "Confidence")
+
+    def __post_init__(self) -> None:
+        for problem in policy_problems(self):
+            raise PolicyError(f"policy {self.name}: {problem}")
+
+    @property
+    def two_person(self) -> bool:
+        return self.human_review.reviewers >= 2
+
+    def canonical(self) -> dict[str, Any]:
+        """The policy as plain JSON values with every default filled in."""
+        data = asdict(self)
+        data["operation"] = self.operation.value
+        data["human_review"]["mode"] = self.human_review.mode.value
+        band = self.human_review.band
+        data["human_review"]["band"] = list(band) if band is not None else None
+        data["attributes"] = list(self.attributes)
+        return data
+
+    @property
+    def version(self) -> str:
+        """SHA-256 of the canonical JSON form: any change to any rule changes it."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def policy_problems(policy: Policy) -> list[str]:
+    """Every cross-field rule a policy breaks, as `field: message` strings."""
+    problems: list[str] = []
+    review = policy.human_review
+    if policy.consequential and review.mode is not ReviewMode.ALWAYS:
+        problems.append("human_review.mode: a consequential policy must use `always`")
+    if (policy.consequential and policy.operation is Operation.SEARCH
+            and review.reviewers < 2):
+        problems.append("human_review.reviewers: consequential 1:N search needs 2 reviewers")
+    if review.mode is ReviewMode.BAND:
+        if review.band is None:
+            problems.append("human_review.band: required when mode is `band`")
+        else:
+            low, high = review.band
+            if not 0 <= low < high <= 100:
+                problems.append("human_review.band: expected [low, high), 0 <= low < high <= 100")
+            elif not low <= policy.min_similarity <= high:
+                problems.append("human_review.band: must contain min_similarity")
+    elif review.band is not None:
+        problems.append("human_review.band: only allowed when mode is `band`")
+    if review.reviewers not in (1, 2):
+        problems.append("human_review.reviewers: 1 or 2")
+    if policy.operation is Operation.VERIFY and policy.max_faces != 1:
+        problems.append("max_faces: verify needs exactly one face (1)")
+    if policy.lockout is not None and policy.operation is not Operation.VERIFY:
+        problems.append("lockout: only a verify policy has a subject to lock")
+    if not 0 <= policy.min_similarity <= 100:
+        problems.append("min_similarity: 0-100")
+    unknown = [a for a in policy.attributes if a not in KNOWN_ATTRIBUTES]
+    if unknown:
+        problems.append(f"attributes: unknown {', '.join(unknown)}")
+    return problems
+
+
+def quality_reasons(face: FaceDetail, policy: Policy) -> list[str]:
+    """Why a probe face is not good enough under `policy` (empty when it is)."""
+    gate = policy.quality
+    reasons: list[str] = []
+    if face.confidence < policy.min_face_confidence:
+        reasons.append("low_confidence")
+    if gate.min_face_px and min(face.width_px, face.height_px) < gate.min_face_px:
+        reasons.append("small_face")
+    pose = face.pose
+    if pose is not None and (abs(pose.yaw) > gate.max_yaw or abs(pose.pitch) > gate.max_pitch
+                             or abs(pose.roll) > gate.max_roll):
+        reasons.append("extreme_pose")
+    quality = face.quality
+    if quality is not None and (quality.sharpness < gate.min_sharpness
+                                or quality.brightness < gate.min_brightness):
+        reasons.append("low_quality")
+    return reasons
+
+
+class PolicySet(Mapping[str, Policy]):
+    """The policies in force, by name; loaded once at start."""
+
+    def __init__(self, policies: Mapping[str, Policy]) -> None:
+        self._policies = dict(sorted(policies.items()))
+
+    def __getitem__(self, name: str) -> Policy:
+        return self._policies[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._policies)
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def require(self, name: str, operation: Operation | None = None) -> Policy:
+        """The named policy, or 422 `unknown_policy`; optionally of one operation."""
+        policy = self._policies.get(name)
+        if policy is None:
+            raise UnknownPolicy(f"no policy named {name[:64]!r}",
+                                details={"known": sorted(self._policies)})
+        if operation is not None and policy.operation is not operation:
+            raise WrongPolicyOperation(
+                f"policy {name} is for {policy.operation.value}, not {operation.value}",
+                details={"policy": name, "operation": policy.operation.value})
+        return policy

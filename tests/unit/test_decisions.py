@@ -1,0 +1,162 @@
+"""decide() and the review rules: a consequential decision is never final without
+the reviewers its policy asks for."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from faceapi.domain.decisions import (
+    AlreadyVoted,
+    Candidate,
+    DecisionKind,
+    Outcome,
+    Reason,
+    Review,
+    ReviewClosed,
+    ReviewerIsRequester,
+    ReviewStatus,
+    ReviewVote,
+    UnknownCandidate,
+    Vote,
+    check_vote,
+    decide,
+    resolve,
+)
+from faceapi.domain.policies import PolicySet
+from faceapi.policy_files import load_policies
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def policies() -> PolicySet:
+    return load_policies(Path(__file__).resolve().parents[2] / "policies")
+
+
+def review(required: int = 1, candidates: tuple[Candidate, ...] = ()) -> Review:
+    return Review(id="r1", decision_id="d1", kind=DecisionKind.VERIFY, policy_name="p",
+                  policy_version="0" * 64, collection_id="c", subject_id="s",
+                  requester_key_id="app1", required_reviewers=required,
+                  status=ReviewStatus.PENDING, created_at=NOW,
+                  expires_at=NOW + timedelta(hours=1), retention_days=1,
+                  candidates=candidates)
+
+
+def vote(who: str, choice: Vote, face_id: str | None = None) -> ReviewVote:
+    return ReviewVote(reviewer_key_id=who, reviewer_role="reviewer", vote=choice,
+                      reason="looked", face_id=face_id, at=NOW)
+
+
+def test_login_matches_at_the_threshold_and_not_below(policies: PolicySet) -> None:
+    login = policies["login"]
+    assert decide(login, login.min_similarity).outcome is Outcome.MATCH
+    assert decide(login, login.min_similarity - 0.01).outcome is Outcome.NO_MATCH
+
+
+def test_an_unknown_subject_is_decided_exactly_like_a_low_score(policies: PolicySet) -> None:
+    login = policies["login"]
+    assert decide(login, None) == decide(login, 0.0)
+
+
+@pytest.mark.parametrize("score", [None, 0.0, 50.0, 99.99, 100.0])
+def test_a_consequential_verify_is_pending_review_whatever_the_score(
+        policies: PolicySet, score: float | None) -> None:
+    proposal = decide(policies["identity_check"], score)
+    assert proposal.outcome is Outcome.PENDING_REVIEW
+    assert Reason.REVIEW_REQUIRED in proposal.reasons
+
+
+def test_a_consequential_search_with_candidates_is_pending_and_without_is_no_match(
+        policies: PolicySet) -> None:
+    watchlist = policies["watchlist_search"]
+    assert decide(watchlist, 100.0).outcome is Outcome.PENDING_REVIEW
+    assert decide(watchlist, None).outcome is Outcome.NO_MATCH
+
+
+def test_the_review_band_sends_scores_near_the_threshold_to_review(policies: PolicySet) -> None:
+    cleaning = policies["dataset_cleaning"]
+    assert decide(cleaning, 79.9).outcome is Outcome.NO_MATCH
+    assert decide(cleaning, 80.0).outcome is Outcome.PENDING_REVIEW
+    assert decide(cleaning, 89.9).outcome is Outcome.PENDING_REVIEW
+    assert decide(cleaning, 90.0).outcome is Outcome.MATCH
+
+
+def test_the_requester_cannot_review_their_own_decision() -> None:
+    with pytest.raises(ReviewerIsRequester):
+        check_vote(review(), "app1", NOW, None)
+    with pytest.raises(ReviewerIsRequester):
+        check_vote(review(), None, NOW, None)
+
+
+def test_a_reviewer_cannot_vote_twice() -> None:
+    r = replace(review(2), votes=(vote("rev1", Vote.CONFIRM),))
+    with pytest.raises(AlreadyVoted):
+        check_vote(r, "rev1", NOW, None)
+
+
+def test_an_expired_or_closed_review_takes_no_votes() -> None:
+    with pytest.raises(ReviewClosed):
+        check_vote(review(), "rev1", NOW + timedelta(hours=2), None)
+    with pytest.raises(ReviewClosed):
+        check_vote(replace(review(), status=ReviewStatus.CONFIRMED), "rev1", NOW, None)
+
+
+def test_a_vote_for_a_face_that_is_not_a_candidate_is_refused() -> None:
+    with pytest.raises(UnknownCandidate):
+        check_vote(review(candidates=(Candidate("f1", "s", 90.0),)), "rev1", NOW, "f9")
+
+
+def test_one_confirm_resolves_a_one_person_review_as_match() -> None:
+    result = resolve(replace(review(), votes=(vote("rev1", Vote.CONFIRM),)))
+    assert result is not None
+    assert result.outcome is Outcome.MATCH
+
+
+def test_one_reject_resolves_a_one_person_review_as_no_match() -> None:
+    result = resolve(replace(review(), votes=(vote("rev1", Vote.REJECT),)))
+    assert result is not None
+    assert result.outcome is Outcome.NO_MATCH
+
+
+def test_one_of_two_reviewers_leaves_the_decision_pending() -> None:
+    assert resolve(replace(review(2), votes=(vote("rev1", Vote.CONFIRM),))) is None
+
+
+def test_two_confirms_by_the_same_key_never_count_as_two_reviewers() -> None:
+    r = replace(review(2), votes=(vote("rev1", Vote.CONFIRM), vote("rev1", Vote.CONFIRM)))
+    assert resolve(r) is None
+
+
+def test_a_requesters_vote_never_counts() -> None:
+    r = replace(review(2), votes=(vote("app1", Vote.CONFIRM), vote("rev1", Vote.CONFIRM)))
+    assert resolve(r) is None
+
+
+def test_two_reviewers_who_disagree_reject_and_flag_the_decision() -> None:
+    result = resolve(replace(review(2), votes=(vote("rev1", Vote.CONFIRM),
+                                               vote("rev2", Vote.REJECT))))
+    assert result is not None
+    assert result.outcome is Outcome.REJECTED
+    assert result.flagged
+    assert result.status is ReviewStatus.DISAGREED
+
+
+def test_two_reviewers_confirming_different_candidates_disagree() -> None:
+    candidates = (Candidate("f1", "s1", 95.0), Candidate("f2", "s2", 90.0))
+    result = resolve(replace(review(2, candidates), votes=(
+        vote("rev1", Vote.CONFIRM, "f1"), vote("rev2", Vote.CONFIRM, "f2"))))
+    assert result is not None
+    assert result.outcome is Outcome.REJECTED
+
+
+def test_two_reviewers_confirming_the_same_candidate_make_a_match_on_it() -> None:
+    candidates = (Candidate("f1", "s1", 95.0), Candidate("f2", "s2", 90.0))
+    result = resolve(replace(review(2, candidates), votes=(
+        vote("rev1", Vote.CONFIRM, "f2"), vote("rev2", Vote.CONFIRM, "f2"))))
+    assert result is not None
+    assert result.outcome is Outcome.MATCH
+    assert result.matched_face_id == "f2"

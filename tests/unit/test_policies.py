@@ -1,0 +1,142 @@
+"""Policies: the shipped files, the schema's refusals, versions, the CLI check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from faceapi.domain.policies import (
+    HumanReview,
+    Operation,
+    Policy,
+    PolicyError,
+    ReviewMode,
+    UnknownPolicy,
+    WrongPolicyOperation,
+)
+from faceapi.policies_cli import policies as policies_cli
+from faceapi.policy_files import load_policies, parse_policy
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "policies"
+
+
+def good() -> dict[str, object]:
+    return yaml.safe_load((SHIPPED / "identity_check.yaml").read_text())
+
+
+def write(tmp_path: Path, name: str, data: dict[str, object]) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_five_shipped_policies_load_and_validate() -> None:
+    loaded = load_policies(SHIPPED)
+    assert set(loaded) >= {"login", "identity_check", "watchlist_search", "photo_tagging",
+                           "dataset_cleaning"}
+    assert loaded["login"].lockout is not None
+    assert loaded["login"].lockout.failures == 5
+    assert not loaded["login"].consequential
+    assert loaded["identity_check"].human_review.mode is ReviewMode.ALWAYS
+    assert loaded["watchlist_search"].human_review.reviewers == 2
+    assert loaded["dataset_cleaning"].min_similarity == 85
+    assert loaded["dataset_cleaning"].human_review.mode is ReviewMode.BAND
+    assert "Pose" in loaded["photo_tagging"].attributes
+
+
+def test_every_consequential_shipped_policy_requires_review_always() -> None:
+    for policy in load_policies(SHIPPED).values():
+        if policy.consequential:
+            assert policy.human_review.mode is ReviewMode.ALWAYS
+
+
+def test_a_consequential_policy_without_review_always_is_refused_naming_the_field() -> None:
+    data = good()
+    data["human_review"] = {"mode": "never"}
+    with pytest.raises(PolicyError, match=r"human_review\.mode"):
+        parse_policy(yaml.safe_dump(data), "identity_check.yaml", "identity_check")
+
+
+def test_a_consequential_search_with_one_reviewer_is_refused() -> None:
+    data = yaml.safe_load((SHIPPED / "watchlist_search.yaml").read_text())
+    data["human_review"]["reviewers"] = 1
+    with pytest.raises(PolicyError, match=r"human_review\.reviewers"):
+        parse_policy(yaml.safe_dump(data), "w.yaml", "watchlist_search")
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"min_similarity": 101}, "min_similarity"),
+    ({"operation": "identify"}, "operation"),
+    ({"colour": "blue"}, "colour"),
+    ({"max_faces": 2}, "max_faces"),
+    ({"quality": {"max_yaw": "lots"}}, "quality.max_yaw"),
+    ({"attributes": ["Age"]}, "attributes"),
+])
+def test_a_bad_field_stops_the_load_and_the_message_names_it(change: dict[str, object],
+                                                              field: str) -> None:
+    data = {**good(), **change}
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(yaml.safe_dump(data), "identity_check.yaml", "identity_check")
+    assert field in caught.value.message
+    assert "identity_check.yaml" in caught.value.message
+
+
+def test_a_band_must_contain_the_threshold() -> None:
+    data = yaml.safe_load((SHIPPED / "dataset_cleaning.yaml").read_text())
+    data["human_review"]["band"] = [90, 95]
+    with pytest.raises(PolicyError, match=r"human_review\.band"):
+        parse_policy(yaml.safe_dump(data), "d.yaml", "dataset_cleaning")
+
+
+def test_the_file_name_must_match_the_policy_name(tmp_path: Path) -> None:
+    write(tmp_path, "other", good())
+    with pytest.raises(PolicyError, match="name"):
+        load_policies(tmp_path)
+
+
+def test_invalid_yaml_is_reported_with_the_file_name(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(PolicyError, match=r"broken\.yaml"):
+        load_policies(tmp_path)
+
+
+def test_a_policy_built_in_code_cannot_be_consequential_without_review() -> None:
+    with pytest.raises(PolicyError, match="consequential"):
+        Policy(name="x", description="x", operation=Operation.VERIFY, consequential=True,
+               min_similarity=80, human_review=HumanReview(mode=ReviewMode.NEVER))
+
+
+def test_the_version_is_stable_and_changes_with_any_rule() -> None:
+    a = parse_policy((SHIPPED / "login.yaml").read_text(), "login.yaml", "login")
+    b = parse_policy((SHIPPED / "login.yaml").read_text() + "\n# a comment\n", "l", "login")
+    assert a.version == b.version
+    assert len(a.version) == 64
+    data = yaml.safe_load((SHIPPED / "login.yaml").read_text())
+    data["min_similarity"] = data["min_similarity"] + 0.5
+    assert parse_policy(yaml.safe_dump(data), "l", "login").version != a.version
+
+
+def test_require_refuses_unknown_names_and_the_wrong_operation() -> None:
+    loaded = load_policies(SHIPPED)
+    with pytest.raises(UnknownPolicy):
+        loaded.require("no_such_policy")
+    with pytest.raises(WrongPolicyOperation):
+        loaded.require("photo_tagging", Operation.VERIFY)
+    assert loaded.require("login", Operation.VERIFY).name == "login"
+
+
+def test_policies_check_passes_the_shipped_files_and_fails_a_bad_one(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(policies_cli, ["check", str(SHIPPED)])
+    assert ok.exit_code == 0, ok.output
+    assert "login" in ok.output
+    data = good()
+    data["consequential"] = "perhaps"
+    bad = write(tmp_path, "identity_check", data)
+    failed = runner.invoke(policies_cli, ["check", str(bad)])
+    assert failed.exit_code == 1
+    assert "consequential" in failed.output
