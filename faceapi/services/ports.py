@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Protocol
 
+from faceapi.domain.access import ApiKeyRepository
 from faceapi.domain.audit import AuditEvent, AuditQuery, Checkpoint, RecordedEvent
 
 
@@ -56,6 +57,11 @@ class UnitOfWork(Protocol):
     @property
     def audit(self) -> AuditLog:
         """The audit trail, written in this transaction."""
+        ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository:
+        """API keys (hashed), looked up by their public prefix."""
         ...
 
     def __enter__(self) -> UnitOfWork:

@@ -74,3 +74,20 @@ audit_checkpoints = Table(
 # Tables whose writes are the audit trail itself (the unit of work does not ask for an
 # audit event when only these change).
 AUDIT_TABLES = frozenset({"audit_events", "audit_checkpoints"})
+
+# API keys (faceapi/services/keys.py). `id` is the key's public prefix; only the SHA-256
+# of the whole key is kept. Scopes are canonical JSON lists, NULL meaning unrestricted.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("collections", Text),
+    Column("policies", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("created_by", String(64)),
+)

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection
 from faceapi.domain.errors import FaceApiError
 from faceapi.store.audit_repo import SqlAuditLog
 from faceapi.store.db import CHANGES_KEY, READ_ONLY, Store
+from faceapi.store.keys_repo import SqlApiKeyRepository
 
 R = TypeVar("R")
 
@@ -101,6 +102,10 @@ class SqlAlchemyUnitOfWork:
         if self._audit is None:
             raise RuntimeError("unit of work used outside its `with` block")
         return self._audit
+
+    @property
+    def api_keys(self) -> SqlApiKeyRepository:
+        return self._repo(SqlApiKeyRepository)
 
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)

@@ -1,0 +1,248 @@
+"""Access control as plain data: roles, the authenticated actor, the one permission
+table (Flask endpoint name -> who may call it) and the object-level scope checks.
+
+Deny by default: an endpoint missing from `PERMISSIONS` is refused for everyone, and
+tests/unit/test_access_table.py walks the app's URL map so a new endpoint that nobody
+added here fails the build instead of shipping unprotected.
+
+No Flask here: the API layer (faceapi/api/auth.py) looks rules up by endpoint name;
+services call `require_collection_access` / `require_policy_access` / `require_role`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Protocol
+
+from faceapi.domain import audit
+from faceapi.domain.errors import FaceApiError, NotFound
+
+APP = "app"
+OPERATOR = "operator"
+REVIEWER = "reviewer"
+AUDITOR = "auditor"
+ADMIN = "admin"
+
+# The roles an API key can hold, in the order docs and the CLI list them.
+ROLES: tuple[str, ...] = (APP, OPERATOR, REVIEWER, AUDITOR, ADMIN)
+ALL_ROLES = frozenset(ROLES)
+
+
+@dataclass(frozen=True)
+class Actor(audit.Actor):
+    """The caller of one request: an API key's id and role plus its scope.
+
+    It *is* an audit Actor (same `role` and `key_id`, which is all the audit trail
+    records), so services pass it straight into audit events. `collections` and
+    `policies` are the key's scope: None means "not restricted".
+    """
+
+    name: str = ""
+    collections: frozenset[str] | None = None
+    policies: frozenset[str] | None = None
+
+    def audit_actor(self) -> audit.Actor:
+        """The plain (role, key id) pair, e.g. for code that compares actors by value."""
+        return audit.Actor(role=self.role, key_id=self.key_id)
+
+
+class Access(Enum):
+    """Rules for endpoints that are not a set of roles."""
+
+    # No key needed: liveness/readiness probes and the API description.
+    PUBLIC = "public"
+    # The web console authenticates with its own session cookie (faceapi/console/),
+    # exchanging an API key through faceapi.services.keys.authenticate.
+    CONSOLE = "console"
+
+
+Rule = frozenset[str] | Access
+
+_OPERATOR_PLUS = frozenset({OPERATOR, ADMIN})
+
+# Endpoint name (blueprint.view_function) -> the roles that may call it.
+# Keep it sorted by blueprint; the reason for each non-obvious choice is beside it.
+PERMISSIONS: dict[str, Rule] = {
+    # system: probes and docs stay open so load balancers and readers need no key.
+    "system.healthz": Access.PUBLIC,
+    "system.readyz": Access.PUBLIC,
+    "system.docs_page": Access.PUBLIC,
+    "api-docs.openapi_json": Access.PUBLIC,
+    # Engine facts reveal the model version only: any key may read them.
+    "system.engine_info": ALL_ROLES,
+    # Stateless analysis: apps, and operators checking an image before enrolling it.
+    "faces.detect_faces": frozenset({APP, OPERATOR, ADMIN}),
+    "faces.compare_faces": frozenset({APP, OPERATOR, ADMIN}),
+    # API keys are the admin's alone.
+    "keys.create_key": frozenset({ADMIN}),
+    "keys.list_keys": frozenset({ADMIN}),
+    "keys.get_key": frozenset({ADMIN}),
+    "keys.revoke_key": frozenset({ADMIN}),
+}
+
+
+def rule_for(endpoint: str | None) -> Rule | None:
+    """The rule for an endpoint, or None when it is not in the table (deny)."""
+    if endpoint is None:
+        return None
+    return PERMISSIONS.get(endpoint)
+
+
+def roles_allowed(endpoint: str) -> frozenset[str]:
+    """The roles that may call an endpoint (empty for public, console or unknown)."""
+    rule = PERMISSIONS.get(endpoint)
+    return rule if isinstance(rule, frozenset) else frozenset()
+
+
+class Unauthorized(FaceApiError):
+    """No credentials, or credentials that do not identify a usable key."""
+
+    code = "unauthorized"
+
+
+class Forbidden(FaceApiError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
+class OutOfScope(NotFound):
+    """A resource outside the key's scope. It answers exactly like a missing one (404,
+    same code and message) so a key cannot learn what exists beyond its scope; the API
+    layer records it as `authz.deny` in the audit trail."""
+
+
+def collection_not_found_message(collection_id: str) -> str:
+    """The one message for "no such collection", shared with the collections service so
+    that an out-of-scope collection is indistinguishable from a missing one."""
+    return f"collection {collection_id!r} not found"
+
+
+def _scope(actor: audit.Actor, name: str) -> frozenset[str] | None:
+    # Plain audit actors are jobs and the CLI (role "system"): trusted, unscoped.
+    return getattr(actor, name, None) if isinstance(actor, Actor) else None
+
+
+def can_access_collection(actor: audit.Actor, collection_id: str) -> bool:
+    """Whether the actor's scope includes this collection (for filtering lists)."""
+    if actor.role == "none":
+        return False
+    scope = _scope(actor, "collections")
+    return scope is None or collection_id in scope
+
+
+def collection_filter(actor: audit.Actor) -> frozenset[str] | None:
+    """The collection ids a listing must be limited to, or None for no limit."""
+    if actor.role == "none":
+        return frozenset()
+    return _scope(actor, "collections")
+
+
+def require_collection_access(actor: audit.Actor, collection_id: str) -> None:
+    """Raise OutOfScope (a 404, like a missing collection) unless the actor's scope
+    includes the collection. Call it for every collection, face, subject, review and
+    decision a request names, before revealing anything about it."""
+    if not can_access_collection(actor, collection_id):
+        raise OutOfScope(collection_not_found_message(collection_id),
+                         details={"collection_id": collection_id})
+
+
+def can_use_policy(actor: audit.Actor, policy_name: str) -> bool:
+    if actor.role == "none":
+        return False
+    scope = _scope(actor, "policies")
+    return scope is None or policy_name in scope
+
+
+def require_policy_access(actor: audit.Actor, policy_name: str) -> None:
+    """Raise Forbidden (403) unless the key may decide under this policy. Policies are
+    not secret (GET /v1/policies lists them), so refusing openly reveals nothing."""
+    if not can_use_policy(actor, policy_name):
+        raise Forbidden(f"this API key may not use policy {policy_name!r}",
+                        details={"policy": policy_name})
+
+
+def require_role(actor: audit.Actor, roles: Iterable[str]) -> None:
+    """Raise Forbidden unless the actor holds one of `roles` (for views whose rule
+    depends on the request body, such as the Rekognition-compatible endpoint)."""
+    allowed = frozenset(roles)
+    if actor.role not in allowed:
+        raise Forbidden("this API key's role may not do this",
+                        details={"role": actor.role, "allowed_roles": sorted(allowed)})
+
+
+def check_scope_names(names: Iterable[str], *, what: str) -> frozenset[str]:
+    """Validate collection or policy names given as a key's scope."""
+    cleaned = frozenset(n.strip() for n in names if n.strip())
+    for name in cleaned:
+        if len(name) > 128 or any(c.isspace() or c == "," for c in name):
+            raise InvalidScope(f"{what} scope entry {name[:40]!r} is not a valid name",
+                               details={"field": what})
+    return cleaned
+
+
+class InvalidScope(FaceApiError):
+    code = "validation_error"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: never the key itself, only its SHA-256.
+
+    `id` is the key's public prefix (the 8 characters after `fa_`): it names the key in
+    lists, logs and the audit trail and is how a presented key is looked up."""
+
+    id: str
+    name: str
+    role: str
+    key_hash: str
+    created_at: datetime
+    collections: frozenset[str] | None = None
+    policies: frozenset[str] | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    created_by: str | None = None
+
+    def status(self, now: datetime) -> str:
+        """active | revoked | expired."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def actor(self) -> Actor:
+        return Actor(role=self.role, key_id=self.id, name=self.name,
+                     collections=self.collections, policies=self.policies)
+
+
+class ApiKeyRepository(Protocol):
+    """The api_keys table inside one unit of work."""
+
+    def add(self, key: ApiKey) -> None:
+        """Insert a new key (its audit event is the service's job)."""
+        ...
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """One key by id (its public prefix), revoked or not."""
+        ...
+
+    def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
+        """Every key, oldest first."""
+        ...
+
+    def count(self) -> int:
+        """How many keys exist, revoked ones included."""
+        ...
+
+    def revoke(self, key_id: str, at: datetime) -> None:
+        """Mark a key revoked at `at`."""
+        ...
+
+    def touch(self, key_id: str, at: datetime) -> None:
+        """Record the last use. Bookkeeping, not a change: no audit event needed."""
+        ...

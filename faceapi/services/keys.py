@@ -1,0 +1,284 @@
+"""API keys: create (shown once), list, revoke, authenticate, and the first admin key.
+
+Key format: `fa_<id>_<secret>`; `id` is 8 random alphanumerics, public, the key's
+name in lists, logs and the audit trail; `secret` is 40 random alphanumerics (about
+238 bits). Only SHA-256 of the whole key is stored. A plain hash, not a slow password
+hash, is enough because the key is random with far more entropy than any offline
+guessing can cover; a slow hash would only add latency to every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import string
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from faceapi.domain import access
+from faceapi.domain.access import ApiKey, InvalidScope
+from faceapi.domain.audit import Action, AuditEvent
+from faceapi.domain.audit import Actor as AuditActor
+from faceapi.domain.clock import Clock
+from faceapi.domain.errors import Conflict, FaceApiError, InvalidParameter, NotFound
+from faceapi.services.ports import UnitOfWork, UnitOfWorkFactory
+
+_ALPHABET = string.ascii_letters + string.digits
+ID_LENGTH = 8
+SECRET_LENGTH = 40
+KEY_RE = re.compile(rf"^fa_([A-Za-z0-9]{{{ID_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})$")
+# Writing last-used on every request would make every read a write; once a minute
+# per key is precise enough for "is this key still in use?".
+TOUCH_INTERVAL = timedelta(minutes=1)
+BOOTSTRAP_KEY_NAME = "bootstrap-admin"
+BOOTSTRAP_FILE_NAME = "admin-key.txt"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,127}$")
+
+
+class AuthenticationFailed(FaceApiError):
+    """The presented credentials do not identify a usable key. `reason` is for the
+    audit trail and logs; callers answer every reason with the same generic 401 so a
+    caller learns nothing about which keys exist."""
+
+    code = "unauthorized"
+
+    def __init__(self, reason: str, *, key_id: str | None = None,
+                 role: str | None = None) -> None:
+        super().__init__("missing or invalid API key")
+        self.reason = reason
+        self.key_id = key_id
+        self.role = role
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """What `create_key` needs; scopes are None for "unrestricted"."""
+
+    name: str
+    role: str
+    collections: frozenset[str] | None = None
+    policies: frozenset[str] | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """The stored key and the key itself, which exists only in this value."""
+
+    key: ApiKey
+    secret: str
+
+
+def generate_key() -> tuple[str, str]:
+    """A new (id, full key) pair from the OS's CSPRNG."""
+    key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
+    secret = "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
+    return key_id, f"fa_{key_id}_{secret}"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def key_id_of(token: str) -> str | None:
+    """The public id of a well-formed key, or None."""
+    match = KEY_RE.match(token)
+    return match.group(1) if match else None
+
+
+def _validate(new: NewKey, now: datetime) -> NewKey:
+    if new.role not in access.ROLES:
+        raise InvalidParameter(f"role must be one of {', '.join(access.ROLES)}",
+                               details={"field": "role"})
+    name = new.name.strip()
+    if not _NAME_RE.match(name) or key_id_of(name) is not None:
+        raise InvalidParameter("name: 1-128 letters, digits, spaces or ._:@-",
+                               details={"field": "name"})
+    if new.expires_at is not None:
+        if new.expires_at.tzinfo is None:
+            raise InvalidParameter("expires_at must carry a time zone",
+                                   details={"field": "expires_at"})
+        if new.expires_at <= now:
+            raise InvalidParameter("expires_at must be in the future",
+                                   details={"field": "expires_at"})
+    try:
+        collections = (None if new.collections is None
+                       else access.check_scope_names(new.collections, what="collections"))
+        policies = (None if new.policies is None
+                    else access.check_scope_names(new.policies, what="policies"))
+    except InvalidScope as exc:
+        raise InvalidParameter(exc.message, details=exc.details) from exc
+    return replace(new, name=name, collections=collections, policies=policies)
+
+
+def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor) -> CreatedKey:
+    # 62^8 ids: a collision is rare, but a retry costs nothing and a duplicate would fail.
+    for _ in range(5):
+        key_id, secret = generate_key()
+        if uow.api_keys.get(key_id) is None:
+            break
+    else:  # pragma: no cover - needs five collisions in a row
+        raise RuntimeError("could not find a free key id")
+    key = ApiKey(id=key_id, name=new.name, role=new.role, key_hash=hash_key(secret),
+                 created_at=now, collections=new.collections, policies=new.policies,
+                 expires_at=new.expires_at, created_by=actor.key_id)
+    uow.api_keys.add(key)
+    uow.audit.append(AuditEvent(
+        action=Action.KEY_CREATE, outcome="created", actor=actor, resource=f"keys/{key_id}",
+        details={"role": new.role, "scoped_collections": new.collections is not None,
+                 "scoped_policies": new.policies is not None,
+                 "expires": new.expires_at is not None}))
+    return CreatedKey(key=key, secret=secret)
+
+
+def create_key(new: NewKey, *, uow: UnitOfWork, clock: Clock, actor: AuditActor) -> CreatedKey:
+    """Create a key; the returned secret is the only copy there will ever be."""
+    now = clock.now()
+    new = _validate(new, now)
+    with uow:
+        created = _add_key(new, uow=uow, now=now, actor=actor)
+        uow.commit()
+    return created
+
+
+def list_keys(*, uow: UnitOfWork, include_revoked: bool = True) -> list[ApiKey]:
+    """Every key (hash included; the API layer never shows it)."""
+    with uow:
+        return uow.api_keys.list(include_revoked=include_revoked)
+
+
+def get_key(key_id: str, *, uow: UnitOfWork) -> ApiKey:
+    with uow:
+        key = uow.api_keys.get(key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id!r} not found", details={"key_id": key_id})
+    return key
+
+
+def revoke_key(key_id: str, *, uow: UnitOfWork, clock: Clock, actor: AuditActor,
+               allow_last_admin: bool = False) -> ApiKey:
+    """Revoke a key at once (every worker reads the store on each request). Revoking a
+    revoked key changes nothing and records nothing. The last active admin key is kept
+    unless `allow_last_admin` (the CLI's --force): nobody could create keys over HTTP."""
+    with uow:
+        key = uow.api_keys.get(key_id)
+        if key is None:
+            raise NotFound(f"API key {key_id!r} not found", details={"key_id": key_id})
+        if key.revoked_at is not None:
+            return key
+        now = clock.now()
+        if key.role == access.ADMIN and not allow_last_admin:
+            admins = [k for k in uow.api_keys.list(include_revoked=False)
+                      if k.role == access.ADMIN and k.status(now) == "active"]
+            if [k.id for k in admins] == [key.id]:
+                raise Conflict("this is the last active admin key: create another admin "
+                               "key first (or use `faceapi keys revoke --force`)",
+                               details={"key_id": key_id})
+        uow.api_keys.revoke(key_id, now)
+        uow.audit.append(AuditEvent(action=Action.KEY_REVOKE, outcome="revoked", actor=actor,
+                                    resource=f"keys/{key_id}", details={"role": key.role}))
+        uow.commit()
+    return replace(key, revoked_at=now)
+
+
+def authenticate(token: str | None, *, read_uow: UnitOfWorkFactory,
+                 write_uow: UnitOfWorkFactory, clock: Clock) -> access.Actor:
+    """The Actor for a presented key, or AuthenticationFailed with the reason.
+
+    The web console calls this too when it exchanges a key for a session."""
+    if not token:
+        raise AuthenticationFailed("missing_key")
+    key_id = key_id_of(token)
+    if key_id is None:
+        raise AuthenticationFailed("malformed_key")
+    with read_uow() as uow:
+        key = uow.api_keys.get(key_id)
+    presented = hash_key(token)
+    # Constant-time comparison; an unknown id still costs a comparison, against a
+    # value no key can hash to, so both paths take the same time.
+    stored = key.key_hash if key is not None else "0" * 64
+    if not hmac.compare_digest(presented, stored) or key is None:
+        raise AuthenticationFailed("unknown_key", key_id=key_id)
+    now = clock.now()
+    status = key.status(now)
+    if status != "active":
+        raise AuthenticationFailed(status, key_id=key.id, role=key.role)
+    if key.last_used_at is None or now - key.last_used_at >= TOUCH_INTERVAL:
+        with write_uow() as uow:
+            uow.api_keys.touch(key.id, now)
+            uow.commit()
+    return key.actor()
+
+
+def parse_expiry(text: str, now: datetime) -> datetime:
+    """`90d`, `12h`, `30m`, or an ISO 8601 date/time (UTC when no zone is given)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount),
+                 "m": timedelta(minutes=amount)}[unit]
+        return now + delta
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise InvalidParameter("expiry: use 90d, 12h, 30m or an ISO 8601 date/time",
+                               details={"field": "expires"}) from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=now.tzinfo)
+
+
+def split_scope(values: Iterable[str] | None) -> frozenset[str] | None:
+    """`--collections a,b --collections c` -> {"a", "b", "c"}; nothing given -> None."""
+    if not values:
+        return None
+    return frozenset(part.strip() for value in values for part in value.split(",")
+                     if part.strip())
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    created: bool
+    path: Path
+    key_id: str | None = None
+
+
+def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock,
+              write_file: Callable[[Path, str], None] | None = None) -> BootstrapResult:
+    """On an empty key table, create the first admin key into `<data_dir>/admin-key.txt`
+    (mode 0600). With any key present it does nothing: there is never a default key."""
+    path = data_dir / BOOTSTRAP_FILE_NAME
+    writer = write_file or write_private_file
+    now = clock.now()
+    with uow:
+        if uow.api_keys.count() > 0:
+            return BootstrapResult(created=False, path=path)
+        created = _add_key(NewKey(name=BOOTSTRAP_KEY_NAME, role=access.ADMIN), uow=uow,
+                           now=now, actor=AuditActor.system("bootstrap"))
+        # The file first: a key committed but never written would leave nobody able
+        # to use it, and bootstrap would not run again.
+        writer(path, created.secret + "\n")
+        try:
+            uow.commit()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    return BootstrapResult(created=True, path=path, key_id=created.key.id)
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only, replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.chmod(path, 0o600)
