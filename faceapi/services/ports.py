@@ -15,6 +15,7 @@ from typing import Protocol
 
 from faceapi.domain.access import ApiKeyRepository
 from faceapi.domain.audit import AuditEvent, AuditQuery, Checkpoint, RecordedEvent
+from faceapi.domain.collections import CollectionsRepo, ConsentsRepo, FacesRepo, SubjectsRepo
 
 
 class AuditLog(Protocol):
@@ -62,6 +63,26 @@ class UnitOfWork(Protocol):
     @property
     def api_keys(self) -> ApiKeyRepository:
         """API keys (hashed), looked up by their public prefix."""
+        ...
+
+    @property
+    def collections(self) -> CollectionsRepo:
+        """Face collections (faceapi/domain/collections.py)."""
+        ...
+
+    @property
+    def subjects(self) -> SubjectsRepo:
+        """The subjects of collections."""
+        ...
+
+    @property
+    def faces(self) -> FacesRepo:
+        """Indexed faces with their descriptors."""
+        ...
+
+    @property
+    def consents(self) -> ConsentsRepo:
+        """Consent records of subjects."""
         ...
 
     def __enter__(self) -> UnitOfWork:

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
     Index,
+    Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -91,3 +97,74 @@ api_keys = Table(
     Column("last_used_at", DateTime(timezone=True)),
     Column("created_by", String(64)),
 )
+
+# --- Collections (revision 0003_collections) ------------------------------------------
+# A collection's `version` goes up with every change to its faces; each worker's search
+# index compares it to know when to rebuild (faceapi/search/index.py).
+collections = Table(
+    "collections", metadata,
+    Column("collection_id", String(128), primary_key=True),
+    Column("description", String(512), nullable=False, default=""),
+    Column("engine", String(32), nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("version", BigInteger, nullable=False, default=0),
+    Column("consent_required", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+subjects = Table(
+    "subjects", metadata,
+    Column("collection_id", String(128),
+           ForeignKey("collections.collection_id", ondelete="CASCADE"), primary_key=True),
+    Column("subject_id", String(128), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per indexed face. `embedding` is the descriptor as little-endian float32
+# bytes (NULL for engines that keep faces remotely and give us `engine_face_id`).
+faces = Table(
+    "faces", metadata,
+    Column("face_id", String(36), primary_key=True),
+    Column("collection_id", String(128), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("image_id", String(36), nullable=False),
+    Column("image_sha256", String(64), nullable=False),
+    Column("box_width", Float, nullable=False),
+    Column("box_height", Float, nullable=False),
+    Column("box_left", Float, nullable=False),
+    Column("box_top", Float, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("brightness", Float),
+    Column("sharpness", Float),
+    Column("roll", Float),
+    Column("yaw", Float),
+    Column("pitch", Float),
+    Column("width_px", Integer, nullable=False, default=0),
+    Column("height_px", Integer, nullable=False, default=0),
+    Column("embedding", LargeBinary),
+    Column("engine_face_id", String(128)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["collection_id", "subject_id"],
+                         ["subjects.collection_id", "subjects.subject_id"],
+                         name="fk_faces_subject", ondelete="CASCADE"),
+)
+Index("ix_faces_collection_face", faces.c.collection_id, faces.c.face_id)
+Index("ix_faces_collection_subject", faces.c.collection_id, faces.c.subject_id)
+Index("ix_faces_collection_image", faces.c.collection_id, faces.c.image_sha256)
+
+# Consent records are appended, never edited: the newest one of a subject is in force,
+# and the older ones show its history until the subject is erased.
+consents = Table(
+    "consents", metadata,
+    Column("consent_id", Integer, primary_key=True, autoincrement=True),
+    Column("collection_id", String(128), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("basis", String(64), nullable=False),
+    Column("reference", String(256), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_by", String(64)),
+    ForeignKeyConstraint(["collection_id", "subject_id"],
+                         ["subjects.collection_id", "subjects.subject_id"],
+                         name="fk_consents_subject", ondelete="CASCADE"),
+)
+Index("ix_consents_collection_subject", consents.c.collection_id, consents.c.subject_id)

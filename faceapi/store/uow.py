@@ -36,6 +36,12 @@ from sqlalchemy.engine import Connection
 
 from faceapi.domain.errors import FaceApiError
 from faceapi.store.audit_repo import SqlAuditLog
+from faceapi.store.collections_repo import (
+    SqlCollectionsRepo,
+    SqlConsentsRepo,
+    SqlFacesRepo,
+    SqlSubjectsRepo,
+)
 from faceapi.store.db import CHANGES_KEY, READ_ONLY, Store
 from faceapi.store.keys_repo import SqlApiKeyRepository
 
@@ -106,6 +112,22 @@ class SqlAlchemyUnitOfWork:
     @property
     def api_keys(self) -> SqlApiKeyRepository:
         return self._repo(SqlApiKeyRepository)
+
+    @property
+    def collections(self) -> SqlCollectionsRepo:
+        return self._repo(SqlCollectionsRepo)
+
+    @property
+    def subjects(self) -> SqlSubjectsRepo:
+        return self._repo(SqlSubjectsRepo)
+
+    @property
+    def faces(self) -> SqlFacesRepo:
+        return self._repo(SqlFacesRepo)
+
+    @property
+    def consents(self) -> SqlConsentsRepo:
+        return self._repo(SqlConsentsRepo)
 
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)

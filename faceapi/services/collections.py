@@ -1,0 +1,210 @@
+"""Use cases: create, list, describe and delete collections; read subjects; record
+consent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from faceapi.domain.access import (
+    collection_filter,
+    collection_not_found_message,
+    require_collection_access,
+)
+from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.clock import Clock
+from faceapi.domain.collections import (
+    Collection,
+    CollectionStats,
+    Consent,
+    ConsentBasis,
+    StoredFace,
+    Subject,
+    valid_id,
+)
+from faceapi.domain.errors import InvalidParameter, NotFound
+from faceapi.engines.base import FaceEngine
+from faceapi.services.erase import SubjectEraser, erase_collection_data, run_cleanups
+from faceapi.services.ports import UnitOfWork
+
+MAX_PAGE = 1000
+
+
+def resource(collection_id: str, subject_id: str | None = None) -> str:
+    """The audit `resource` of a collection or one of its subjects."""
+    base = f"collections/{collection_id}"
+    return base if subject_id is None else f"{base}/subjects/{subject_id}"
+
+
+def check_id(kind: str, value: str) -> None:
+    if not valid_id(value):
+        raise InvalidParameter(
+            f"{kind} must be 1-128 characters of letters, digits, '_', '.' or '-'",
+            details={"field": kind})
+
+
+def load_collection(uow: UnitOfWork, actor: Actor, collection_id: str) -> Collection:
+    """The collection, after the object-level access check; NotFound either way."""
+    require_collection_access(actor, collection_id)
+    collection = uow.collections.get(collection_id)
+    if collection is None:
+        raise NotFound(collection_not_found_message(collection_id),
+                       details={"collection_id": collection_id})
+    return collection
+
+
+@dataclass(frozen=True)
+class CreateCollectionRequest:
+    collection_id: str
+    description: str = ""
+    consent_required: bool = True
+
+
+def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: FaceEngine,
+                      uow: UnitOfWork, clock: Clock) -> Collection:
+    """Create an empty collection bound to the engine and model version in use."""
+    check_id("collection_id", req.collection_id)
+    require_collection_access(actor, req.collection_id)
+    collection = Collection(collection_id=req.collection_id, description=req.description,
+                            engine=engine.name, model_version=engine.model_version,
+                            created_at=clock.now(), version=0,
+                            consent_required=req.consent_required)
+    with uow:
+        uow.collections.add(collection)
+        uow.audit.append(AuditEvent(
+            action=Action.COLLECTION_CREATE, outcome="created", actor=actor,
+            resource=resource(req.collection_id), engine=engine.name,
+            model_version=engine.model_version,
+            details={"consent_required": req.consent_required}))
+        uow.commit()
+    return collection
+
+
+@dataclass(frozen=True)
+class CollectionPage:
+    collections: list[Collection]
+    next_token: str | None
+
+
+def list_collections(*, actor: Actor, uow: UnitOfWork, limit: int = 100,
+                     next_token: str | None = None) -> CollectionPage:
+    """Collections in the caller's scope, ordered by id, a page at a time."""
+    limit = max(1, min(limit, MAX_PAGE))
+    scope = collection_filter(actor)
+    found: list[Collection] = []
+    after = next_token
+    exhausted = False
+    with uow:
+        # Keyset pages over the table; a scoped key skips what it may not see.
+        while len(found) <= limit and not exhausted:
+            batch = uow.collections.page(limit=limit, after=after)
+            found.extend(c for c in batch if scope is None or c.collection_id in scope)
+            exhausted = len(batch) < limit
+            if batch:
+                after = batch[-1].collection_id
+    page = found[:limit]
+    more = len(found) > limit or not exhausted
+    return CollectionPage(page, page[-1].collection_id if more and page else None)
+
+
+@dataclass(frozen=True)
+class CollectionDescription:
+    collection: Collection
+    stats: CollectionStats
+
+
+def describe_collection(collection_id: str, *, actor: Actor,
+                        uow: UnitOfWork) -> CollectionDescription:
+    """One collection with its face and subject counts."""
+    with uow:
+        collection = load_collection(uow, actor, collection_id)
+        return CollectionDescription(collection, uow.collections.stats(collection_id))
+
+
+def delete_collection(collection_id: str, *, actor: Actor, uow: UnitOfWork,
+                      erasers: tuple[SubjectEraser, ...] = (),
+                      on_erased: Callable[[str], None] | None = None) -> None:
+    """Delete a collection with every subject, face, consent and the data the other
+    subsystems hold about its subjects (review evidence, lockout state)."""
+    with uow:
+        collection = load_collection(uow, actor, collection_id)
+        stats = uow.collections.stats(collection_id)
+        after_commit = erase_collection_data(uow, collection_id, erasers)
+        uow.collections.delete(collection_id)
+        uow.audit.append(AuditEvent(
+            action=Action.COLLECTION_DELETE, outcome="deleted", actor=actor,
+            resource=resource(collection_id), engine=collection.engine,
+            model_version=collection.model_version,
+            scores={"face_count": stats.face_count, "subject_count": stats.subject_count}))
+        uow.commit()
+    run_cleanups(after_commit)
+    if on_erased is not None:
+        on_erased(collection_id)
+
+
+@dataclass(frozen=True)
+class SubjectView:
+    subject: Subject
+    consent: Consent | None
+    faces: list[StoredFace]
+
+
+def get_subject(collection_id: str, subject_id: str, *, actor: Actor,
+                uow: UnitOfWork) -> SubjectView:
+    """A subject with its current consent and its faces (without descriptors)."""
+    with uow:
+        load_collection(uow, actor, collection_id)
+        subject = uow.subjects.get(collection_id, subject_id)
+        if subject is None:
+            raise NotFound(f"subject {subject_id!r} not found in collection {collection_id!r}",
+                           details={"collection_id": collection_id})
+        faces = [_without_embedding(f) for f in
+                 uow.faces.list_for_subject(collection_id, subject_id)]
+        return SubjectView(subject, uow.consents.current(collection_id, subject_id), faces)
+
+
+def _without_embedding(face: StoredFace) -> StoredFace:
+    return replace(face, embedding=None)
+
+
+@dataclass(frozen=True)
+class ConsentInput:
+    basis: ConsentBasis
+    reference: str
+
+
+def check_consent_reference(reference: str) -> None:
+    if not reference.strip() or len(reference) > 256:
+        raise InvalidParameter("consent.reference must be 1-256 characters",
+                               details={"field": "consent.reference"})
+
+
+def record_consent_in(uow: UnitOfWork, collection: Collection, subject_id: str,
+                      consent: ConsentInput, *, actor: Actor, clock: Clock) -> Consent:
+    """Record a consent inside the caller's open unit of work, with its audit event."""
+    now = clock.now()
+    uow.subjects.ensure(Subject(collection.collection_id, subject_id, now))
+    record = Consent(collection_id=collection.collection_id, subject_id=subject_id,
+                     basis=consent.basis, reference=consent.reference, recorded_at=now,
+                     recorded_by=actor.key_id)
+    uow.consents.record(record)
+    # The reference is the operator's pointer to evidence; it goes to the store, and
+    # only the basis goes to the audit trail (a reference may carry personal data).
+    uow.audit.append(AuditEvent(
+        action=Action.SUBJECT_CONSENT, outcome="recorded", actor=actor,
+        resource=resource(collection.collection_id, subject_id), subject_id=subject_id,
+        details={"basis": consent.basis.value}))
+    return record
+
+
+def record_consent(collection_id: str, subject_id: str, consent: ConsentInput, *,
+                   actor: Actor, uow: UnitOfWork, clock: Clock) -> Consent:
+    """Record the basis for processing a subject's faces (creates the subject)."""
+    check_id("subject_id", subject_id)
+    check_consent_reference(consent.reference)
+    with uow:
+        collection = load_collection(uow, actor, collection_id)
+        record = record_consent_in(uow, collection, subject_id, consent, actor=actor,
+                                   clock=clock)
+        uow.commit()
+    return record

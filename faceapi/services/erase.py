@@ -1,0 +1,119 @@
+"""Use case: erase a subject (GDPR Art 17): faces, descriptors, consent records, and
+what other subsystems hold about the subject (review evidence, lockout state).
+
+Other subsystems take part through `SubjectEraser`s registered by the composition
+root: each deletes its rows inside the erasure's unit of work, so the erasure and its
+audit event commit together or not at all, and hands back clean-ups (blob files) that
+run once the transaction has committed. A failed clean-up is logged by name and
+retried by the next erasure of the same subject; the rows that pointed at the blob are
+already gone, so nothing can read it in the meantime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.errors import NotFound
+from faceapi.services.ports import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ErasedData:
+    """What one eraser deleted: counts by kind, and clean-ups to run after commit."""
+
+    counts: Mapping[str, int] = field(default_factory=dict)
+    after_commit: tuple[Callable[[], None], ...] = ()
+
+
+class SubjectEraser(Protocol):
+    """Deletes one subsystem's data about a subject inside the erasure's unit of work.
+
+    `subject_id` None means every subject of the collection (the collection is being
+    deleted). It must not commit; it must not raise for a subject it knows nothing of."""
+
+    def __call__(self, uow: UnitOfWork, collection_id: str,
+                 subject_id: str | None) -> ErasedData:
+        ...
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    collection_id: str
+    subject_id: str
+    face_count: int
+    consent_count: int
+    other: Mapping[str, int]
+    audit_event_id: str
+
+
+def _run_erasers(uow: UnitOfWork, collection_id: str, subject_id: str | None,
+                 erasers: tuple[SubjectEraser, ...]
+                 ) -> tuple[dict[str, int], list[Callable[[], None]]]:
+    counts: dict[str, int] = {}
+    cleanups: list[Callable[[], None]] = []
+    for eraser in erasers:
+        erased = eraser(uow, collection_id, subject_id)
+        for kind, n in erased.counts.items():
+            counts[kind] = counts.get(kind, 0) + n
+        cleanups.extend(erased.after_commit)
+    return counts, cleanups
+
+
+def run_cleanups(cleanups: list[Callable[[], None]]) -> None:
+    for cleanup in cleanups:
+        try:
+            cleanup()
+        except OSError as exc:
+            log.warning("erasure_cleanup_failed", error_type=type(exc).__name__)
+
+
+def erase_collection_data(uow: UnitOfWork, collection_id: str,
+                          erasers: tuple[SubjectEraser, ...]) -> list[Callable[[], None]]:
+    """Run every eraser for all subjects of a collection (collection deletion)."""
+    _, cleanups = _run_erasers(uow, collection_id, None, erasers)
+    return cleanups
+
+
+def erase_subject(collection_id: str, subject_id: str, *, actor: Actor, uow: UnitOfWork,
+                  erasers: tuple[SubjectEraser, ...] = (),
+                  on_erased: Callable[[str], None] | None = None) -> ErasureReport:
+    """Erase everything about a subject, audited; NotFound when there was nothing.
+
+    `on_erased(collection_id)` runs after commit (the app drops this worker's search
+    index copy so the descriptors leave memory at once; other workers rebuild theirs on
+    their next search of the collection, when they see the new version)."""
+    from faceapi.services.collections import load_collection, resource
+
+    with uow:
+        collection = load_collection(uow, actor, collection_id)
+        face_ids = uow.faces.delete_for_subject(collection_id, subject_id)
+        consent_count = uow.consents.delete_for_subject(collection_id, subject_id)
+        other, cleanups = _run_erasers(uow, collection_id, subject_id, erasers)
+        existed = uow.subjects.delete(collection_id, subject_id)
+        if not (existed or face_ids or consent_count or any(other.values())):
+            raise NotFound(f"subject {subject_id!r} not found in collection {collection_id!r}",
+                           details={"collection_id": collection_id})
+        if face_ids:
+            uow.collections.bump_version(collection_id)
+        scores: dict[str, float | int | bool | None] = {
+            "face_count": len(face_ids), "consent_count": consent_count}
+        scores.update({f"{kind}_count": n for kind, n in sorted(other.items())})
+        event = uow.audit.append(AuditEvent(
+            action=Action.SUBJECT_ERASE, outcome="erased", actor=actor,
+            resource=resource(collection_id, subject_id), subject_id=subject_id,
+            engine=collection.engine, model_version=collection.model_version,
+            scores=scores))
+        uow.commit()
+    run_cleanups(cleanups)
+    if on_erased is not None:
+        on_erased(collection_id)
+    return ErasureReport(collection_id=collection_id, subject_id=subject_id,
+                         face_count=len(face_ids), consent_count=consent_count,
+                         other=other, audit_event_id=event.id)
