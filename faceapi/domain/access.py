@@ -59,7 +59,15 @@ class Access(Enum):
     CONSOLE = "console"
 
 
-Rule = frozenset[str] | Access
+@dataclass(frozen=True)
+class ConsolePage:
+    """A console page: the console's session (not the API hook) authenticates, and
+    these roles may open it. Same table, same rules, other transport."""
+
+    roles: frozenset[str]
+
+
+Rule = frozenset[str] | Access | ConsolePage
 
 _OPERATOR_PLUS = frozenset({OPERATOR, ADMIN})
 
@@ -71,6 +79,8 @@ PERMISSIONS: dict[str, Rule] = {
     "system.readyz": Access.PUBLIC,
     "system.docs_page": Access.PUBLIC,
     "api-docs.openapi_json": Access.PUBLIC,
+    # Flask's own static route; the app serves no files there.
+    "static": Access.PUBLIC,
     # Engine facts reveal the model version only: any key may read them.
     "system.engine_info": ALL_ROLES,
     # Stateless analysis: apps, and operators checking an image before enrolling it.
@@ -81,6 +91,47 @@ PERMISSIONS: dict[str, Rule] = {
     "keys.list_keys": frozenset({ADMIN}),
     "keys.get_key": frozenset({ADMIN}),
     "keys.revoke_key": frozenset({ADMIN}),
+    # Rekognition-compatible endpoint (faceapi/emulator/): one route for every operation;
+    # the emulator then requires the roles REKOGNITION_OPERATIONS lists for the one named.
+    "rekognition.dispatch": frozenset({APP, OPERATOR, ADMIN}),
+    # Console: signing in and out and its static files need no session; the console
+    # blueprint authenticates everything else with its session cookie.
+    "console.signin": Access.CONSOLE,
+    "console.signout": Access.CONSOLE,
+    "console.static": Access.CONSOLE,
+    "console.home": ConsolePage(ALL_ROLES),
+    "console.overview": ConsolePage(ALL_ROLES),
+    "console.policies": ConsolePage(ALL_ROLES),
+    "console.audit": ConsolePage(frozenset({AUDITOR})),
+    "console.audit_event": ConsolePage(frozenset({AUDITOR})),
+    "console.audit_verify": ConsolePage(frozenset({AUDITOR})),
+    "console.audit_export": ConsolePage(frozenset({AUDITOR})),
+}
+
+
+# The console's view of the table (faceapi/console/access.py reads it).
+CONSOLE_PAGES: dict[str, frozenset[str]] = {
+    endpoint: rule.roles for endpoint, rule in PERMISSIONS.items()
+    if isinstance(rule, ConsolePage)
+}
+
+
+# Rekognition operation (X-Amz-Target) -> the roles that may call it through the
+# emulator. Analysis matches /v1/faces. Searches return raw 1:N similarities outside any
+# policy and human review, so they are operators' tools (deduplication, checks); apps
+# search through /v1 under a policy.
+REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
+    "DetectFaces": frozenset({APP, OPERATOR, ADMIN}),
+    "CompareFaces": frozenset({APP, OPERATOR, ADMIN}),
+    "CreateCollection": _OPERATOR_PLUS,
+    "DeleteCollection": _OPERATOR_PLUS,
+    "DescribeCollection": _OPERATOR_PLUS,
+    "ListCollections": _OPERATOR_PLUS,
+    "IndexFaces": _OPERATOR_PLUS,
+    "ListFaces": _OPERATOR_PLUS,
+    "DeleteFaces": _OPERATOR_PLUS,
+    "SearchFacesByImage": _OPERATOR_PLUS,
+    "SearchFaces": _OPERATOR_PLUS,
 }
 
 
@@ -92,8 +143,10 @@ def rule_for(endpoint: str | None) -> Rule | None:
 
 
 def roles_allowed(endpoint: str) -> frozenset[str]:
-    """The roles that may call an endpoint (empty for public, console or unknown)."""
+    """The roles that may call an endpoint (empty for public or unknown ones)."""
     rule = PERMISSIONS.get(endpoint)
+    if isinstance(rule, ConsolePage):
+        return rule.roles
     return rule if isinstance(rule, frozenset) else frozenset()
 
 
