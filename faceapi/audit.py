@@ -243,7 +243,7 @@ class Problem:
     """The first thing wrong with the chain, and where."""
 
     # edited | missing | broken_link | out_of_order | checkpoint_mismatch | bad_signature
-    # | truncated
+    # | unknown_key | truncated
     kind: str
     seq: int  # the first bad (or first missing) sequence number
     event_id: str | None
@@ -260,7 +260,6 @@ class VerifyReport:
     head_hash: str = GENESIS_HASH
     checkpoints_checked: int = 0
     last_checkpoint_seq: int | None = None  # highest checkpoint whose signature and hash held
-    unverifiable_checkpoints: int = 0  # signed by a key we were not given
     problem: Problem | None = None
     complete: bool = True  # False for a filtered export: gaps are expected there
     seconds: float = 0.0
@@ -271,7 +270,6 @@ class VerifyReport:
             "head_seq": self.head_seq, "head_hash": self.head_hash,
             "checkpoints_checked": self.checkpoints_checked,
             "last_checkpoint_seq": self.last_checkpoint_seq,
-            "unverifiable_checkpoints": self.unverifiable_checkpoints,
             "problem": None if self.problem is None else {
                 "kind": self.problem.kind, "seq": self.problem.seq,
                 "event_id": self.problem.event_id, "message": self.problem.message},
@@ -309,18 +307,33 @@ def verify_chain(events: Iterable[RecordedEvent], checkpoints: Sequence[Checkpoi
     for cp in sorted(checkpoints, key=lambda c: c.seq):
         key = walk.trusted.get(cp.key_id)
         if key is None:
-            report.unverifiable_checkpoints += 1
-            continue
+            # A checkpoint nobody trusted signed is treated as forged: otherwise an
+            # attacker could re-sign a rewritten chain with a key of their own.
+            report.seconds = tick() - started
+            return walk.fail("unknown_key", cp.seq, None,
+                             f"checkpoint at seq {cp.seq} is signed by key {cp.key_id}, "
+                             "which is not a trusted audit key")
         if not verify_checkpoint_signature(cp, key):
             report.seconds = tick() - started
             return walk.fail("bad_signature", cp.seq, None,
                              f"checkpoint at seq {cp.seq} has an invalid signature")
         walk.checkpoints[cp.seq] = cp
 
+    iterator = iter(events)
+    try:
+        return _walk_events(walk, iterator, complete, tick, started)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def _walk_events(walk: _Walk, iterator: Iterator[RecordedEvent], complete: bool,
+                 tick: Callable[[], float], started: float) -> VerifyReport:
+    report = walk.report
     prev_seq = 0
     prev_hash = GENESIS_HASH
     first = True
-    iterator = iter(events)
     while True:
         try:
             record = next(iterator)

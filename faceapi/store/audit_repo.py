@@ -67,6 +67,24 @@ def row_to_record(row: Row[Any, Any]) -> RecordedEvent:
                          prev_hash=row.prev_hash, hash=row.hash)
 
 
+def event_row(record: RecordedEvent) -> dict[str, Any]:
+    """Column values for one event; JSON columns hold canonical JSON, as hashed."""
+    event = record.event
+    return {
+        "seq": record.seq, "id": record.id, "occurred_at": record.time,
+        "actor_key_id": event.actor.key_id, "actor_role": event.actor.role,
+        "action": event.action.value, "outcome": event.outcome, "resource": event.resource,
+        "subject_id": event.subject_id, "policy_name": event.policy_name,
+        "policy_version": event.policy_version, "engine": event.engine,
+        "model_version": event.model_version,
+        "scores": canonical_json(dict(event.scores)).decode(),
+        "input_digests": canonical_json(list(event.input_digests)).decode(),
+        "request_id": event.request_id, "reason": event.reason,
+        "details": canonical_json({k: list(v) if isinstance(v, (list, tuple)) else v
+                                   for k, v in event.details.items()}).decode(),
+        "prev_hash": record.prev_hash, "hash": record.hash}
+
+
 def _row_to_checkpoint(row: Row[Any, Any]) -> Checkpoint:
     return Checkpoint(seq=row.seq, event_hash=row.event_hash, created_at=as_utc(row.created_at),
                       key_id=row.key_id, signature=row.signature)
@@ -101,6 +119,8 @@ def filter_clauses(query: AuditQuery) -> list[ColumnElement[bool]]:
         clauses.append(t.subject_id == query.subject_id)
     if query.request_id is not None:
         clauses.append(t.request_id == query.request_id)
+    if query.until_seq is not None:
+        clauses.append(t.seq <= query.until_seq)
     return clauses
 
 
@@ -150,22 +170,12 @@ class SqlAuditLog:
         now = as_utc(self._now())
         event_id = str(uuid.uuid4())
         digest = compute_hash(seq, event_id, now, event, prev_hash)
-        self._conn.execute(audit_events.insert().values(
-            seq=seq, id=event_id, occurred_at=now, actor_key_id=event.actor.key_id,
-            actor_role=event.actor.role, action=event.action.value, outcome=event.outcome,
-            resource=event.resource, subject_id=event.subject_id, policy_name=event.policy_name,
-            policy_version=event.policy_version, engine=event.engine,
-            model_version=event.model_version,
-            scores=canonical_json(dict(event.scores)).decode(),
-            input_digests=canonical_json(list(event.input_digests)).decode(),
-            request_id=event.request_id, reason=event.reason,
-            details=canonical_json({k: list(v) if isinstance(v, (list, tuple)) else v
-                                    for k, v in event.details.items()}).decode(),
-            prev_hash=prev_hash, hash=digest))
+        recorded = RecordedEvent(seq=seq, id=event_id, time=now, event=event,
+                                 prev_hash=prev_hash, hash=digest)
+        self._conn.execute(audit_events.insert().values(**event_row(recorded)))
         self.appended += 1
         self._maybe_checkpoint(seq, digest, now)
-        return RecordedEvent(seq=seq, id=event_id, time=now, event=event, prev_hash=prev_hash,
-                             hash=digest)
+        return recorded
 
     def _last_checkpoint_row(self) -> Row[Any, Any] | None:
         return self._conn.execute(
@@ -227,8 +237,13 @@ class SqlAuditLog:
     def iter_events(self, query: AuditQuery | None = None) -> Iterator[RecordedEvent]:
         stmt = self._select(replace(query or AuditQuery(), newest_first=False))
         result = self._conn.execution_options(yield_per=1000).execute(stmt)
-        for row in result:
-            yield row_to_record(row)
+        try:
+            for row in result:
+                yield row_to_record(row)
+        finally:
+            # A reader that stops early (verify found a problem) must not leave a
+            # PostgreSQL server-side cursor open.
+            result.close()
 
     def checkpoints(self) -> Sequence[Checkpoint]:
         rows = self._conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq)).all()

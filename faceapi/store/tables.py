@@ -81,23 +81,6 @@ audit_checkpoints = Table(
 # audit event when only these change).
 AUDIT_TABLES = frozenset({"audit_events", "audit_checkpoints"})
 
-# API keys (faceapi/services/keys.py). `id` is the key's public prefix; only the SHA-256
-# of the whole key is kept. Scopes are canonical JSON lists, NULL meaning unrestricted.
-api_keys = Table(
-    "api_keys", metadata,
-    Column("id", String(16), primary_key=True),
-    Column("name", String(128), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("key_hash", String(64), nullable=False),
-    Column("collections", Text),
-    Column("policies", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True)),
-    Column("revoked_at", DateTime(timezone=True)),
-    Column("last_used_at", DateTime(timezone=True)),
-    Column("created_by", String(64)),
-)
-
 # --- Collections (revision 0003_collections) ------------------------------------------
 # A collection's `version` goes up with every change to its faces; each worker's search
 # index compares it to know when to rebuild (faceapi/search/index.py).
@@ -168,3 +151,105 @@ consents = Table(
                          name="fk_consents_subject", ondelete="CASCADE"),
 )
 Index("ix_consents_collection_subject", consents.c.collection_id, consents.c.subject_id)
+
+# API keys (faceapi/services/keys.py). `id` is the key's public prefix; only the SHA-256
+# of the whole key is kept. Scopes are canonical JSON lists, NULL meaning unrestricted.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("collections", Text),
+    Column("policies", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("created_by", String(64)),
+)
+
+# --- Decisions, reviews, lockouts (revision 0004_decisions) ----------------------------
+# Ids and scores only: reasons and candidates are canonical JSON text, and review
+# evidence (probe image, face crops) lives in the blob store, never in these rows.
+decisions = Table(
+    "decisions", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("reasons", Text, nullable=False),
+    Column("policy_name", String(64), nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("collection_id", String(128)),
+    Column("subject_id", String(128)),
+    Column("similarity", Float),
+    Column("candidates", Text, nullable=False),
+    Column("matched_face_id", String(36)),
+    Column("review_id", String(36)),
+    Column("requester_key_id", String(64)),
+    Column("requester_role", String(16)),
+    Column("probe_sha256", String(64)),
+    Column("audit_event_id", String(36)),
+    Column("request_id", String(128)),
+    Column("engine", String(32)),
+    Column("model_version", String(128)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+)
+Index("ix_decisions_collection_subject", decisions.c.collection_id, decisions.c.subject_id)
+Index("ix_decisions_created_at", decisions.c.created_at)
+
+reviews = Table(
+    "reviews", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("decision_id", String(36), ForeignKey("decisions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("policy_name", String(64), nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("collection_id", String(128)),
+    Column("subject_id", String(128)),
+    Column("requester_key_id", String(64)),
+    Column("required_reviewers", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("retention_days", Integer, nullable=False),
+    Column("candidates", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("evidence_expires_at", DateTime(timezone=True)),
+    Column("evidence_purged", Boolean, nullable=False, default=False),
+    Column("flagged", Boolean, nullable=False, default=False),
+)
+Index("ix_reviews_status_created", reviews.c.status, reviews.c.created_at)
+Index("ix_reviews_collection_subject", reviews.c.collection_id, reviews.c.subject_id)
+Index("ix_reviews_evidence_expires_at", reviews.c.evidence_expires_at)
+
+# One vote per reviewer key per review: the primary key is what makes "two distinct
+# reviewers" hold even when two votes race.
+review_votes = Table(
+    "review_votes", metadata,
+    Column("review_id", String(36), ForeignKey("reviews.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("reviewer_key_id", String(64), primary_key=True),
+    Column("reviewer_role", String(16), nullable=False),
+    Column("vote", String(8), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("face_id", String(36)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Failed-verify throttling per claimed subject and policy (domain/lockout.py); keyed by
+# the claimed id, which need not exist, so locks reveal nothing about enrolment.
+lockouts = Table(
+    "lockouts", metadata,
+    Column("collection_id", String(128), primary_key=True),
+    Column("subject_id", String(128), primary_key=True),
+    Column("policy_name", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("lock_count", Integer, nullable=False, default=0),
+    Column("last_failure_at", DateTime(timezone=True)),
+    Column("locked_until", DateTime(timezone=True)),
+)

@@ -43,6 +43,7 @@ from faceapi.store.collections_repo import (
     SqlSubjectsRepo,
 )
 from faceapi.store.db import CHANGES_KEY, READ_ONLY, Store
+from faceapi.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsRepo, SqlReviewsRepo
 from faceapi.store.keys_repo import SqlApiKeyRepository
 
 R = TypeVar("R")
@@ -128,6 +129,18 @@ class SqlAlchemyUnitOfWork:
     @property
     def consents(self) -> SqlConsentsRepo:
         return self._repo(SqlConsentsRepo)
+
+    @property
+    def decisions(self) -> SqlDecisionsRepo:
+        return self._repo(SqlDecisionsRepo)
+
+    @property
+    def reviews(self) -> SqlReviewsRepo:
+        return self._repo(SqlReviewsRepo)
+
+    @property
+    def lockouts(self) -> SqlLockoutsRepo:
+        return self._repo(SqlLockoutsRepo)
 
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)

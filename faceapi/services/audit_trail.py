@@ -1,0 +1,176 @@
+"""Use cases of the audit trail itself: record, list, get, verify, export, checkpoint.
+
+How another service records its event (the pattern every use case follows):
+
+    with uow:
+        ...the change...
+        event = uow.audit.append(AuditEvent(action=Action.FACE_INDEX, outcome="success",
+                                            actor=actor, resource=f"collections/{cid}", ...))
+        uow.commit()          # the change and its event, or neither
+
+A use case that changes nothing but must still be recorded (detect, compare) calls
+`record(event, uow=uow)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from faceapi.audit import (
+    CSV_COLUMNS,
+    VerifyReport,
+    csv_checkpoint_row,
+    csv_row,
+    export_header,
+    format_time,
+    jsonl_lines,
+    verify_chain,
+)
+from faceapi.domain.audit import Action, Actor, AuditEvent, AuditQuery, Checkpoint, RecordedEvent
+from faceapi.domain.errors import NotFound
+from faceapi.services.ports import UnitOfWork
+
+MAX_PAGE = 500
+EXPORT_FORMATS = ("jsonl", "csv")
+
+
+def record(event: AuditEvent, *, uow: UnitOfWork) -> RecordedEvent:
+    """Record one event in its own transaction (for use cases that change nothing)."""
+    with uow:
+        recorded = uow.audit.append(event)
+        uow.commit()
+    return recorded
+
+
+def list_events(query: AuditQuery, limit: int, *,
+                uow: UnitOfWork) -> tuple[list[RecordedEvent], int | None]:
+    """One page of events and the sequence number to continue after (None at the end)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    with uow:
+        # One extra row tells whether another page exists without a COUNT.
+        rows = uow.audit.query(query, limit + 1)
+    page = rows[:limit]
+    return page, (page[-1].seq if len(rows) > limit else None)
+
+
+def get_event(event_id: str, *, uow: UnitOfWork) -> RecordedEvent:
+    """One event by id; NotFound if there is none."""
+    with uow:
+        found = uow.audit.get(event_id)
+    if found is None:
+        raise NotFound(f"no audit event {event_id}", details={"event_id": event_id})
+    return found
+
+
+def list_checkpoints(*, uow: UnitOfWork) -> list[Checkpoint]:
+    """Every signed checkpoint, oldest first."""
+    with uow:
+        return list(uow.audit.checkpoints())
+
+
+def verify_trail(*, read_uow: UnitOfWork, uow: UnitOfWork,
+                 public_keys: Sequence[Ed25519PublicKey], actor: Actor) -> VerifyReport:
+    """Walk the whole chain and its checkpoints; the check itself is recorded."""
+    with read_uow:
+        report = verify_chain(read_uow.audit.iter_events(), read_uow.audit.checkpoints(),
+                              public_keys)
+    problem = report.problem
+    record(AuditEvent(
+        action=Action.AUDIT_VERIFY, outcome="ok" if report.ok else "failed", actor=actor,
+        resource="audit",
+        scores={"events_checked": report.events_checked, "head_seq": report.head_seq},
+        details={} if problem is None else {"kind": problem.kind, "seq": problem.seq}),
+        uow=uow)
+    return report
+
+
+def create_checkpoint(*, uow: UnitOfWork) -> Checkpoint | None:
+    """Sign the chain head now (on demand)."""
+    with uow:
+        checkpoint = uow.audit.checkpoint()
+        uow.commit()
+    return checkpoint
+
+
+def query_as_json(query: AuditQuery) -> dict[str, Any]:
+    """The filters of an export, for its header and its audit event."""
+    out: dict[str, Any] = {}
+    for name in ("actor_key_id", "actor_role", "outcome", "policy_name", "resource",
+                 "subject_id", "request_id"):
+        value = getattr(query, name)
+        if value is not None:
+            out[name] = value
+    if query.since is not None:
+        out["since"] = format_time(query.since)
+    if query.until is not None:
+        out["until"] = format_time(query.until)
+    if query.actions:
+        out["actions"] = list(query.actions)
+    return out
+
+
+def export_trail(query: AuditQuery, fmt: str, *, uow: UnitOfWork, read_uow: UnitOfWork,
+                 actor: Actor, public_key: Ed25519PublicKey,
+                 now: datetime) -> Iterator[str]:
+    """Record the export, then stream the matching events (oldest first) and every
+    checkpoint up to the head at that moment, in JSONL or CSV.
+
+    The audit event is written before the first byte, so an export that is cut off
+    half-way is still on record."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    filters = query_as_json(query)
+    # Details keep only short filter values; the event records what was exported.
+    details: dict[str, Any] = {"format": fmt, "filtered": query.is_filtered}
+    with uow:
+        head = uow.audit.head()
+        pinned = head.seq if head is not None else 0
+        uow.audit.append(AuditEvent(
+            action=Action.AUDIT_EXPORT, outcome="started", actor=actor, resource="audit",
+            scores={"head_seq": pinned}, details=details,
+            reason=",".join(sorted(filters))[:200] or None))
+        uow.commit()
+    pinned_query = replace(query, newest_first=False, after_seq=None, until_seq=pinned)
+    header = export_header(public_key, filters, now, complete=not query.is_filtered)
+    header["head_seq"] = pinned
+    return _stream(pinned_query, fmt, header, read_uow, pinned)
+
+
+def _stream(query: AuditQuery, fmt: str, header: dict[str, Any], read_uow: UnitOfWork,
+            pinned: int) -> Iterator[str]:
+    with read_uow:
+        checkpoints = [cp for cp in read_uow.audit.checkpoints() if cp.seq <= pinned]
+        events = read_uow.audit.iter_events(query)
+        try:
+            if fmt == "jsonl":
+                yield from jsonl_lines(header, events, checkpoints)
+                return
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="raise")
+            writer.writeheader()
+            for record_ in events:
+                writer.writerow(csv_row(record_))
+                yield _drain(buffer)
+            for cp in checkpoints:
+                writer.writerow(csv_checkpoint_row(cp))
+            yield _drain(buffer)
+        finally:
+            # A client that hangs up mid-stream closes this generator; close the
+            # database cursor with it.
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+
+def _drain(buffer: io.StringIO) -> str:
+    value = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return value
