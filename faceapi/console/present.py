@@ -93,3 +93,53 @@ def age(since: datetime, now: datetime) -> str:
     if seconds < 86400:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{delta.days} d {delta.seconds // 3600} h"
+
+
+# Outcome colours for the overview chart (colour-blind-safe Okabe-Ito palette).
+OUTCOME_COLOURS = {
+    "match": "#009E73", "confirm": "#009E73", "confirmed": "#009E73",
+    "no_match": "#D55E00", "reject": "#D55E00", "rejected": "#CC79A7",
+    "pending_review": "#E69F00", "expired": "#999999",
+}
+_FALLBACK_COLOURS = ("#0072B2", "#56B4E9", "#F0E442", "#000000")
+
+
+def outcome_colour(outcome: str, index: int) -> str:
+    return OUTCOME_COLOURS.get(outcome, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
+
+
+def stacked_bars(days: list[str], counts: dict[str, dict[str, int]], outcomes: list[str], *,
+                 width: int = 640, height: int = 220) -> dict[str, object]:
+    """Geometry of a stacked bar chart, one bar per day, one colour per outcome: the
+    template draws it as inline SVG (no script, no library, prints and scales)."""
+    left, bottom, top = 36, 24, 8
+    plot_h = height - bottom - top
+    peak = max([sum(counts.get(d, {}).values()) for d in days] + [1])
+    # A round axis maximum: 1, 2, 5 times a power of ten.
+    step = 1
+    while step * 10 < peak:
+        step *= 10
+    axis_max = next(m * step for m in (1, 2, 5, 10) if m * step >= peak)
+    slot = (width - left - 4) / max(1, len(days))
+    bar_w = max(2.0, slot * 0.7)
+    bars = []
+    for i, day in enumerate(days):
+        x = left + i * slot + (slot - bar_w) / 2
+        y = float(top + plot_h)
+        for j, outcome in enumerate(outcomes):
+            n = counts.get(day, {}).get(outcome, 0)
+            if not n:
+                continue
+            h = plot_h * n / axis_max
+            y -= h
+            bars.append({"x": round(x, 1), "y": round(y, 1), "w": round(bar_w, 1),
+                         "h": round(h, 1), "fill": outcome_colour(outcome, j),
+                         "label": f"{day}: {n} {outcome}"})
+    ticks = [{"y": round(top + plot_h - plot_h * v / axis_max, 1), "value": v}
+             for v in sorted({0, axis_max // 2, axis_max})]
+    labels = [{"x": round(left + i * slot + slot / 2, 1), "text": day[5:]}
+              for i, day in enumerate(days) if len(days) <= 8 or i % 2 == 0]
+    return {"width": width, "height": height, "bars": bars, "ticks": ticks,
+            "labels": labels, "left": left, "base": top + plot_h,
+            "legend": [{"outcome": o, "fill": outcome_colour(o, j)}
+                       for j, o in enumerate(outcomes)]}

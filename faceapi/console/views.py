@@ -212,7 +212,7 @@ def home() -> Any:
     abort(403, description="Your role has no console pages.")
 
 
-def _policies() -> PolicySet:
+def policy_set() -> PolicySet:
     found = getattr(deps(), "policies", None)
     if isinstance(found, PolicySet):
         return found
@@ -222,5 +222,5 @@ def _policies() -> PolicySet:
 @bp.route("/policies", methods=["GET"])
 def policies() -> Any:
     """Every policy in force, its rules in plain words and its version."""
-    items = [{"policy": p, "rules": policy_rules(p)} for p in _policies().values()]
+    items = [{"policy": p, "rules": policy_rules(p)} for p in policy_set().values()]
     return render_template("policies.html", title="Policies", items=items)

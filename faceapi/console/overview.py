@@ -1,0 +1,81 @@
+"""The overview page: decisions per outcome and policy over time (inline SVG), pending
+reviews, locked subjects and the last chain verification."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import timedelta
+from typing import Any
+
+from flask import render_template, request
+
+from faceapi.api.deps import deps
+from faceapi.console import backend
+from faceapi.console.present import stacked_bars
+from faceapi.console.views import bp, policy_set, principal
+from faceapi.domain.audit import Action, AuditQuery
+from faceapi.services import audit_trail
+
+DAYS = 14
+DECISION_ACTIONS = (Action.VERIFY_DECISION.value, Action.SEARCH_DECISION.value,
+                    Action.FACE_COMPARE.value, Action.REVIEW_DECISION.value)
+# An overview must stay quick however long the trail grows: count at most this many.
+MAX_EVENTS = 50_000
+
+
+def _decision_counts(policy: str | None) -> tuple[list[str], dict[str, dict[str, int]],
+                                                  Counter[tuple[str, str]], bool]:
+    store = deps().store
+    now = deps().clock.now()
+    first = (now - timedelta(days=DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [(first + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(DAYS)]
+    per_day: dict[str, dict[str, int]] = defaultdict(dict)
+    per_policy: Counter[tuple[str, str]] = Counter()
+    after: int | None = None
+    seen = 0
+    while True:
+        query = AuditQuery(since=first, actions=DECISION_ACTIONS, policy_name=policy,
+                           newest_first=False, after_seq=after)
+        events, after = audit_trail.list_events(query, audit_trail.MAX_PAGE,
+                                                uow=store.read_uow())
+        for record in events:
+            event = record.event
+            # Stateless compares without a policy are analysis, not decisions.
+            if event.policy_name is None:
+                continue
+            day = record.time.strftime("%Y-%m-%d")
+            per_day[day][event.outcome] = per_day[day].get(event.outcome, 0) + 1
+            per_policy[(event.policy_name, event.outcome)] += 1
+        seen += len(events)
+        if after is None or seen >= MAX_EVENTS:
+            break
+    return days, per_day, per_policy, seen >= MAX_EVENTS
+
+
+def _last_verification() -> Any:
+    store = deps().store
+    events, _ = audit_trail.list_events(
+        AuditQuery(actions=(Action.AUDIT_VERIFY.value,), newest_first=True), 1,
+        uow=store.read_uow())
+    return events[0] if events else None
+
+
+@bp.route("/overview", methods=["GET"])
+def overview() -> Any:
+    """Decisions over time, pending reviews, lockouts, last chain verification."""
+    who = principal()
+    assert who is not None
+    policy = request.args.get("policy") or None
+    names = list(policy_set())
+    if policy not in names:
+        policy = None
+    days, per_day, per_policy, truncated = _decision_counts(policy)
+    outcomes = sorted({o for counts in per_day.values() for o in counts})
+    chart = stacked_bars(days, per_day, outcomes)
+    table = sorted(per_policy.items())
+    return render_template(
+        "overview.html", title="Overview", chart=chart, table=table, days=days,
+        policy=policy, policy_names=names, truncated=truncated,
+        total=sum(per_policy.values()),
+        pending=backend.pending_review_count(who), locks=backend.active_lock_count(who),
+        last_verify=_last_verification())
