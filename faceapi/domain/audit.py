@@ -35,6 +35,7 @@ class Action(StrEnum):
     REVIEW_CREATE = "review.create"
     REVIEW_DECISION = "review.decision"
     REVIEW_EXPIRE = "review.expire"
+    REVIEW_EVIDENCE_PURGE = "review.evidence_purge"
     IMPORT_RUN = "import.run"
     AUTH_FAIL = "auth.fail"
     AUTHZ_DENY = "authz.deny"
@@ -141,6 +142,14 @@ class AuditQuery:
     request_id: str | None = None
     newest_first: bool = True
     after_seq: int | None = None  # keyset cursor: continue past this sequence number
+    until_seq: int | None = None  # inclusive; an export pins the head it started at
+
+    @property
+    def is_filtered(self) -> bool:
+        """Whether any filter narrows the trail (an export of it is not the whole chain)."""
+        return any(v not in (None, ()) for v in (
+            self.since, self.until, self.actor_key_id, self.actor_role, self.actions,
+            self.outcome, self.policy_name, self.resource, self.subject_id, self.request_id))
 
 
 class InvalidAuditEvent(FaceApiError):
