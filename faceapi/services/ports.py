@@ -16,6 +16,8 @@ from typing import Protocol
 from faceapi.domain.access import ApiKeyRepository
 from faceapi.domain.audit import AuditEvent, AuditQuery, Checkpoint, RecordedEvent
 from faceapi.domain.collections import CollectionsRepo, ConsentsRepo, FacesRepo, SubjectsRepo
+from faceapi.domain.decisions import DecisionsRepo, ReviewsRepo
+from faceapi.domain.lockout import LockoutsRepo
 
 
 class AuditLog(Protocol):
@@ -83,6 +85,21 @@ class UnitOfWork(Protocol):
     @property
     def consents(self) -> ConsentsRepo:
         """Consent records of subjects."""
+        ...
+
+    @property
+    def decisions(self) -> DecisionsRepo:
+        """Decisions made under policies (faceapi/domain/decisions.py)."""
+        ...
+
+    @property
+    def reviews(self) -> ReviewsRepo:
+        """Human reviews of decisions, with their votes."""
+        ...
+
+    @property
+    def lockouts(self) -> LockoutsRepo:
+        """Failed-verify throttling state (faceapi/domain/lockout.py)."""
         ...
 
     def __enter__(self) -> UnitOfWork:

@@ -255,10 +255,11 @@ class SqlLockoutsRepo:
     def delete(self, key: LockoutKey) -> bool:
         return bool(self._conn.execute(delete(lockouts).where(_key_clause(key))).rowcount)
 
-    def delete_for_subject(self, collection_id: str, subject_id: str) -> int:
-        result = self._conn.execute(delete(lockouts).where(
-            lockouts.c.collection_id == collection_id, lockouts.c.subject_id == subject_id))
-        return int(result.rowcount)
+    def delete_for_subject(self, collection_id: str, subject_id: str | None) -> int:
+        stmt = delete(lockouts).where(lockouts.c.collection_id == collection_id)
+        if subject_id is not None:
+            stmt = stmt.where(lockouts.c.subject_id == subject_id)
+        return int(self._conn.execute(stmt).rowcount)
 
     def for_subject(self, collection_id: str, subject_id: str) -> list[LockoutState]:
         stmt = select(lockouts).where(lockouts.c.collection_id == collection_id,

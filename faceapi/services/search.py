@@ -1,0 +1,134 @@
+"""Use case: SearchFacesByImage under a policy (1:N identification or tagging).
+
+The largest face of the probe image is searched in the collection's in-process index.
+A caller may ask for a higher threshold or fewer matches than the policy's, never a
+lower threshold or more. Under a consequential policy a candidate list is never shown
+to the caller: the answer is `pending_review`, and the confirmed match (if reviewers
+agree) is read later at GET /v1/decisions/{id}.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+from faceapi.blobs import BlobStore
+from faceapi.config import Settings
+from faceapi.domain.access import require_policy_access
+from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.clock import Clock
+from faceapi.domain.collections import StoredFace
+from faceapi.domain.decisions import (
+    Candidate,
+    Decision,
+    DecisionKind,
+    Outcome,
+    decide,
+    rejected_for,
+)
+from faceapi.domain.faces import FaceDetail
+from faceapi.domain.policies import Operation, PolicySet
+from faceapi.engines.base import FaceEngine
+from faceapi.images import decode_image
+from faceapi.search.index import SearchIndex
+from faceapi.services.collections import load_collection, resource
+from faceapi.services.ports import UnitOfWork
+from faceapi.services.review import discard_evidence, evidence_images, open_review
+from faceapi.services.verify import check_engine, screen_faces
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    collection_id: str
+    image: bytes
+    policy: str
+    threshold: float | None = None  # default: the policy's min_similarity
+    max_faces: int | None = None  # default: the policy's max_matches
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    similarity: float
+    face: StoredFace
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    decision: Decision
+    searched_face: FaceDetail | None
+    face_matches: tuple[FaceMatch, ...]  # empty unless the decision is a final match
+    attributes: tuple[str, ...]  # the policy's allowed attributes of the searched face
+    model_version: str
+
+
+def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
+           index: SearchIndex, policies: PolicySet, clock: Clock, blobs: BlobStore,
+           settings: Settings, request_id: str | None = None) -> SearchResult:
+    """Search the collection for the probe's largest face and decide under the policy."""
+    policy = policies.require(req.policy, Operation.SEARCH)
+    require_policy_access(actor, policy.name)
+    threshold = max(policy.min_similarity, req.threshold or 0.0)
+    max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
+    with uow:
+        collection = load_collection(uow, actor, req.collection_id)
+    check_engine(collection, engine)
+
+    image = decode_image(req.image, settings)
+    _, embedded = engine.embed_faces(image)
+    probe, reasons = screen_faces(embedded, policy)
+    candidates: tuple[Candidate, ...] = ()
+    if probe is not None:
+        hits = index.search(req.collection_id, probe.embedding, threshold=threshold,
+                            max_faces=max_faces)
+        candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity) for h in hits)
+    # The decision is taken at the threshold actually used (the caller may raise it).
+    effective = replace(policy, min_similarity=threshold) if threshold != policy.min_similarity \
+        else policy
+    best = candidates[0].similarity if candidates else None
+    proposal = decide(effective, best) if probe is not None else rejected_for(reasons)
+
+    now = clock.now()
+    decision = Decision(
+        id=str(uuid.uuid4()), kind=DecisionKind.SEARCH, outcome=proposal.outcome,
+        reasons=proposal.reasons, policy_name=policy.name, policy_version=policy.version,
+        threshold=threshold, collection_id=req.collection_id, subject_id=None,
+        similarity=best, candidates=candidates,
+        matched_face_id=candidates[0].face_id if proposal.outcome is Outcome.MATCH else None,
+        review_id=str(uuid.uuid4()) if proposal.needs_review else None,
+        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=image.sha256,
+        request_id=request_id, created_at=now,
+        decided_at=None if proposal.needs_review else now,
+        engine=engine.name, model_version=engine.model_version)
+    matches: list[FaceMatch] = []
+    try:
+        with uow:
+            event = uow.audit.append(AuditEvent(
+                action=Action.SEARCH_DECISION, outcome=decision.outcome.value, actor=actor,
+                resource=resource(req.collection_id), policy_name=policy.name,
+                policy_version=policy.version, engine=engine.name,
+                model_version=engine.model_version,
+                scores={"best_similarity": None if best is None else round(best, 4),
+                        "threshold": threshold, "candidate_count": len(candidates),
+                        "face_count": len(embedded)},
+                input_digests=(image.sha256,), request_id=request_id,
+                reason=",".join(decision.reasons)[:256],
+                details={"decision_id": decision.id,
+                         **({"review_id": decision.review_id} if decision.review_id else {})}))
+            decision = replace(decision, audit_event_id=event.id)
+            uow.decisions.add(decision)
+            if decision.review_id is not None:
+                open_review(uow, blobs, decision=decision, policy=policy,
+                            evidence=evidence_images(image, probe.detail if probe else None),
+                            now=now, actor=actor, request_id=request_id)
+            if decision.outcome is Outcome.MATCH:
+                for candidate in candidates:
+                    face = uow.faces.get(req.collection_id, candidate.face_id)
+                    if face is not None:  # erased since the index was read
+                        matches.append(FaceMatch(candidate.similarity, face))
+            uow.commit()
+    except BaseException:
+        discard_evidence(blobs, decision.review_id)
+        raise
+    return SearchResult(decision=decision, searched_face=probe.detail if probe else None,
+                        face_matches=tuple(matches), attributes=policy.attributes,
+                        model_version=engine.model_version)

@@ -1,0 +1,172 @@
+"""Use case: 1:1 verify of a claimed subject under a policy (face login, identity check).
+
+lockout check -> intake -> exactly one usable face -> compare with every enrolled face
+of the subject -> decide under the policy -> one unit of work with the lockout count,
+the decision, the review (when pending) and their audit events.
+
+An unknown subject is compared with nothing and decided exactly like a low score, and
+its failures lock like anyone's, so answers never tell who is enrolled.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+from faceapi.blobs import BlobStore
+from faceapi.config import Settings
+from faceapi.domain.access import require_policy_access
+from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.clock import Clock
+from faceapi.domain.collections import Collection, EngineMismatch
+from faceapi.domain.decisions import (
+    Candidate,
+    Decision,
+    DecisionKind,
+    Outcome,
+    Proposal,
+    Reason,
+    decide,
+    rejected_for,
+)
+from faceapi.domain.faces import EmbeddedFace
+from faceapi.domain.lockout import LockoutKey, locked_error
+from faceapi.domain.policies import Operation, Policy, PolicySet, quality_reasons
+from faceapi.engines.base import FaceEngine
+from faceapi.images import decode_image
+from faceapi.services.collections import load_collection, resource
+from faceapi.services.lockout import apply_result, audit_lock, current_lock
+from faceapi.services.ports import UnitOfWork
+from faceapi.services.review import discard_evidence, evidence_images, open_review
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    collection_id: str
+    subject_id: str
+    image: bytes
+    policy: str
+
+
+def screen_faces(faces: list[EmbeddedFace], policy: Policy) -> tuple[EmbeddedFace | None,
+                                                                      list[str]]:
+    """The probe face to compare, or the reasons there is none usable under the policy.
+    The largest face is the probe (as Rekognition's SearchFacesByImage does)."""
+    if not faces:
+        return None, [Reason.NO_FACE]
+    if len(faces) > policy.max_faces:
+        return None, [Reason.MULTIPLE_FACES]
+    probe = max(faces, key=lambda f: f.detail.bounding_box.width * f.detail.bounding_box.height)
+    reasons = quality_reasons(probe.detail, policy)
+    return (None, reasons) if reasons else (probe, [])
+
+
+def check_engine(collection: Collection, engine: FaceEngine) -> None:
+    if (collection.engine, collection.model_version) != (engine.name, engine.model_version):
+        raise EngineMismatch(
+            f"collection {collection.collection_id} was indexed with {collection.engine} "
+            f"{collection.model_version}; this service runs {engine.name} {engine.model_version}")
+
+
+def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
+           policies: PolicySet, clock: Clock, blobs: BlobStore, settings: Settings,
+           request_id: str | None = None) -> Decision:
+    """Decide whether the image shows the claimed subject; raises Locked (423)."""
+    policy = policies.require(req.policy, Operation.VERIFY)
+    require_policy_access(actor, policy.name)
+    key = LockoutKey(req.collection_id, req.subject_id, policy.name)
+    with uow:
+        collection = load_collection(uow, actor, req.collection_id)
+        locked = current_lock(uow, key, clock.now()) if policy.lockout else None
+        if locked is not None:
+            _audit_locked(uow, policy, req, actor=actor, engine=engine, request_id=request_id)
+            uow.commit()
+            raise locked_error(locked, clock.now())
+    check_engine(collection, engine)
+
+    image = decode_image(req.image, settings)
+    _, embedded = engine.embed_faces(image)
+    probe, reasons = screen_faces(embedded, policy)
+    similarity: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+    if probe is not None:
+        with uow:
+            stored = uow.faces.list_for_subject(req.collection_id, req.subject_id)
+        scored = [Candidate(f.face_id, f.subject_id, engine.similarity(probe.embedding, f.vector()))
+                  for f in stored if f.embedding]
+        scored.sort(key=lambda c: -c.similarity)
+        candidates = tuple(scored)
+        similarity = scored[0].similarity if scored else None
+    proposal: Proposal = decide(policy, similarity) if probe is not None else \
+        rejected_for(reasons)
+
+    now = clock.now()
+    decision = Decision(
+        id=str(uuid.uuid4()), kind=DecisionKind.VERIFY, outcome=proposal.outcome,
+        reasons=proposal.reasons, policy_name=policy.name, policy_version=policy.version,
+        threshold=policy.min_similarity, collection_id=req.collection_id,
+        subject_id=req.subject_id, similarity=similarity, candidates=candidates,
+        matched_face_id=candidates[0].face_id if proposal.outcome is Outcome.MATCH else None,
+        review_id=str(uuid.uuid4()) if proposal.needs_review else None,
+        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=image.sha256,
+        request_id=request_id, created_at=now,
+        decided_at=None if proposal.needs_review else now,
+        engine=engine.name, model_version=engine.model_version)
+    try:
+        with uow:
+            update = apply_result(uow, policy, key, decision.outcome, now)
+            if update.was_locked and update.state is not None:
+                # Locked by a concurrent request while this one was comparing: never
+                # let a guess that raced the lock through, whatever its score.
+                _audit_locked(uow, policy, req, actor=actor, engine=engine,
+                              request_id=request_id)
+                uow.commit()
+                raise locked_error(update.state, now)
+            event = uow.audit.append(_decision_event(decision, actor, policy, probe))
+            decision = _with_event(decision, event.id)
+            uow.decisions.add(decision)
+            if decision.review_id is not None:
+                open_review(uow, blobs, decision=decision, policy=policy,
+                            evidence=evidence_images(image, probe.detail if probe else None),
+                            now=now, actor=actor, request_id=request_id)
+            if update.locked_now and update.state is not None:
+                audit_lock(uow, update.state, policy, actor=actor, now=now,
+                           request_id=request_id)
+            uow.commit()
+    except BaseException:
+        discard_evidence(blobs, decision.review_id)
+        raise
+    return decision
+
+
+def _with_event(decision: Decision, event_id: str) -> Decision:
+    return replace(decision, audit_event_id=event_id)
+
+
+def _decision_event(decision: Decision, actor: Actor, policy: Policy,
+                    probe: EmbeddedFace | None) -> AuditEvent:
+    return AuditEvent(
+        action=Action.VERIFY_DECISION, outcome=decision.outcome.value, actor=actor,
+        resource=resource(decision.collection_id or "", decision.subject_id),
+        subject_id=decision.subject_id, policy_name=policy.name,
+        policy_version=policy.version, engine=decision.engine,
+        model_version=decision.model_version,
+        scores={"similarity": None if decision.similarity is None
+                else round(decision.similarity, 4),
+                "threshold": decision.threshold,
+                "compared_faces": len(decision.candidates),
+                "face_confidence": None if probe is None else round(probe.detail.confidence, 2)},
+        input_digests=(decision.probe_sha256,) if decision.probe_sha256 else (),
+        request_id=decision.request_id, reason=",".join(decision.reasons)[:256],
+        details={"decision_id": decision.id, "collection_id": decision.collection_id,
+                 **({"review_id": decision.review_id} if decision.review_id else {})})
+
+
+def _audit_locked(uow: UnitOfWork, policy: Policy, req: VerifyRequest, *, actor: Actor,
+                  engine: FaceEngine, request_id: str | None) -> None:
+    uow.audit.append(AuditEvent(
+        action=Action.VERIFY_DECISION, outcome=Outcome.REJECTED.value, actor=actor,
+        resource=resource(req.collection_id, req.subject_id), subject_id=req.subject_id,
+        policy_name=policy.name, policy_version=policy.version, engine=engine.name,
+        model_version=engine.model_version, request_id=request_id, reason=Reason.LOCKED,
+        details={"collection_id": req.collection_id}))
