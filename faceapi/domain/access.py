@@ -94,6 +94,9 @@ PERMISSIONS: dict[str, Rule] = {
     # Rekognition-compatible endpoint (faceapi/emulator/): one route for every operation;
     # the emulator then requires the roles REKOGNITION_OPERATIONS lists for the one named.
     "rekognition.dispatch": frozenset({APP, OPERATOR, ADMIN}),
+    # The Rekognition-compatible endpoint: one URL for every operation, so the view
+    # checks the operation's roles (REKOGNITION_OPERATIONS below) with require_role.
+    "rekognition.dispatch": ALL_ROLES,
     # Console: signing in and out and its static files need no session; the console
     # blueprint authenticates everything else with its session cookie.
     "console.signin": Access.CONSOLE,
@@ -108,6 +111,22 @@ PERMISSIONS: dict[str, Rule] = {
     "console.audit_export": ConsolePage(frozenset({AUDITOR})),
 }
 
+
+# Operations of the Rekognition-compatible endpoint (POST / with X-Amz-Target) -> roles,
+# mirroring the REST endpoints that do the same thing. Unknown operations: nobody.
+REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
+    "DetectFaces": frozenset({APP, OPERATOR, ADMIN}),
+    "CompareFaces": frozenset({APP, OPERATOR, ADMIN}),
+    "CreateCollection": _OPERATOR_PLUS,
+    "DeleteCollection": _OPERATOR_PLUS,
+    "DescribeCollection": _OPERATOR_PLUS,
+    "ListCollections": _OPERATOR_PLUS,
+    "IndexFaces": _OPERATOR_PLUS,
+    "ListFaces": _OPERATOR_PLUS,
+    "DeleteFaces": _OPERATOR_PLUS,
+    "SearchFacesByImage": frozenset({APP}),
+    "SearchFaces": frozenset({APP}),
+}
 
 # The console's view of the table (faceapi/console/access.py reads it).
 CONSOLE_PAGES: dict[str, frozenset[str]] = {
