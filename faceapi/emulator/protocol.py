@@ -1,0 +1,160 @@
+"""The AWS JSON 1.1 protocol as Rekognition speaks it: request framing, the error
+shape, and the mapping from our error codes to Rekognition's exception names.
+
+Kept free of Flask so the mapping can be read (and tested) on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from faceapi.domain.errors import FaceApiError
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+TARGET_PREFIX = "RekognitionService."
+
+# Rekognition's limit for images sent as bytes (the emulator also applies our intake).
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+
+
+@dataclass
+class AwsError(Exception):
+    """An error in Rekognition's shape: `{"__type": ..., "message": ...}` with a status.
+
+    Rekognition answers every client error with HTTP 400 (authentication and
+    throttling included) and service faults with 500; SDKs key on `__type`."""
+
+    type: str
+    message: str
+    status: int = 400
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, str]:
+        return {"__type": self.type, "message": self.message}
+
+
+# Our stable error codes -> Rekognition exception names.
+EXCEPTION_BY_CODE: dict[str, str] = {
+    "image_too_large": "ImageTooLargeException",
+    "image_too_many_pixels": "ImageTooLargeException",
+    "unsupported_image_format": "InvalidImageFormatException",
+    "invalid_image": "InvalidImageFormatException",
+    "missing_image": "InvalidParameterException",
+    "no_face_in_source": "InvalidParameterException",
+    "invalid_parameter": "InvalidParameterException",
+    "validation_error": "InvalidParameterException",
+    "consent_required": "InvalidParameterException",
+    "engine_mismatch": "InvalidParameterException",
+    "not_found": "ResourceNotFoundException",
+    "collection_exists": "ResourceAlreadyExistsException",
+    "conflict": "ResourceAlreadyExistsException",
+    "unauthorized": "UnrecognizedClientException",
+    "forbidden": "AccessDeniedException",
+    "engine_access_denied": "AccessDeniedException",
+    "engine_throttled": "ThrottlingException",
+    "engine_unavailable": "InternalServerError",
+}
+
+
+def aws_error_from(exc: FaceApiError) -> AwsError:
+    """Our error as Rekognition would report it."""
+    name = EXCEPTION_BY_CODE.get(exc.code, "InvalidParameterException")
+    status = 500 if name == "InternalServerError" else 400
+    headers = {}
+    if exc.retry_after is not None:
+        # botocore's standard retry mode reads this header (milliseconds).
+        headers["x-amz-retry-after"] = str(exc.retry_after * 1000)
+    return AwsError(name, exc.message, status, headers)
+
+
+def invalid(message: str) -> AwsError:
+    return AwsError("InvalidParameterException", message)
+
+
+def operation_from_target(target: str | None) -> str:
+    """`RekognitionService.DetectFaces` -> `DetectFaces`."""
+    if not target or not target.startswith(TARGET_PREFIX):
+        raise AwsError("UnknownOperationException",
+                       f"X-Amz-Target must be {TARGET_PREFIX}<Operation>")
+    return target[len(TARGET_PREFIX):]
+
+
+# SigV4: `AWS4-HMAC-SHA256 Credential=<access key id>/<date>/<region>/<service>/aws4_request,
+# SignedHeaders=..., Signature=...`. The access key id is everything before the last four
+# scope parts, so an id containing `/` would still be read whole.
+_CREDENTIAL = re.compile(r"Credential=([^,\s]+)")
+
+
+def access_key_id(authorization: str | None) -> str | None:
+    """The access key id of a SigV4 Authorization header, or None."""
+    if not authorization or not authorization.startswith("AWS4-HMAC-SHA256 "):
+        return None
+    match = _CREDENTIAL.search(authorization)
+    if match is None:
+        return None
+    parts = match.group(1).rsplit("/", 4)
+    return parts[0] if len(parts) == 5 and parts[0] else None
+
+
+# --- request members -------------------------------------------------------------------
+
+def require_str(body: Mapping[str, Any], name: str, *, pattern: str | None = None,
+                max_len: int = 255) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise invalid(f"{name} is required and must be a string")
+    if len(value) > max_len or (pattern is not None and not re.fullmatch(pattern, value)):
+        raise invalid(f"{name} is not valid")
+    return value
+
+
+def optional_str(body: Mapping[str, Any], name: str, *, pattern: str | None = None,
+                 max_len: int = 255) -> str | None:
+    if body.get(name) is None:
+        return None
+    return require_str(body, name, pattern=pattern, max_len=max_len)
+
+
+def optional_number(body: Mapping[str, Any], name: str, default: float, *,
+                    low: float, high: float) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not low <= float(value) <= high:
+        raise invalid(f"{name} must be a number between {low:g} and {high:g}")
+    return float(value)
+
+
+def optional_int(body: Mapping[str, Any], name: str, default: int | None, *,
+                 low: int, high: int) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(f"{name} must be an integer between {low} and {high}")
+    return value
+
+
+def image_bytes(body: Mapping[str, Any], name: str, limit: int) -> bytes:
+    """The raw bytes of an `Image` member (base64 in JSON 1.1)."""
+    image = body.get(name)
+    if not isinstance(image, dict):
+        raise invalid(f"{name} is required")
+    if "S3Object" in image:
+        # The emulator runs off AWS and has no S3 access; Rekognition reports an
+        # unreadable object with this exception, so SDK code handles it the same way.
+        raise AwsError("InvalidS3ObjectException",
+                       "S3Object is not supported by the faceapi emulator; send Bytes")
+    encoded = image.get("Bytes")
+    if not isinstance(encoded, str) or not encoded:
+        raise invalid(f"{name}.Bytes is required")
+    if len(encoded) * 3 // 4 > limit + 3:
+        raise AwsError("ImageTooLargeException", f"{name} is larger than {limit} bytes")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"{name}.Bytes is not valid base64") from exc

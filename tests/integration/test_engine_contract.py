@@ -1,0 +1,332 @@
+"""One contract for every engine adapter.
+
+The same assertions run on
+- `local`: LocalEngine called directly;
+- `rekognition`: RekognitionEngine -> real boto3 (SigV4, standard retries) -> our
+  Rekognition emulator on a real HTTP server -> LocalEngine and the store;
+- `fake`: FakeEngine, scripted for the same images, so the fake cannot drift.
+
+Every emulator response the boto3 client receives is checked against botocore's
+service model (tests/botocore_shapes.py) by an `after-call` hook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faceapi.app import create_app
+from faceapi.config import Settings
+from faceapi.domain.errors import (
+    EngineAccessDenied,
+    EngineThrottled,
+    EngineUnavailable,
+    NoFaceInSource,
+    UnsupportedImageFormat,
+)
+from faceapi.domain.faces import Attributes, FaceDetail
+from faceapi.emulator import control
+from faceapi.engines.base import FaceEngine
+from faceapi.engines.rekognition import RekognitionEngine
+from faceapi.images import decode_image
+from faceapi.services.detect import DetectRequest, detect
+from tests.botocore_shapes import problems, service_model
+from tests.emulator_server import LiveServer, api_key, key_session, serve
+from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
+
+# Images of the shared data set (see its IMAGE_NOTES.csv): two of one person, one of
+# another, one with no face, one with two faces.
+SAME_A = "deepface/tests/unit/dataset/img16.jpg"  # jack_dorsey
+SAME_B = "deepface/tests/unit/dataset/img17.jpg"  # jack_dorsey
+OTHER = "deepface/tests/unit/dataset/img46.jpg"  # katy_perry
+NO_FACE = "mtcnn/tests/images/no-faces.jpg"
+COUPLE = "deepface/tests/unit/dataset/couple.jpg"  # two faces
+
+# Similarity threshold for "same person" in this contract: below what the engines
+# give a same-person pair of these images, above what they give a different pair.
+THRESHOLD = 50.0
+
+
+@dataclass
+class Images:
+    same_a: bytes
+    same_b: bytes
+    other: bytes
+    no_face: bytes
+    couple: bytes
+
+
+@pytest.fixture(scope="module")
+def images() -> Images:
+    from tests.conftest import shared_faces_dir
+
+    root = shared_faces_dir()
+    if not (root / "LABELS.csv").is_file():
+        pytest.skip(f"shared face data set not found at {root} (set FACEAPI_FACES_DIR)")
+    return Images(*(Path(root, name).read_bytes()
+                    for name in (SAME_A, SAME_B, OTHER, NO_FACE, COUPLE)))
+
+
+@pytest.fixture(scope="module")
+def local_engine() -> Any:
+    from faceapi.engines.local import LocalEngine
+
+    engine = LocalEngine(Settings(env="test"))
+    ok, why = engine.ready()
+    if not ok:
+        pytest.skip(f"local engine not ready: {why}")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory, local_engine: Any) -> Iterator[LiveServer]:
+    data_dir = tmp_path_factory.mktemp("emulator")
+    settings = Settings(env="test", data_dir=data_dir, log_format="json")
+    app = create_app(settings, engine=local_engine)
+    live = serve(app)
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+class ShapeChecker:
+    """botocore `after-call` hook: every emulator response must match the model."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def __call__(self, http_response: Any, model: Any, **_: Any) -> None:
+        import json
+
+        body = json.loads(http_response.content or b"{}")
+        if http_response.status_code == 200:
+            found = problems(body, model.output_shape)
+            assert not found, f"{model.name}: " + "; ".join(found)
+        else:
+            assert set(body) == {"__type", "message"}, body
+        self.checked.append(model.name)
+
+
+def remote_engine(live: LiveServer, role: str = "operator", **overrides: Any) -> RekognitionEngine:
+    settings = Settings(env="test", engine="rekognition", aws_endpoint_url=live.url,
+                        aws_max_attempts=3, aws_read_timeout=60.0, **overrides)
+    engine = RekognitionEngine(settings, session=key_session(api_key(live.app, role)))
+    checker = ShapeChecker()
+    engine.client.meta.events.register("after-call.rekognition", checker)
+    return engine
+
+
+def scripted_fake(images: Images) -> FakeEngine:
+    fake = FakeEngine()
+    person = unit_vector(1)
+    near = tuple(0.96 * a + 0.04 * b for a, b in zip(person, unit_vector(2), strict=True))
+    fake.script(images.same_a, [ScriptedFace(face(), person)])
+    fake.script(images.same_b, [ScriptedFace(face(), near)])
+    fake.script(images.other, [ScriptedFace(face(), unit_vector(3))])
+    fake.script(images.couple, [ScriptedFace(face(left=0.1, size=0.3), unit_vector(4)),
+                                ScriptedFace(face(left=0.6, size=0.3), unit_vector(5))])
+    return fake
+
+
+@pytest.fixture(params=["local", "rekognition", "fake"])
+def engine(request: pytest.FixtureRequest, images: Images) -> FaceEngine:
+    if request.param == "fake":
+        return scripted_fake(images)
+    if request.param == "local":
+        local: FaceEngine = request.getfixturevalue("local_engine")
+        return local
+    live: LiveServer = request.getfixturevalue("emulator")
+    return remote_engine(live)
+
+
+SETTINGS = Settings(env="test")
+
+
+def decoded(data: bytes) -> Any:
+    return decode_image(data, SETTINGS)
+
+
+def _valid_face(detail: FaceDetail) -> None:
+    box = detail.bounding_box
+    assert 0.0 <= box.left <= 1.0
+    assert 0.0 <= box.top <= 1.0
+    assert 0.0 < box.width <= 1.0
+    assert 0.0 < box.height <= 1.0
+    assert 0.0 <= detail.confidence <= 100.0
+
+
+# --- analysis -------------------------------------------------------------------------
+
+def test_detect_finds_the_one_face_of_a_portrait(engine: FaceEngine, images: Images) -> None:
+    detection = engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)
+    assert len(detection.faces) == 1
+    _valid_face(detection.faces[0])
+    assert detection.faces[0].confidence > 50.0
+
+
+def test_detect_with_all_attributes_returns_pose_and_quality(engine: FaceEngine,
+                                                               images: Images) -> None:
+    detail = engine.detect_faces(decoded(images.same_a), Attributes.ALL).faces[0]
+    if engine.name == "fake":
+        assert detail.pose is not None
+        return
+    assert detail.pose is not None
+    assert detail.quality is not None
+    assert -180.0 <= detail.pose.yaw <= 180.0
+    assert 0.0 <= detail.quality.sharpness <= 100.0
+    assert detail.landmarks, "ALL includes landmarks"
+    assert detail.eyes_open is not None
+    assert detail.mouth_open is not None
+
+
+def test_detect_finds_no_face_where_there_is_none(engine: FaceEngine, images: Images) -> None:
+    assert engine.detect_faces(decoded(images.no_face), Attributes.DEFAULT).faces == ()
+
+
+def test_detect_finds_both_faces_of_a_couple(engine: FaceEngine, images: Images) -> None:
+    faces = engine.detect_faces(decoded(images.couple), Attributes.DEFAULT).faces
+    assert len(faces) == 2
+    for detail in faces:
+        _valid_face(detail)
+
+
+def test_compare_matches_the_same_person(engine: FaceEngine, images: Images) -> None:
+    result = engine.compare_faces(decoded(images.same_a), decoded(images.same_b), THRESHOLD)
+    assert len(result.face_matches) == 1
+    assert result.unmatched_faces == ()
+    assert THRESHOLD <= result.face_matches[0].similarity <= 100.0
+    _valid_face(result.source_face)
+
+
+def test_compare_does_not_match_another_person(engine: FaceEngine, images: Images) -> None:
+    result = engine.compare_faces(decoded(images.same_a), decoded(images.other), THRESHOLD)
+    assert result.face_matches == ()
+    assert len(result.unmatched_faces) == 1
+
+
+def test_compare_reports_every_target_face(engine: FaceEngine, images: Images) -> None:
+    result = engine.compare_faces(decoded(images.same_a), decoded(images.couple), 0.0)
+    assert len(result.face_matches) + len(result.unmatched_faces) == 2
+    similarities = [m.similarity for m in result.face_matches]
+    assert similarities == sorted(similarities, reverse=True)
+
+
+def test_compare_without_a_source_face_is_no_face_in_source(engine: FaceEngine,
+                                                             images: Images) -> None:
+    with pytest.raises(NoFaceInSource):
+        engine.compare_faces(decoded(images.no_face), decoded(images.same_a), THRESHOLD)
+
+
+def test_a_bad_image_is_refused_before_any_engine_work(engine: FaceEngine) -> None:
+    with pytest.raises(UnsupportedImageFormat):
+        detect(DetectRequest(image=b"this is not an image", attributes=Attributes.DEFAULT),
+               engine=engine, settings=SETTINGS)
+
+
+def test_capabilities_name_the_engine_and_what_it_never_returns(engine: FaceEngine) -> None:
+    caps = engine.capabilities()
+    assert caps.engine == engine.name
+    assert "AgeRange" in caps.unsupported
+    assert "BoundingBox" in caps.attributes
+
+
+# --- the remote path's own failure modes ------------------------------------------------
+
+def test_remote_engine_reports_a_corrupt_image_as_unsupported_format(
+        emulator: LiveServer, images: Images) -> None:
+    engine = remote_engine(emulator)
+    good = decoded(images.same_a)
+    corrupt = type(good)(data=images.same_a[:200], sha256="x", format="jpeg",
+                         pixels=good.pixels)
+    with pytest.raises(UnsupportedImageFormat):
+        engine.detect_faces(corrupt, Attributes.DEFAULT)
+
+
+def test_remote_engine_refuses_formats_rekognition_does_not_take_before_calling(
+        emulator: LiveServer, images: Images) -> None:
+    engine = remote_engine(emulator)
+    good = decoded(images.same_a)
+    gif = type(good)(data=b"GIF89a" + b"\0" * 32, sha256="x", format="gif", pixels=good.pixels)
+    with pytest.raises(UnsupportedImageFormat):
+        engine.detect_faces(gif, Attributes.DEFAULT)
+
+
+def test_throttling_is_retried_by_boto3_and_then_succeeds(emulator: LiveServer,
+                                                          images: Images) -> None:
+    engine = remote_engine(emulator)
+    control(emulator.app).inject("ThrottlingException", times=2, operation="DetectFaces")
+    try:
+        detection = engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)
+    finally:
+        control(emulator.app).clear()
+    assert len(detection.faces) == 1
+
+
+def test_throttling_after_every_attempt_is_engine_throttled_with_retry_after(
+        emulator: LiveServer, images: Images) -> None:
+    engine = remote_engine(emulator)
+    control(emulator.app).inject("ThrottlingException", times=3, operation="DetectFaces")
+    try:
+        with pytest.raises(EngineThrottled) as caught:
+            engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)
+    finally:
+        control(emulator.app).clear()
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after >= 1
+    assert "3 attempts" in caught.value.message
+
+
+def test_a_key_whose_role_may_not_call_the_operation_is_access_denied(
+        emulator: LiveServer, images: Images) -> None:
+    engine = remote_engine(emulator, role="auditor")
+    with pytest.raises(EngineAccessDenied):
+        engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)
+
+
+def test_an_unknown_key_is_access_denied(emulator: LiveServer, images: Images) -> None:
+    settings = Settings(env="test", engine="rekognition", aws_endpoint_url=emulator.url,
+                        aws_max_attempts=1)
+    bogus = "fa_" + "A" * 8 + "_" + hashlib.sha256(b"x").hexdigest()[:40]
+    engine = RekognitionEngine(settings, session=key_session(bogus))
+    with pytest.raises(EngineAccessDenied):
+        engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)
+
+
+def test_an_unreachable_endpoint_is_engine_unavailable_and_not_ready(images: Images) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(env="test", engine="rekognition",
+                        aws_endpoint_url=f"http://127.0.0.1:{port}", aws_max_attempts=2,
+                        aws_connect_timeout=0.5, aws_read_timeout=1.0)
+    engine = RekognitionEngine(settings, session=key_session("fa_x_y"))
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable, match="unreachable"):
+        engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)
+    assert time.monotonic() - started < 10, "bounded attempts and timeouts"
+    ok, why = engine.ready()
+    assert not ok
+    assert "unreachable" in why
+
+
+def test_ready_says_yes_when_the_endpoint_answers(emulator: LiveServer) -> None:
+    engine = remote_engine(emulator)
+    assert engine.ready() == (True, "rekognition reachable")
+
+
+def test_every_operation_the_contract_uses_exists_in_botocores_model() -> None:
+    names = set(service_model().operation_names)
+    assert {"DetectFaces", "CompareFaces", "CreateCollection", "IndexFaces",
+            "SearchFacesByImage", "SearchFaces", "ListFaces", "DeleteFaces",
+            "DeleteCollection", "DescribeCollection", "ListCollections"} <= names
+
+
