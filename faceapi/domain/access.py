@@ -91,9 +91,6 @@ PERMISSIONS: dict[str, Rule] = {
     "keys.list_keys": frozenset({ADMIN}),
     "keys.get_key": frozenset({ADMIN}),
     "keys.revoke_key": frozenset({ADMIN}),
-    # Rekognition-compatible endpoint (faceapi/emulator/): one route for every operation;
-    # the emulator then requires the roles REKOGNITION_OPERATIONS lists for the one named.
-    "rekognition.dispatch": frozenset({APP, OPERATOR, ADMIN}),
     # The Rekognition-compatible endpoint: one URL for every operation, so the view
     # checks the operation's roles (REKOGNITION_OPERATIONS below) with require_role.
     "rekognition.dispatch": ALL_ROLES,
@@ -132,25 +129,6 @@ REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
 CONSOLE_PAGES: dict[str, frozenset[str]] = {
     endpoint: rule.roles for endpoint, rule in PERMISSIONS.items()
     if isinstance(rule, ConsolePage)
-}
-
-
-# Rekognition operation (X-Amz-Target) -> the roles that may call it through the
-# emulator. Analysis matches /v1/faces. Searches return raw 1:N similarities outside any
-# policy and human review, so they are operators' tools (deduplication, checks); apps
-# search through /v1 under a policy.
-REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
-    "DetectFaces": frozenset({APP, OPERATOR, ADMIN}),
-    "CompareFaces": frozenset({APP, OPERATOR, ADMIN}),
-    "CreateCollection": _OPERATOR_PLUS,
-    "DeleteCollection": _OPERATOR_PLUS,
-    "DescribeCollection": _OPERATOR_PLUS,
-    "ListCollections": _OPERATOR_PLUS,
-    "IndexFaces": _OPERATOR_PLUS,
-    "ListFaces": _OPERATOR_PLUS,
-    "DeleteFaces": _OPERATOR_PLUS,
-    "SearchFacesByImage": _OPERATOR_PLUS,
-    "SearchFaces": _OPERATOR_PLUS,
 }
 
 
