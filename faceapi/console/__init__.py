@@ -11,7 +11,12 @@ from faceapi.console.session import configure_cookie, load_or_create_secret_key
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the console blueprint with its session secret and cookie settings."""
     # The page modules add their routes to the blueprint when imported.
-    from faceapi.console import audit_pages, overview  # noqa: F401
+    from faceapi.console import (  # noqa: F401
+        audit_pages,
+        collection_pages,
+        overview,
+        review_pages,
+    )
     from faceapi.console.views import bp
 
     app.secret_key = load_or_create_secret_key(settings)

@@ -33,7 +33,6 @@ from faceapi.console.session import csrf_ok, expired, new_csrf_token, timestamp
 from faceapi.domain.access import Actor
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.policies import PolicySet
-from faceapi.policy_files import load_policies
 
 log = structlog.get_logger(__name__)
 
@@ -213,10 +212,7 @@ def home() -> Any:
 
 
 def policy_set() -> PolicySet:
-    found = getattr(deps(), "policies", None)
-    if isinstance(found, PolicySet):
-        return found
-    return load_policies(deps().settings.policies_dir)
+    return deps().policies
 
 
 @bp.route("/policies", methods=["GET"])
