@@ -1,0 +1,91 @@
+"""Migrations, SQLite settings, append-only triggers and the signing key file."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from faceapi.audit import load_or_create_signing_key
+from faceapi.config import Settings
+from faceapi.domain.audit import SYSTEM, Action, AuditEvent
+from faceapi.store import Store, make_engine, upgrade
+from faceapi.store.migrate import current_revision, downgrade_engine, head_revision
+
+
+def test_upgrade_creates_the_audit_tables_and_is_safe_to_repeat(settings: Settings) -> None:
+    upgrade(settings)
+    upgrade(settings)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert {"audit_events", "audit_checkpoints", "alembic_version"} <= tables
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_the_revision_chain_starts_with_0001_audit(store: Store) -> None:
+    downgrade_engine(store.engine, "0001_audit")
+    assert current_revision(store.engine) == "0001_audit"
+    downgrade_engine(store.engine, "base")
+    assert "audit_events" not in inspect(store.engine).get_table_names()
+    store.upgrade()
+    assert current_revision(store.engine) == head_revision()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_a_busy_timeout(
+        store: Store, db_backend: str) -> None:
+    if db_backend != "sqlite":
+        pytest.skip("SQLite settings")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+
+
+def test_the_data_dir_is_created_on_first_start(tmp_path, database_url: str) -> None:
+    settings = Settings(env="test", data_dir=tmp_path / "new" / "dir", database_url=database_url)
+    store = Store.from_settings(settings)
+    store.upgrade()
+    store.dispose()
+    assert (tmp_path / "new" / "dir").is_dir()
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_events SET outcome = 'failure'",
+    "DELETE FROM audit_events",
+    "UPDATE audit_checkpoints SET signature = 'x'",
+    "DELETE FROM audit_checkpoints",
+])
+def test_raw_sql_cannot_update_or_delete_audit_rows(store: Store, statement: str) -> None:
+    with store.uow() as uow:
+        uow.audit.append(AuditEvent(action=Action.FACE_DETECT, outcome="success", actor=SYSTEM))
+        uow.commit()
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text(statement))
+    assert store.verify().ok
+
+
+def test_postgresql_also_refuses_truncate(store: Store, db_backend: str) -> None:
+    if db_backend != "postgresql":
+        pytest.skip("TRUNCATE exists only on PostgreSQL")
+    with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("TRUNCATE audit_events"))
+
+
+def test_the_signing_key_is_generated_owner_only_once_and_reused(tmp_path) -> None:
+    settings = Settings(env="test", data_dir=tmp_path / "d")
+    first = load_or_create_signing_key(settings)
+    second = load_or_create_signing_key(settings)
+    key_file = tmp_path / "d" / "audit_signing_key.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert first.public_key().public_bytes_raw() == second.public_key().public_bytes_raw()
+
+
+def test_a_configured_signing_key_that_is_missing_stops_the_start(tmp_path) -> None:
+    settings = Settings(env="test", data_dir=tmp_path, audit_signing_key=str(tmp_path / "no.pem"))
+    with pytest.raises(FileNotFoundError, match="FACEAPI_AUDIT_SIGNING_KEY"):
+        load_or_create_signing_key(settings)
