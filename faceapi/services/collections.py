@@ -147,20 +147,22 @@ class SubjectView:
     subject: Subject
     consent: Consent | None
     faces: list[StoredFace]
+    model_version: str
 
 
 def get_subject(collection_id: str, subject_id: str, *, actor: Actor,
                 uow: UnitOfWork) -> SubjectView:
     """A subject with its current consent and its faces (without descriptors)."""
     with uow:
-        load_collection(uow, actor, collection_id)
+        collection = load_collection(uow, actor, collection_id)
         subject = uow.subjects.get(collection_id, subject_id)
         if subject is None:
             raise NotFound(f"subject {subject_id!r} not found in collection {collection_id!r}",
                            details={"collection_id": collection_id})
         faces = [_without_embedding(f) for f in
                  uow.faces.list_for_subject(collection_id, subject_id)]
-        return SubjectView(subject, uow.consents.current(collection_id, subject_id), faces)
+        return SubjectView(subject, uow.consents.current(collection_id, subject_id), faces,
+                           collection.model_version)
 
 
 def _without_embedding(face: StoredFace) -> StoredFace:
@@ -208,3 +210,58 @@ def record_consent(collection_id: str, subject_id: str, consent: ConsentInput, *
                                    clock=clock)
         uow.commit()
     return record
+
+
+@dataclass(frozen=True)
+class FaceListPage:
+    collection: Collection
+    faces: list[StoredFace]
+    next_token: str | None
+
+
+def list_faces(collection_id: str, *, actor: Actor, uow: UnitOfWork,
+               subject_id: str | None = None, limit: int = 100,
+               next_token: str | None = None) -> FaceListPage:
+    """Faces of a collection (optionally of one subject), ordered by face id, paged."""
+    limit = max(1, min(limit, MAX_PAGE))
+    with uow:
+        collection = load_collection(uow, actor, collection_id)
+        faces = uow.faces.page(collection_id, subject_id=subject_id, limit=limit + 1,
+                               after=next_token)
+    page = faces[:limit]
+    return FaceListPage(collection, page,
+                        page[-1].face_id if len(faces) > limit and page else None)
+
+
+MAX_DELETE = 4096  # Rekognition's DeleteFaces limit
+
+
+@dataclass(frozen=True)
+class DeleteFacesResult:
+    deleted: list[str]
+    not_found: list[str]
+
+
+def delete_faces(collection_id: str, face_ids: list[str], *, actor: Actor,
+                 uow: UnitOfWork) -> DeleteFacesResult:
+    """Delete faces by id (Rekognition's DeleteFaces); unknown ids are reported."""
+    wanted = list(dict.fromkeys(face_ids))
+    if not wanted or len(wanted) > MAX_DELETE:
+        raise InvalidParameter(f"face_ids must hold 1 to {MAX_DELETE} ids",
+                               details={"field": "face_ids"})
+    with uow:
+        collection = load_collection(uow, actor, collection_id)
+        deleted = uow.faces.delete(collection_id, wanted)
+        if deleted:
+            uow.collections.bump_version(collection_id)
+        gone = set(deleted)
+        missing = [f for f in wanted if f not in gone]
+        uow.audit.append(AuditEvent(
+            action=Action.FACE_DELETE, outcome="deleted" if deleted else "not_found",
+            actor=actor, resource=resource(collection_id), engine=collection.engine,
+            model_version=collection.model_version,
+            scores={"deleted_count": len(deleted), "not_found_count": len(missing)},
+            details={"face_ids": deleted[:16]}))
+        uow.commit()
+    ordered = [f for f in wanted if f in gone]
+    return DeleteFacesResult(deleted=ordered, not_found=missing)

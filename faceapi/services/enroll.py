@@ -4,7 +4,7 @@ under a subject (ExternalImageId), with the subject's consent."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
@@ -21,7 +21,7 @@ from faceapi.domain.collections import (
     quality_reasons,
 )
 from faceapi.domain.errors import InvalidParameter
-from faceapi.domain.faces import EmbeddedFace, FaceDetail, OrientationCorrection
+from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
 from faceapi.engines.base import FaceEngine
 from faceapi.images import decode_image
 from faceapi.services.collections import (
@@ -46,6 +46,7 @@ class IndexFacesRequest:
     max_faces: int | None = None
     quality_filter: QualityFilter = QualityFilter.AUTO
     consent: ConsentInput | None = None
+    attributes: Attributes = Attributes.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,14 @@ def select_faces(faces: list[EmbeddedFace], quality_filter: QualityFilter,
                          for f in passing[max_faces:])
         passing = passing[:max_faces]
     return passing, unindexed
+
+
+def shown(detail: FaceDetail, attributes: Attributes) -> FaceDetail:
+    """The detail as IndexFaces returns it: DEFAULT leaves out eyes/mouth open, like
+    Rekognition's DetectionAttributes (box, confidence, pose, quality, landmarks)."""
+    if attributes is Attributes.ALL:
+        return detail
+    return replace(detail, eyes_open=None, mouth_open=None)
 
 
 def _check_engine(collection: Collection, engine: FaceEngine) -> None:
@@ -142,7 +151,9 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
         bounding_box=found.detail.bounding_box, confidence=found.detail.confidence,
         created_at=now, quality=found.detail.quality, pose=found.detail.pose,
         width_px=found.detail.width_px, height_px=found.detail.height_px,
-        embedding=embedding_to_bytes(found.embedding)), found.detail) for found in to_index]
+        embedding=embedding_to_bytes(found.embedding)), shown(found.detail, req.attributes))
+        for found in to_index]
+    unindexed = [replace(u, detail=shown(u.detail, req.attributes)) for u in unindexed]
 
     with uow:
         # Again inside the write: the collection may have gone, or the consent been

@@ -1,0 +1,147 @@
+"""The in-process search index: exact nearest faces, scored by the engine's own
+similarity, rebuilt when the collection's version moves on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from faceapi.domain.collections import embedding_to_bytes
+from faceapi.domain.errors import InvalidParameter, NotFound
+from faceapi.search.index import BruteForceIndex, Snapshot, snapshot_from_rows
+from tests.fakes import FakeEngine, unit_vector
+
+
+@dataclass
+class FakeSource:
+    """Collections as (version, rows) in memory; counts snapshot builds."""
+
+    collections: dict[str, tuple[int, list[tuple[str, str, bytes]]]] = field(default_factory=dict)
+    builds: int = 0
+
+    def put(self, collection_id: str, rows: list[tuple[str, str, tuple[float, ...]]]) -> None:
+        version = self.collections.get(collection_id, (0, []))[0] + 1
+        self.collections[collection_id] = (
+            version, [(f, s, embedding_to_bytes(v)) for f, s, v in rows])
+
+    def version(self, collection_id: str) -> int | None:
+        found = self.collections.get(collection_id)
+        return None if found is None else found[0]
+
+    def snapshot(self, collection_id: str) -> Snapshot | None:
+        found = self.collections.get(collection_id)
+        if found is None:
+            return None
+        self.builds += 1
+        return snapshot_from_rows(*found)
+
+
+def _index(source: FakeSource) -> BruteForceIndex:
+    return BruteForceIndex(source, FakeEngine().similarity)
+
+
+def _faces(n: int) -> list[tuple[str, str, tuple[float, ...]]]:
+    return [(f"face-{i}", f"subject-{i % 7}", unit_vector(i)) for i in range(n)]
+
+
+def test_the_probes_own_face_comes_first_with_the_engines_similarity() -> None:
+    source = FakeSource()
+    source.put("c", _faces(50))
+    hits = _index(source).search("c", unit_vector(17), threshold=0, max_faces=3)
+    assert hits[0].face_id == "face-17"
+    assert hits[0].subject_id == "subject-3"
+    assert hits[0].similarity == pytest.approx(100.0, abs=1e-3)
+    assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
+
+
+def test_results_match_an_exhaustive_comparison_with_the_engine() -> None:
+    source = FakeSource()
+    rows = _faces(300)
+    source.put("c", rows)
+    engine = FakeEngine()
+    probe = tuple(float(x) for x in np.asarray(unit_vector(5)) * 0.6
+                  + np.asarray(unit_vector(6)) * 0.4)
+    expected = sorted(((engine.similarity(probe, v), f) for f, _, v in rows), reverse=True)[:10]
+    hits = _index(source).search("c", probe, threshold=0, max_faces=10)
+    assert [h.face_id for h in hits] == [f for _, f in expected]
+    assert [h.similarity for h in hits] == pytest.approx([s for s, _ in expected], abs=1e-4)
+
+
+def test_faces_below_the_threshold_are_left_out() -> None:
+    source = FakeSource()
+    source.put("c", _faces(40))
+    hits = _index(source).search("c", unit_vector(3), threshold=90, max_faces=10)
+    assert [h.face_id for h in hits] == ["face-3"]
+
+
+def test_max_faces_caps_the_answer() -> None:
+    source = FakeSource()
+    source.put("c", _faces(40))
+    assert len(_index(source).search("c", unit_vector(1), threshold=0, max_faces=5)) == 5
+
+
+def test_an_empty_collection_finds_nothing() -> None:
+    source = FakeSource()
+    source.put("c", [])
+    assert _index(source).search("c", unit_vector(1), threshold=0, max_faces=5) == []
+
+
+def test_an_unknown_collection_is_not_found() -> None:
+    with pytest.raises(NotFound):
+        _index(FakeSource()).search("nope", unit_vector(1), threshold=0, max_faces=5)
+
+
+def test_the_index_is_built_once_while_the_version_stays_the_same() -> None:
+    source = FakeSource()
+    source.put("c", _faces(10))
+    index = _index(source)
+    for _ in range(3):
+        index.search("c", unit_vector(1), threshold=0, max_faces=1)
+    assert source.builds == 1
+
+
+def test_a_new_version_written_by_another_worker_is_picked_up_on_the_next_search() -> None:
+    source = FakeSource()
+    source.put("c", _faces(10))
+    index = _index(source)
+    assert index.search("c", unit_vector(99), threshold=99, max_faces=1) == []
+    source.put("c", [*_faces(10), ("face-99", "late", unit_vector(99))])
+    hits = index.search("c", unit_vector(99), threshold=99, max_faces=1)
+    assert [(h.face_id, h.subject_id) for h in hits] == [("face-99", "late")]
+    assert source.builds == 2
+
+
+def test_erased_faces_disappear_when_the_version_moves_on() -> None:
+    source = FakeSource()
+    source.put("c", _faces(10))
+    index = _index(source)
+    assert index.search("c", unit_vector(4), threshold=99, max_faces=1)
+    source.put("c", [row for row in _faces(10) if row[0] != "face-4"])
+    assert index.search("c", unit_vector(4), threshold=99, max_faces=1) == []
+
+
+def test_a_deleted_collection_is_forgotten() -> None:
+    source = FakeSource()
+    source.put("c", _faces(10))
+    index = _index(source)
+    index.search("c", unit_vector(4), threshold=0, max_faces=1)
+    del source.collections["c"]
+    with pytest.raises(NotFound):
+        index.search("c", unit_vector(4), threshold=0, max_faces=1)
+
+
+def test_a_probe_of_another_length_is_refused() -> None:
+    source = FakeSource()
+    source.put("c", _faces(10))
+    with pytest.raises(InvalidParameter):
+        _index(source).search("c", unit_vector(1)[:64], threshold=0, max_faces=1)
+
+
+@pytest.mark.parametrize("max_faces", [0, 4097])
+def test_max_faces_out_of_range_is_refused(max_faces: int) -> None:
+    source = FakeSource()
+    source.put("c", _faces(3))
+    with pytest.raises(InvalidParameter):
+        _index(source).search("c", unit_vector(1), threshold=0, max_faces=max_faces)
