@@ -66,8 +66,9 @@ def test_higher_levels_are_stricter() -> None:
         UnindexedReason.EXTREME_POSE, UnindexedReason.LOW_SHARPNESS}
 
 
-def _embedded(size: float, **kwargs: float) -> EmbeddedFace:
-    return EmbeddedFace(detail=face(size=size, **kwargs), embedding=unit_vector(int(size * 100)))
+def _embedded(size: float, sharpness: float = 80.0) -> EmbeddedFace:
+    return EmbeddedFace(detail=face(size=size, sharpness=sharpness),
+                        embedding=unit_vector(int(size * 100)))
 
 
 def test_max_faces_keeps_the_largest_faces_and_reports_the_rest() -> None:
