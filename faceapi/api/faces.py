@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from faceapi.api.deps import deps, load_body, require_image
+from faceapi.api.deps import current_actor, deps, load_body, require_image
 from faceapi.api.schemas import (
     CompareRequestSchema,
     CompareResponseSchema,
@@ -42,7 +42,8 @@ def detect_faces() -> Any:
     attributes = Attributes.ALL if "ALL" in loaded["attributes"] else Attributes.DEFAULT
     d = deps()
     return detect(DetectRequest(image=require_image(loaded, "image"), attributes=attributes),
-                  engine=d.engine, settings=d.settings)
+                  engine=d.engine, settings=d.settings, uow=d.store.uow(),
+                  actor=current_actor())
 
 
 @blp.route("/compare", methods=["POST"])
@@ -55,4 +56,5 @@ def compare_faces() -> Any:
     req = CompareRequest(source=require_image(loaded, "source"),
                          target=require_image(loaded, "target"),
                          similarity_threshold=loaded["similarity_threshold"])
-    return compare(req, engine=d.engine, settings=d.settings)
+    return compare(req, engine=d.engine, settings=d.settings, uow=d.store.uow(),
+                   actor=current_actor())

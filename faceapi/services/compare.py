@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 
 from faceapi.config import Settings
+from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Comparison
 from faceapi.engines.base import FaceEngine
 from faceapi.images import decode_image
+from faceapi.services.audit_trail import record
+from faceapi.services.ports import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -17,8 +22,25 @@ class CompareRequest:
     similarity_threshold: float
 
 
-def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings) -> Comparison:
-    """Intake both images (source first, so its errors are reported first), then compare."""
-    source = decode_image(req.source, settings)
-    target = decode_image(req.target, settings)
-    return engine.compare_faces(source, target, req.similarity_threshold)
+def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings, uow: UnitOfWork,
+            actor: Actor) -> Comparison:
+    """Intake both images (source first, so its errors are reported first), then compare;
+    the call is audited with both digests and the best similarity, never the images."""
+    base = AuditEvent(action=Action.FACE_COMPARE, outcome="success", actor=actor,
+                      engine=engine.name, model_version=engine.model_version,
+                      input_digests=(hashlib.sha256(req.source).hexdigest(),
+                                     hashlib.sha256(req.target).hexdigest()),
+                      scores={"threshold": req.similarity_threshold})
+    try:
+        source = decode_image(req.source, settings)
+        target = decode_image(req.target, settings)
+        comparison = engine.compare_faces(source, target, req.similarity_threshold)
+    except FaceApiError as exc:
+        record(replace(base, outcome="rejected", reason=exc.code), uow=uow)
+        raise
+    best = max((m.similarity for m in comparison.face_matches), default=None)
+    record(replace(base, outcome="match" if comparison.face_matches else "no_match", scores={
+        "threshold": req.similarity_threshold, "best_similarity": best,
+        "matched_faces": len(comparison.face_matches),
+        "unmatched_faces": len(comparison.unmatched_faces)}), uow=uow)
+    return comparison

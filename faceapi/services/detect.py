@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 
 from faceapi.config import Settings
+from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Attributes, Detection
 from faceapi.engines.base import FaceEngine
 from faceapi.images import decode_image
+from faceapi.services.audit_trail import record
+from faceapi.services.ports import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -16,7 +21,19 @@ class DetectRequest:
     attributes: Attributes
 
 
-def detect(req: DetectRequest, *, engine: FaceEngine, settings: Settings) -> Detection:
-    """Run intake, then the engine's detector."""
-    image = decode_image(req.image, settings)
-    return engine.detect_faces(image, req.attributes)
+def detect(req: DetectRequest, *, engine: FaceEngine, settings: Settings, uow: UnitOfWork,
+           actor: Actor) -> Detection:
+    """Run intake, then the engine's detector; the call is audited (digest, no image)."""
+    base = AuditEvent(action=Action.FACE_DETECT, outcome="success", actor=actor,
+                      engine=engine.name, model_version=engine.model_version,
+                      input_digests=(hashlib.sha256(req.image).hexdigest(),),
+                      details={"attributes": req.attributes.value})
+    try:
+        image = decode_image(req.image, settings)
+        detection = engine.detect_faces(image, req.attributes)
+    except FaceApiError as exc:
+        # Refused input is on record too: who sent what (by digest) and why it failed.
+        record(replace(base, outcome="rejected", reason=exc.code), uow=uow)
+        raise
+    record(replace(base, scores={"face_count": len(detection.faces)}), uow=uow)
+    return detection

@@ -8,6 +8,8 @@ failing half-way. PostgreSQL is used as is; audit appends take an advisory lock
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,19 @@ UNAUDITED = "faceapi_unaudited"
 # Execution option on a connection: a read-only transaction (SQLite: BEGIN DEFERRED).
 READ_ONLY = "faceapi_read_only"
 SQLITE_BUSY_TIMEOUT_S = 30
+
+
+# gunicorn's preload_app builds the engine (and runs migrations) in the master before
+# forking: a child must never reuse a pooled connection it inherited.
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 def utc_now() -> datetime:
@@ -81,6 +96,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_pre_ping", True)
         engine = create_engine(url, **kwargs)
     event.listen(engine, "after_execute", _track_changes)
+    _ENGINES.add(engine)
     return engine
 
 

@@ -14,36 +14,53 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from faceapi.api.deps import EXTENSION_KEY
 from faceapi.app import create_app
 from faceapi.config import Settings
+from faceapi.domain.access import Actor
+from faceapi.domain.audit import SYSTEM
+from faceapi.domain.collections import CollectionExists, QualityFilter, UnindexedReason
 from faceapi.domain.errors import (
     EngineAccessDenied,
     EngineThrottled,
     EngineUnavailable,
     NoFaceInSource,
+    NotFound,
     UnsupportedImageFormat,
 )
 from faceapi.domain.faces import Attributes, FaceDetail
 from faceapi.emulator import control
-from faceapi.engines.base import FaceEngine
+from faceapi.emulator.collections import StoreCollections
+from faceapi.emulator.operations import CONSENT_TAG
+from faceapi.engines.base import FaceCollections, FaceEngine
 from faceapi.engines.rekognition import RekognitionEngine
 from faceapi.images import decode_image
 from faceapi.services.detect import DetectRequest, detect
 from tests.botocore_shapes import problems, service_model
-from tests.emulator_server import LiveServer, api_key, key_session, serve
+from tests.conftest import REPO
+from tests.emulator_server import (
+    LiveServer,
+    api_key,
+    key_session,
+    rekognition_client,
+    serve,
+)
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
+from tests.fakes_audit import FakeUnitOfWork
 
 # Images of the shared data set (see its IMAGE_NOTES.csv): two of one person, one of
 # another, one with no face, one with two faces.
 SAME_A = "deepface/tests/unit/dataset/img16.jpg"  # jack_dorsey
 SAME_B = "deepface/tests/unit/dataset/img17.jpg"  # jack_dorsey
+SAME_C = "deepface/tests/unit/dataset/img61.jpg"  # jack_dorsey
 OTHER = "deepface/tests/unit/dataset/img46.jpg"  # katy_perry
 NO_FACE = "mtcnn/tests/images/no-faces.jpg"
 COUPLE = "deepface/tests/unit/dataset/couple.jpg"  # two faces
@@ -60,6 +77,7 @@ class Images:
     other: bytes
     no_face: bytes
     couple: bytes
+    same_c: bytes
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +88,7 @@ def images() -> Images:
     if not (root / "LABELS.csv").is_file():
         pytest.skip(f"shared face data set not found at {root} (set FACEAPI_FACES_DIR)")
     return Images(*(Path(root, name).read_bytes()
-                    for name in (SAME_A, SAME_B, OTHER, NO_FACE, COUPLE)))
+                    for name in (SAME_A, SAME_B, OTHER, NO_FACE, COUPLE, SAME_C)))
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +105,8 @@ def local_engine() -> Any:
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory, local_engine: Any) -> Iterator[LiveServer]:
     data_dir = tmp_path_factory.mktemp("emulator")
-    settings = Settings(env="test", data_dir=data_dir, log_format="json")
+    settings = Settings(env="test", data_dir=data_dir, log_format="json",
+                        policies_dir=REPO / "policies")
     app = create_app(settings, engine=local_engine)
     live = serve(app)
     try:
@@ -225,9 +244,11 @@ def test_compare_without_a_source_face_is_no_face_in_source(engine: FaceEngine,
 
 
 def test_a_bad_image_is_refused_before_any_engine_work(engine: FaceEngine) -> None:
+    uow = FakeUnitOfWork()
     with pytest.raises(UnsupportedImageFormat):
         detect(DetectRequest(image=b"this is not an image", attributes=Attributes.DEFAULT),
-               engine=engine, settings=SETTINGS)
+               engine=engine, settings=SETTINGS, uow=uow, actor=SYSTEM)
+    assert [r.event.outcome for r in uow.audit.committed] == ["rejected"]
 
 
 def test_capabilities_name_the_engine_and_what_it_never_returns(engine: FaceEngine) -> None:
@@ -330,3 +351,163 @@ def test_every_operation_the_contract_uses_exists_in_botocores_model() -> None:
             "DeleteCollection", "DescribeCollection", "ListCollections"} <= names
 
 
+
+
+# --- collections ------------------------------------------------------------------------
+# Local: StoreCollections (local engine + store + search index + collection services)
+# called directly. Rekognition: RekognitionEngine -> boto3 -> emulator -> StoreCollections.
+# Managing is an operator's job and searching an app's (faceapi/domain/access.py), so
+# each path has one port per role.
+
+SEARCH_THRESHOLD = 60.0  # photo_tagging's minimum, the policy emulator searches run under
+
+
+@dataclass
+class CollectionPaths:
+    manage: FaceCollections
+    search: FaceCollections
+    new_collection: Callable[[], str]
+
+
+def _actor(role: str) -> Actor:
+    return Actor(role=role, key_id=f"test-{role}")
+
+
+def _store_collections(live: LiveServer, role: str, *, consent_required: bool = True
+                       ) -> StoreCollections:
+    from faceapi.api.collections import search_index, subject_erasers
+
+    d = live.app.extensions[EXTENSION_KEY]
+    return StoreCollections(engine=d.engine, uow=d.store.uow, index=search_index(d),
+                            policies=d.policies, blobs=d.blobs, clock=d.clock,
+                            settings=d.settings, actor=_actor(role),
+                            erasers=subject_erasers(d), consent_required=consent_required)
+
+
+@pytest.fixture(params=["local", "rekognition"])
+def collections(request: pytest.FixtureRequest, emulator: LiveServer) -> CollectionPaths:
+    def fresh_id() -> str:
+        return f"c-{uuid.uuid4().hex[:10]}"
+
+    if request.param == "local":
+        def make_local() -> str:
+            collection_id = fresh_id()
+            _store_collections(emulator, "operator", consent_required=False) \
+                .create_collection(collection_id)
+            return collection_id
+
+        return CollectionPaths(_store_collections(emulator, "operator"),
+                               _store_collections(emulator, "app"), make_local)
+
+    manager = remote_engine(emulator, "operator")
+    raw = rekognition_client(emulator.url, api_key(emulator.app, "operator"))
+
+    def make_remote() -> str:
+        # Subjects indexed through an SDK cannot carry a consent record, so the
+        # operator creates the collection with the documented opt-out tag.
+        collection_id = fresh_id()
+        raw.create_collection(CollectionId=f"faceapi-{collection_id}",
+                              Tags={CONSENT_TAG: "false"})
+        return collection_id
+
+    return CollectionPaths(manager, remote_engine(emulator, "app"), make_remote)
+
+
+def test_a_collection_is_created_described_listed_and_deleted(
+        collections: CollectionPaths) -> None:
+    collection_id = f"c-{uuid.uuid4().hex[:10]}"
+    created = collections.manage.create_collection(collection_id)
+    assert created.collection_id == collection_id
+    assert created.face_model_version
+    info = collections.manage.describe_collection(collection_id)
+    assert info.face_count == 0
+    assert info.created_at is not None
+    assert collection_id in collections.manage.list_collections(4096).collection_ids
+    collections.manage.delete_collection(collection_id)
+    with pytest.raises(NotFound):
+        collections.manage.describe_collection(collection_id)
+
+
+def test_creating_an_existing_collection_is_refused(collections: CollectionPaths) -> None:
+    collection_id = collections.new_collection()
+    with pytest.raises(CollectionExists):
+        collections.manage.create_collection(collection_id)
+
+
+def test_an_unknown_collection_is_not_found_by_every_operation(
+        collections: CollectionPaths, images: Images) -> None:
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    calls: list[Callable[[], object]] = [
+        lambda: collections.manage.describe_collection(missing),
+        lambda: collections.manage.delete_collection(missing),
+        lambda: collections.manage.list_faces(missing),
+        lambda: collections.manage.index_faces(missing, decoded(images.same_a), "jack"),
+        lambda: collections.manage.delete_faces(missing, [str(uuid.uuid4())]),
+        lambda: collections.search.search_faces_by_image(missing, decoded(images.same_b),
+                                                         SEARCH_THRESHOLD, 5),
+    ]
+    for call in calls:
+        with pytest.raises(NotFound):
+            call()
+
+
+def test_indexed_faces_are_listed_searched_and_deleted(collections: CollectionPaths,
+                                                       images: Images) -> None:
+    collection_id = collections.new_collection()
+    jack = collections.manage.index_faces(collection_id, decoded(images.same_a), "jack")
+    jack2 = collections.manage.index_faces(collection_id, decoded(images.same_c), "jack")
+    katy = collections.manage.index_faces(collection_id, decoded(images.other), "katy")
+    for result in (jack, jack2, katy):
+        assert len(result.records) == 1
+        assert result.unindexed == ()
+        assert result.face_model_version
+    assert jack.records[0].face.external_image_id == "jack"
+    _valid_face(jack.records[0].detail)
+
+    listed = collections.manage.list_faces(collection_id)
+    assert {f.face_id for f in listed.faces} == {
+        r.records[0].face.face_id for r in (jack, jack2, katy)}
+    assert collections.manage.describe_collection(collection_id).face_count == 3
+
+    found = collections.search.search_faces_by_image(
+        collection_id, decoded(images.same_b), SEARCH_THRESHOLD, 5)
+    assert found.searched_face is not None
+    assert [m.face.external_image_id for m in found.matches] == ["jack", "jack"]
+    assert all(m.similarity >= SEARCH_THRESHOLD for m in found.matches)
+
+    by_id = collections.search.search_faces(collection_id, jack.records[0].face.face_id,
+                                            SEARCH_THRESHOLD, 5)
+    assert [m.face.face_id for m in by_id.matches] == [jack2.records[0].face.face_id]
+
+    bogus = str(uuid.uuid4())
+    deleted = collections.manage.delete_faces(
+        collection_id, [katy.records[0].face.face_id, bogus])
+    assert deleted.deleted == (katy.records[0].face.face_id,)
+    assert deleted.not_deleted == (bogus,)
+    assert len(collections.manage.list_faces(collection_id).faces) == 2
+
+
+def test_index_keeps_the_largest_faces_up_to_max_faces(collections: CollectionPaths,
+                                                       images: Images) -> None:
+    collection_id = collections.new_collection()
+    result = collections.manage.index_faces(collection_id, decoded(images.couple), "pair",
+                                            max_faces=1, quality_filter=QualityFilter.NONE)
+    assert len(result.records) == 1
+    assert [u.reasons for u in result.unindexed] == [(UnindexedReason.EXCEEDS_MAX_FACES,)]
+
+
+def test_an_image_without_a_face_indexes_nothing(collections: CollectionPaths,
+                                                 images: Images) -> None:
+    collection_id = collections.new_collection()
+    result = collections.manage.index_faces(collection_id, decoded(images.no_face), "nobody")
+    assert result.records == ()
+    assert result.unindexed == ()
+
+
+def test_searching_with_an_image_without_a_face_is_no_face_in_source(
+        collections: CollectionPaths, images: Images) -> None:
+    collection_id = collections.new_collection()
+    collections.manage.index_faces(collection_id, decoded(images.same_a), "jack")
+    with pytest.raises(NoFaceInSource):
+        collections.search.search_faces_by_image(collection_id, decoded(images.no_face),
+                                                 SEARCH_THRESHOLD, 5)
