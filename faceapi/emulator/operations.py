@@ -12,11 +12,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from faceapi.api.schemas import CompareResponseSchema, DetectResponseSchema
+from faceapi.api.schemas import CompareResponseSchema, DetectResponseSchema, FaceDetailSchema
 from faceapi.config import Settings
-from faceapi.domain.faces import Attributes
+from faceapi.domain.collections import QualityFilter
+from faceapi.domain.faces import Attributes, BoundingBox, FaceDetail
 from faceapi.emulator import protocol as p
-from faceapi.engines.base import FaceEngine
+from faceapi.engines.base import (
+    CollectionInfo,
+    CollectionMatch,
+    FaceCollections,
+    FaceEngine,
+    IndexedFace,
+)
 from faceapi.images import decode_image
 
 
@@ -24,9 +31,9 @@ from faceapi.images import decode_image
 class OperationContext:
     settings: Settings
     engine: FaceEngine
-    # Everything else a handler may need (store, search index, actor), by name, so
-    # collection handlers can be added without widening this class for every caller.
-    extra: Mapping[str, Any]
+    # Builds the collection port for this caller; `consent_required` comes from
+    # CreateCollection's tag (the only operation that sets it).
+    collections: Callable[[bool], FaceCollections]
 
 
 Handler = Callable[[Mapping[str, Any], OperationContext], dict[str, Any]]
@@ -71,7 +78,172 @@ def _quality_filter(body: Mapping[str, Any], default: str = "NONE") -> str:
     return str(value)
 
 
+# --- collections ---------------------------------------------------------------------
+
+COLLECTION_ID = r"[a-zA-Z0-9_.\-]+"
+FACE_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+EXTERNAL_IMAGE_ID = r"[a-zA-Z0-9_.\-:]+"
+# CreateCollection tag an operator sets to create a collection whose subjects need no
+# recorded consent (SDKs cannot send consent with IndexFaces). Audited with the create.
+CONSENT_TAG = "faceapi:consent_required"
+
+
+def _collection_id(body: Mapping[str, Any]) -> str:
+    return p.require_str(body, "CollectionId", pattern=COLLECTION_ID)
+
+
+def _box(box: BoundingBox) -> dict[str, float]:
+    return {"Width": box.width, "Height": box.height, "Left": box.left, "Top": box.top}
+
+
+def _face(face: IndexedFace) -> dict[str, Any]:
+    out: dict[str, Any] = {"FaceId": face.face_id, "BoundingBox": _box(face.bounding_box),
+                           "ImageId": face.image_id, "Confidence": face.confidence}
+    if face.external_image_id is not None:
+        out["ExternalImageId"] = face.external_image_id
+    return out
+
+
+def _detail(detail: FaceDetail, everything: bool) -> dict[str, Any]:
+    dumped: dict[str, Any] = FaceDetailSchema().dump(detail)
+    if not everything:
+        # DEFAULT omits the attributes that only ALL asks for.
+        dumped.pop("EyesOpen", None)
+        dumped.pop("MouthOpen", None)
+    return dumped
+
+
+def _matches(matches: tuple[CollectionMatch, ...]) -> list[dict[str, Any]]:
+    return [{"Similarity": m.similarity, "Face": _face(m.face)} for m in matches]
+
+
+def _arn(ctx: OperationContext, collection_id: str) -> str:
+    # Not an AWS account's ARN: a name in the same form, so code that logs it works.
+    return f"arn:faceapi:rekognition:{ctx.settings.aws_region}:local:collection/{collection_id}"
+
+
+def _drop_none(out: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def create_collection(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    collection_id = _collection_id(body)
+    tags = body.get("Tags") or {}
+    if not isinstance(tags, dict):
+        raise p.invalid("Tags must be a map of strings")
+    raw = str(tags.get(CONSENT_TAG, "true")).lower()
+    if raw not in ("true", "false"):
+        raise p.invalid(f"tag {CONSENT_TAG} must be true or false")
+    info = ctx.collections(raw == "true").create_collection(collection_id)
+    return {"StatusCode": 200, "CollectionArn": _arn(ctx, collection_id),
+            "FaceModelVersion": info.face_model_version}
+
+
+def delete_collection(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    ctx.collections(True).delete_collection(_collection_id(body))
+    return {"StatusCode": 200}
+
+
+def describe_collection(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    collection_id = _collection_id(body)
+    info: CollectionInfo = ctx.collections(True).describe_collection(collection_id)
+    return _drop_none({
+        "FaceCount": info.face_count, "FaceModelVersion": info.face_model_version,
+        "CollectionARN": _arn(ctx, collection_id),
+        "CreationTimestamp": info.created_at.timestamp() if info.created_at else None,
+        "UserCount": info.subject_count})
+
+
+def list_collections(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    limit = p.optional_int(body, "MaxResults", 100, low=0, high=4096) or 100
+    page = ctx.collections(True).list_collections(limit, p.optional_str(body, "NextToken"))
+    return _drop_none({"CollectionIds": list(page.collection_ids),
+                       "FaceModelVersions": list(page.face_model_versions),
+                       "NextToken": page.next_token})
+
+
+def index_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    collection_id = _collection_id(body)
+    data = p.image_bytes(body, "Image", _limit(ctx))
+    external = p.optional_str(body, "ExternalImageId", pattern=EXTERNAL_IMAGE_ID)
+    if external is None:
+        raise p.invalid("ExternalImageId is required by faceapi: it names the subject "
+                        "the faces belong to")
+    attributes = body.get("DetectionAttributes", ["DEFAULT"])
+    everything = isinstance(attributes, list) and not set(attributes) <= {"DEFAULT"}
+    max_faces = p.optional_int(body, "MaxFaces", None, low=1, high=100)
+    quality = QualityFilter(_quality_filter(body, "AUTO"))
+    result = ctx.collections(True).index_faces(
+        collection_id, decode_image(data, ctx.settings), external, max_faces, quality)
+    out: dict[str, Any] = {
+        "FaceRecords": [{"Face": _face(r.face), "FaceDetail": _detail(r.detail, everything)}
+                        for r in result.records],
+        "FaceModelVersion": result.face_model_version,
+        "UnindexedFaces": [{"Reasons": [r.value for r in u.reasons],
+                            "FaceDetail": _detail(u.detail, everything)}
+                           for u in result.unindexed]}
+    if result.orientation_correction is not None:
+        out["OrientationCorrection"] = result.orientation_correction.value
+    return out
+
+
+def search_faces_by_image(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    collection_id = _collection_id(body)
+    data = p.image_bytes(body, "Image", _limit(ctx))
+    threshold = p.optional_number(body, "FaceMatchThreshold", 80.0, low=0.0, high=100.0)
+    max_faces = p.optional_int(body, "MaxFaces", 10, low=1, high=4096) or 10
+    _quality_filter(body)
+    result = ctx.collections(True).search_faces_by_image(
+        collection_id, decode_image(data, ctx.settings), threshold, max_faces)
+    out: dict[str, Any] = {"FaceMatches": _matches(result.matches),
+                           "FaceModelVersion": result.face_model_version}
+    if result.searched_face is not None:
+        out["SearchedFaceBoundingBox"] = _box(result.searched_face.bounding_box)
+        out["SearchedFaceConfidence"] = result.searched_face.confidence
+    return out
+
+
+def search_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    collection_id = _collection_id(body)
+    face_id = p.require_str(body, "FaceId", pattern=FACE_ID)
+    threshold = p.optional_number(body, "FaceMatchThreshold", 80.0, low=0.0, high=100.0)
+    max_faces = p.optional_int(body, "MaxFaces", 10, low=1, high=4096) or 10
+    result = ctx.collections(True).search_faces(collection_id, face_id, threshold, max_faces)
+    return {"SearchedFaceId": face_id, "FaceMatches": _matches(result.matches),
+            "FaceModelVersion": result.face_model_version}
+
+
+def list_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    collection_id = _collection_id(body)
+    limit = p.optional_int(body, "MaxResults", 1000, low=0, high=4096) or 1000
+    page = ctx.collections(True).list_faces(collection_id, limit,
+                                            p.optional_str(body, "NextToken"))
+    return _drop_none({"Faces": [_face(f) for f in page.faces], "NextToken": page.next_token,
+                       "FaceModelVersion": page.face_model_version})
+
+
+def delete_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
+    collection_id = _collection_id(body)
+    face_ids = body.get("FaceIds")
+    if not isinstance(face_ids, list) or not face_ids or len(face_ids) > 4096 or \
+            not all(isinstance(f, str) for f in face_ids):
+        raise p.invalid("FaceIds must be a list of 1 to 4096 face ids")
+    result = ctx.collections(True).delete_faces(collection_id, face_ids)
+    return {"DeletedFaces": list(result.deleted),
+            "UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": ["FACE_NOT_FOUND"]}
+                                          for f in result.not_deleted]}
+
+
 HANDLERS: dict[str, Handler] = {
     "DetectFaces": detect_faces,
     "CompareFaces": compare_faces,
+    "CreateCollection": create_collection,
+    "DeleteCollection": delete_collection,
+    "DescribeCollection": describe_collection,
+    "ListCollections": list_collections,
+    "IndexFaces": index_faces,
+    "SearchFacesByImage": search_faces_by_image,
+    "SearchFaces": search_faces,
+    "ListFaces": list_faces,
+    "DeleteFaces": delete_faces,
 }

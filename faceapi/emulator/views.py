@@ -16,11 +16,13 @@ import structlog
 from flask import Blueprint, Response, current_app, g, json, request
 from werkzeug.exceptions import HTTPException
 
-from faceapi.api.deps import current_actor, deps
+from faceapi.api.collections import search_index, subject_erasers
+from faceapi.api.deps import current_actor, deps, request_id
 from faceapi.domain import access
 from faceapi.domain.audit import Actor
 from faceapi.domain.errors import FaceApiError
 from faceapi.emulator import protocol as p
+from faceapi.emulator.collections import StoreCollections
 from faceapi.emulator.operations import HANDLERS, OperationContext
 
 log = structlog.get_logger(__name__)
@@ -98,9 +100,8 @@ def dispatch() -> Response:
         body = request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
             raise p.AwsError("SerializationException", "the body must be a JSON object")
-        d = deps()
-        ctx = OperationContext(settings=d.settings, engine=d.engine,
-                               extra={**d.extra, "actor": actor})
+        ctx = OperationContext(settings=deps().settings, engine=deps().engine,
+                               collections=lambda consent: _collections(actor, consent))
         result = handler(body, ctx)
         log.info("emulator_call", operation=operation, status=200)
         return _json(result, 200)
@@ -121,6 +122,16 @@ def dispatch() -> Response:
         log.exception("emulator_unhandled_error", operation=operation)
         return _error(operation, p.AwsError("InternalServerError", "internal server error",
                                             500))
+
+
+def _collections(actor: Actor, consent_required: bool) -> StoreCollections:
+    """The collection port over our store, acting for this request's caller."""
+    d = deps()
+    return StoreCollections(engine=d.engine, uow=d.store.uow, index=search_index(d),
+                            policies=d.policies, blobs=d.blobs, clock=d.clock,
+                            settings=d.settings, actor=actor, erasers=subject_erasers(d),
+                            request_id=request_id() or None,
+                            consent_required=consent_required)
 
 
 def authorize(operation: str) -> Actor:

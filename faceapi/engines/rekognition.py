@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -19,6 +19,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from faceapi.config import Settings
+from faceapi.domain.collections import CollectionExists, QualityFilter, UnindexedReason
 from faceapi.domain.errors import (
     Conflict,
     EngineAccessDenied,
@@ -47,6 +48,18 @@ from faceapi.domain.faces import (
     Quality,
 )
 from faceapi.domain.images import DecodedImage
+from faceapi.engines.base import (
+    CollectionIdPage,
+    CollectionInfo,
+    CollectionMatch,
+    CollectionSearch,
+    FaceDeletion,
+    IndexedFace,
+    IndexedFacePage,
+    IndexedFaceRecord,
+    IndexResult,
+    NotIndexedFace,
+)
 
 API_VERSION = "2016-06-27"
 # Rekognition's documented limits for images passed as bytes: 5 MB, JPEG or PNG.
@@ -195,6 +208,116 @@ class RekognitionEngine:
     def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
         raise InvalidParameter("the rekognition engine does not expose face descriptors")
 
+    # Port: collections (faces are kept by Rekognition) ---------------------------------
+
+    def _remote(self, collection_id: str) -> str:
+        # The prefix keeps faceapi's collections apart from others in the same account
+        # and lets an IAM policy grant access to `collection/<prefix>*` only.
+        return self._settings.rekognition_collection_prefix + collection_id
+
+    def create_collection(self, collection_id: str) -> CollectionInfo:
+        response = self._call("CreateCollection", {"CollectionId": self._remote(collection_id)})
+        return CollectionInfo(collection_id=collection_id,
+                              face_model_version=str(response.get("FaceModelVersion", "")),
+                              arn=response.get("CollectionArn"))
+
+    def delete_collection(self, collection_id: str) -> None:
+        self._call("DeleteCollection", {"CollectionId": self._remote(collection_id)})
+
+    def describe_collection(self, collection_id: str) -> CollectionInfo:
+        response = self._call("DescribeCollection",
+                              {"CollectionId": self._remote(collection_id)})
+        users = response.get("UserCount")
+        return CollectionInfo(collection_id=collection_id,
+                              face_model_version=str(response.get("FaceModelVersion", "")),
+                              face_count=int(response.get("FaceCount", 0)),
+                              subject_count=None if users is None else int(users),
+                              created_at=response.get("CreationTimestamp"),
+                              arn=response.get("CollectionARN"))
+
+    def list_collections(self, max_results: int = 100,
+                         next_token: str | None = None) -> CollectionIdPage:
+        params: dict[str, Any] = {"MaxResults": max_results}
+        if next_token:
+            params["NextToken"] = next_token
+        response = self._call("ListCollections", params)
+        prefix = self._settings.rekognition_collection_prefix
+        ids = response.get("CollectionIds", [])
+        versions = response.get("FaceModelVersions", [""] * len(ids))
+        ours = [(i[len(prefix):], v) for i, v in zip(ids, versions, strict=False)
+                if i.startswith(prefix)]
+        return CollectionIdPage(collection_ids=tuple(i for i, _ in ours),
+                                face_model_versions=tuple(v for _, v in ours),
+                                next_token=response.get("NextToken"))
+
+    def index_faces(self, collection_id: str, image: DecodedImage, external_image_id: str,
+                    max_faces: int | None = None,
+                    quality_filter: QualityFilter = QualityFilter.AUTO) -> IndexResult:
+        params: dict[str, Any] = {
+            "CollectionId": self._remote(collection_id), "Image": self.image_param(image),
+            "ExternalImageId": external_image_id, "DetectionAttributes": ["ALL"],
+            "QualityFilter": quality_filter.value}
+        if max_faces is not None:
+            params["MaxFaces"] = max_faces
+        response = self._call("IndexFaces", params)
+        size = (image.width, image.height)
+        return IndexResult(
+            records=tuple(IndexedFaceRecord(face=_indexed_face(r["Face"]),
+                                            detail=face_detail(r.get("FaceDetail", {}), size))
+                          for r in response.get("FaceRecords", [])),
+            unindexed=tuple(NotIndexedFace(
+                reasons=tuple(UnindexedReason(x) for x in u.get("Reasons", [])
+                              if x in UnindexedReason.__members__),
+                detail=face_detail(u.get("FaceDetail", {}), size))
+                for u in response.get("UnindexedFaces", [])),
+            face_model_version=str(response.get("FaceModelVersion", "")),
+            orientation_correction=_orientation(response.get("OrientationCorrection")))
+
+    def search_faces_by_image(self, collection_id: str, image: DecodedImage,
+                              threshold: float, max_faces: int) -> CollectionSearch:
+        response = self._call("SearchFacesByImage", {
+            "CollectionId": self._remote(collection_id), "Image": self.image_param(image),
+            "FaceMatchThreshold": float(threshold), "MaxFaces": max_faces},
+            no_face=lambda message: NoFaceInSource(
+                f"no face was found in the search image ({message})"))
+        box = response.get("SearchedFaceBoundingBox")
+        searched = None
+        if box is not None:
+            searched = face_detail({"BoundingBox": box,
+                                    "Confidence": response.get("SearchedFaceConfidence", 0.0)},
+                                   (image.width, image.height))
+        return CollectionSearch(matches=_matches(response),
+                                face_model_version=str(response.get("FaceModelVersion", "")),
+                                searched_face=searched)
+
+    def search_faces(self, collection_id: str, face_id: str, threshold: float,
+                     max_faces: int) -> CollectionSearch:
+        response = self._call("SearchFaces", {
+            "CollectionId": self._remote(collection_id), "FaceId": face_id,
+            "FaceMatchThreshold": float(threshold), "MaxFaces": max_faces})
+        return CollectionSearch(matches=_matches(response),
+                                face_model_version=str(response.get("FaceModelVersion", "")),
+                                searched_face_id=response.get("SearchedFaceId"))
+
+    def list_faces(self, collection_id: str, max_results: int = 100,
+                   next_token: str | None = None) -> IndexedFacePage:
+        params: dict[str, Any] = {"CollectionId": self._remote(collection_id),
+                                  "MaxResults": max_results}
+        if next_token:
+            params["NextToken"] = next_token
+        response = self._call("ListFaces", params)
+        return IndexedFacePage(faces=tuple(_indexed_face(f) for f in response.get("Faces", [])),
+                               next_token=response.get("NextToken"),
+                               face_model_version=str(response.get("FaceModelVersion", "")))
+
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
+        response = self._call("DeleteFaces", {"CollectionId": self._remote(collection_id),
+                                              "FaceIds": list(face_ids)})
+        return FaceDeletion(
+            deleted=tuple(response.get("DeletedFaces", [])),
+            not_deleted=tuple(u.get("FaceId", "")
+                              for u in response.get("UnsuccessfulFaceDeletions", [])))
+
     # Helpers shared with the collection operations -----------------------------------
 
     def image_param(self, image: DecodedImage) -> dict[str, Any]:
@@ -269,7 +392,7 @@ def _map_client_error(exc: botocore.exceptions.ClientError, operation: str,
     if code == "ResourceNotFoundException":
         return NotFound(f"not found in Rekognition: {message}")
     if code == "ResourceAlreadyExistsException":
-        return Conflict(f"already exists in Rekognition: {message}")
+        return CollectionExists(f"already exists in Rekognition: {message}")
     if code == "ServiceQuotaExceededException":
         return Conflict(f"Rekognition quota exceeded: {message}")
     if code in _AUTH_CODES:
@@ -296,6 +419,23 @@ def _retry_after(exc: botocore.exceptions.ClientError) -> int:
         return max(1, -(-int(raw) // 1000)) if raw is not None else DEFAULT_RETRY_AFTER_S
     except ValueError:
         return DEFAULT_RETRY_AFTER_S
+
+
+def _indexed_face(raw: Mapping[str, Any]) -> IndexedFace:
+    box = raw.get("BoundingBox", {})
+    return IndexedFace(
+        face_id=str(raw.get("FaceId", "")),
+        bounding_box=BoundingBox(width=float(box.get("Width", 0.0)),
+                                 height=float(box.get("Height", 0.0)),
+                                 left=float(box.get("Left", 0.0)), top=float(box.get("Top", 0.0))),
+        confidence=float(raw.get("Confidence", 0.0)),
+        image_id=str(raw.get("ImageId", "")),
+        external_image_id=raw.get("ExternalImageId"))
+
+
+def _matches(response: Mapping[str, Any]) -> tuple[CollectionMatch, ...]:
+    return tuple(CollectionMatch(similarity=float(m["Similarity"]), face=_indexed_face(m["Face"]))
+                 for m in response.get("FaceMatches", []))
 
 
 def _orientation(value: Any) -> OrientationCorrection | None:
