@@ -52,8 +52,12 @@ class LocalEngine:
         self._alignment = alignment
         self._jitters = max(1, jitters)
         self._calibration: SimilarityMap | None = None
-        if CALIBRATION_FILE.is_file():
+        self._calibration_problem = ""
+        try:
             self._calibration = SimilarityMap.load(CALIBRATION_FILE)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            # Detection still works; readiness reports the problem and similarity refuses.
+            self._calibration_problem = f"{CALIBRATION_FILE.name}: {type(exc).__name__}"
 
     @property
     def name(self) -> str:
@@ -84,7 +88,7 @@ class LocalEngine:
 
     def ready(self) -> tuple[bool, str]:
         if self._calibration is None:
-            return False, f"similarity calibration missing: {CALIBRATION_FILE.name}"
+            return False, f"similarity calibration unusable ({self._calibration_problem})"
         return True, "models loaded"
 
     # Detection -------------------------------------------------------------------
