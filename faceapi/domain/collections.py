@@ -172,10 +172,17 @@ class UnindexedReason(StrEnum):
 
 @dataclass(frozen=True)
 class QualityBar:
-    """Minimums a face must meet to be indexed. Confidence and quality are 0-100 as the
-    engines report them; sharpness 63 is the median face of the shared data set (see
-    engines/local/attributes.py), so LOW keeps all but clearly blurred faces and HIGH
-    keeps roughly the sharper half."""
+    """Minimums a face must meet to be indexed (docs/collections.md has the table).
+
+    Confidence is the engine's 0-100 belief that the box is a face: for the local engine
+    a logistic fit on the shared data set where real faces scored 23-100 and the only
+    false detection that survives dlib's cut-off scored 31, so LOW (30) drops little
+    more than that, AUTO/MEDIUM (50) asks for an even-odds face and HIGH (90) for a
+    clear one. Sharpness 0-100 reads about 63 on the data set's median face
+    (engines/local/attributes.py), so LOW keeps all but heavily blurred faces and HIGH
+    roughly the sharper two thirds. Box size is the smaller side in pixels of the
+    original image: the descriptor model works on 150 px crops, and below ~40 px a
+    face carries too little detail to be told from similar ones."""
 
     min_confidence: float
     min_face_px: int
@@ -186,15 +193,14 @@ class QualityBar:
     min_brightness: float
 
 
-# The thresholds behind each level, documented in docs/collections.md.
 QUALITY_BARS: dict[QualityFilter, QualityBar] = {
-    QualityFilter.LOW: QualityBar(min_confidence=50.0, min_face_px=24, max_yaw=75.0,
+    QualityFilter.LOW: QualityBar(min_confidence=30.0, min_face_px=24, max_yaw=75.0,
                                   max_pitch=60.0, max_roll=90.0, min_sharpness=5.0,
                                   min_brightness=5.0),
-    QualityFilter.MEDIUM: QualityBar(min_confidence=80.0, min_face_px=40, max_yaw=50.0,
+    QualityFilter.MEDIUM: QualityBar(min_confidence=50.0, min_face_px=40, max_yaw=50.0,
                                      max_pitch=40.0, max_roll=60.0, min_sharpness=15.0,
                                      min_brightness=12.0),
-    QualityFilter.HIGH: QualityBar(min_confidence=95.0, min_face_px=80, max_yaw=30.0,
+    QualityFilter.HIGH: QualityBar(min_confidence=90.0, min_face_px=80, max_yaw=30.0,
                                    max_pitch=25.0, max_roll=40.0, min_sharpness=40.0,
                                    min_brightness=20.0),
 }

@@ -51,14 +51,14 @@ def test_auto_is_the_medium_bar() -> None:
 
 
 def test_each_failed_check_is_named_with_rekognitions_reason() -> None:
-    bad = face(confidence=40, yaw=80, sharpness=2, width_px=10)
+    bad = face(confidence=20, yaw=80, sharpness=2, width_px=10)
     assert quality_reasons(bad, QualityFilter.LOW) == [
         UnindexedReason.LOW_CONFIDENCE, UnindexedReason.SMALL_BOUNDING_BOX,
         UnindexedReason.EXTREME_POSE, UnindexedReason.LOW_SHARPNESS]
 
 
 def test_higher_levels_are_stricter() -> None:
-    borderline = face(confidence=90, yaw=35, sharpness=30, width_px=60)
+    borderline = face(confidence=70, yaw=35, sharpness=30, width_px=60)
     assert quality_reasons(borderline, QualityFilter.LOW) == []
     assert quality_reasons(borderline, QualityFilter.MEDIUM) == []
     assert set(quality_reasons(borderline, QualityFilter.HIGH)) == {
