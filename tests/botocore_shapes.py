@@ -8,6 +8,7 @@ members, wrong JSON types, enum values outside the model, numbers out of range.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import botocore.session
@@ -111,3 +112,21 @@ def assert_conforms(operation: str, body: Any) -> None:
     found = problems(body, output_shape(operation))
     assert not found, f"{operation} response differs from botocore's model:\n" + \
         "\n".join(found)
+
+
+class ShapeChecker:
+    """A botocore `after-call` hook: every response an SDK client receives from the
+    emulator must match the operation's output shape (errors: `__type` and `message`).
+    Register with `client.meta.events.register("after-call.rekognition", checker)`."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def __call__(self, http_response: Any, model: Any, **_: Any) -> None:
+        body = json.loads(http_response.content or b"{}")
+        if http_response.status_code == 200:
+            found = problems(body, model.output_shape)
+            assert not found, f"{model.name}: " + "; ".join(found)
+        else:
+            assert set(body) == {"__type", "message"}, body
+        self.checked.append(model.name)

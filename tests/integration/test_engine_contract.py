@@ -44,7 +44,7 @@ from faceapi.engines.base import FaceCollections, FaceEngine
 from faceapi.engines.rekognition import RekognitionEngine
 from faceapi.images import decode_image
 from faceapi.services.detect import DetectRequest, detect
-from tests.botocore_shapes import problems, service_model
+from tests.botocore_shapes import ShapeChecker, service_model
 from tests.conftest import REPO
 from tests.emulator_server import (
     LiveServer,
@@ -113,24 +113,6 @@ def emulator(tmp_path_factory: pytest.TempPathFactory, local_engine: Any) -> Ite
         yield live
     finally:
         live.stop()
-
-
-class ShapeChecker:
-    """botocore `after-call` hook: every emulator response must match the model."""
-
-    def __init__(self) -> None:
-        self.checked: list[str] = []
-
-    def __call__(self, http_response: Any, model: Any, **_: Any) -> None:
-        import json
-
-        body = json.loads(http_response.content or b"{}")
-        if http_response.status_code == 200:
-            found = problems(body, model.output_shape)
-            assert not found, f"{model.name}: " + "; ".join(found)
-        else:
-            assert set(body) == {"__type", "message"}, body
-        self.checked.append(model.name)
 
 
 def remote_engine(live: LiveServer, role: str = "operator", **overrides: Any) -> RekognitionEngine:
@@ -244,7 +226,8 @@ def test_compare_without_a_source_face_is_no_face_in_source(engine: FaceEngine,
 
 
 def test_a_bad_image_is_refused_before_any_engine_work(engine: FaceEngine) -> None:
-    uow = FakeUnitOfWork()
+    # FakeUnitOfWork carries only the audit log, all that detect touches.
+    uow: Any = FakeUnitOfWork()
     with pytest.raises(UnsupportedImageFormat):
         detect(DetectRequest(image=b"this is not an image", attributes=Attributes.DEFAULT),
                engine=engine, settings=SETTINGS, uow=uow, actor=SYSTEM)

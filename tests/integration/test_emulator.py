@@ -1,0 +1,325 @@
+"""The Rekognition-compatible endpoint, at the wire: every response checked against
+botocore's own service model, Rekognition's error shapes and statuses, authentication
+with our API keys, and the test-only fault switch."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from faceapi.app import create_app
+from faceapi.config import Settings
+from faceapi.emulator import control
+from faceapi.emulator.operations import CONSENT_TAG, HANDLERS
+from tests.botocore_shapes import ShapeChecker, output_shape, problems, service_model
+from tests.conftest import REPO, shared_faces_dir
+from tests.emulator_server import LiveServer, api_key, rekognition_client, serve
+
+PORTRAIT = "deepface/tests/unit/dataset/img16.jpg"  # jack_dorsey
+SAME_PERSON = "deepface/tests/unit/dataset/img17.jpg"
+OTHER = "deepface/tests/unit/dataset/img46.jpg"  # katy_perry
+COUPLE = "deepface/tests/unit/dataset/couple.jpg"
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+def read(name: str) -> bytes:
+    path = shared_faces_dir() / name
+    if not path.is_file():
+        pytest.skip(f"shared face data set not found at {shared_faces_dir()} "
+                    "(set FACEAPI_FACES_DIR)")
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def emulator_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    from faceapi.engines.local import LocalEngine
+
+    settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("emulator"),
+                        log_format="json", policies_dir=REPO / "policies")
+    engine = LocalEngine(settings)
+    ok, why = engine.ready()
+    if not ok:
+        pytest.skip(f"local engine not ready: {why}")
+    return create_app(settings, engine=engine)
+
+
+@pytest.fixture(scope="module")
+def live(emulator_app: Flask) -> Iterator[LiveServer]:
+    server = serve(emulator_app)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def checked_client(live: LiveServer) -> tuple[Any, ShapeChecker]:
+    client = rekognition_client(live.url, api_key(live.app, "admin"))
+    checker = ShapeChecker()
+    client.meta.events.register("after-call.rekognition", checker)
+    return client, checker
+
+
+def sigv4(key: str) -> str:
+    """A SigV4 Authorization header as an SDK sends it (the signature is not checked)."""
+    return (f"AWS4-HMAC-SHA256 Credential={key}/20261128/us-east-1/rekognition/"
+            "aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, "
+            "Signature=" + "0" * 64)
+
+
+def call(client: FlaskClient, operation: str, body: dict[str, Any], *,
+         key: str | None = None, content_type: str = CONTENT_TYPE) -> Any:
+    headers = {"X-Amz-Target": f"RekognitionService.{operation}"}
+    if key is not None:
+        headers["Authorization"] = sigv4(key)
+    return client.post("/", data=json.dumps(body), headers=headers, content_type=content_type)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def assert_aws_error(response: Any, type_: str, status: int = 400) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == CONTENT_TYPE
+    body: dict[str, Any] = response.get_json(force=True)
+    assert set(body) == {"__type", "message"}
+    assert body["__type"] == type_
+    return body
+
+
+# --- the botocore-model validator itself ---------------------------------------------------
+
+def test_validation_fails_when_a_field_is_renamed(emulator_app: Flask) -> None:
+    key = api_key(emulator_app, "app")
+    response = call(emulator_app.test_client(), "DetectFaces",
+                    {"Image": {"Bytes": b64(read(PORTRAIT))}, "Attributes": ["ALL"]}, key=key)
+    body = response.get_json(force=True)
+    assert problems(body, output_shape("DetectFaces")) == []
+
+    renamed = copy.deepcopy(body)
+    face = renamed["FaceDetails"][0]
+    face["Boundingbox"] = face.pop("BoundingBox")
+    found = problems(renamed, output_shape("DetectFaces"))
+    assert found == ["$.FaceDetails[0]: unknown member 'Boundingbox' for FaceDetail"]
+
+
+def test_validation_fails_on_wrong_types_nesting_and_enum_values() -> None:
+    shape = output_shape("CompareFaces")
+    box = {"Width": 0.5, "Height": 0.5, "Left": 0.1, "Top": 0.1}
+    good: dict[str, Any] = {"SourceImageFace": {"BoundingBox": box, "Confidence": 99.0},
+                            "FaceMatches": [], "UnmatchedFaces": []}
+    assert problems(good, shape) == []
+    assert problems({**good, "FaceMatches": {}}, shape) == [
+        "$.FaceMatches: expected a list, got dict"]
+    assert problems({**good, "SourceImageOrientationCorrection": "ROTATE_45"}, shape) == [
+        "$.SourceImageOrientationCorrection: 'ROTATE_45' is not one of "
+        "OrientationCorrection's values"]
+    nested = copy.deepcopy(good)
+    nested["SourceImageFace"]["Confidence"] = "99"
+    assert problems(nested, shape) == ["$.SourceImageFace.Confidence: expected a number, got str"]
+    assert problems({**good, "FaceMatches": [{"Similarity": 120.0}]}, shape) == [
+        "$.FaceMatches[0].Similarity: value 120.0 above Percent's maximum 100"]
+
+
+def test_validation_fails_when_a_required_member_is_missing() -> None:
+    shape = service_model().shape_for("UnsuccessfulFaceDeletion")
+    assert problems({"FaceId": "x", "Bogus": 1}, shape) == [
+        "$: unknown member 'Bogus' for UnsuccessfulFaceDeletion"]
+    landmark = service_model().shape_for("Landmark")
+    assert problems({"Type": "thirdEye", "X": 0.1, "Y": 0.2}, landmark) == [
+        "$.Type: 'thirdEye' is not one of LandmarkType's values"]
+
+
+# --- every operation through boto3, every response validated -----------------------------
+
+def test_every_operation_answers_in_botocores_shapes(
+        live: LiveServer, checked_client: tuple[Any, ShapeChecker]) -> None:
+    client, checker = checked_client
+    portrait, same, other, couple = (read(PORTRAIT), read(SAME_PERSON), read(OTHER),
+                                     read(COUPLE))
+    collection = f"emu-{uuid.uuid4().hex[:8]}"
+
+    client.detect_faces(Image={"Bytes": portrait}, Attributes=["ALL"])
+    client.detect_faces(Image={"Bytes": couple})
+    client.compare_faces(SourceImage={"Bytes": portrait}, TargetImage={"Bytes": couple},
+                         SimilarityThreshold=0)
+    created = client.create_collection(CollectionId=collection, Tags={CONSENT_TAG: "false"})
+    assert created["StatusCode"] == 200
+    indexed = client.index_faces(CollectionId=collection, Image={"Bytes": portrait},
+                                 ExternalImageId="jack", DetectionAttributes=["ALL"])
+    client.index_faces(CollectionId=collection, Image={"Bytes": other},
+                       ExternalImageId="katy")
+    client.index_faces(CollectionId=collection, Image={"Bytes": couple},
+                       ExternalImageId="pair", MaxFaces=1, QualityFilter="NONE")
+    face_id = indexed["FaceRecords"][0]["Face"]["FaceId"]
+    described = client.describe_collection(CollectionId=collection)
+    assert described["FaceCount"] == 3
+    assert collection in client.list_collections()["CollectionIds"]
+    assert len(client.list_faces(CollectionId=collection)["Faces"]) == 3
+
+    app_client = rekognition_client(live.url, api_key(live.app, "app"))
+    app_client.meta.events.register("after-call.rekognition", checker)
+    found = app_client.search_faces_by_image(CollectionId=collection, Image={"Bytes": same},
+                                             FaceMatchThreshold=60)
+    assert [m["Face"]["ExternalImageId"] for m in found["FaceMatches"]] == ["jack"]
+    app_client.search_faces(CollectionId=collection, FaceId=face_id, FaceMatchThreshold=0)
+
+    deleted = client.delete_faces(CollectionId=collection, FaceIds=[face_id, str(uuid.uuid4())])
+    assert deleted["DeletedFaces"] == [face_id]
+    assert deleted["UnsuccessfulFaceDeletions"][0]["Reasons"] == ["FACE_NOT_FOUND"]
+    client.delete_collection(CollectionId=collection)
+
+    assert set(checker.checked) == set(HANDLERS), "every operation was validated"
+
+
+def test_sdk_errors_carry_rekognitions_exception_names(
+        checked_client: tuple[Any, ShapeChecker]) -> None:
+    client, _ = checked_client
+    with pytest.raises(client.exceptions.InvalidImageFormatException):
+        client.detect_faces(Image={"Bytes": b"this is not an image"})
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.describe_collection(CollectionId=f"missing-{uuid.uuid4().hex[:6]}")
+    with pytest.raises(client.exceptions.InvalidParameterException):
+        client.compare_faces(SourceImage={"Bytes": read("mtcnn/tests/images/no-faces.jpg")},
+                             TargetImage={"Bytes": read(PORTRAIT)})
+    with pytest.raises(client.exceptions.InvalidS3ObjectException):
+        client.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "k.jpg"}})
+    collection = f"emu-{uuid.uuid4().hex[:8]}"
+    client.create_collection(CollectionId=collection)
+    with pytest.raises(client.exceptions.ResourceAlreadyExistsException):
+        client.create_collection(CollectionId=collection)
+
+
+# --- the wire: statuses, shapes, framing ---------------------------------------------------
+
+def test_a_bad_image_is_invalid_image_format_with_status_400(emulator_app: Flask) -> None:
+    key = api_key(emulator_app, "app")
+    response = call(emulator_app.test_client(), "DetectFaces",
+                    {"Image": {"Bytes": b64(b"GIF89a not really")}}, key=key)
+    assert_aws_error(response, "InvalidImageFormatException")
+
+
+def test_an_image_over_5_mb_is_image_too_large(emulator_app: Flask) -> None:
+    key = api_key(emulator_app, "app")
+    big = b"\xff\xd8\xff" + b"\0" * (5 * 1024 * 1024 + 10)
+    response = call(emulator_app.test_client(), "DetectFaces", {"Image": {"Bytes": b64(big)}},
+                    key=key)
+    assert_aws_error(response, "ImageTooLargeException")
+
+
+def test_an_unknown_operation_is_refused(emulator_app: Flask) -> None:
+    key = api_key(emulator_app, "admin")
+    response = call(emulator_app.test_client(), "DetectLabels", {}, key=key)
+    assert_aws_error(response, "UnknownOperationException")
+
+
+def test_the_json_11_content_type_is_required(emulator_app: Flask) -> None:
+    key = api_key(emulator_app, "app")
+    response = call(emulator_app.test_client(), "DetectFaces", {}, key=key,
+                    content_type="application/json")
+    assert_aws_error(response, "SerializationException")
+
+
+def test_a_request_without_a_key_is_unrecognized_client(emulator_app: Flask) -> None:
+    response = call(emulator_app.test_client(), "DetectFaces", {"Image": {"Bytes": "AA=="}})
+    assert_aws_error(response, "UnrecognizedClientException")
+
+
+def test_a_revoked_or_unknown_key_is_unrecognized_client(emulator_app: Flask) -> None:
+    response = call(emulator_app.test_client(), "DetectFaces", {"Image": {"Bytes": "AA=="}},
+                    key="fa_ABCDEFGH_" + "x" * 40)
+    assert_aws_error(response, "UnrecognizedClientException")
+
+
+def test_a_role_outside_the_operations_roles_is_access_denied(emulator_app: Flask) -> None:
+    client = emulator_app.test_client()
+    app_key = api_key(emulator_app, "app")
+    assert_aws_error(call(client, "CreateCollection", {"CollectionId": "x"}, key=app_key),
+                     "AccessDeniedException")
+    operator_key = api_key(emulator_app, "operator")
+    assert_aws_error(call(client, "SearchFacesByImage",
+                          {"CollectionId": "x", "Image": {"Bytes": "AA=="}}, key=operator_key),
+                     "AccessDeniedException")
+    reviewer_key = api_key(emulator_app, "reviewer")
+    assert_aws_error(call(client, "DetectFaces", {"Image": {"Bytes": "AA=="}},
+                          key=reviewer_key), "AccessDeniedException")
+
+
+def test_a_collection_outside_the_keys_scope_is_not_found(emulator_app: Flask) -> None:
+    client = emulator_app.test_client()
+    admin = api_key(emulator_app, "admin")
+    collection = f"emu-{uuid.uuid4().hex[:8]}"
+    assert call(client, "CreateCollection", {"CollectionId": collection},
+                key=admin).status_code == 200
+    scoped = api_key(emulator_app, "operator", collections=frozenset({"another"}))
+    assert_aws_error(call(client, "DescribeCollection", {"CollectionId": collection},
+                          key=scoped), "ResourceNotFoundException")
+
+
+def test_index_faces_needs_an_external_image_id(emulator_app: Flask) -> None:
+    client = emulator_app.test_client()
+    admin = api_key(emulator_app, "admin")
+    collection = f"emu-{uuid.uuid4().hex[:8]}"
+    call(client, "CreateCollection", {"CollectionId": collection,
+                                      "Tags": {CONSENT_TAG: "false"}}, key=admin)
+    body = assert_aws_error(call(client, "IndexFaces", {
+        "CollectionId": collection, "Image": {"Bytes": b64(read(PORTRAIT))}}, key=admin),
+        "InvalidParameterException")
+    assert "ExternalImageId" in body["message"]
+
+
+def test_a_collection_created_without_the_tag_needs_recorded_consent(
+        emulator_app: Flask) -> None:
+    client = emulator_app.test_client()
+    admin = api_key(emulator_app, "admin")
+    collection = f"emu-{uuid.uuid4().hex[:8]}"
+    call(client, "CreateCollection", {"CollectionId": collection}, key=admin)
+    body = assert_aws_error(call(client, "IndexFaces", {
+        "CollectionId": collection, "Image": {"Bytes": b64(read(PORTRAIT))},
+        "ExternalImageId": "jack"}, key=admin), "InvalidParameterException")
+    assert "consent" in body["message"]
+
+
+def test_responses_carry_a_request_id_like_aws(emulator_app: Flask) -> None:
+    key = api_key(emulator_app, "operator")
+    response = call(emulator_app.test_client(), "ListCollections", {}, key=key)
+    assert response.status_code == 200
+    assert response.mimetype == CONTENT_TYPE
+    assert response.headers["x-amzn-RequestId"]
+
+
+# --- the fault switch ------------------------------------------------------------------------
+
+def test_injected_throttling_is_retried_by_the_sdk_then_reported(live: LiveServer) -> None:
+    client = rekognition_client(live.url, api_key(live.app, "operator"), max_attempts=2)
+    control(live.app).inject(times=2, operation="ListCollections")
+    try:
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            client.list_collections()
+    finally:
+        control(live.app).clear()
+    error = caught.value.response
+    assert error["Error"]["Code"] == "ThrottlingException"
+    assert error["ResponseMetadata"]["RetryAttempts"] == 1
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_the_fault_switch_is_refused_outside_the_test_environment(tmp_path: Path) -> None:
+    from tests.fakes import FakeEngine
+
+    app = create_app(Settings(env="development", data_dir=tmp_path / "data",
+                              policies_dir=REPO / "policies"), engine=FakeEngine())
+    with pytest.raises(RuntimeError, match="FACEAPI_ENV=test"):
+        control(app).inject()
