@@ -9,7 +9,7 @@ from flask import Flask, Response, g, request
 from flask_smorest import Api
 
 from faceapi import __version__
-from faceapi.api import errors, faces, system
+from faceapi.api import auth, errors, faces, keys, limits, system
 from faceapi.api.deps import EXTENSION_KEY, Deps
 from faceapi.config import Settings
 from faceapi.domain.clock import Clock, SystemClock
@@ -48,8 +48,13 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     api = Api(app)
     api.register_blueprint(system.blp)
     api.register_blueprint(faces.blp)
+    api.register_blueprint(keys.blp)
     errors.register_error_handlers(app)
     _register_request_logging(app)
+    # Access control last: rate limit, then authenticate (see api/limits.py for why).
+    limits.init_limiter(app, settings)
+    auth.register_auth(app)
+    auth.document_security(api, app)
     log.info("app_created", engine=deps.engine.name, model_version=deps.engine.model_version,
              env=settings.env)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,47 @@ def app(settings: Settings, fake_engine: FakeEngine, clock: FakeClock) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+KeyFactory = Callable[..., str]
+HeadersFactory = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def make_key(app: Flask) -> KeyFactory:
+    """make_key("operator", collections=["c1"], policies=None, expires_at=None) creates a
+    key in the app's store (as the CLI would) and returns the key itself."""
+    from faceapi.domain.audit import Actor
+    from faceapi.services import keys
+
+    def _make(role: str = "app", *, collections: Iterable[str] | None = None,
+              policies: Iterable[str] | None = None, expires_at: datetime | None = None,
+              name: str | None = None) -> str:
+        d = app.extensions["faceapi"]
+        new = keys.NewKey(name=name or f"test {role}", role=role,
+                          collections=None if collections is None else frozenset(collections),
+                          policies=None if policies is None else frozenset(policies),
+                          expires_at=expires_at)
+        return keys.create_key(new, uow=d.store.uow(), clock=d.clock,
+                               actor=Actor.system("tests")).secret
+
+    return _make
+
+
+@pytest.fixture
+def auth_headers(make_key: KeyFactory) -> HeadersFactory:
+    """auth_headers("reviewer") -> {"Authorization": "Bearer fa_..."}. One key per distinct
+    role and scope per test (asking twice gives the same key); scope keywords as make_key."""
+    made: dict[tuple[object, ...], str] = {}
+
+    def _headers(role: str = "app", **scope: object) -> dict[str, str]:
+        marker = (role, *sorted((k, repr(sorted(v) if isinstance(v, (list, set, frozenset, tuple))
+                                           else v)) for k, v in scope.items()))
+        if marker not in made:
+            made[marker] = make_key(role, **scope)
+        return {"Authorization": f"Bearer {made[marker]}"}
+
+    return _headers
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG", **save: object) -> bytes:

@@ -13,6 +13,7 @@ from marshmallow import Schema
 
 from faceapi.api.errors import ValidationFailed
 from faceapi.config import Settings
+from faceapi.domain.audit import ANONYMOUS, Actor
 from faceapi.domain.clock import Clock
 from faceapi.domain.errors import ImageTooLarge, MissingImage
 from faceapi.engines.base import FaceEngine
@@ -35,6 +36,14 @@ class Deps:
 def deps() -> Deps:
     value: Deps = current_app.extensions[EXTENSION_KEY]
     return value
+
+
+def current_actor() -> Actor:
+    """The caller authenticated by api/auth.py: a `faceapi.domain.access.Actor` (key id,
+    role, scope). On public endpoints there is none and this is the anonymous actor,
+    which every scope check refuses."""
+    actor = getattr(g, "actor", None)
+    return actor if isinstance(actor, Actor) else ANONYMOUS
 
 
 def request_id() -> str:

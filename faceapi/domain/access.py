@@ -91,6 +91,21 @@ PERMISSIONS: dict[str, Rule] = {
     "keys.list_keys": frozenset({ADMIN}),
     "keys.get_key": frozenset({ADMIN}),
     "keys.revoke_key": frozenset({ADMIN}),
+    # Policies are not secret: every role may read the rules decisions are made under.
+    "policies.list_policies": ALL_ROLES,
+    "policies.get_policy": ALL_ROLES,
+    # Decisions about people are requested by apps only.
+    "verify.verify_subject": frozenset({APP}),
+    "search.search_faces_by_image": frozenset({APP}),
+    # Apps read their own decisions (the service checks the requester key).
+    "verify.get_decision_view": frozenset({APP, REVIEWER, AUDITOR, ADMIN}),
+    # The review queue and its evidence images are the reviewers' alone.
+    "reviews.list_review_queue": frozenset({REVIEWER}),
+    "reviews.get_review_item": frozenset({REVIEWER}),
+    "reviews.get_review_evidence": frozenset({REVIEWER}),
+    "reviews.decide_review_item": frozenset({REVIEWER}),
+    "lockouts.get_lockout": _OPERATOR_PLUS,
+    "lockouts.unlock_subject": _OPERATOR_PLUS,
     # The Rekognition-compatible endpoint: one URL for every operation, so the view
     # checks the operation's roles (REKOGNITION_OPERATIONS below) with require_role.
     "rekognition.dispatch": ALL_ROLES,
@@ -106,11 +121,24 @@ PERMISSIONS: dict[str, Rule] = {
     "console.audit_event": ConsolePage(frozenset({AUDITOR})),
     "console.audit_verify": ConsolePage(frozenset({AUDITOR})),
     "console.audit_export": ConsolePage(frozenset({AUDITOR})),
+    # Review queue: the roles of reviews.* above.
+    "console.reviews": ConsolePage(frozenset({REVIEWER})),
+    "console.review": ConsolePage(frozenset({REVIEWER})),
+    "console.review_evidence": ConsolePage(frozenset({REVIEWER})),
+    "console.review_decide": ConsolePage(frozenset({REVIEWER})),
+    # Collections, subjects, erasure and unlock: the operator's (and admin's) API.
+    "console.collections": ConsolePage(_OPERATOR_PLUS),
+    "console.collection": ConsolePage(_OPERATOR_PLUS),
+    "console.subject": ConsolePage(_OPERATOR_PLUS),
+    "console.subject_erase": ConsolePage(_OPERATOR_PLUS),
+    "console.subject_unlock": ConsolePage(_OPERATOR_PLUS),
 }
 
 
-# Operations of the Rekognition-compatible endpoint (POST / with X-Amz-Target) -> roles,
-# mirroring the REST endpoints that do the same thing. Unknown operations: nobody.
+# Operations of the Rekognition-compatible endpoint (POST / with X-Amz-Target) -> roles.
+# Unknown operations: nobody. Analysis matches /v1/faces. Searches return raw 1:N
+# similarities outside any policy and human review, so they are operators' tools
+# (deduplication, checks); apps search through /v1 under a policy.
 REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
     "DetectFaces": frozenset({APP, OPERATOR, ADMIN}),
     "CompareFaces": frozenset({APP, OPERATOR, ADMIN}),
@@ -121,8 +149,8 @@ REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
     "IndexFaces": _OPERATOR_PLUS,
     "ListFaces": _OPERATOR_PLUS,
     "DeleteFaces": _OPERATOR_PLUS,
-    "SearchFacesByImage": frozenset({APP}),
-    "SearchFaces": frozenset({APP}),
+    "SearchFacesByImage": _OPERATOR_PLUS,
+    "SearchFaces": _OPERATOR_PLUS,
 }
 
 # The console's view of the table (faceapi/console/access.py reads it).

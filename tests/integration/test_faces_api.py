@@ -9,8 +9,17 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.exceptions import default_exceptions
 
-from tests.conftest import solid_image
+from faceapi.domain import access
+from tests.conftest import HeadersFactory, solid_image
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
+
+
+@pytest.fixture
+def client(app, auth_headers: HeadersFactory) -> FlaskClient:
+    """Requests here carry an app key; access control is tested in test_auth_*."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = auth_headers("app")["Authorization"]
+    return client
 
 
 def b64(data: bytes) -> str:
@@ -106,8 +115,10 @@ def test_unknown_routes_and_methods_use_the_error_envelope(client: FlaskClient) 
 
 
 @pytest.mark.parametrize("status", sorted(default_exceptions))
-def test_every_http_error_uses_the_envelope(app, status: int) -> None:
+def test_every_http_error_uses_the_envelope(app, status: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     exc_class = default_exceptions[status]
+    monkeypatch.setitem(access.PERMISSIONS, "_raise", access.Access.PUBLIC)
 
     @app.route(f"/raise/{status}")
     def _raise() -> None:
@@ -118,7 +129,9 @@ def test_every_http_error_uses_the_envelope(app, status: int) -> None:
     assert set(response.json["error"]) >= {"code", "message", "request_id"}
 
 
-def test_an_unexpected_exception_is_a_500_envelope_without_details(app) -> None:
+def test_an_unexpected_exception_is_a_500_envelope_without_details(
+        app, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(access.PERMISSIONS, "_boom", access.Access.PUBLIC)
     @app.route("/boom")
     def _boom() -> None:
         raise RuntimeError("secret internals")

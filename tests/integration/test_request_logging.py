@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from faceapi.logging import redact
-from tests.conftest import solid_image
+from tests.conftest import HeadersFactory, solid_image
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
 
 
@@ -19,12 +19,13 @@ def json_lines(text: str) -> list[dict[str, object]]:
 
 
 def test_each_request_logs_one_json_line_with_id_route_status_and_duration(
-        client: FlaskClient, fake_engine: FakeEngine, capsys: pytest.CaptureFixture[str]) -> None:
+        client: FlaskClient, fake_engine: FakeEngine, capsys: pytest.CaptureFixture[str],
+        auth_headers: HeadersFactory) -> None:
     image = solid_image()
     fake_engine.script(image, [ScriptedFace(face(), unit_vector(2))])
     encoded = base64.b64encode(image).decode()
     response = client.post("/v1/faces/detect", json={"image": {"bytes": encoded}},
-                           headers={"X-Request-ID": "req-42"})
+                           headers={"X-Request-ID": "req-42", **auth_headers("app")})
     assert response.status_code == 200
     err = capsys.readouterr().err
     lines = [line for line in json_lines(err) if line.get("event") == "request"]

@@ -1,0 +1,200 @@
+"""Authentication and authorisation at the edge: one before_request hook.
+
+Every request to an endpoint the permission table (faceapi/domain/access.py) does not
+mark PUBLIC or CONSOLE must carry `Authorization: Bearer fa_<id>_<secret>`; the key
+becomes an Actor in `flask.g.actor` (read it with `faceapi.api.deps.current_actor()`).
+Every refusal (401, 403, and the 404 of an out-of-scope object) is written to the audit
+trail in its own transaction and logged, with the key's public id only, never the key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import structlog
+from flask import Flask, Response, g, request
+
+from faceapi.api.deps import deps, request_id
+from faceapi.api.errors import error_response
+from faceapi.domain import access
+from faceapi.domain.audit import ANONYMOUS, Action, AuditEvent, check_text
+from faceapi.domain.audit import Actor as AuditActor
+from faceapi.services.keys import AuthenticationFailed, authenticate
+
+log = structlog.get_logger(__name__)
+
+_BEARER_RE = re.compile(r"^Bearer[ \t]+(\S+)[ \t]*$", re.IGNORECASE)
+# AWS SigV4, as sent by boto3 to the Rekognition-compatible endpoint: the access key id
+# is our API key. The signature is not checked (the secret access key is not ours to
+# know); the key alone authenticates, as a bearer token would, so TLS is required.
+_SIGV4_RE = re.compile(r"^AWS4-HMAC-SHA256\s+Credential=([^/\s,]+)/")
+WWW_AUTHENTICATE = 'Bearer realm="faceapi"'
+
+_MESSAGES = {
+    "revoked": "this API key has been revoked",
+    "expired": "this API key has expired",
+}
+
+
+def presented_key() -> str | None:
+    """The key sent with this request (Bearer, or a SigV4 access key id), if any."""
+    header = request.headers.get("Authorization", "")
+    match = _BEARER_RE.match(header) or _SIGV4_RE.match(header)
+    return match.group(1) if match else None
+
+
+def actor_for_key(token: str | None) -> access.Actor:
+    """Authenticate a key against the store; raises AuthenticationFailed."""
+    d = deps()
+    return authenticate(token, read_uow=d.store.read_uow, write_uow=d.store.uow,
+                        clock=d.clock)
+
+
+def register_auth(app: Flask) -> None:
+    """Install the hook and the handlers that audit refusals raised by services.
+    Register after request logging (so refusals carry the request id) and after the
+    rate limiter (so key guessing is rate limited before any store work)."""
+    app.before_request(_authenticate_request)
+    app.register_error_handler(access.Forbidden, _handle_forbidden)
+    app.register_error_handler(access.OutOfScope, _handle_out_of_scope)
+
+
+def _authenticate_request() -> Response | None:
+    # CORS preflights carry no credentials by design; Flask answers them itself.
+    if request.method == "OPTIONS":
+        return None
+    endpoint = request.endpoint
+    if endpoint is None:
+        # No route matched: Flask answers 404/405 and nothing else runs.
+        return None
+    rule = access.rule_for(endpoint)
+    if isinstance(rule, (access.Access, access.ConsolePage)):
+        # Open, or the console's session guard (faceapi/console/views.py) decides.
+        return None
+    try:
+        actor = actor_for_key(presented_key())
+    except AuthenticationFailed as exc:
+        return _refuse_unauthenticated(exc, endpoint)
+    g.actor = actor
+    structlog.contextvars.bind_contextvars(actor_key_id=actor.key_id, actor_role=actor.role)
+    if rule is None:
+        # Deny by default; the URL-map test should have caught this before release.
+        log.error("endpoint_not_in_permission_table", endpoint=endpoint)
+        return _refuse_forbidden(actor, endpoint, "endpoint_not_in_permission_table",
+                                 "this endpoint is not open to any role")
+    if actor.role not in rule:
+        return _refuse_forbidden(actor, endpoint, "role_not_allowed",
+                                 f"role {actor.role!r} may not call this endpoint")
+    return None
+
+
+def _refuse_unauthenticated(exc: AuthenticationFailed, endpoint: str) -> Response:
+    actor = (AuditActor(role=exc.role, key_id=exc.key_id)
+             if exc.role is not None and exc.key_id is not None else ANONYMOUS)
+    details: dict[str, Any] = {}
+    if exc.key_id is not None and actor is ANONYMOUS:
+        details["presented_key_id"] = exc.key_id
+    log.warning("auth_fail", reason=exc.reason, endpoint=endpoint, key_id=exc.key_id)
+    _record(Action.AUTH_FAIL, "denied", actor, endpoint, reason=exc.reason, details=details)
+    response = error_response("unauthorized", _MESSAGES.get(exc.reason, exc.message), 401)
+    response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return response
+
+
+def _refuse_forbidden(actor: access.Actor, endpoint: str, reason: str,
+                      message: str) -> Response:
+    log.warning("authz_deny", reason=reason, endpoint=endpoint, key_id=actor.key_id,
+                role=actor.role)
+    _record(Action.AUTHZ_DENY, "denied", actor, endpoint, reason=reason, details={})
+    return error_response("forbidden", message, 403)
+
+
+def _handle_forbidden(exc: access.Forbidden) -> Response:
+    actor = _current_audit_actor()
+    endpoint = request.endpoint or ""
+    log.warning("authz_deny", reason="forbidden_by_service", endpoint=endpoint,
+                key_id=actor.key_id, role=actor.role)
+    _record(Action.AUTHZ_DENY, "denied", actor, endpoint, reason="forbidden_by_service",
+            details={k: v for k, v in exc.details.items() if isinstance(v, str)})
+    return error_response(exc.code, exc.message, 403, details=exc.details)
+
+
+def _handle_out_of_scope(exc: access.OutOfScope) -> Response:
+    actor = _current_audit_actor()
+    endpoint = request.endpoint or ""
+    log.warning("authz_deny", reason="out_of_scope", endpoint=endpoint, key_id=actor.key_id,
+                role=actor.role)
+    _record(Action.AUTHZ_DENY, "out_of_scope", actor, endpoint, reason="out_of_scope",
+            details={k: v for k, v in exc.details.items() if isinstance(v, str)})
+    # Exactly what a missing object gets: same status, code, message and details.
+    return error_response(exc.code, exc.message, 404, details=exc.details)
+
+
+def _current_audit_actor() -> AuditActor:
+    actor = getattr(g, "actor", None)
+    return actor if isinstance(actor, AuditActor) else ANONYMOUS
+
+
+def _record(action: Action, outcome: str, actor: AuditActor, endpoint: str, *, reason: str,
+            details: dict[str, Any]) -> None:
+    """Write one refusal to the audit trail in a transaction of its own (the request's
+    own work, if any, has already rolled back). A failing write is logged, not raised:
+    the caller is refused either way."""
+    path = request.path[:200]
+    try:
+        check_text("path", path)
+        details = {**details, "method": request.method, "path": path}
+    except Exception:
+        # An attacker-chosen path the audit schema refuses: keep the event, drop the path.
+        details = {**details, "method": request.method}
+    try:
+        with deps().store.uow() as uow:
+            uow.audit.append(AuditEvent(action=action, outcome=outcome, actor=actor,
+                                        resource=f"endpoint/{endpoint}" if endpoint else None,
+                                        request_id=request_id() or None, reason=reason,
+                                        details=details))
+            uow.commit()
+    except Exception:
+        log.exception("auth_audit_failed", action=action.value)
+
+
+SECURITY_SCHEME = "bearerAuth"
+_CONVERTER_RE = re.compile(r"<(?:[a-z_]+(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>")
+
+
+def document_security(api: Any, app: Flask) -> None:
+    """Put the bearer scheme and each operation's roles into /openapi.json, from the
+    same table the hook enforces. Call last in create_app, after every blueprint."""
+    api.spec.components.security_scheme(SECURITY_SCHEME, {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key: `Authorization: Bearer fa_<id>_<secret>`. Each operation "
+                       "lists the roles that may call it (x-roles). Missing or invalid key: "
+                       "401; a role not listed: 403; an object outside the key's scope: 404."})
+    paths: dict[str, dict[str, Any]] = api.spec._paths  # apispec keeps registered paths here
+    for rule in app.url_map.iter_rules():
+        path = _CONVERTER_RE.sub(r"{\1}", rule.rule)
+        operations = paths.get(path)
+        if not operations:
+            continue
+        access_rule = access.rule_for(rule.endpoint)
+        for method in rule.methods or ():
+            operation = operations.get(method.lower())
+            if not isinstance(operation, dict):
+                continue
+            if access_rule is access.Access.PUBLIC:
+                operation["security"] = []
+                operation["x-roles"] = ["public"]
+                continue
+            roles = sorted(access.roles_allowed(rule.endpoint), key=access.ROLES.index)
+            operation["security"] = [{SECURITY_SCHEME: []}]
+            operation["x-roles"] = roles
+            note = f"Roles: {', '.join(roles) if roles else 'none (not in the permission table)'}."
+            description = operation.get("description", "")
+            if note not in description:
+                operation["description"] = f"{description}\n\n{note}".strip()
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", {"description": "missing, invalid, revoked or "
+                                                        "expired API key"})
+            responses.setdefault("403", {"description": "the key's role may not call this"})
+            responses.setdefault("429", {"description": "rate limit exceeded; see Retry-After"})

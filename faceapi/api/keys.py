@@ -1,0 +1,116 @@
+"""API key administration (admin role): create, list, get, revoke."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from faceapi.api.deps import current_actor, deps
+from faceapi.domain import access
+from faceapi.domain.access import ApiKey
+from faceapi.services import keys as key_service
+
+blp = Blueprint("keys", __name__, url_prefix="/v1/keys",
+                description="API keys (admin): created keys are shown once, then only their id")
+
+
+class KeyCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    role = fields.String(required=True, validate=validate.OneOf(access.ROLES))
+    collections = fields.List(fields.String(validate=validate.Length(min=1, max=128)),
+                              load_default=None, allow_none=True,
+                              validate=validate.Length(max=1000),
+                              metadata={"description": "collections the key may use; "
+                                                       "absent or null: all"})
+    policies = fields.List(fields.String(validate=validate.Length(min=1, max=64)),
+                           load_default=None, allow_none=True,
+                           validate=validate.Length(max=100),
+                           metadata={"description": "policies the key may use; absent or "
+                                                    "null: all"})
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True,
+                                      default_timezone=UTC,
+                                      metadata={"description": "ISO 8601; absent: never"})
+
+
+class KeyListArgsSchema(Schema):
+    include_revoked = fields.Boolean(load_default=True)
+
+
+class KeySchema(Schema):
+    id = fields.String(metadata={"description": "the key's public prefix: fa_<id>_..."})
+    name = fields.String()
+    role = fields.String()
+    status = fields.String(metadata={"description": "active | revoked | expired"})
+    collections = fields.List(fields.String(), allow_none=True)
+    policies = fields.List(fields.String(), allow_none=True)
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime(allow_none=True)
+    revoked_at = fields.DateTime(allow_none=True)
+    last_used_at = fields.DateTime(allow_none=True)
+    created_by = fields.String(allow_none=True)
+
+
+class CreatedKeySchema(KeySchema):
+    key = fields.String(metadata={"description": "the API key itself; shown only in this "
+                                                 "response, store it now"})
+
+
+class KeyListSchema(Schema):
+    keys = fields.List(fields.Nested(KeySchema))
+
+
+def _view(key: ApiKey) -> dict[str, Any]:
+    # Never the hash: it is not secret enough to publish (it would let anyone confirm
+    # a leaked key offline) and nobody needs it.
+    return {"id": key.id, "name": key.name, "role": key.role,
+            "status": key.status(deps().clock.now()),
+            "collections": sorted(key.collections) if key.collections is not None else None,
+            "policies": sorted(key.policies) if key.policies is not None else None,
+            "created_at": key.created_at, "expires_at": key.expires_at,
+            "revoked_at": key.revoked_at, "last_used_at": key.last_used_at,
+            "created_by": key.created_by}
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(KeyCreateSchema)
+@blp.response(201, CreatedKeySchema)
+def create_key(args: dict[str, Any]) -> Any:
+    """Create an API key; the response holds the key, which is never shown again."""
+    d = deps()
+    new = key_service.NewKey(
+        name=args["name"], role=args["role"],
+        collections=frozenset(args["collections"]) if args["collections"] is not None else None,
+        policies=frozenset(args["policies"]) if args["policies"] is not None else None,
+        expires_at=args["expires_at"])
+    created = key_service.create_key(new, uow=d.store.uow(), clock=d.clock,
+                                     actor=current_actor())
+    return {**_view(created.key), "key": created.secret}
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(KeyListArgsSchema, location="query")
+@blp.response(200, KeyListSchema)
+def list_keys(args: dict[str, Any]) -> Any:
+    """List API keys (ids, names, roles, scopes, times; never the keys)."""
+    keys = key_service.list_keys(uow=deps().store.read_uow(),
+                                 include_revoked=args["include_revoked"])
+    return {"keys": [_view(k) for k in keys]}
+
+
+@blp.route("/<key_id>", methods=["GET"])
+@blp.response(200, KeySchema)
+def get_key(key_id: str) -> Any:
+    """One API key by its id."""
+    return _view(key_service.get_key(key_id, uow=deps().store.read_uow()))
+
+
+@blp.route("/<key_id>", methods=["DELETE"])
+@blp.response(200, KeySchema)
+def revoke_key(key_id: str) -> Any:
+    """Revoke an API key; it stops working at once on every worker."""
+    d = deps()
+    return _view(key_service.revoke_key(key_id, uow=d.store.uow(), clock=d.clock,
+                                        actor=current_actor()))

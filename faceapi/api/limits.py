@@ -1,0 +1,90 @@
+"""Rate limits (Flask-Limiter): per API key and per client address, tighter on verify.
+
+Counts live in memory by default (per process) and in Redis when `FACEAPI_REDIS_URL`
+is set, so every gunicorn worker and host shares them. The limiter runs before the
+auth hook: a flood of guessed keys is limited per address before it costs a store
+lookup or an audit write. The per-key bucket is named by the key's public id taken
+from the header unverified; that is safe because a forged id only moves the caller
+into another key's bucket, while its address bucket still counts every request.
+"""
+
+from __future__ import annotations
+
+import structlog
+from flask import Flask, request
+from flask_limiter import ApplicationLimit, Limit, Limiter, RequestLimit
+
+from faceapi.api.auth import presented_key
+from faceapi.config import Settings
+from faceapi.domain import access
+from faceapi.services.keys import key_id_of
+
+log = structlog.get_logger(__name__)
+
+LIMITER_KEY = "faceapi_limiter"
+# Routes whose attempts are guesses at a face: brute force there is what the tighter
+# `rate_limit_verify` budget (and the per-subject lockout) is for.
+TIGHT_RULES = frozenset({"/v1/verify"})
+
+
+def client_address() -> str:
+    # The direct peer. Behind a proxy, deploy werkzeug's ProxyFix with the real hop
+    # count; X-Forwarded-For is never trusted here because a client can forge it.
+    return request.remote_addr or "unknown"
+
+
+def key_bucket() -> str:
+    """The per-key bucket: the key's public id, or the address for keyless calls."""
+    token = presented_key()
+    key_id = key_id_of(token) if token else None
+    return f"key:{key_id}" if key_id else f"addr:{client_address()}"
+
+
+def address_bucket() -> str:
+    return f"addr:{client_address()}"
+
+
+def _exempt() -> bool:
+    # Probes and docs: a load balancer polling /healthz must never be throttled.
+    return access.rule_for(request.endpoint) is access.Access.PUBLIC
+
+
+def _not_tight() -> bool:
+    rule = request.url_rule
+    return rule is None or rule.rule not in TIGHT_RULES
+
+
+def _on_breach(limit: RequestLimit) -> None:
+    log.warning("rate_limited", limit=str(limit.limit), endpoint=request.endpoint,
+                bucket=limit.key.split("/")[-2] if "/" in limit.key else None)
+
+
+def init_limiter(app: Flask, settings: Settings) -> Limiter:
+    """Attach the limiter; call before the auth hook is registered."""
+    storage_uri = settings.redis_url or "memory://"
+    limiter = Limiter(
+        client_address,
+        application_limits=[
+            # Shared across every endpoint: one budget per key, one per address.
+            ApplicationLimit(settings.rate_limit_default, key_function=key_bucket,
+                             scope="key", exempt_when=_exempt),
+            ApplicationLimit(settings.rate_limit_default, key_function=address_bucket,
+                             scope="address", exempt_when=_exempt),
+        ],
+        default_limits=[
+            Limit(settings.rate_limit_verify, key_function=key_bucket, exempt_when=_not_tight),
+            Limit(settings.rate_limit_verify, key_function=address_bucket,
+                  scope="address", exempt_when=_not_tight),
+        ],
+        storage_uri=storage_uri,
+        # Moving window: no double burst at a window edge, which matters for verify.
+        strategy="moving-window",
+        headers_enabled=True,
+        key_prefix="faceapi",
+        on_breach=_on_breach,
+    )
+    limiter.init_app(app)
+    app.extensions[LIMITER_KEY] = limiter
+    log.info("rate_limits", storage="redis" if settings.redis_url else "memory",
+             default=settings.rate_limit_default, verify=settings.rate_limit_verify)
+    return limiter

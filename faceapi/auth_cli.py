@@ -1,0 +1,113 @@
+"""`faceapi keys ...`: create, list and revoke API keys, and bootstrap the first admin key.
+
+The CLI talks to the database directly (it runs where the server runs, with the same
+FACEAPI_* settings), so it works before any key exists; its audit actor is
+`system/cli` (`system/bootstrap` for the first key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from faceapi.config import Settings
+from faceapi.domain import access
+from faceapi.domain.audit import Actor as AuditActor
+from faceapi.domain.clock import SystemClock
+from faceapi.domain.errors import FaceApiError
+from faceapi.services import keys as key_service
+from faceapi.store.db import Store
+
+CLI_ACTOR = AuditActor.system("cli")
+
+
+@contextmanager
+def _store() -> Iterator[tuple[Settings, Store]]:
+    settings = Settings.from_env()
+    store = Store.from_settings(settings)
+    try:
+        yield settings, store
+    except FaceApiError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        store.dispose()
+
+
+@click.group()
+def keys() -> None:
+    """API keys: create (shown once), list, revoke, bootstrap the first admin key."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(access.ROLES))
+@click.option("--name", required=True, help="Who or what uses the key (shown in lists).")
+@click.option("--collections", multiple=True,
+              help="Collections the key may use (repeat or comma-separate); default all.")
+@click.option("--policies", multiple=True,
+              help="Policies the key may use (repeat or comma-separate); default all.")
+@click.option("--expires", default=None,
+              help="Expiry: 90d, 12h, 30m or an ISO 8601 date/time; default never.")
+def create_cmd(role: str, name: str, collections: tuple[str, ...], policies: tuple[str, ...],
+               expires: str | None) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    clock = SystemClock()
+    with _store() as (_settings, store):
+        expires_at = key_service.parse_expiry(expires, clock.now()) if expires else None
+        new = key_service.NewKey(name=name, role=role,
+                                 collections=key_service.split_scope(collections),
+                                 policies=key_service.split_scope(policies),
+                                 expires_at=expires_at)
+        created = key_service.create_key(new, uow=store.uow(), clock=clock, actor=CLI_ACTOR)
+    click.echo(created.secret)
+    click.echo(f"created key {created.key.id} ({role}, {created.key.name!r}); it is shown "
+               "only now: store it in your secret manager", err=True)
+
+
+@keys.command("list")
+@click.option("--active", is_flag=True, help="Only keys that are not revoked.")
+def list_cmd(active: bool) -> None:
+    """List keys: id, role, status, name, scope, times (never the keys)."""
+    clock = SystemClock()
+    with _store() as (_settings, store):
+        found = key_service.list_keys(uow=store.read_uow(), include_revoked=not active)
+    now = clock.now()
+    click.echo("id        role      status   last_used             name  [scope]")
+    for key in found:
+        scope = []
+        if key.collections is not None:
+            scope.append("collections=" + ",".join(sorted(key.collections)))
+        if key.policies is not None:
+            scope.append("policies=" + ",".join(sorted(key.policies)))
+        last = key.last_used_at.strftime("%Y-%m-%dT%H:%M:%SZ") if key.last_used_at else "never"
+        click.echo(f"{key.id:<9} {key.role:<9} {key.status(now):<8} {last:<21} {key.name}"
+                   + (f"  [{' '.join(scope)}]" if scope else ""))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--force", is_flag=True, help="Allow revoking the last active admin key.")
+def revoke_cmd(key_id: str, force: bool) -> None:
+    """Revoke a key by id; it stops working at once."""
+    with _store() as (_settings, store):
+        key = key_service.revoke_key(key_id, uow=store.uow(), clock=SystemClock(),
+                                     actor=CLI_ACTOR, allow_last_admin=force)
+    click.echo(f"revoked key {key.id} ({key.role}, {key.name!r})")
+
+
+@keys.command("bootstrap")
+def bootstrap_cmd() -> None:
+    """First start: with no key at all, create an admin key into <data dir>/admin-key.txt
+    (mode 0600). Does nothing once any key exists; there is never a default key."""
+    with _store() as (settings, store):
+        result = key_service.bootstrap(settings.data_dir, uow=store.uow(), clock=SystemClock())
+    if not result.created:
+        click.echo("API keys exist: nothing to bootstrap (manage them with `faceapi keys`)")
+        return
+    path = result.path.resolve()
+    click.echo(f"created the first admin key {result.key_id} in {path} (readable by you only).")
+    click.echo(f"  use it:   curl -H \"Authorization: Bearer $(cat {path})\" "
+               "http://127.0.0.1:8000/v1/keys")
+    click.echo("  then create the keys you need (POST /v1/keys or `faceapi keys create`),")
+    click.echo(f"  and delete the file once the key is in your secret manager: rm {path}")
