@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -63,8 +63,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def app(settings: Settings, fake_engine: FakeEngine, clock: FakeClock) -> Flask:
-    return create_app(settings, engine=fake_engine, clock=clock)
+def app(settings: Settings, fake_engine: FakeEngine, clock: FakeClock) -> Iterator[Flask]:
+    app = create_app(settings, engine=fake_engine, clock=clock)
+    yield app
+    # Close the pool now: PostgreSQL connections left to the garbage collector warn.
+    app.extensions["faceapi"].store.dispose()
 
 
 @pytest.fixture

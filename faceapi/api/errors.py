@@ -28,9 +28,21 @@ STATUS_BY_CODE: dict[str, int] = {
     "no_face_in_source": 422,
     "not_found": 404,
     "conflict": 409,
+    "collection_exists": 409,
+    "consent_required": 422,
+    "engine_mismatch": 409,
     "engine_unavailable": 503,
     "engine_throttled": 503,
     "engine_access_denied": 502,
+    "locked": 423,
+    "unknown_policy": 422,
+    "wrong_policy_operation": 422,
+    "review_not_found": 404,
+    "decision_not_found": 404,
+    "reviewer_is_requester": 403,
+    "already_voted": 409,
+    "review_closed": 409,
+    "unknown_candidate": 422,
 }
 
 # Stable codes for plain HTTP errors (routing, method, body size ...).
