@@ -104,6 +104,18 @@ PERMISSIONS: dict[str, Rule] = {
     "reviews.get_review_item": frozenset({REVIEWER}),
     "reviews.get_review_evidence": frozenset({REVIEWER}),
     "reviews.decide_review_item": frozenset({REVIEWER}),
+    # Collections, faces, subjects, consent and erasure: operators manage enrollment;
+    # apps never do (they decide through verify and search under a policy).
+    "collections.create_collection": _OPERATOR_PLUS,
+    "collections.list_collections": _OPERATOR_PLUS,
+    "collections.describe_collection": _OPERATOR_PLUS,
+    "collections.delete_collection": _OPERATOR_PLUS,
+    "collections.index_collection_faces": _OPERATOR_PLUS,
+    "collections.list_faces": _OPERATOR_PLUS,
+    "collections.delete_faces": _OPERATOR_PLUS,
+    "collections.get_subject": _OPERATOR_PLUS,
+    "collections.erase_collection_subject": _OPERATOR_PLUS,
+    "collections.record_subject_consent": _OPERATOR_PLUS,
     "lockouts.get_lockout": _OPERATOR_PLUS,
     "lockouts.unlock_subject": _OPERATOR_PLUS,
     # The Rekognition-compatible endpoint: one URL for every operation, so the view

@@ -152,11 +152,19 @@ def list_keys(*, uow: UnitOfWork, include_revoked: bool = True) -> list[ApiKey]:
         return uow.api_keys.list(include_revoked=include_revoked)
 
 
+def _key_not_found(key_id: str) -> NotFound:
+    # Echo the id only when it is shaped like one: a whole key pasted into the URL by
+    # mistake must not come back in the error body (or anything that logs it).
+    if re.fullmatch(rf"[A-Za-z0-9]{{{ID_LENGTH}}}", key_id):
+        return NotFound(f"API key {key_id!r} not found", details={"key_id": key_id})
+    return NotFound("API key not found: ask with the key's id, never the key itself")
+
+
 def get_key(key_id: str, *, uow: UnitOfWork) -> ApiKey:
     with uow:
         key = uow.api_keys.get(key_id)
     if key is None:
-        raise NotFound(f"API key {key_id!r} not found", details={"key_id": key_id})
+        raise _key_not_found(key_id)
     return key
 
 
@@ -168,7 +176,7 @@ def revoke_key(key_id: str, *, uow: UnitOfWork, clock: Clock, actor: AuditActor,
     with uow:
         key = uow.api_keys.get(key_id)
         if key is None:
-            raise NotFound(f"API key {key_id!r} not found", details={"key_id": key_id})
+            raise _key_not_found(key_id)
         if key.revoked_at is not None:
             return key
         now = clock.now()

@@ -1,0 +1,235 @@
+"""Rate limits: per key and per client address, tighter on /v1/verify, 429 with
+Retry-After in our envelope; with Redis, two gunicorn workers share one count."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from faceapi.config import Settings
+from tests.conftest import HeadersFactory, KeyFactory
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("FACEAPI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.with_overrides(rate_limit_default="5/minute", rate_limit_verify="2/minute")
+
+
+def from_address(client: FlaskClient, address: str) -> FlaskClient:
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_the_sixth_call_in_a_minute_is_429_with_retry_after(
+        client: FlaskClient, auth_headers: HeadersFactory) -> None:
+    headers = auth_headers("app")
+    for _ in range(5):
+        assert client.get("/v1/engine", headers=headers).status_code == 200
+    response = client.get("/v1/engine", headers=headers)
+    assert response.status_code == 429
+    assert response.json["error"]["code"] == "rate_limited"
+    assert response.json["error"]["request_id"]
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_keys_and_addresses_have_separate_budgets(app: Flask, make_key: KeyFactory) -> None:
+    key_a, key_b = make_key("app"), make_key("app")
+    home = from_address(app.test_client(), "10.0.0.1")
+    for _ in range(5):
+        assert home.get("/v1/engine", headers=bearer(key_a)).status_code == 200
+    # Key A is spent wherever it comes from; address 10.0.0.1 is spent whatever key it uses.
+    assert from_address(app.test_client(), "10.0.0.2").get(
+        "/v1/engine", headers=bearer(key_a)).status_code == 429
+    assert home.get("/v1/engine", headers=bearer(key_b)).status_code == 429
+    assert from_address(app.test_client(), "10.0.0.3").get(
+        "/v1/engine", headers=bearer(key_b)).status_code == 200
+
+
+def test_verify_has_the_tighter_budget(client: FlaskClient,
+                                       auth_headers: HeadersFactory) -> None:
+    headers = auth_headers("app")
+    statuses = [client.post("/v1/verify", json={}, headers=headers).status_code
+                for _ in range(3)]
+    assert 429 not in statuses[:2]
+    assert statuses[2] == 429
+    # The general budget still has room for other endpoints.
+    assert client.get("/v1/engine", headers=headers).status_code == 200
+
+
+def test_key_guessing_is_limited_per_address_before_lookup(app: Flask,
+                                                          client: FlaskClient) -> None:
+    statuses = [client.get("/v1/engine",
+                           headers=bearer(f"fa_Guess{i:03d}_" + "x" * 40)).status_code
+                for i in range(7)]
+    assert statuses == [401] * 5 + [429] * 2
+    with app.extensions["faceapi"].store.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        from faceapi.store.tables import audit_events
+        fails = conn.execute(select(func.count()).select_from(audit_events)
+                             .where(audit_events.c.action == "auth.fail")).scalar_one()
+    assert fails == 5  # the limited ones cost no store work
+
+
+def test_probes_are_never_limited(client: FlaskClient) -> None:
+    assert {client.get("/healthz").status_code for _ in range(20)} == {200}
+
+
+# --------------------------------------------------------------------- shared across workers
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPI_")}
+    env.update({
+        "FACEAPI_DATA_DIR": str(tmp_path / "data"),
+        "FACEAPI_ENV": "development",
+        "FACEAPI_LOG_FORMAT": "json",
+        "FACEAPI_LOG_LEVEL": "WARNING",
+        "FACEAPI_RATE_LIMIT_DEFAULT": "10/minute",
+        "FACEAPI_WORKERS": "2",
+        "FACEAPI_BIND": f"127.0.0.1:{free_port()}",
+        "FACEAPI_POLICIES_DIR": str(REPO / "policies"),
+    })
+    return env
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "faceapi", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout
+
+
+class Gunicorn:
+    """`gunicorn -w 2` on a free port and a temp data dir, started by the test once it
+    has set the environment (with or without FACEAPI_REDIS_URL)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        cli(env, "db", "upgrade")
+        self.key = cli(env, "keys", "create", "--role", "app", "--name", "rate test").strip()
+        self.proc: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: nobody reads it while the server runs, and a full pipe
+        # would block the workers.
+        self.log = Path(env["FACEAPI_DATA_DIR"]) / "gunicorn.log"
+
+    def start(self) -> None:
+        with self.log.open("wb") as log_file:
+            self.proc = subprocess.Popen(
+                [str(REPO / ".venv" / "bin" / "gunicorn"), "-w", "2", "-c",
+                 "deploy/gunicorn.conf.py", "wsgi:app"],
+                env=self.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file)
+        host, port = self.env["FACEAPI_BIND"].split(":")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
+            conn = http.client.HTTPConnection(host, int(port), timeout=2)
+            try:
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+            finally:
+                conn.close()
+        raise RuntimeError("gunicorn did not answer within 120 s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def gunicorn(server_env: dict[str, str]) -> Iterator[Gunicorn]:
+    server = Gunicorn(server_env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def hammer(env: dict[str, str], key: str, count: int) -> Counter[int]:
+    """`count` requests on fresh connections, 8 at a time so both workers must serve,
+    from a random loopback address so no earlier run's address bucket interferes."""
+    host, port = env["FACEAPI_BIND"].split(":")
+    source = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+    def one(_: int) -> int:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30,
+                                          source_address=(source, 0))
+        try:
+            conn.request("GET", "/v1/engine", headers=bearer(key))
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 429:
+                assert json.loads(body)["error"]["code"] == "rate_limited"
+                assert response.getheader("Retry-After")
+            return response.status
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return Counter(pool.map(one, range(count)))
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_two_gunicorn_workers_share_the_count_in_redis(gunicorn: Gunicorn) -> None:
+    if not redis_answers(REDIS_URL):
+        pytest.skip(f"Redis does not answer at {REDIS_URL}")
+    gunicorn.env["FACEAPI_REDIS_URL"] = REDIS_URL
+    gunicorn.start()
+    counts = hammer(gunicorn.env, gunicorn.key, 30)
+    assert counts == Counter({200: 10, 429: 20}), counts
+
+
+@pytest.mark.slow
+def test_without_redis_each_worker_counts_alone(gunicorn: Gunicorn) -> None:
+    """The control for the test above: in-memory counts are per worker, so two workers
+    let more than the limit through; this shows the requests do reach both workers."""
+    gunicorn.start()
+    counts = hammer(gunicorn.env, gunicorn.key, 30)
+    assert counts[200] > 10, counts
