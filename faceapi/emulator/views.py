@@ -16,7 +16,6 @@ import structlog
 from flask import Blueprint, Response, current_app, g, json, request
 from werkzeug.exceptions import HTTPException
 
-from faceapi.api.collections import search_index, subject_erasers
 from faceapi.api.deps import current_actor, deps, request_id
 from faceapi.domain import access
 from faceapi.domain.audit import Actor
@@ -127,9 +126,9 @@ def dispatch() -> Response:
 def _collections(actor: Actor, consent_required: bool) -> StoreCollections:
     """The collection port over our store, acting for this request's caller."""
     d = deps()
-    return StoreCollections(engine=d.engine, uow=d.store.uow, index=search_index(d),
+    return StoreCollections(engine=d.engine, uow=d.store.uow, index=d.index,
                             policies=d.policies, blobs=d.blobs, clock=d.clock,
-                            settings=d.settings, actor=actor, erasers=subject_erasers(d),
+                            settings=d.settings, actor=actor, erasers=d.erasers,
                             request_id=request_id() or None,
                             consent_required=consent_required)
 

@@ -339,8 +339,7 @@ def test_every_operation_the_contract_uses_exists_in_botocores_model() -> None:
 # --- collections ------------------------------------------------------------------------
 # Local: StoreCollections (local engine + store + search index + collection services)
 # called directly. Rekognition: RekognitionEngine -> boto3 -> emulator -> StoreCollections.
-# Managing is an operator's job and searching an app's (faceapi/domain/access.py), so
-# each path has one port per role.
+# Through the emulator collections are an operator's tools (faceapi/domain/access.py).
 
 SEARCH_THRESHOLD = 60.0  # photo_tagging's minimum, the policy emulator searches run under
 
@@ -358,13 +357,11 @@ def _actor(role: str) -> Actor:
 
 def _store_collections(live: LiveServer, role: str, *, consent_required: bool = True
                        ) -> StoreCollections:
-    from faceapi.api.collections import search_index, subject_erasers
-
     d = live.app.extensions[EXTENSION_KEY]
-    return StoreCollections(engine=d.engine, uow=d.store.uow, index=search_index(d),
+    return StoreCollections(engine=d.engine, uow=d.store.uow, index=d.index,
                             policies=d.policies, blobs=d.blobs, clock=d.clock,
                             settings=d.settings, actor=_actor(role),
-                            erasers=subject_erasers(d), consent_required=consent_required)
+                            erasers=d.erasers, consent_required=consent_required)
 
 
 @pytest.fixture(params=["local", "rekognition"])
@@ -379,8 +376,8 @@ def collections(request: pytest.FixtureRequest, emulator: LiveServer) -> Collect
                 .create_collection(collection_id)
             return collection_id
 
-        return CollectionPaths(_store_collections(emulator, "operator"),
-                               _store_collections(emulator, "app"), make_local)
+        port = _store_collections(emulator, "operator")
+        return CollectionPaths(port, port, make_local)
 
     manager = remote_engine(emulator, "operator")
     raw = rekognition_client(emulator.url, api_key(emulator.app, "operator"))
@@ -393,7 +390,7 @@ def collections(request: pytest.FixtureRequest, emulator: LiveServer) -> Collect
                               Tags={CONSENT_TAG: "false"})
         return collection_id
 
-    return CollectionPaths(manager, remote_engine(emulator, "app"), make_remote)
+    return CollectionPaths(manager, manager, make_remote)
 
 
 def test_a_collection_is_created_described_listed_and_deleted(
