@@ -58,6 +58,7 @@ def register_auth(app: Flask) -> None:
     app.before_request(_authenticate_request)
     app.register_error_handler(access.Forbidden, _handle_forbidden)
     app.register_error_handler(access.OutOfScope, _handle_out_of_scope)
+    app.after_request(_audit_other_refusals)
 
 
 def _authenticate_request() -> Response | None:
@@ -131,6 +132,32 @@ def _handle_out_of_scope(exc: access.OutOfScope) -> Response:
     return error_response(exc.code, exc.message, 404, details=exc.details)
 
 
+_RECORDED = "faceapi_refusal_recorded"
+_CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def _audit_other_refusals(response: Response) -> Response:
+    """Any other 401/403 of the API (a service's own refusal, such as a reviewer deciding
+    their own request) is audited too: every refusal leaves an event. The console
+    records its own refusals (faceapi/console/access.py)."""
+    if response.status_code not in (401, 403) or g.get(_RECORDED):
+        return response
+    rule = access.rule_for(request.endpoint)
+    if request.endpoint is None or isinstance(rule, access.ConsolePage) or \
+            rule is access.Access.CONSOLE:
+        return response
+    body = response.get_json(silent=True) if response.is_json else None
+    code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+    reason = code if isinstance(code, str) and _CODE_RE.match(code) else \
+        f"http_{response.status_code}"
+    actor = _current_audit_actor()
+    action = Action.AUTH_FAIL if response.status_code == 401 else Action.AUTHZ_DENY
+    log.warning("auth_fail" if response.status_code == 401 else "authz_deny", reason=reason,
+                endpoint=request.endpoint, key_id=actor.key_id, role=actor.role)
+    _record(action, "denied", actor, request.endpoint or "", reason=reason, details={})
+    return response
+
+
 def _current_audit_actor() -> AuditActor:
     actor = getattr(g, "actor", None)
     return actor if isinstance(actor, AuditActor) else ANONYMOUS
@@ -141,6 +168,7 @@ def _record(action: Action, outcome: str, actor: AuditActor, endpoint: str, *, r
     """Write one refusal to the audit trail in a transaction of its own (the request's
     own work, if any, has already rolled back). A failing write is logged, not raised:
     the caller is refused either way."""
+    g.setdefault(_RECORDED, True)
     path = request.path[:200]
     try:
         check_text("path", path)

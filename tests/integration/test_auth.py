@@ -252,3 +252,30 @@ def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
         assert client.get("/v1/engine", headers=bearer(new_key)).status_code == 401
     finally:
         app.extensions["faceapi"].store.dispose()
+
+
+def test_a_services_own_403_is_audited_too(app: Flask, auth_headers: HeadersFactory,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceapi.domain.errors import FaceApiError
+
+    class NotYourReview(FaceApiError):
+        code = "reviewer_is_requester"
+
+    @app.route("/test-refusal", methods=["POST"])
+    def _refuse() -> None:
+        raise NotYourReview("a decision cannot be reviewed by the key that requested it")
+
+    monkeypatch.setitem(access.PERMISSIONS, "_refuse", access.ALL_ROLES)
+    response = app.test_client().post("/test-refusal", headers=auth_headers("reviewer"))
+    assert response.status_code == 403
+    rows = [r for r in audit_rows(app) if r["action"] == "authz.deny"]
+    assert [(r["reason"], r["actor_role"]) for r in rows] == [
+        ("reviewer_is_requester", "reviewer")]
+
+
+def test_a_refusal_is_audited_once(app: Flask, client: FlaskClient,
+                                   auth_headers: HeadersFactory) -> None:
+    client.post(DETECT, json=detect_body(), headers=auth_headers("auditor"))
+    client.post(DETECT, json=detect_body())
+    rows = [r for r in audit_rows(app) if r["action"] in ("auth.fail", "authz.deny")]
+    assert len(rows) == 2
