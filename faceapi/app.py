@@ -8,14 +8,31 @@ import structlog
 from flask import Flask, Response, g, request
 from flask_smorest import Api
 
-from faceapi import __version__
-from faceapi.api import auth, errors, faces, keys, limits, system
+from faceapi import __version__, console, emulator
+from faceapi.api import (
+    auth,
+    collections,
+    errors,
+    faces,
+    keys,
+    limits,
+    policies,
+    reviews,
+    search,
+    system,
+    verify,
+)
 from faceapi.api.deps import EXTENSION_KEY, Deps
+from faceapi.blobs import DirectoryBlobStore
 from faceapi.config import Settings
 from faceapi.domain.clock import Clock, SystemClock
 from faceapi.engines.base import FaceEngine
 from faceapi.engines.factory import build_engine
 from faceapi.logging import bind_request, configure_logging, new_request_id
+from faceapi.policy_files import load_policies
+from faceapi.search.index import BruteForceIndex, StoreIndexSource
+from faceapi.services.review import ReviewEvidenceEraser
+from faceapi.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -41,14 +58,35 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    deps = Deps(settings=settings, engine=engine or build_engine(settings),
-                clock=clock or SystemClock())
+    engine = engine or build_engine(settings)
+    store = Store.from_settings(settings)
+    if settings.env == "test" or store.dialect == "sqlite":
+        # Zero set-up for SQLite and tests; production PostgreSQL is migrated by
+        # `faceapi db upgrade` (make serve) before the workers start.
+        store.upgrade()
+    clock = clock or SystemClock()
+    blobs = DirectoryBlobStore(settings.resolved_blob_dir)
+    deps = Deps(settings=settings, engine=engine, clock=clock, store=store,
+                # A bad policy file raises PolicyError here: the app does not start.
+                policies=load_policies(settings.policies_dir),
+                blobs=blobs,
+                index=BruteForceIndex(StoreIndexSource(store.read_uow), engine.similarity),
+                erasers=(ReviewEvidenceEraser(blobs, clock),))
     app.extensions[EXTENSION_KEY] = deps
 
     api = Api(app)
     api.register_blueprint(system.blp)
     api.register_blueprint(faces.blp)
+    api.register_blueprint(collections.blp)
     api.register_blueprint(keys.blp)
+    api.register_blueprint(policies.blp)
+    api.register_blueprint(verify.blp)
+    api.register_blueprint(verify.lockouts_blp)
+    api.register_blueprint(search.blp)
+    api.register_blueprint(reviews.blp)
+    # Rekognition-compatible endpoint for AWS SDKs (POST /); kept out of the OpenAPI spec.
+    emulator.init_app(app, enabled_faults=settings.env == "test")
+    console.init_app(app, settings)
     errors.register_error_handlers(app)
     _register_request_logging(app)
     # Access control last: rate limit, then authenticate (see api/limits.py for why).

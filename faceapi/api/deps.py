@@ -12,11 +12,16 @@ from flask import current_app, g, request
 from marshmallow import Schema
 
 from faceapi.api.errors import ValidationFailed
+from faceapi.blobs import BlobStore
 from faceapi.config import Settings
 from faceapi.domain.audit import ANONYMOUS, Actor
 from faceapi.domain.clock import Clock
 from faceapi.domain.errors import ImageTooLarge, MissingImage
+from faceapi.domain.policies import PolicySet
 from faceapi.engines.base import FaceEngine
+from faceapi.search.index import SearchIndex
+from faceapi.services.erase import SubjectEraser
+from faceapi.store.db import Store
 
 EXTENSION_KEY = "faceapi"
 
@@ -28,6 +33,12 @@ class Deps:
     settings: Settings
     engine: FaceEngine
     clock: Clock
+    store: Store  # the database: units of work for every use case
+    policies: PolicySet  # policies/*.yaml, validated at start
+    blobs: BlobStore  # review evidence (settings.resolved_blob_dir)
+    index: SearchIndex  # this worker's copy of the collections' descriptors
+    # What other subsystems delete when a subject is erased (reviews, lockouts).
+    erasers: tuple[SubjectEraser, ...] = ()
     # name -> check returning (ok, why); /readyz runs them all
     readiness: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

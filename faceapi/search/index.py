@@ -22,8 +22,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from faceapi.domain.collections import CollectionsRepo, FacesRepo
 from faceapi.domain.errors import InvalidParameter, NotFound
+from faceapi.services.ports import UnitOfWorkFactory
 
 # Rekognition's SearchFacesByImage allows MaxFaces up to 4096.
 MAX_FACES_LIMIT = 4096
@@ -85,18 +85,6 @@ class IndexSource(Protocol):
         ...
 
 
-class _ReadUnitOfWork(Protocol):
-    @property
-    def collections(self) -> CollectionsRepo: ...
-
-    @property
-    def faces(self) -> FacesRepo: ...
-
-    def __enter__(self) -> _ReadUnitOfWork: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-
 def snapshot_from_rows(version: int, rows: Sequence[tuple[str, str, bytes]]) -> Snapshot:
     """Build a snapshot from (face_id, subject_id, float32 bytes) rows."""
     if not rows:
@@ -117,7 +105,7 @@ def snapshot_from_rows(version: int, rows: Sequence[tuple[str, str, bytes]]) -> 
 class StoreIndexSource:
     """Reads through short read-only units of work from the store."""
 
-    def __init__(self, read_uow: Callable[[], _ReadUnitOfWork]) -> None:
+    def __init__(self, read_uow: UnitOfWorkFactory) -> None:
         self._read_uow = read_uow
 
     def version(self, collection_id: str) -> int | None:
