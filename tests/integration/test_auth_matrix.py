@@ -145,30 +145,60 @@ def test_unusable_keys_get_401_everywhere(app: Flask, client: FlaskClient,
     assert not failures
 
 
-def test_a_wrong_scope_key_sees_collections_as_missing(app: Flask, client: FlaskClient,
-                                                       auth_headers: HeadersFactory) -> None:
-    """For every endpoint naming a collection: a key scoped elsewhere gets the same answer
-    (status and error code) as an unrestricted key asking for a collection that does not
-    exist, and never 401/403; so scope never reveals existence."""
+def error_of(response: TestResponse) -> tuple[int, str | None, str | None]:
+    body = response.get_json(silent=True) or {}
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    return response.status_code, error.get("code"), error.get("message")
+
+
+def test_a_wrong_scope_key_sees_an_existing_collection_as_missing(
+        app: Flask, client: FlaskClient, auth_headers: HeadersFactory) -> None:
+    """For every endpoint naming a collection: a key scoped elsewhere, asking about a
+    collection that exists, gets exactly what an unrestricted key gets for a collection
+    that does not exist (status, code, message), never 401/403, and changes nothing."""
+    existing = "matrix-c"
+    created = client.post("/v1/collections", json={"collection_id": existing},
+                          headers=auth_headers("admin"))
+    assert created.status_code == 201, created.get_json()
+    on_existing = {(c.endpoint, c.method): c for c in calls(app, collection_id=existing)}
     scoped_calls = [c for c in api_calls(app) if "collection_id" in c.rule.arguments]
-    if not scoped_calls:
-        pytest.skip("no endpoint names a collection yet")
+    assert scoped_calls
     failures = []
-    for call in scoped_calls:
-        roles = access.roles_allowed(call.endpoint)
-        role = next(r for r in access.ROLES if r in roles)
-        wrong = auth_headers(role, collections=["matrix-other"])
-        free = auth_headers(role)
-        wrong_response = client.open(call.url, method=call.method, headers=wrong,
-                                     json={} if call.method != "GET" else None)
-        free_response = client.open(call.url, method=call.method, headers=free,
-                                    json={} if call.method != "GET" else None)
-        assert wrong_response.status_code < 500, str(call)
-        if wrong_response.status_code in (401, 403):
-            failures.append(f"{call}: wrong scope got {wrong_response.status_code}")
-        wrong_code = (wrong_response.get_json(silent=True) or {}).get("error", {}).get("code")
-        free_code = (free_response.get_json(silent=True) or {}).get("error", {}).get("code")
-        if (wrong_response.status_code, wrong_code) != (free_response.status_code, free_code):
-            failures.append(f"{call}: wrong scope {wrong_response.status_code} {wrong_code} "
-                            f"vs missing {free_response.status_code} {free_code}")
+    for missing_call in scoped_calls:
+        call = on_existing[(missing_call.endpoint, missing_call.method)]
+        role = next(r for r in access.ROLES if r in access.roles_allowed(call.endpoint))
+        body = {} if call.method in ("POST", "PUT", "PATCH", "DELETE") else None
+        wrong = client.open(call.url, method=call.method, json=body,
+                            headers=auth_headers(role, collections=["matrix-other"]))
+        free = client.open(missing_call.url, method=call.method, json=body,
+                           headers=auth_headers(role))
+        assert wrong.status_code < 500, str(call)
+        got, expected = error_of(wrong), error_of(free)
+        expected = (expected[0], expected[1],
+                    expected[2].replace(MISSING_ID, existing) if expected[2] else None)
+        if got[0] in (401, 403) or got != expected:
+            failures.append(f"{call}: wrong scope {got} vs missing {expected}")
+    assert not failures, "\n".join(failures)
+    still = client.get(f"/v1/collections/{existing}", headers=auth_headers("operator"))
+    assert still.status_code == 200
+
+
+@pytest.mark.parametrize("role", access.ROLES)
+def test_rekognition_operations_follow_their_own_role_table(
+        app: Flask, client: FlaskClient, auth_headers: HeadersFactory, role: str) -> None:
+    """The emulator's one URL serves many operations; each has its roles in
+    access.REKOGNITION_OPERATIONS, checked by the view with require_role."""
+    if "rekognition.dispatch" not in {r.endpoint for r in app.url_map.iter_rules()}:
+        pytest.skip("no Rekognition-compatible endpoint")
+    failures = []
+    for operation, roles in access.REKOGNITION_OPERATIONS.items():
+        response = client.post("/", data="{}", headers={
+            **auth_headers(role), "X-Amz-Target": f"RekognitionService.{operation}",
+            "Content-Type": "application/x-amz-json-1.1"})
+        assert response.status_code < 500, operation
+        status = outcome(response)
+        if role in roles and status in (401, 403):
+            failures.append(f"{role} may call {operation} but got {status}")
+        if role not in roles and status != 403:
+            failures.append(f"{role} may not call {operation} but got {status}")
     assert not failures, "\n".join(failures)
