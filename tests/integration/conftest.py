@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from faceapi.config import Settings
-from faceapi.store import Store
+from faceapi.store import Store, db
 
 PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -64,12 +64,23 @@ def pg_database_url() -> Iterator[str]:
         admin.dispose()
 
 
+def _dispose_engines_of(url: str) -> None:
+    # Apps built by tests are not torn down; close their pooled connections here so
+    # nothing is left open when the schema or database is dropped.
+    target = make_url(url)
+    for engine in list(db._ENGINES):
+        if engine.url == target:
+            engine.dispose()
+
+
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, db_backend: str,
                  tmp_path: Path) -> Iterator[str]:
     """An empty database for one test (migrations not yet run)."""
     if db_backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'faceapi.db'}"
+        url = f"sqlite:///{tmp_path / 'db' / 'faceapi.db'}"
+        yield url
+        _dispose_engines_of(url)
         return
     base: str = request.getfixturevalue("pg_database_url")
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -81,6 +92,7 @@ def database_url(request: pytest.FixtureRequest, db_backend: str,
         url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
         yield url.render_as_string(hide_password=False)
     finally:
+        _dispose_engines_of(url.render_as_string(hide_password=False))
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()

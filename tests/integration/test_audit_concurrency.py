@@ -38,8 +38,8 @@ def assert_one_unbroken_chain(store: Store, expected: int) -> None:
 
 def test_four_processes_appending_at_once_leave_one_unbroken_chain(
         store: Store, settings: Settings) -> None:
-    store.dispose()  # no pooled connections may cross into the children
-    context = multiprocessing.get_context("spawn")
+    # fork: what gunicorn does, and it exercises the store's after-fork pool reset.
+    context = multiprocessing.get_context("fork")
     workers = [context.Process(target=append_many,
                                args=(str(settings.data_dir), settings.resolved_database_url,
                                      n, PER_WORKER))
