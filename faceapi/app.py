@@ -10,6 +10,7 @@ from flask_smorest import Api
 
 from faceapi import __version__, console, emulator
 from faceapi.api import (
+    audit,
     auth,
     collections,
     errors,
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     api.register_blueprint(verify.lockouts_blp)
     api.register_blueprint(search.blp)
     api.register_blueprint(reviews.blp)
+    api.register_blueprint(audit.blp)
     # Rekognition-compatible endpoint for AWS SDKs (POST /); kept out of the OpenAPI spec.
     emulator.init_app(app, enabled_faults=settings.env == "test")
     console.init_app(app, settings)

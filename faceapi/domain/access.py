@@ -118,6 +118,14 @@ PERMISSIONS: dict[str, Rule] = {
     "collections.record_subject_consent": _OPERATOR_PLUS,
     "lockouts.get_lockout": _OPERATOR_PLUS,
     "lockouts.unlock_subject": _OPERATOR_PLUS,
+    # The compliance API: auditors read, verify and export; admins may too.
+    "audit.list_events": frozenset({AUDITOR, ADMIN}),
+    "audit.get_event": frozenset({AUDITOR, ADMIN}),
+    "audit.verify_chain": frozenset({AUDITOR, ADMIN}),
+    "audit.export_events": frozenset({AUDITOR, ADMIN}),
+    "audit.list_checkpoints": frozenset({AUDITOR, ADMIN}),
+    "audit.create_checkpoint": frozenset({AUDITOR, ADMIN}),
+    "audit.public_key": frozenset({AUDITOR, ADMIN}),
     # The Rekognition-compatible endpoint: one URL for every operation, so the view
     # checks the operation's roles (REKOGNITION_OPERATIONS below) with require_role.
     "rekognition.dispatch": ALL_ROLES,
