@@ -20,9 +20,11 @@ from faceapi.domain.errors import (
     ImageTooLarge,
     ImageTooManyPixels,
     InvalidImage,
+    InvalidParameter,
     UnsupportedImageFormat,
 )
 from faceapi.domain.images import DecodedImage
+from faceapi.engines.base import FaceEngine, S3ImageReader, S3Object
 
 _MAGIC: tuple[tuple[str, bytes, int], ...] = (
     ("jpeg", b"\xff\xd8\xff", 0),
@@ -68,6 +70,23 @@ def decode_image(data: bytes, settings: Settings) -> DecodedImage:
             f"accepted: {allowed}", details={"accepted": list(settings.image_formats)})
     pixels = _decode(data, fmt, settings.max_image_pixels)
     return DecodedImage(data=data, sha256=sha256_hex(data), format=fmt, pixels=pixels)
+
+
+def image_digest(source: bytes | S3Object) -> str:
+    """SHA-256 of the image bytes, or of the S3 object's URI (audit events carry it)."""
+    return sha256_hex(source.uri().encode() if isinstance(source, S3Object) else source)
+
+
+def intake(source: bytes | S3Object, settings: Settings, engine: FaceEngine) -> DecodedImage:
+    """Bytes go through `decode_image`; an S3 object is handed to an engine that reads
+    S3 itself (Rekognition) and refused by any other, which has no way to fetch it."""
+    if not isinstance(source, S3Object):
+        return decode_image(source, settings)
+    if not isinstance(engine, S3ImageReader):
+        raise InvalidParameter(
+            f"S3Object images need the rekognition engine; the {engine.name} engine "
+            "takes image bytes", details={"accepted": ["bytes"]})
+    return engine.image_from_s3(source)
 
 
 def _decode(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:

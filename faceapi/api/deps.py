@@ -18,7 +18,7 @@ from faceapi.domain.audit import ANONYMOUS, Actor
 from faceapi.domain.clock import Clock
 from faceapi.domain.errors import ImageTooLarge, MissingImage
 from faceapi.domain.policies import PolicySet
-from faceapi.engines.base import FaceEngine
+from faceapi.engines.base import FaceEngine, S3Object
 from faceapi.search.index import SearchIndex
 from faceapi.services.erase import SubjectEraser
 from faceapi.store.db import Store
@@ -123,6 +123,19 @@ def _decode_json_image(name: str, value: Any, limit: int) -> Any:
         raise ValidationFailed(f"{name}.bytes is not valid base64",
                                details={"fields": {name: {"bytes": ["not valid base64"]}}}) from exc
     return {**value, "bytes": data}
+
+
+def require_image_source(loaded: dict[str, Any], name: str) -> bytes | S3Object:
+    """The image's bytes, or its S3 object (`{"S3Object": {"Bucket", "Name"}}`); which
+    engines accept S3 is the intake's business (faceapi/images.py)."""
+    image = loaded.get(name) or {}
+    ref = image.get("s3_object")
+    if ref is None:
+        return require_image(loaded, name)
+    if image.get("bytes") is not None:
+        raise ValidationFailed(f"{name}: send bytes or S3Object, not both",
+                               details={"fields": {name: ["bytes or S3Object, not both"]}})
+    return S3Object(bucket=ref["bucket"], name=ref["name"], version=ref.get("version"))
 
 
 def require_image(loaded: dict[str, Any], name: str) -> bytes:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from faceapi.api.deps import current_actor, deps, load_body, require_image
+from faceapi.api.deps import current_actor, deps, load_body, require_image_source
 from faceapi.api.schemas import (
     CompareRequestSchema,
     CompareResponseSchema,
@@ -41,8 +41,8 @@ def detect_faces() -> Any:
     loaded = load_body(DetectRequestSchema(), ("image",))
     attributes = Attributes.ALL if "ALL" in loaded["attributes"] else Attributes.DEFAULT
     d = deps()
-    return detect(DetectRequest(image=require_image(loaded, "image"), attributes=attributes),
-                  engine=d.engine, settings=d.settings, uow=d.store.uow(),
+    req = DetectRequest(image=require_image_source(loaded, "image"), attributes=attributes)
+    return detect(req, engine=d.engine, settings=d.settings, uow=d.store.uow(),
                   actor=current_actor())
 
 
@@ -53,8 +53,8 @@ def compare_faces() -> Any:
     """Compare the largest source face with every target face (CompareFaces)."""
     loaded = load_body(CompareRequestSchema(), ("source", "target"))
     d = deps()
-    req = CompareRequest(source=require_image(loaded, "source"),
-                         target=require_image(loaded, "target"),
+    req = CompareRequest(source=require_image_source(loaded, "source"),
+                         target=require_image_source(loaded, "target"),
                          similarity_threshold=loaded["similarity_threshold"])
     return compare(req, engine=d.engine, settings=d.settings, uow=d.store.uow(),
                    actor=current_actor())

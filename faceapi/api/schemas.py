@@ -14,8 +14,18 @@ class StrictSchema(Schema):
     """Unknown fields are an error: a misspelt option must not be silently ignored."""
 
 
+class S3ObjectSchema(StrictSchema):
+    bucket = fields.String(required=True, data_key="Bucket", validate=validate.Length(3, 255))
+    name = fields.String(required=True, data_key="Name", validate=validate.Length(1, 1024))
+    version = fields.String(data_key="Version", validate=validate.Length(1, 1024))
+
+
 class ImageSchema(StrictSchema):
     bytes = fields.Raw(metadata={"description": "base64 image (JSON) or a file part (multipart)"})
+    s3_object = fields.Nested(
+        S3ObjectSchema, data_key="S3Object",
+        metadata={"description": "an image in S3 (JSON only), instead of bytes; only with "
+                                 "the rekognition engine (docs/engines.md)"})
 
 
 class DetectRequestSchema(StrictSchema):

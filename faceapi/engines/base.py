@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from faceapi.domain.collections import QualityFilter, UnindexedReason
 from faceapi.domain.faces import (
@@ -23,6 +23,36 @@ from faceapi.domain.faces import (
     OrientationCorrection,
 )
 from faceapi.domain.images import DecodedImage
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """An image in Amazon S3 that the engine reads itself (Rekognition's `S3Object`)."""
+
+    bucket: str
+    name: str
+    version: str | None = None
+
+    def uri(self) -> str:
+        suffix = f"?versionId={self.version}" if self.version else ""
+        return f"s3://{self.bucket}/{self.name}{suffix}"
+
+
+@dataclass(frozen=True, eq=False)
+class S3Image(DecodedImage):
+    """An image the engine reads from S3: no bytes or pixels here (width and height are
+    0), `sha256` is the digest of the object's URI for audit events."""
+
+    s3_object: S3Object | None = None
+
+
+@runtime_checkable
+class S3ImageReader(Protocol):
+    """Engines that can take images straight from S3 (the Rekognition engine)."""
+
+    def image_from_s3(self, ref: S3Object) -> DecodedImage:
+        """An image handle the engine's operations accept in place of decoded bytes."""
+        ...
 
 
 class FaceEngine(Protocol):

@@ -9,6 +9,7 @@ not), bounded by `aws_max_attempts` in total.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+import numpy as np
 from botocore.config import Config
 
 from faceapi.config import Settings
@@ -59,6 +61,8 @@ from faceapi.engines.base import (
     IndexedFaceRecord,
     IndexResult,
     NotIndexedFace,
+    S3Image,
+    S3Object,
 )
 
 API_VERSION = "2016-06-27"
@@ -320,9 +324,16 @@ class RekognitionEngine:
 
     # Helpers shared with the collection operations -----------------------------------
 
+    def image_from_s3(self, ref: S3Object) -> DecodedImage:
+        """An S3 object as an image Rekognition reads itself (with our credentials)."""
+        if not ref.bucket or not ref.name:
+            raise InvalidParameter("S3Object needs Bucket and Name")
+        return S3Image(data=b"", sha256=hashlib.sha256(ref.uri().encode()).hexdigest(),
+                       format="s3", pixels=np.zeros((0, 0, 3), dtype=np.uint8), s3_object=ref)
+
     def image_param(self, image: DecodedImage) -> dict[str, Any]:
         """Rekognition's `Image` parameter, after checking its limits before the call."""
-        s3 = getattr(image, "s3_object", None)
+        s3 = image.s3_object if isinstance(image, S3Image) else None
         if s3 is not None:
             ref: dict[str, Any] = {"Bucket": s3.bucket, "Name": s3.name}
             if s3.version:

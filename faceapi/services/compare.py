@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Comparison
-from faceapi.engines.base import FaceEngine
-from faceapi.images import decode_image
+from faceapi.engines.base import FaceEngine, S3Object
+from faceapi.images import image_digest, intake
 from faceapi.services.audit_trail import record
 from faceapi.services.ports import UnitOfWork
 
 
 @dataclass(frozen=True)
 class CompareRequest:
-    source: bytes
-    target: bytes
+    source: bytes | S3Object  # S3Object: with the rekognition engine only
+    target: bytes | S3Object
     similarity_threshold: float
 
 
@@ -28,12 +27,11 @@ def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings, uow:
     the call is audited with both digests and the best similarity, never the images."""
     base = AuditEvent(action=Action.FACE_COMPARE, outcome="success", actor=actor,
                       engine=engine.name, model_version=engine.model_version,
-                      input_digests=(hashlib.sha256(req.source).hexdigest(),
-                                     hashlib.sha256(req.target).hexdigest()),
+                      input_digests=(image_digest(req.source), image_digest(req.target)),
                       scores={"threshold": req.similarity_threshold})
     try:
-        source = decode_image(req.source, settings)
-        target = decode_image(req.target, settings)
+        source = intake(req.source, settings, engine)
+        target = intake(req.target, settings, engine)
         comparison = engine.compare_faces(source, target, req.similarity_threshold)
     except FaceApiError as exc:
         record(replace(base, outcome="rejected", reason=exc.code), uow=uow)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Attributes, Detection
-from faceapi.engines.base import FaceEngine
-from faceapi.images import decode_image
+from faceapi.engines.base import FaceEngine, S3Object
+from faceapi.images import image_digest, intake
 from faceapi.services.audit_trail import record
 from faceapi.services.ports import UnitOfWork
 
 
 @dataclass(frozen=True)
 class DetectRequest:
-    image: bytes
+    image: bytes | S3Object  # S3Object: with the rekognition engine only
     attributes: Attributes
 
 
@@ -26,10 +25,10 @@ def detect(req: DetectRequest, *, engine: FaceEngine, settings: Settings, uow: U
     """Run intake, then the engine's detector; the call is audited (digest, no image)."""
     base = AuditEvent(action=Action.FACE_DETECT, outcome="success", actor=actor,
                       engine=engine.name, model_version=engine.model_version,
-                      input_digests=(hashlib.sha256(req.image).hexdigest(),),
+                      input_digests=(image_digest(req.image),),
                       details={"attributes": req.attributes.value})
     try:
-        image = decode_image(req.image, settings)
+        image = intake(req.image, settings, engine)
         detection = engine.detect_faces(image, req.attributes)
     except FaceApiError as exc:
         # Refused input is on record too: who sent what (by digest) and why it failed.
