@@ -24,6 +24,10 @@ def allowed(role: str, endpoint: str) -> bool:
     return role in rules.CONSOLE_PAGES.get(endpoint, frozenset())
 
 
+def needs_no_session(endpoint: str) -> bool:
+    return rules.rule_for(endpoint) is rules.Access.CONSOLE
+
+
 def authenticate(raw_key: str) -> Actor | None:
     """The key's actor if the keys service accepts it (known, not revoked, not
     expired); a refusal is an `auth.fail` event, as for the API."""

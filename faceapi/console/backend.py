@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+from faceapi.api.collections import search_index, subject_erasers
 from faceapi.api.deps import deps
 from faceapi.blobs import BlobStore
 from faceapi.domain.access import Actor
 from faceapi.services.erase import SubjectEraser
-from faceapi.services.review import ReviewEvidenceEraser
 from faceapi.store.db import Store
 
 
@@ -23,17 +23,14 @@ def blobs() -> BlobStore:
 
 
 def erasers() -> tuple[SubjectEraser, ...]:
-    """What an erasure must also delete: review evidence and lockout state."""
-    configured = getattr(deps(), "erasers", None)
-    if configured is not None:
-        return tuple(configured)
-    return (ReviewEvidenceEraser(deps().blobs, deps().clock),)
+    """The erasers create_app registered (review evidence, lockout state): the same an
+    erasure through the API runs."""
+    return subject_erasers(deps())
 
 
-def on_erased() -> Callable[[str], None] | None:
+def on_erased() -> Callable[[str], None]:
     """Drops this worker's search index copy at once (others see the version bump)."""
-    hook = getattr(deps(), "on_erased", None)
-    return hook if callable(hook) else None
+    return search_index(deps()).invalidate
 
 
 def service_deps() -> dict[str, Any]:
@@ -50,8 +47,3 @@ def pending_review_count(who: Actor) -> int | None:
         return None
     items = review.list_reviews(review.ReviewQuery(limit=1000), actor=who, **service_deps())
     return len(items)
-
-
-def active_lock_count(who: Actor) -> int | None:
-    """Subjects locked out right now in the actor's scope, or None when unavailable."""
-    return None

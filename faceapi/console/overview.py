@@ -23,8 +23,10 @@ DECISION_ACTIONS = (Action.VERIFY_DECISION.value, Action.SEARCH_DECISION.value,
 MAX_EVENTS = 50_000
 
 
-def _decision_counts(policy: str | None) -> tuple[list[str], dict[str, dict[str, int]],
-                                                  Counter[tuple[str, str]], bool]:
+Counts = tuple[list[str], dict[str, dict[str, int]], Counter[tuple[str, str]], bool]
+
+
+def _decision_counts(policy: str | None, scope: frozenset[str] | None) -> Counts:
     store = deps().store
     now = deps().clock.now()
     first = (now - timedelta(days=DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -43,6 +45,9 @@ def _decision_counts(policy: str | None) -> tuple[list[str], dict[str, dict[str,
             # Stateless compares without a policy are analysis, not decisions.
             if event.policy_name is None:
                 continue
+            # A key scoped to some policies sees the figures of those policies only.
+            if scope is not None and event.policy_name not in scope:
+                continue
             day = record.time.strftime("%Y-%m-%d")
             per_day[day][event.outcome] = per_day[day].get(event.outcome, 0) + 1
             per_policy[(event.policy_name, event.outcome)] += 1
@@ -50,6 +55,15 @@ def _decision_counts(policy: str | None) -> tuple[list[str], dict[str, dict[str,
         if after is None or seen >= MAX_EVENTS:
             break
     return days, per_day, per_policy, seen >= MAX_EVENTS
+
+
+def _recent_locks() -> int:
+    """Lockouts (lock events) in the chart's window, from the audit trail."""
+    now = deps().clock.now()
+    events, _ = audit_trail.list_events(
+        AuditQuery(since=now - timedelta(days=DAYS), actions=(Action.LOCKOUT_LOCK.value,)),
+        audit_trail.MAX_PAGE, uow=deps().store.read_uow())
+    return len(events)
 
 
 def _last_verification() -> Any:
@@ -66,10 +80,11 @@ def overview() -> Any:
     who = principal()
     assert who is not None
     policy = request.args.get("policy") or None
-    names = list(policy_set())
+    scope = who.policies
+    names = [n for n in policy_set() if scope is None or n in scope]
     if policy not in names:
         policy = None
-    days, per_day, per_policy, truncated = _decision_counts(policy)
+    days, per_day, per_policy, truncated = _decision_counts(policy, scope)
     outcomes = sorted({o for counts in per_day.values() for o in counts})
     chart = stacked_bars(days, per_day, outcomes)
     table = sorted(per_policy.items())
@@ -77,5 +92,6 @@ def overview() -> Any:
         "overview.html", title="Overview", chart=chart, table=table, days=days,
         policy=policy, policy_names=names, truncated=truncated,
         total=sum(per_policy.values()),
-        pending=backend.pending_review_count(who), locks=backend.active_lock_count(who),
+        pending=backend.pending_review_count(who), locks=_recent_locks(),
+        max_locks=audit_trail.MAX_PAGE,
         last_verify=_last_verification())

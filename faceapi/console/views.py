@@ -47,8 +47,12 @@ NAV: tuple[tuple[str, str], ...] = (
     ("console.collections", "Collections"),
     ("console.policies", "Policies"),
 )
-# Reachable without a session: the sign-in form itself and the stylesheet/script.
-PUBLIC = frozenset({"console.signin", "console.static"})
+
+
+def _open(endpoint: str) -> bool:
+    """Sign-in, sign-out and the static files need no session (Access.CONSOLE in the
+    permission table); every other console endpoint needs one and a role rule."""
+    return access.needs_no_session(endpoint)
 
 
 def principal() -> Actor | None:
@@ -91,7 +95,7 @@ def _guard() -> Any:
         if why is not None:
             log.info("console_session_ended", reason=why)
             session.clear()
-            if endpoint not in PUBLIC:
+            if not _open(endpoint):
                 flash("Your session ended (idle too long)." if why == "idle" else
                       "Your session ended; please sign in again.", "info")
         elif who is not None:
@@ -103,7 +107,7 @@ def _guard() -> Any:
         log.info("console_csrf_refused", endpoint=endpoint)
         abort(403, description="The form's security token is missing or wrong. "
                                "Reload the page and try again.")
-    if endpoint in PUBLIC:
+    if _open(endpoint):
         return None
     if who is None:
         if request.method == "GET":

@@ -6,6 +6,8 @@ Every test here is marked `e2e`; without chromium they skip with the reason."""
 
 from __future__ import annotations
 
+import base64
+import csv
 import json
 import os
 import re
@@ -150,12 +152,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         _wait_until_up(srv.url, proc, srv.log_path)
         yield srv
     finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop gunicorn and its workers (its own process group), if still running."""
+    if proc.poll() is not None:
+        return
+    try:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture(scope="session")
@@ -200,12 +211,50 @@ def new_page(browser: Any, server: Server) -> Iterator[Any]:
         context.close()
 
 
+def face_sets() -> dict[str, list[Path]]:
+    """Images by identity, single-face images only: the repo's fixture set
+    (tests/data/faces) when present, else the shared data set."""
+    for root in (REPO / "tests" / "data" / "faces",
+                 Path(os.environ.get("FACEAPI_FACES_DIR", REPO.parent / "shared" / "data" /
+                                     "faces"))):
+        labels = root / "LABELS.csv"
+        if not labels.is_file():
+            continue
+        notes = root / "IMAGE_NOTES.csv"
+        faces: dict[str, str] = {}
+        if notes.is_file():
+            with notes.open(newline="") as handle:
+                faces = {row["file"]: row.get("faces", "1") for row in csv.DictReader(handle)}
+        found: dict[str, list[Path]] = {}
+        with labels.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                path = root / row["file"]
+                if faces.get(row["file"], "1") == "1" and path.is_file() \
+                        and path.stat().st_size < 4_000_000:
+                    found.setdefault(row["identity"], []).append(path)
+        if found:
+            return found
+    return {}
+
+
+@pytest.fixture(scope="session")
+def faces() -> dict[str, list[Path]]:
+    found = face_sets()
+    if not found:
+        pytest.skip("no face images: tests/data/faces or the shared data set is needed")
+    return found
+
+
+def image_body(path: Path) -> dict[str, str]:
+    return {"bytes": base64.b64encode(path.read_bytes()).decode("ascii")}
+
+
 def sign_in(tab: Any, key: str, path: str = "/console/") -> None:
     """Sign in through the form, as a person would."""
     tab.goto(path)
     tab.get_by_label("API key").fill(key)
-    tab.get_by_role("button", name="Sign in").click()
-    tab.wait_for_load_state()
+    with tab.expect_navigation():
+        tab.get_by_role("button", name="Sign in").click()
     assert tab.locator("#signout").count() == 1, tab.content()[:2000]
 
 

@@ -153,20 +153,27 @@ def test_revoking_a_key_ends_its_console_session(page: Any, server: Server) -> N
 
 def test_the_console_works_from_the_keyboard(page: Any, server: Server) -> None:
     page.goto("/console/signin")
-    # The first Tab reaches the skip link; the form is reachable and submits on Enter.
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.className") == "skip"
-    page.get_by_label("API key").focus()
+    # The key field has the focus on arrival; typing and Enter sign in.
+    assert page.evaluate("document.activeElement.id") == "api_key"
     page.keyboard.type(server.keys["auditor"])
-    page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert page.locator("#signout").count() == 1
     page.goto("/console/audit")
+    # The first Tab reaches the skip link, which moves the focus to the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
     page.get_by_label("Action").focus()
     page.get_by_label("Action").select_option("auth.fail")
-    page.get_by_label("Action").press("Enter")
-    page.wait_for_load_state()
+    page.keyboard.press("Tab")
+    page.keyboard.type("denied")
+    assert page.evaluate("document.activeElement.id") == "f-outcome"
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert "action=auth.fail" in page.url
+    assert "outcome=denied" in page.url
 
 
 def test_policies_page_shows_rules_in_plain_words_and_versions(
