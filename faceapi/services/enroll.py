@@ -123,6 +123,14 @@ def _require_consent(uow: UnitOfWork, collection: Collection, subject_id: str,
             "it first", details={"collection_id": collection.collection_id})
 
 
+def _is_new_consent(uow: UnitOfWork, collection_id: str, subject_id: str,
+                    consent: ConsentInput) -> bool:
+    # Clients resend the same consent with every image of a subject: record it once.
+    current = uow.consents.current(collection_id, subject_id)
+    return current is None or (current.basis, current.reference) != (consent.basis,
+                                                                      consent.reference)
+
+
 def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
                 clock: Clock, settings: Settings) -> IndexFacesResult:
     """Detect, filter and store the faces of one image under a subject, audited."""
@@ -163,8 +171,10 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
         _require_consent(uow, collection, req.subject_id, req.consent)
         if records:
             uow.collections.bump_version(collection.collection_id)
-            if req.consent is not None:
-                record_consent_in(uow, collection, req.subject_id, req.consent, actor=actor,
+            consent = req.consent
+            if consent is not None and _is_new_consent(uow, collection.collection_id,
+                                                       req.subject_id, consent):
+                record_consent_in(uow, collection, req.subject_id, consent, actor=actor,
                                   clock=clock)
             else:
                 uow.subjects.ensure(Subject(collection.collection_id, req.subject_id, now))
