@@ -194,7 +194,7 @@ def detector_scores(root: Path, models: Models, settings: Settings) -> dict[str,
         faces.extend(d[4] for d in found[:count])
         false.extend(d[4] for d in found[count:])
         for left, top, right, bottom, _score in found[:count]:
-            variances.append(attrs.sharpness_variance(small, left, top, right + 1, bottom + 1))
+            variances.append(attrs.face_laplacian_variance(small, left, top, right + 1, bottom + 1))
     slope, midpoint = fit_logistic(faces, false)
     return {
         "faces": len(faces), "false_detections": len(false),

@@ -121,35 +121,47 @@ def _wrap(angle: float) -> float:
 
 # Sharpness: variance of the Laplacian of the face resized to 128 px wide grey, mapped
 # with 100 * (1 - exp(-var / SHARPNESS_SCALE)). Resizing first makes the value a property
-# of the face, not of its pixel size. SHARPNESS_SCALE is the median variance measured on
-# the shared data set's faces (bench/accuracy.py), so a typical face reads about 63.
+# of the face, not of its pixel size. SHARPNESS_SCALE is the median variance of the 123
+# faces of the shared data set (403, bench/accuracy.py), so a typical face reads 63, a
+# face twice as "busy" 86, a blurred one with a quarter of it 22.
 SHARPNESS_SIZE = 128
-SHARPNESS_SCALE = 150.0
+SHARPNESS_SCALE = 400.0
 
 
-def quality(pixels: Pixels, left: float, top: float, right: float, bottom: float) -> Quality:
-    """Brightness = mean luma (BT.601) of the face box, 0-100; sharpness as above."""
+def _face_grey(pixels: Pixels, left: float, top: float, right: float,
+               bottom: float) -> npt.NDArray[np.uint8] | None:
     h, w = pixels.shape[:2]
     x0, y0 = max(0, int(left)), max(0, int(top))
     x1, y1 = min(w, math.ceil(right)), min(h, math.ceil(bottom))
     if x1 <= x0 or y1 <= y0:
-        return Quality(brightness=0.0, sharpness=0.0)
-    crop = pixels[y0:y1, x0:x1]
-    grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
-    brightness = float(grey.mean()) / 255.0 * 100.0
+        return None
+    crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
+    return np.asarray(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+
+
+def laplacian_variance(grey: npt.NDArray[np.uint8]) -> float:
+    """Variance of the Laplacian of the face resized to SHARPNESS_SIZE px wide."""
     scale = SHARPNESS_SIZE / grey.shape[1]
     resized = cv2.resize(grey, (SHARPNESS_SIZE, max(1, round(grey.shape[0] * scale))),
                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    variance = float(cv2.Laplacian(resized, cv2.CV_64F).var())
-    sharpness = 100.0 * (1.0 - math.exp(-variance / SHARPNESS_SCALE))
+    return float(cv2.Laplacian(resized, cv2.CV_64F).var())
+
+
+def quality(pixels: Pixels, left: float, top: float, right: float, bottom: float) -> Quality:
+    """Brightness = mean luma (BT.601) of the face box, 0-100; sharpness as above."""
+    grey = _face_grey(pixels, left, top, right, bottom)
+    if grey is None:
+        return Quality(brightness=0.0, sharpness=0.0)
+    brightness = float(grey.mean()) / 255.0 * 100.0
+    sharpness = 100.0 * (1.0 - math.exp(-laplacian_variance(grey) / SHARPNESS_SCALE))
     return Quality(brightness=round(brightness, 2), sharpness=round(sharpness, 2))
 
 
-def sharpness_variance(pixels: Pixels, left: float, top: float, right: float,
-                       bottom: float) -> float:
-    """The raw Laplacian variance behind `quality().sharpness` (for calibration)."""
-    q = quality(pixels, left, top, right, bottom)
-    return -SHARPNESS_SCALE * math.log(max(1e-12, 1.0 - q.sharpness / 100.0))
+def face_laplacian_variance(pixels: Pixels, left: float, top: float, right: float,
+                            bottom: float) -> float:
+    """The raw value behind `quality().sharpness` (the bench calibrates on it)."""
+    grey = _face_grey(pixels, left, top, right, bottom)
+    return 0.0 if grey is None else laplacian_variance(grey)
 
 
 # Eye aspect ratio (EAR): mean eyelid opening / eye width over both eyes. Open eyes
