@@ -84,23 +84,6 @@ def operation_from_target(target: str | None) -> str:
     return target[len(TARGET_PREFIX):]
 
 
-# SigV4: `AWS4-HMAC-SHA256 Credential=<access key id>/<date>/<region>/<service>/aws4_request,
-# SignedHeaders=..., Signature=...`. The access key id is everything before the last four
-# scope parts, so an id containing `/` would still be read whole.
-_CREDENTIAL = re.compile(r"Credential=([^,\s]+)")
-
-
-def access_key_id(authorization: str | None) -> str | None:
-    """The access key id of a SigV4 Authorization header, or None."""
-    if not authorization or not authorization.startswith("AWS4-HMAC-SHA256 "):
-        return None
-    match = _CREDENTIAL.search(authorization)
-    if match is None:
-        return None
-    parts = match.group(1).rsplit("/", 4)
-    return parts[0] if len(parts) == 5 and parts[0] else None
-
-
 # --- request members -------------------------------------------------------------------
 
 def require_str(body: Mapping[str, Any], name: str, *, pattern: str | None = None,

@@ -77,6 +77,10 @@ def init_app(app: Any, *, enabled_faults: bool) -> None:
     """Register the blueprint and its control on `app` (called by create_app)."""
     app.extensions[CONTROL_KEY] = EmulatorControl(enabled=enabled_faults)
     app.register_blueprint(blp)
+    # App-level, not the blueprint's: Flask runs app hooks in reverse order of
+    # registration and after the blueprint's, so this one sees the finished response,
+    # headers added later by the rate limiter (Retry-After) included.
+    app.after_request(_as_aws_error)
 
 
 @blp.route("/", methods=["POST"])
@@ -141,12 +145,12 @@ def authorize(operation: str) -> Actor:
     return actor
 
 
-@blp.after_request
 def _as_aws_error(response: Response) -> Response:
     """Refusals made before or around the view (401 from the auth hook, 403/404 from
     its audited handlers, 429 from the rate limiter, 413 from werkzeug) come out in our
     REST envelope; SDKs need Rekognition's shape, so reshape them here."""
-    if response.status_code < 400 or response.mimetype != "application/json":
+    if request.blueprint != blp.name or response.status_code < 400 or \
+            response.mimetype != "application/json":
         return response
     body = response.get_json(silent=True)
     error = body.get("error") if isinstance(body, dict) else None
@@ -164,7 +168,11 @@ def _as_aws_error(response: Response) -> Response:
     else:
         name = p.EXCEPTION_BY_CODE.get(code, "InvalidParameterException")
         aws = p.AwsError(name, message, 500 if name == "InternalServerError" else 400)
-    return _error(request.headers.get("X-Amz-Target", "unknown"), aws)
+    reshaped = _error(request.headers.get("X-Amz-Target", "unknown"), aws)
+    for name in ("X-Request-ID", "Retry-After"):
+        if name in response.headers:
+            reshaped.headers[name] = response.headers[name]
+    return reshaped
 
 
 def _json(payload: dict[str, Any], status: int) -> Response:

@@ -320,3 +320,18 @@ def test_the_fault_switch_is_refused_outside_the_test_environment(tmp_path: Path
                               policies_dir=REPO / "policies"), engine=FakeEngine())
     with pytest.raises(RuntimeError, match="FACEAPI_ENV=test"):
         control(app).inject()
+
+
+def test_faceapis_rate_limit_answers_as_rekognition_throttling(tmp_path: Path) -> None:
+    from tests.fakes import FakeEngine
+
+    app = create_app(Settings(env="test", data_dir=tmp_path / "data",
+                              policies_dir=REPO / "policies", rate_limit_default="1/minute"),
+                     engine=FakeEngine())
+    client = app.test_client()
+    key = api_key(app, "operator")
+    assert call(client, "ListCollections", {}, key=key).status_code == 200
+    limited = call(client, "ListCollections", {}, key=key)
+    assert_aws_error(limited, "ThrottlingException")
+    # SDKs back off at least this long (milliseconds) before their next attempt.
+    assert int(limited.headers["x-amz-retry-after"]) >= 1000
