@@ -1,0 +1,210 @@
+"""Acceptance bench for /verify under the `login` policy with the real local engine.
+
+Run:  .venv/bin/python -m bench.verify          (a few minutes on 2 CPUs)
+
+On the shared data set (LABELS.csv; identities blank or `none` are left out): enroll
+one image per identity (the first, by file name, that indexes exactly one face), then
+call the verify service for every other image of every identity (genuine attempts) and,
+as impostor attempts, for every image against every other enrolled identity (or a
+seeded sample of N per image with --impostors-per-image N). Prints and writes to
+bench/results/verify.json: FMR (impostor matches / impostor attempts decided), FNMR
+(genuine no_match / genuine attempts decided), and the attempts rejected before any
+comparison (no face, several faces, poor quality) counted separately.
+
+The service path is the real one (intake, quality gates, store, decision, audit) on a
+throw-away SQLite store; two things differ from production, on purpose: each image is
+embedded once and reused (an engine wrapper caching by SHA-256, so the run takes
+minutes, not an hour), and the lockout is switched off in a copy of `login` (same
+threshold and quality gates) so hundreds of impostor attempts are all decided.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.common import environment, faces_dir, read_csv, write_json
+from faceapi.blobs import DirectoryBlobStore
+from faceapi.config import Settings
+from faceapi.domain.access import Actor
+from faceapi.domain.clock import SystemClock
+from faceapi.domain.decisions import Outcome
+from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
+from faceapi.domain.images import DecodedImage
+from faceapi.domain.policies import PolicySet
+from faceapi.engines.base import FaceEngine
+from faceapi.engines.factory import build_engine
+from faceapi.policy_files import load_policies
+from faceapi.services.collections import (
+    CreateCollectionRequest,
+    create_collection,
+    delete_faces,
+)
+from faceapi.services.enroll import IndexFacesRequest, index_faces
+from faceapi.services.verify import VerifyRequest, verify
+from faceapi.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+COLLECTION = "bench"
+
+
+@dataclass
+class CachingEngine:
+    """The real engine, with embed_faces cached by image digest (see module doc)."""
+
+    inner: FaceEngine
+    cache: dict[str, tuple[Detection, list[EmbeddedFace]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model_version(self) -> str:
+        return self.inner.model_version
+
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    def detect_faces(self, image: DecodedImage, attributes: Attributes) -> Detection:
+        return self.inner.detect_faces(image, attributes)
+
+    def compare_faces(self, source: DecodedImage, target: DecodedImage,
+                      similarity_threshold: float) -> Comparison:
+        return self.inner.compare_faces(source, target, similarity_threshold)
+
+    def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
+        if image.sha256 not in self.cache:
+            self.cache[image.sha256] = self.inner.embed_faces(image)
+        return self.cache[image.sha256]
+
+    def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
+        return self.inner.similarity(a, b)
+
+    def ready(self) -> tuple[bool, str]:
+        return self.inner.ready()
+
+
+@dataclass
+class Tally:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: Outcome, reasons: tuple[str, ...]) -> None:
+        self.outcomes[outcome.value] += 1
+        if outcome is Outcome.REJECTED:
+            self.reasons.update(reasons)
+
+    @property
+    def decided(self) -> int:
+        return self.outcomes["match"] + self.outcomes["no_match"]
+
+    def rate(self, outcome: str) -> float:
+        return self.outcomes[outcome] / self.decided if self.decided else float("nan")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"attempts": sum(self.outcomes.values()), "decided": self.decided,
+                "outcomes": dict(self.outcomes), "rejected_reasons": dict(self.reasons)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--impostors-per-image", type=int, default=0,
+                        help="sample this many other identities per image (0: all)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    data = faces_dir()
+    labels = [r for r in read_csv(data / "LABELS.csv")
+              if r["identity"].strip() and r["identity"].strip() != "none"]
+    by_identity: dict[str, list[str]] = defaultdict(list)
+    for row in sorted(labels, key=lambda r: r["file"]):
+        by_identity[row["identity"].strip()].append(row["file"])
+
+    work = Path(tempfile.mkdtemp(prefix="faceapi-bench-verify-"))
+    settings = Settings(env="test", data_dir=work, log_level="WARNING",
+                        image_formats=("jpeg", "png", "webp", "bmp", "gif"))
+    store = Store.from_settings(settings)
+    store.upgrade()
+    engine = CachingEngine(build_engine(settings))
+    login = load_policies(REPO / "policies")["login"]
+    measured = replace(login, lockout=None)
+    policies = PolicySet({"login": measured})
+    clock = SystemClock()
+    blobs = DirectoryBlobStore(settings.resolved_blob_dir)
+    operator = Actor(role="operator", key_id="bench-operator")
+    app_actor = Actor(role="app", key_id="bench-app")
+    create_collection(CreateCollectionRequest(COLLECTION, consent_required=False),
+                      actor=operator, engine=engine, uow=store.uow(), clock=clock)
+
+    started = time.perf_counter()
+    enrolled: dict[str, str] = {}  # identity -> enrolled file
+    for identity, files in sorted(by_identity.items()):
+        for file in files:
+            result = index_faces(IndexFacesRequest(
+                collection_id=COLLECTION, image=(data / file).read_bytes(),
+                subject_id=identity, max_faces=1), actor=operator, engine=engine,
+                uow=store.uow(), clock=clock, settings=settings)
+            if len(result.face_records) == 1 and not result.unindexed_faces:
+                enrolled[identity] = file
+                break
+            if result.face_records:
+                # Several faces: a group photo is no enrolment; undo it.
+                delete_faces(COLLECTION, [r.face.face_id for r in result.face_records],
+                             actor=operator, uow=store.uow())
+
+    def attempt(file: str, claimed: str) -> tuple[Outcome, tuple[str, ...]]:
+        decision = verify(VerifyRequest(COLLECTION, claimed, (data / file).read_bytes(),
+                                        "login"),
+                          actor=app_actor, engine=engine, uow=store.uow(),
+                          policies=policies, clock=clock, blobs=blobs, settings=settings)
+        return decision.outcome, decision.reasons
+
+    genuine, impostor = Tally(), Tally()
+    rng = random.Random(args.seed)
+    for identity, files in sorted(by_identity.items()):
+        for file in files:
+            if identity in enrolled and file != enrolled[identity]:
+                genuine.add(*attempt(file, identity))
+            others = sorted(i for i in enrolled if i != identity)
+            if args.impostors_per_image:
+                others = rng.sample(others, min(args.impostors_per_image, len(others)))
+            for claimed in others:
+                impostor.add(*attempt(file, claimed))
+    seconds = time.perf_counter() - started
+    store.dispose()
+
+    fmr, fnmr = impostor.rate("match"), genuine.rate("no_match")
+    summary: dict[str, Any] = {
+        "policy": {"name": "login", "version": login.version,
+                   "threshold": login.min_similarity,
+                   "note": "lockout switched off for the measurement; threshold and "
+                           "quality gates are login's"},
+        "engine": {"name": engine.name, "model_version": engine.model_version},
+        "identities": len(by_identity), "enrolled_identities": len(enrolled),
+        "images": len(labels),
+        "fmr": fmr, "fnmr": fnmr,
+        "genuine": genuine.as_json(), "impostor": impostor.as_json(),
+        "impostors_per_image": args.impostors_per_image or "all",
+        "seconds": round(seconds, 1), "environment": environment(),
+    }
+    path = write_json("verify.json", summary)
+    print(f"login threshold {login.min_similarity} (policy version {login.version[:12]})")
+    print(f"enrolled {len(enrolled)} of {len(by_identity)} identities")
+    print(f"genuine attempts {sum(genuine.outcomes.values())}: {dict(genuine.outcomes)}")
+    print(f"impostor attempts {sum(impostor.outcomes.values())}: {dict(impostor.outcomes)}")
+    print(f"FMR  {fmr:.5f}  ({impostor.outcomes['match']} of {impostor.decided} decided)")
+    print(f"FNMR {fnmr:.5f}  ({genuine.outcomes['no_match']} of {genuine.decided} decided)")
+    print(f"rejected before comparison: genuine {dict(genuine.reasons)}, "
+          f"impostor {dict(impostor.reasons)}")
+    print(f"wrote {path.relative_to(REPO)} in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
