@@ -18,7 +18,20 @@ from faceapi.services import audit_trail
 
 DAYS = 14
 DECISION_ACTIONS = (Action.VERIFY_DECISION.value, Action.SEARCH_DECISION.value,
-                    Action.FACE_COMPARE.value, Action.REVIEW_DECISION.value)
+                    Action.FACE_COMPARE.value, Action.REVIEW_DECISION.value,
+                    Action.REVIEW_EXPIRE.value)
+REVIEW_ACTIONS = (Action.REVIEW_DECISION, Action.REVIEW_EXPIRE)
+
+
+def outcome_of(action: Action, outcome: str, details: Any) -> str | None:
+    """The decision outcome an event stands for, or None for events that are not one.
+
+    A decision event counts with its own outcome (pending_review included); a review
+    that closed counts as "reviewed: <final outcome>"; single votes are not decisions."""
+    if action in REVIEW_ACTIONS:
+        final = details.get("decision_outcome")
+        return f"reviewed: {final}" if isinstance(final, str) else None
+    return outcome
 # An overview must stay quick however long the trail grows: count at most this many.
 MAX_EVENTS = 50_000
 
@@ -48,9 +61,12 @@ def _decision_counts(policy: str | None, scope: frozenset[str] | None) -> Counts
             # A key scoped to some policies sees the figures of those policies only.
             if scope is not None and event.policy_name not in scope:
                 continue
+            outcome = outcome_of(event.action, event.outcome, event.details)
+            if outcome is None:
+                continue
             day = record.time.strftime("%Y-%m-%d")
-            per_day[day][event.outcome] = per_day[day].get(event.outcome, 0) + 1
-            per_policy[(event.policy_name, event.outcome)] += 1
+            per_day[day][outcome] = per_day[day].get(outcome, 0) + 1
+            per_policy[(event.policy_name, outcome)] += 1
         seen += len(events)
         if after is None or seen >= MAX_EVENTS:
             break

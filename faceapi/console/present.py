@@ -97,11 +97,11 @@ def age(since: datetime, now: datetime) -> str:
 
 # Outcome colours for the overview chart (colour-blind-safe Okabe-Ito palette).
 OUTCOME_COLOURS = {
-    "match": "#009E73", "confirm": "#009E73", "confirmed": "#009E73",
-    "no_match": "#D55E00", "reject": "#D55E00", "rejected": "#CC79A7",
-    "pending_review": "#E69F00", "expired": "#999999",
+    "match": "#009E73", "no_match": "#D55E00", "rejected": "#CC79A7",
+    "pending_review": "#E69F00", "reviewed: match": "#56B4E9",
+    "reviewed: no_match": "#0072B2", "reviewed: rejected": "#999999",
 }
-_FALLBACK_COLOURS = ("#0072B2", "#56B4E9", "#F0E442", "#000000")
+_FALLBACK_COLOURS = ("#F0E442", "#000000", "#7F7F7F")
 
 
 def outcome_colour(outcome: str, index: int) -> str:
@@ -109,7 +109,7 @@ def outcome_colour(outcome: str, index: int) -> str:
 
 
 def stacked_bars(days: list[str], counts: dict[str, dict[str, int]], outcomes: list[str], *,
-                 width: int = 640, height: int = 220) -> dict[str, object]:
+                 width: int = 960, height: int = 240) -> dict[str, object]:
     """Geometry of a stacked bar chart, one bar per day, one colour per outcome: the
     template draws it as inline SVG (no script, no library, prints and scales)."""
     left, bottom, top = 36, 24, 8

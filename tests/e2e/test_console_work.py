@@ -253,3 +253,33 @@ def test_an_operator_erases_a_subject_after_typing_its_id(
         key=server.keys["auditor"])
     assert status == 200, body
     assert "subject.erase" in json.dumps(body)
+
+
+def test_an_operator_unlocks_a_subject_locked_out_by_failed_logins(
+        page: Any, server: Server, faces: dict[str, list[Path]]) -> None:
+    name, paths = identity_with(faces, 2)
+    collection_id = make_collection(server)
+    subject_id = ref("locked")
+    enroll(server, collection_id, subject_id, paths)
+    impostors = [p for other, ps in sorted(faces.items()) if other != name for p in ps]
+    body_base = {"collection_id": collection_id, "subject_id": subject_id, "policy": "login"}
+    locked = False
+    for image in impostors[:40]:
+        status, _ = server.api("POST", "/v1/verify", key=server.keys["app"],
+                               body={**body_base, "image": image_body(image)})
+        if status == 423:
+            locked = True
+            break
+    assert locked, "five failed logins did not lock the subject"
+
+    sign_in(page, server.keys["operator"])
+    page.goto(f"/console/collections/{collection_id}/subjects/{subject_id}")
+    lock = page.locator(".lock[data-policy=login]")
+    assert "locked" in lock.inner_text()
+    with page.expect_navigation():
+        lock.get_by_role("button", name="Unlock for login").click()
+    assert "Unlocked" in page.locator(".flash-ok").inner_text()
+    assert page.locator("#no-lock").is_visible()
+    status, _ = server.api("POST", "/v1/verify", key=server.keys["app"],
+                           body={**body_base, "image": image_body(impostors[0])})
+    assert status == 200
