@@ -120,12 +120,15 @@ def raw_detections(pixels: Pixels, models: Models, upsample: int,
     detections); the CNN ignores it."""
     if models.cnn is not None:
         found = []
-        for det in models.cnn(pixels, upsample):
+        with models.lock:
+            detections = models.cnn(pixels, upsample)
+        for det in detections:
             r = det.rect
             found.append((float(r.left()), float(r.top()), float(r.right()),
                           float(r.bottom()), float(det.confidence)))
         return found
-    rects, scores, _ = models.hog.run(pixels, upsample, adjust_threshold)
+    with models.lock:
+        rects, scores, _ = models.hog.run(pixels, upsample, adjust_threshold)
     return [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()), float(s))
             for r, s in zip(rects, scores, strict=True)]
 

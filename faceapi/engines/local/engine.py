@@ -128,8 +128,9 @@ class LocalEngine:
         shape: Any = face.shape68
         if self._alignment == "5":
             shape = self._models.shape5(pixels, face.dlib_rect())
-        vector = self._models.recognizer.compute_face_descriptor(
-            pixels, shape, self._jitters, CHIP_PADDING)
+        with self._models.lock:
+            vector = self._models.recognizer.compute_face_descriptor(
+                pixels, shape, self._jitters, CHIP_PADDING)
         return tuple(float(v) for v in vector)
 
     def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ class Models:
     shape5: Any  # dlib.shape_predictor
     recognizer: Any  # dlib.face_recognition_model_v1
     directory: Path
+    # dlib documents its object detectors and dnn nets as unsafe for concurrent use of
+    # one instance (they keep scratch buffers); gunicorn threads share these models, so
+    # detector and network calls hold this lock. The shape predictors are read-only.
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def version(self) -> str:
@@ -89,6 +93,8 @@ def load_models(detector_kind: str, directory: Path | None = None) -> Models:
             recognizer=other.recognizer if other
             else dlib.face_recognition_model_v1(str(folder / RECOGNITION_FILE)),
             directory=folder,
+            # Shared objects must share their lock too.
+            lock=other.lock if other else threading.Lock(),
         )
         _cache[key] = models
         return models
