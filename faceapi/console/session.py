@@ -59,7 +59,7 @@ def load_or_create_secret_key(settings: Settings) -> str:
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, with `Secure` set whenever the request came in
-    over HTTPS (directly or via a proxy that ProxyFix trusts), not only by config."""
+    over HTTPS (behind a proxy: once ProxyFix passes the scheme on), not only by config."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure

@@ -101,6 +101,10 @@ def test_a_reviewer_works_a_review_to_its_end_and_the_app_sees_the_decision(
     assert tab.locator("#fact-threshold").inner_text() == "80"
     assert re.fullmatch(r"\d+\.\d", tab.locator("#fact-similarity").inner_text())
     shoot(tab, "console-review-item")
+    # For the docs: the same page with the face images blurred.
+    tab.evaluate("document.querySelectorAll('img[data-evidence]')"
+                 ".forEach(i => { i.style.filter = 'blur(14px)'; })")
+    shoot(tab, "console-review-item-blurred")
 
     # The reason is required: the browser does not send the form without one ...
     tab.get_by_role("button", name="Confirm match").click()
