@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from faceapi.api.deps import EXTENSION_KEY
 from faceapi.app import create_app
@@ -130,6 +131,8 @@ def scripted_fake(images: Images) -> FakeEngine:
     near = tuple(0.96 * a + 0.04 * b for a, b in zip(person, unit_vector(2), strict=True))
     fake.script(images.same_a, [ScriptedFace(face(), person)])
     fake.script(images.same_b, [ScriptedFace(face(), near)])
+    nearer = tuple(0.97 * a + 0.03 * b for a, b in zip(person, unit_vector(6), strict=True))
+    fake.script(images.same_c, [ScriptedFace(face(), nearer)])
     fake.script(images.other, [ScriptedFace(face(), unit_vector(3))])
     fake.script(images.couple, [ScriptedFace(face(left=0.1, size=0.3), unit_vector(4)),
                                 ScriptedFace(face(left=0.6, size=0.3), unit_vector(5))])
@@ -339,6 +342,7 @@ def test_every_operation_the_contract_uses_exists_in_botocores_model() -> None:
 # --- collections ------------------------------------------------------------------------
 # Local: StoreCollections (local engine + store + search index + collection services)
 # called directly. Rekognition: RekognitionEngine -> boto3 -> emulator -> StoreCollections.
+# Fake: StoreCollections on the scripted FakeEngine.
 # Through the emulator collections are an operator's tools (faceapi/domain/access.py).
 
 SEARCH_THRESHOLD = 60.0  # photo_tagging's minimum, the policy emulator searches run under
@@ -355,30 +359,42 @@ def _actor(role: str) -> Actor:
     return Actor(role=role, key_id=f"test-{role}")
 
 
-def _store_collections(live: LiveServer, role: str, *, consent_required: bool = True
+def _store_collections(app: Flask, role: str, *, consent_required: bool = True
                        ) -> StoreCollections:
-    d = live.app.extensions[EXTENSION_KEY]
+    d = app.extensions[EXTENSION_KEY]
     return StoreCollections(engine=d.engine, uow=d.store.uow, index=d.index,
                             policies=d.policies, blobs=d.blobs, clock=d.clock,
                             settings=d.settings, actor=_actor(role),
                             erasers=d.erasers, consent_required=consent_required)
 
 
-@pytest.fixture(params=["local", "rekognition"])
-def collections(request: pytest.FixtureRequest, emulator: LiveServer) -> CollectionPaths:
+@pytest.fixture(scope="module")
+def fake_app(tmp_path_factory: pytest.TempPathFactory, images: Images) -> Flask:
+    """The store-backed collections on the scripted FakeEngine."""
+    settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("fake"),
+                        log_format="json", policies_dir=REPO / "policies")
+    return create_app(settings, engine=scripted_fake(images))
+
+
+@pytest.fixture(params=["local", "rekognition", "fake"])
+def collections(request: pytest.FixtureRequest) -> CollectionPaths:
     def fresh_id() -> str:
         return f"c-{uuid.uuid4().hex[:10]}"
 
-    if request.param == "local":
+    if request.param in ("local", "fake"):
+        app: Flask = (request.getfixturevalue("emulator").app if request.param == "local"
+                      else request.getfixturevalue("fake_app"))
+
         def make_local() -> str:
             collection_id = fresh_id()
-            _store_collections(emulator, "operator", consent_required=False) \
+            _store_collections(app, "operator", consent_required=False) \
                 .create_collection(collection_id)
             return collection_id
 
-        port = _store_collections(emulator, "operator")
+        port = _store_collections(app, "operator")
         return CollectionPaths(port, port, make_local)
 
+    emulator: LiveServer = request.getfixturevalue("emulator")
     manager = remote_engine(emulator, "operator")
     raw = rekognition_client(emulator.url, api_key(emulator.app, "operator"))
 
