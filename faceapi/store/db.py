@@ -139,6 +139,14 @@ class Store:
         from faceapi.store.migrate import upgrade_engine
         upgrade_engine(self.engine, revision)
 
+    def require_current_schema(self) -> None:
+        """Refuse to serve from a database that `faceapi db upgrade` has not migrated."""
+        from faceapi.store.migrate import current_revision, head_revision
+        current, head = current_revision(self.engine), head_revision()
+        if current != head:
+            raise RuntimeError(f"database schema is at {current or 'nothing'}, the code needs "
+                               f"{head}: run `faceapi db upgrade`")
+
     def verify(self) -> VerifyReport:
         """Walk the live chain and its checkpoints with this store's public key."""
         with self.read_uow() as uow:

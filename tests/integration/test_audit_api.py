@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -158,3 +159,23 @@ def test_event_json_has_the_documented_shape(client: FlaskClient, app_store: Sto
                           "subject_id", "policy", "engine", "scores", "input_digests",
                           "request_id", "reason", "details", "prev_hash", "hash"}
     assert json.dumps(event)
+
+
+def test_a_detect_call_is_found_by_its_request_id_with_digest_and_actor(
+        client: FlaskClient, app_store: Store, auth_headers, fake_engine) -> None:
+    from tests.conftest import solid_image
+
+    image = solid_image(color=(200, 10, 10))
+    auditor = auth_headers("auditor")  # made before the request, so not part of it
+    response = client.post("/v1/faces/detect", headers={**auth_headers("app"),
+                                                        "X-Request-ID": "req-audit-42"},
+                           data={"image": (io.BytesIO(image), "x.png")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 200
+    body = get(client, "/v1/audit/events?request_id=req-audit-42", auditor)
+    [event] = body["events"]
+    assert (event["action"], event["outcome"], event["actor"]["role"]) == (
+        "face.detect", "success", "app")
+    assert event["input_digests"] == [hashlib.sha256(image).hexdigest()]
+    assert event["engine"] == {"name": "fake", "model_version": "fake-1"}
+    assert event["scores"] == {"face_count": 0}

@@ -89,3 +89,15 @@ def test_a_configured_signing_key_that_is_missing_stops_the_start(tmp_path) -> N
     settings = Settings(env="test", data_dir=tmp_path, audit_signing_key=str(tmp_path / "no.pem"))
     with pytest.raises(FileNotFoundError, match="FACEAPI_AUDIT_SIGNING_KEY"):
         load_or_create_signing_key(settings)
+
+
+def test_a_database_behind_the_code_is_refused_with_a_clear_message(
+        settings: Settings) -> None:
+    store = Store.from_settings(settings)
+    try:
+        with pytest.raises(RuntimeError, match="faceapi db upgrade"):
+            store.require_current_schema()
+        store.upgrade()
+        store.require_current_schema()
+    finally:
+        store.dispose()
