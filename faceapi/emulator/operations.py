@@ -14,6 +14,7 @@ from typing import Any
 
 from faceapi.api.schemas import CompareResponseSchema, DetectResponseSchema, FaceDetailSchema
 from faceapi.config import Settings
+from faceapi.domain.audit import Actor
 from faceapi.domain.collections import QualityFilter
 from faceapi.domain.faces import Attributes, BoundingBox, FaceDetail
 from faceapi.emulator import protocol as p
@@ -25,12 +26,17 @@ from faceapi.engines.base import (
     IndexedFace,
 )
 from faceapi.images import decode_image
+from faceapi.services.compare import CompareRequest, compare
+from faceapi.services.detect import DetectRequest, detect
+from faceapi.services.ports import UnitOfWork
 
 
 @dataclass(frozen=True)
 class OperationContext:
     settings: Settings
     engine: FaceEngine
+    actor: Actor
+    uow: Callable[[], UnitOfWork]
     # Builds the collection port for this caller; `consent_required` comes from
     # CreateCollection's tag (the only operation that sets it).
     collections: Callable[[bool], FaceCollections]
@@ -51,7 +57,9 @@ def detect_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, An
     if not isinstance(requested, list) or not all(isinstance(a, str) for a in requested):
         raise p.invalid("Attributes must be a list of strings")
     attributes = Attributes.DEFAULT if set(requested) <= {"DEFAULT"} else Attributes.ALL
-    detection = ctx.engine.detect_faces(decode_image(data, ctx.settings), attributes)
+    # The same use case as POST /v1/faces/detect, so the call is audited the same way.
+    detection = detect(DetectRequest(image=data, attributes=attributes), engine=ctx.engine,
+                       settings=ctx.settings, uow=ctx.uow(), actor=ctx.actor)
     dumped: dict[str, Any] = DetectResponseSchema().dump(detection)
     return dumped
 
@@ -62,8 +70,10 @@ def compare_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, A
     target = p.image_bytes(body, "TargetImage", _limit(ctx))
     threshold = p.optional_number(body, "SimilarityThreshold", 80.0, low=0.0, high=100.0)
     _quality_filter(body)
-    comparison = ctx.engine.compare_faces(decode_image(source, ctx.settings),
-                                          decode_image(target, ctx.settings), threshold)
+    comparison = compare(CompareRequest(source=source, target=target,
+                                        similarity_threshold=threshold),
+                         engine=ctx.engine, settings=ctx.settings, uow=ctx.uow(),
+                         actor=ctx.actor)
     dumped: dict[str, Any] = CompareResponseSchema().dump(comparison)
     return dumped
 

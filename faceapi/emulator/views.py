@@ -103,7 +103,9 @@ def dispatch() -> Response:
         body = request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
             raise p.AwsError("SerializationException", "the body must be a JSON object")
-        ctx = OperationContext(settings=deps().settings, engine=deps().engine,
+        d = deps()
+        ctx = OperationContext(settings=d.settings, engine=d.engine, actor=actor,
+                               uow=d.store.uow,
                                collections=lambda consent: _collections(actor, consent))
         result = handler(body, ctx)
         log.info("emulator_call", operation=operation, status=200)

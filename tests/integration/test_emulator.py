@@ -335,3 +335,23 @@ def test_faceapis_rate_limit_answers_as_rekognition_throttling(tmp_path: Path) -
     assert_aws_error(limited, "ThrottlingException")
     # SDKs back off at least this long (milliseconds) before their next attempt.
     assert int(limited.headers["x-amz-retry-after"]) >= 1000
+
+
+def test_emulator_calls_are_audited_like_the_rest_api(emulator_app: Flask) -> None:
+    import hashlib
+
+    from faceapi.api.deps import EXTENSION_KEY
+    from faceapi.domain.audit import Action
+
+    key = api_key(emulator_app, "app")
+    data = read(PORTRAIT)
+    response = call(emulator_app.test_client(), "DetectFaces",
+                    {"Image": {"Bytes": b64(data)}}, key=key)
+    assert response.status_code == 200
+    with emulator_app.extensions[EXTENSION_KEY].store.read_uow() as uow:
+        events = [r.event for r in uow.audit.iter_events()
+                  if r.event.action is Action.FACE_DETECT
+                  and r.event.actor.key_id == key.split("_")[1]]
+    assert len(events) == 1
+    assert events[0].input_digests == (hashlib.sha256(data).hexdigest(),)
+    assert events[0].scores["face_count"] == 1
