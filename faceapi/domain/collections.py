@@ -117,6 +117,9 @@ class StoredFace:
     height_px: int = 0
     embedding: bytes | None = field(default=None, repr=False)
     engine_face_id: str | None = None
+    # The collection version the face was added at: search indexes fetch only the
+    # faces added since their copy's version instead of the whole collection.
+    added_version: int = 0
 
     def vector(self) -> tuple[float, ...]:
         """The descriptor as floats; empty when this engine keeps no descriptors."""
@@ -312,6 +315,15 @@ class FacesRepo(Protocol):
 
     def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
         """(face_id, subject_id, float32 bytes) for every face with an embedding."""
+        ...
+
+    def embeddings_since(self, collection_id: str,
+                         version: int) -> list[tuple[str, str, bytes]]:
+        """Like `embeddings`, for the faces added after collection version `version`."""
+        ...
+
+    def embedding_count(self, collection_id: str) -> int:
+        """How many faces of the collection have an embedding."""
         ...
 
 

@@ -61,16 +61,43 @@ class Snapshot:
     face_ids: list[str]
     subject_ids: list[str]
     vectors: Vectors  # (n, dims) float32
-    norms: Vectors = field(init=False)  # squared norms, precomputed for distances
+    norms: Vectors = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
     def __post_init__(self) -> None:
-        squared = np.einsum("ij,ij->i", self.vectors, self.vectors) if len(self.vectors) \
-            else np.zeros(0, dtype=np.float32)
-        object.__setattr__(self, "norms", squared.astype(np.float32))
+        if len(self.norms) != len(self.vectors):
+            # Squared norms, precomputed once: distances are then one matrix product.
+            squared = np.einsum("ij,ij->i", self.vectors, self.vectors) if len(self.vectors) \
+                else np.zeros(0, dtype=np.float32)
+            object.__setattr__(self, "norms", squared.astype(np.float32))
 
     @property
     def dims(self) -> int:
         return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+    def extended(self, version: int, rows: Sequence[tuple[str, str, bytes]]) -> Snapshot:
+        """This snapshot plus faces added since, at `version` (a new object: searches
+        still running on this one are undisturbed)."""
+        added = snapshot_from_rows(version, rows)
+        if not added.face_ids:
+            return Snapshot(version, self.face_ids, self.subject_ids, self.vectors, self.norms)
+        if self.face_ids and added.dims != self.dims:
+            raise InvalidParameter("stored descriptors of different lengths in one collection")
+        if not self.face_ids:
+            return added
+        return Snapshot(version, self.face_ids + added.face_ids,
+                        self.subject_ids + added.subject_ids,
+                        np.concatenate([self.vectors, added.vectors]),
+                        np.concatenate([self.norms, added.norms]))
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What changed in a collection since a version: the faces added, and how many
+    faces the collection has now (fewer than old + added means some were deleted)."""
+
+    version: int
+    added: list[tuple[str, str, bytes]]
+    total: int
 
 
 class IndexSource(Protocol):
@@ -82,6 +109,10 @@ class IndexSource(Protocol):
 
     def snapshot(self, collection_id: str) -> Snapshot | None:
         """Every descriptor of the collection with the version they belong to."""
+        ...
+
+    def changes(self, collection_id: str, since: int) -> Delta | None:
+        """The faces added after version `since`, and the collection's face count."""
         ...
 
 
@@ -119,6 +150,14 @@ class StoreIndexSource:
                 return None
             return snapshot_from_rows(collection.version, uow.faces.embeddings(collection_id))
 
+    def changes(self, collection_id: str, since: int) -> Delta | None:
+        with self._read_uow() as uow:
+            collection = uow.collections.get(collection_id)
+            if collection is None:
+                return None
+            return Delta(collection.version, uow.faces.embeddings_since(collection_id, since),
+                         uow.faces.embedding_count(collection_id))
+
 
 class BruteForceIndex:
     """Exact search: one matrix-vector product per query over the whole collection."""
@@ -145,12 +184,23 @@ class BruteForceIndex:
         with self._lock:
             snapshot = self._snapshots.get(collection_id)
             if snapshot is None or snapshot.version != version:
-                fresh = self._source.snapshot(collection_id)
+                fresh = self._refreshed(collection_id, snapshot)
                 if fresh is None:
                     self._snapshots.pop(collection_id, None)
                     raise NotFound(f"collection {collection_id} not found")
                 self._snapshots[collection_id] = snapshot = fresh
         return snapshot
+
+    def _refreshed(self, collection_id: str, old: Snapshot | None) -> Snapshot | None:
+        # Enrolment only adds faces: read just those. Any deletion since shows as a
+        # count below old + added, and only then is the whole collection read again.
+        if old is not None:
+            delta = self._source.changes(collection_id, old.version)
+            if delta is None:
+                return None
+            if delta.total == len(old.face_ids) + len(delta.added):
+                return old.extended(delta.version, delta.added)
+        return self._source.snapshot(collection_id)
 
     def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
                max_faces: int) -> list[SearchHit]:

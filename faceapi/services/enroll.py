@@ -170,7 +170,9 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
         _check_engine(collection, engine)
         _require_consent(uow, collection, req.subject_id, req.consent)
         if records:
-            uow.collections.bump_version(collection.collection_id)
+            version = uow.collections.bump_version(collection.collection_id)
+            records = [FaceRecord(replace(r.face, added_version=version), r.detail)
+                       for r in records]
             consent = req.consent
             if consent is not None and _is_new_consent(uow, collection.collection_id,
                                                        req.subject_id, consent):

@@ -146,7 +146,7 @@ def _face(row: Row[Any], *, with_embedding: bool) -> StoredFace:
         confidence=row.confidence, created_at=_utc(row.created_at), quality=quality,
         pose=pose, width_px=row.width_px, height_px=row.height_px,
         embedding=bytes(embedding) if embedding is not None else None,
-        engine_face_id=row.engine_face_id)
+        engine_face_id=row.engine_face_id, added_version=int(row.added_version))
 
 
 class SqlFacesRepo:
@@ -165,7 +165,8 @@ class SqlFacesRepo:
             roll=pose.roll if pose else None, yaw=pose.yaw if pose else None,
             pitch=pose.pitch if pose else None,
             width_px=face.width_px, height_px=face.height_px, embedding=face.embedding,
-            engine_face_id=face.engine_face_id, created_at=face.created_at))
+            engine_face_id=face.engine_face_id, created_at=face.created_at,
+            added_version=face.added_version))
 
     def get(self, collection_id: str, face_id: str) -> StoredFace | None:
         row = self._conn.execute(select(faces).where(
@@ -222,6 +223,21 @@ class SqlFacesRepo:
             .where(faces.c.collection_id == collection_id, faces.c.embedding.is_not(None))
             .order_by(faces.c.face_id))
         return [(row.face_id, row.subject_id, bytes(row.embedding)) for row in rows]
+
+    def embeddings_since(self, collection_id: str,
+                         version: int) -> list[tuple[str, str, bytes]]:
+        rows = self._conn.execute(
+            select(faces.c.face_id, faces.c.subject_id, faces.c.embedding)
+            .where(faces.c.collection_id == collection_id, faces.c.embedding.is_not(None),
+                   faces.c.added_version > version)
+            .order_by(faces.c.added_version, faces.c.face_id))
+        return [(row.face_id, row.subject_id, bytes(row.embedding)) for row in rows]
+
+    def embedding_count(self, collection_id: str) -> int:
+        return int(self._conn.execute(
+            select(func.count()).select_from(faces)
+            .where(faces.c.collection_id == collection_id, faces.c.embedding.is_not(None))
+        ).scalar_one())
 
 
 class SqlConsentsRepo:

@@ -127,6 +127,7 @@ faces = Table(
     Column("embedding", LargeBinary),
     Column("engine_face_id", String(128)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("added_version", BigInteger, nullable=False, default=0),
     ForeignKeyConstraint(["collection_id", "subject_id"],
                          ["subjects.collection_id", "subjects.subject_id"],
                          name="fk_faces_subject", ondelete="CASCADE"),
@@ -134,6 +135,7 @@ faces = Table(
 Index("ix_faces_collection_face", faces.c.collection_id, faces.c.face_id)
 Index("ix_faces_collection_subject", faces.c.collection_id, faces.c.subject_id)
 Index("ix_faces_collection_image", faces.c.collection_id, faces.c.image_sha256)
+Index("ix_faces_collection_added", faces.c.collection_id, faces.c.added_version)
 
 # Consent records are appended, never edited: the newest one of a subject is in force,
 # and the older ones show its history until the subject is erased.

@@ -10,21 +10,27 @@ import pytest
 
 from faceapi.domain.collections import embedding_to_bytes
 from faceapi.domain.errors import InvalidParameter, NotFound
-from faceapi.search.index import BruteForceIndex, Snapshot, snapshot_from_rows
+from faceapi.search.index import BruteForceIndex, Delta, Snapshot, snapshot_from_rows
 from tests.fakes import FakeEngine, unit_vector
 
 
 @dataclass
 class FakeSource:
-    """Collections as (version, rows) in memory; counts snapshot builds."""
+    """Collections in memory: each row remembers the version it was added at, like the
+    faces table. Counts full snapshots and incremental reads."""
 
-    collections: dict[str, tuple[int, list[tuple[str, str, bytes]]]] = field(default_factory=dict)
-    builds: int = 0
+    collections: dict[str, tuple[int, list[tuple[str, str, bytes, int]]]] = field(
+        default_factory=dict)
+    snapshots: int = 0
+    deltas: int = 0
 
     def put(self, collection_id: str, rows: list[tuple[str, str, tuple[float, ...]]]) -> None:
-        version = self.collections.get(collection_id, (0, []))[0] + 1
-        self.collections[collection_id] = (
-            version, [(f, s, embedding_to_bytes(v)) for f, s, v in rows])
+        """Make the collection hold exactly `rows` (a new version)."""
+        version, old = self.collections.get(collection_id, (0, []))
+        added_at = {face_id: v for face_id, _, _, v in old}
+        version += 1
+        self.collections[collection_id] = (version, [
+            (f, s, embedding_to_bytes(v), added_at.get(f, version)) for f, s, v in rows])
 
     def version(self, collection_id: str) -> int | None:
         found = self.collections.get(collection_id)
@@ -34,8 +40,16 @@ class FakeSource:
         found = self.collections.get(collection_id)
         if found is None:
             return None
-        self.builds += 1
-        return snapshot_from_rows(*found)
+        self.snapshots += 1
+        return snapshot_from_rows(found[0], [(f, s, b) for f, s, b, _ in found[1]])
+
+    def changes(self, collection_id: str, since: int) -> Delta | None:
+        found = self.collections.get(collection_id)
+        if found is None:
+            return None
+        self.deltas += 1
+        version, rows = found
+        return Delta(version, [(f, s, b) for f, s, b, v in rows if v > since], len(rows))
 
 
 def _index(source: FakeSource) -> BruteForceIndex:
@@ -99,7 +113,7 @@ def test_the_index_is_built_once_while_the_version_stays_the_same() -> None:
     index = _index(source)
     for _ in range(3):
         index.search("c", unit_vector(1), threshold=0, max_faces=1)
-    assert source.builds == 1
+    assert (source.snapshots, source.deltas) == (1, 0)
 
 
 def test_a_new_version_written_by_another_worker_is_picked_up_on_the_next_search() -> None:
@@ -110,7 +124,8 @@ def test_a_new_version_written_by_another_worker_is_picked_up_on_the_next_search
     source.put("c", [*_faces(10), ("face-99", "late", unit_vector(99))])
     hits = index.search("c", unit_vector(99), threshold=99, max_faces=1)
     assert [(h.face_id, h.subject_id) for h in hits] == [("face-99", "late")]
-    assert source.builds == 2
+    # Only the new face was read: the first copy was extended, not rebuilt.
+    assert (source.snapshots, source.deltas) == (1, 1)
 
 
 def test_erased_faces_disappear_when_the_version_moves_on() -> None:
@@ -145,3 +160,41 @@ def test_max_faces_out_of_range_is_refused(max_faces: int) -> None:
     source.put("c", _faces(3))
     with pytest.raises(InvalidParameter):
         _index(source).search("c", unit_vector(1), threshold=0, max_faces=max_faces)
+
+
+def test_a_deletion_since_the_last_search_rebuilds_the_whole_copy() -> None:
+    source = FakeSource()
+    source.put("c", _faces(10))
+    index = _index(source)
+    index.search("c", unit_vector(4), threshold=0, max_faces=1)
+    # Delete one and add one: the count alone would not change.
+    source.put("c", [*(r for r in _faces(10) if r[0] != "face-4"),
+                     ("face-50", "new", unit_vector(50))])
+    hits = index.search("c", unit_vector(4), threshold=0, max_faces=20)
+    assert "face-4" not in {h.face_id for h in hits}
+    assert "face-50" in {h.face_id for h in hits}
+    assert source.snapshots == 2
+
+
+def test_an_extended_copy_answers_like_a_fresh_one() -> None:
+    source = FakeSource()
+    source.put("c", _faces(30))
+    index = _index(source)
+    index.search("c", unit_vector(1), threshold=0, max_faces=1)
+    for n in (35, 36, 50):
+        source.put("c", _faces(n))
+        index.search("c", unit_vector(1), threshold=0, max_faces=1)
+    assert source.snapshots == 1
+    fresh = _index(source)
+    probe = unit_vector(7)
+    assert index.search("c", probe, threshold=0, max_faces=50) == \
+        fresh.search("c", probe, threshold=0, max_faces=50)
+
+
+def test_the_first_faces_of_an_empty_collection_are_found() -> None:
+    source = FakeSource()
+    source.put("c", [])
+    index = _index(source)
+    assert index.search("c", unit_vector(2), threshold=0, max_faces=1) == []
+    source.put("c", _faces(3))
+    assert index.search("c", unit_vector(2), threshold=99, max_faces=1)[0].face_id == "face-2"

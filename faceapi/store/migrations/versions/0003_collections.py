@@ -59,6 +59,7 @@ def upgrade() -> None:
         sa.Column("embedding", sa.LargeBinary()),
         sa.Column("engine_face_id", sa.String(128)),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("added_version", sa.BigInteger(), nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("face_id", name="pk_faces"),
         sa.ForeignKeyConstraint(["collection_id", "subject_id"],
                                 ["subjects.collection_id", "subjects.subject_id"],
@@ -67,6 +68,7 @@ def upgrade() -> None:
     op.create_index("ix_faces_collection_face", "faces", ["collection_id", "face_id"])
     op.create_index("ix_faces_collection_subject", "faces", ["collection_id", "subject_id"])
     op.create_index("ix_faces_collection_image", "faces", ["collection_id", "image_sha256"])
+    op.create_index("ix_faces_collection_added", "faces", ["collection_id", "added_version"])
     op.create_table(
         "consents",
         sa.Column("consent_id", sa.Integer(), autoincrement=True, nullable=False),
