@@ -150,3 +150,51 @@ def test_refused_engine_credentials_are_502(back: LiveServer, tmp_path: Any) -> 
     assert response.status_code == 502
     assert body(response)["error"]["code"] == "engine_access_denied"
     assert "IAM" in body(response)["error"]["message"]
+
+
+# (Rekognition error, its HTTP status, attempts it fails, our code, our status); a
+# retryable error fails every attempt (the front allows 2), any other fails once.
+@pytest.mark.parametrize("case", [
+    ("InvalidImageFormatException", 400, 1, "unsupported_image_format", 415),
+    ("ImageTooLargeException", 400, 1, "image_too_large", 413),
+    ("InvalidParameterException", 400, 1, "invalid_parameter", 422),
+    ("ResourceNotFoundException", 400, 1, "not_found", 404),
+    ("AccessDeniedException", 400, 1, "engine_access_denied", 502),
+    ("ProvisionedThroughputExceededException", 400, 2, "engine_throttled", 503),
+    ("InternalServerError", 500, 2, "engine_unavailable", 503),
+])
+def test_rekognition_errors_map_to_our_codes_and_statuses(
+        client: FlaskClient, front: Flask, back: LiveServer,
+        case: tuple[str, int, int, str, int]) -> None:
+    aws_error, aws_status, times, code, status = case
+    control(back.app).inject(aws_error, times=times, operation="DetectFaces",
+                             status=aws_status)
+    try:
+        response = client.post("/v1/faces/detect", json={"image": image(PORTRAIT)},
+                               headers=bearer(front))
+    finally:
+        control(back.app).clear()
+    assert response.status_code == status
+    assert body(response)["error"]["code"] == code
+
+
+def test_a_retryable_error_is_retried_and_a_client_error_is_not(
+        client: FlaskClient, front: Flask, back: LiveServer) -> None:
+    control(back.app).inject("InternalServerError", times=1, operation="DetectFaces",
+                             status=500)
+    try:
+        response = client.post("/v1/faces/detect", json={"image": image(PORTRAIT)},
+                               headers=bearer(front))
+    finally:
+        control(back.app).clear()
+    assert response.status_code == 200
+    # One injected client error and a second one queued: the second is never reached,
+    # because a client error is not retried.
+    control(back.app).inject("InvalidParameterException", times=2, operation="DetectFaces")
+    try:
+        response = client.post("/v1/faces/detect", json={"image": image(PORTRAIT)},
+                               headers=bearer(front))
+        assert response.status_code == 422
+        assert control(back.app).take("DetectFaces") is not None, "not retried"
+    finally:
+        control(back.app).clear()

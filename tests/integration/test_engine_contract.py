@@ -33,6 +33,7 @@ from faceapi.domain.errors import (
     EngineAccessDenied,
     EngineThrottled,
     EngineUnavailable,
+    ImageTooLarge,
     NoFaceInSource,
     NotFound,
     UnsupportedImageFormat,
@@ -256,13 +257,34 @@ def test_remote_engine_reports_a_corrupt_image_as_unsupported_format(
         engine.detect_faces(corrupt, Attributes.DEFAULT)
 
 
+def _count_calls(engine: RekognitionEngine) -> list[str]:
+    sent: list[str] = []
+    engine.client.meta.events.register(
+        "before-call.rekognition", lambda model, **_: sent.append(model.name))
+    return sent
+
+
 def test_remote_engine_refuses_formats_rekognition_does_not_take_before_calling(
         emulator: LiveServer, images: Images) -> None:
     engine = remote_engine(emulator)
+    sent = _count_calls(engine)
     good = decoded(images.same_a)
     gif = type(good)(data=b"GIF89a" + b"\0" * 32, sha256="x", format="gif", pixels=good.pixels)
     with pytest.raises(UnsupportedImageFormat):
         engine.detect_faces(gif, Attributes.DEFAULT)
+    assert sent == []
+
+
+def test_remote_engine_refuses_images_over_5_mb_before_calling(
+        emulator: LiveServer, images: Images) -> None:
+    engine = remote_engine(emulator)
+    sent = _count_calls(engine)
+    good = decoded(images.same_a)
+    big = type(good)(data=images.same_a + b"\0" * (5 * 1024 * 1024), sha256="x",
+                     format="jpeg", pixels=good.pixels)
+    with pytest.raises(ImageTooLarge):
+        engine.compare_faces(good, big, THRESHOLD)
+    assert sent == []
 
 
 def test_throttling_is_retried_by_boto3_and_then_succeeds(emulator: LiveServer,
