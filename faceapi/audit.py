@@ -475,6 +475,15 @@ def verify_export(parsed: ParsedExport,
     """Check an export offline. Without trusted keys the header's key is used, which
     proves integrity only against edits made without re-signing."""
     keys = list(public_keys) if public_keys else [load_public_key(parsed.header["public_key"])]
+    seqs = [e.seq for e in parsed.events]
+    for index, (got, want) in enumerate(zip(seqs, sorted(seqs), strict=True)):
+        if got != want:
+            # Lines were moved: name the position whose event is not the one that
+            # belongs there (line numbers count the header as line 1).
+            return VerifyReport(ok=False, complete=bool(parsed.header.get("complete")),
+                                problem=Problem("out_of_order", want, parsed.events[index].id,
+                                                f"line {index + 2} holds event seq {got} where "
+                                                f"seq {want} belongs: lines were reordered"))
     # The file order is what the auditor holds; verify_chain refuses out-of-order seq.
     return verify_chain(parsed.events, parsed.checkpoints, keys,
                         complete=bool(parsed.header.get("complete", False)))
