@@ -83,6 +83,8 @@ HeadersFactory = Callable[..., dict[str, str]]
 def make_key(app: Flask) -> KeyFactory:
     """make_key("operator", collections=["c1"], policies=None, expires_at=None) creates a
     key in the app's store (as the CLI would) and returns the key itself."""
+    import structlog
+
     from faceapi.domain.audit import Actor
     from faceapi.services import keys
 
@@ -94,8 +96,11 @@ def make_key(app: Flask) -> KeyFactory:
                           collections=None if collections is None else frozenset(collections),
                           policies=None if policies is None else frozenset(policies),
                           expires_at=expires_at)
-        return keys.create_key(new, uow=d.store.uow(), clock=d.clock,
-                               actor=Actor.system("tests")).secret
+        # Made outside any request, as by the CLI: the last request's id, still in
+        # structlog's context, must not be stamped on this key's audit event.
+        with structlog.contextvars.bound_contextvars(request_id=None):
+            return keys.create_key(new, uow=d.store.uow(), clock=d.clock,
+                                   actor=Actor.system("tests")).secret
 
     return _make
 
