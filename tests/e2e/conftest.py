@@ -82,10 +82,12 @@ class Server:
         return match.group(0)
 
     def api(self, method: str, path: str, *, key: str | None = None,
-            body: dict[str, Any] | None = None) -> tuple[int, Any]:
+            body: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """One JSON request to the API over real HTTP."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers=headers or {})
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if key:

@@ -29,7 +29,9 @@ def nav_links(tab: Any) -> set[str]:
 
 
 def test_no_console_page_opens_without_a_session(page: Any, server: Server) -> None:
-    for path in [*PAGES, "/console/", "/console/audit/export?format=jsonl"]:
+    for path in [*PAGES, "/console/", "/console/audit/export?format=jsonl",
+                 "/console/reviews/any-id", "/console/reviews/any-id/evidence/probe.jpg",
+                 "/console/collections/any/subjects/any", "/console/audit/events/any"]:
         response = page.goto(path)
         assert response is not None
         assert urlpath(page.url) == "/console/signin", path
@@ -65,6 +67,8 @@ def test_each_role_signs_in_and_sees_only_the_pages_it_may_use(
         else:
             assert response.status == 403, path
             assert "403" in page.locator("h1").inner_text()
+            if role == "app" and path == "/console/audit":
+                shoot(page, "console-forbidden")
     # Buttons follow the same rule: only the auditor sees verify and export.
     page.goto("/console/overview")
     assert (page.locator("a[href='/console/audit']").count() > 0) == (role == "auditor")

@@ -32,6 +32,7 @@ def make_collection(server: Server) -> str:
 
 def enroll(server: Server, collection_id: str, subject_id: str, images: list[Path]) -> Path:
     """Index the first image that yields a face; returns it."""
+    answer: Any = None
     for path in images:
         status, body = server.api(
             "POST", f"/v1/collections/{collection_id}/faces", key=server.keys["operator"],
@@ -39,7 +40,8 @@ def enroll(server: Server, collection_id: str, subject_id: str, images: list[Pat
                   "consent": {"basis": "explicit_consent", "reference": "e2e-form-1"}})
         if status == 200 and body.get("FaceRecords"):
             return path
-    raise AssertionError(f"none of {len(images)} images could be enrolled")
+        answer = (status, body)
+    raise AssertionError(f"none of {len(images)} images could be enrolled; last: {answer}")
 
 
 def pending(server: Server, method: str, path: str, images: list[Path],
@@ -171,9 +173,20 @@ def test_an_auditor_filters_verifies_and_exports_the_audit_trail(
     # Make a few known events: refused requests are audited as auth.fail.
     for _ in range(3):
         server.api("GET", "/v1/policies", key="fa_Nope1234_" + "x" * 40)
+    traced = uuid.uuid4().hex
+    server.api("GET", "/v1/policies", key="fa_Nope1234_" + "y" * 40,
+               headers={"X-Request-ID": traced})
     sign_in(page, server.keys["auditor"])
     page.goto("/console/audit")
     shoot(page, "console-audit")
+
+    # One request id finds exactly that request's event.
+    page.get_by_label("Request id").fill(traced)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Apply filters").click()
+    assert page.locator("#events tbody tr[data-seq]").count() == 1
+    assert traced in page.locator("#events").inner_text()
+    page.goto("/console/audit")
     page.get_by_label("Action").select_option("auth.fail")
     with page.expect_navigation():
         page.get_by_role("button", name="Apply filters").click()
