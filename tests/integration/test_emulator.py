@@ -355,3 +355,23 @@ def test_emulator_calls_are_audited_like_the_rest_api(emulator_app: Flask) -> No
     assert len(events) == 1
     assert events[0].input_digests == (hashlib.sha256(data).hexdigest(),)
     assert events[0].scores["face_count"] == 1
+
+
+def test_sdk_paginators_walk_collections_and_faces(
+        checked_client: tuple[Any, ShapeChecker]) -> None:
+    client, _ = checked_client
+    prefix = f"page-{uuid.uuid4().hex[:6]}"
+    made = [f"{prefix}-{i}" for i in range(3)]
+    for collection in made:
+        client.create_collection(CollectionId=collection, Tags={CONSENT_TAG: "false"})
+    seen = [cid for page in client.get_paginator("list_collections").paginate(
+        PaginationConfig={"PageSize": 1}) for cid in page["CollectionIds"]]
+    assert [cid for cid in seen if cid.startswith(prefix)] == made
+    assert len(seen) == len(set(seen))
+
+    for subject, name in (("jack", PORTRAIT), ("katy", OTHER)):
+        client.index_faces(CollectionId=made[0], Image={"Bytes": read(name)},
+                           ExternalImageId=subject)
+    pages = list(client.get_paginator("list_faces").paginate(
+        CollectionId=made[0], PaginationConfig={"PageSize": 1}))
+    assert sorted(f["ExternalImageId"] for p in pages for f in p["Faces"]) == ["jack", "katy"]
