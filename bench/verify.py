@@ -34,7 +34,7 @@ from faceapi.blobs import DirectoryBlobStore
 from faceapi.config import Settings
 from faceapi.domain.access import Actor
 from faceapi.domain.clock import SystemClock
-from faceapi.domain.decisions import Outcome
+from faceapi.domain.decisions import Decision, Outcome
 from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import PolicySet
@@ -95,11 +95,19 @@ class CachingEngine:
 class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    scores: list[float] = field(default_factory=list)  # best similarity, decided attempts
+    matches: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, outcome: Outcome, reasons: tuple[str, ...]) -> None:
-        self.outcomes[outcome.value] += 1
-        if outcome is Outcome.REJECTED:
-            self.reasons.update(reasons)
+    def add(self, decision: Decision, file: str) -> None:
+        self.outcomes[decision.outcome.value] += 1
+        if decision.outcome is Outcome.REJECTED:
+            self.reasons.update(str(r) for r in decision.reasons)
+            return
+        # An unknown subject has no score; it can only be a no_match.
+        self.scores.append(decision.similarity if decision.similarity is not None else 0.0)
+        if decision.outcome is Outcome.MATCH:
+            self.matches.append({"file": file, "claimed": decision.subject_id,
+                                 "similarity": round(decision.similarity or 0.0, 3)})
 
     @property
     def decided(self) -> int:
@@ -111,6 +119,15 @@ class Tally:
     def as_json(self) -> dict[str, Any]:
         return {"attempts": sum(self.outcomes.values()), "decided": self.decided,
                 "outcomes": dict(self.outcomes), "rejected_reasons": dict(self.reasons)}
+
+
+def threshold_for_fmr(impostor: list[float], target: float) -> float:
+    """The lowest threshold (just above an impostor score) with FMR <= target."""
+    ordered = sorted(impostor, reverse=True)
+    allowed = int(target * len(ordered))  # impostor scores that may reach the threshold
+    if allowed >= len(ordered):
+        return 0.0
+    return round(ordered[allowed] + 0.01, 2)
 
 
 def main() -> None:
@@ -159,28 +176,32 @@ def main() -> None:
                 delete_faces(COLLECTION, [r.face.face_id for r in result.face_records],
                              actor=operator, uow=store.uow())
 
-    def attempt(file: str, claimed: str) -> tuple[Outcome, tuple[str, ...]]:
-        decision = verify(VerifyRequest(COLLECTION, claimed, (data / file).read_bytes(),
+    def attempt(file: str, claimed: str) -> Decision:
+        return verify(VerifyRequest(COLLECTION, claimed, (data / file).read_bytes(),
                                         "login"),
                           actor=app_actor, engine=engine, uow=store.uow(),
                           policies=policies, clock=clock, blobs=blobs, settings=settings)
-        return decision.outcome, decision.reasons
 
     genuine, impostor = Tally(), Tally()
     rng = random.Random(args.seed)
     for identity, files in sorted(by_identity.items()):
         for file in files:
             if identity in enrolled and file != enrolled[identity]:
-                genuine.add(*attempt(file, identity))
+                genuine.add(attempt(file, identity), file)
             others = sorted(i for i in enrolled if i != identity)
             if args.impostors_per_image:
                 others = rng.sample(others, min(args.impostors_per_image, len(others)))
             for claimed in others:
-                impostor.add(*attempt(file, claimed))
+                impostor.add(attempt(file, claimed), file)
     seconds = time.perf_counter() - started
     store.dispose()
 
     fmr, fnmr = impostor.rate("match"), genuine.rate("no_match")
+    # The same protocol's own answer to "which threshold gives FMR <= 1e-3": for
+    # comparison with the calibrated one (all LABELS.csv pairs, docs/accuracy.md).
+    needed = threshold_for_fmr(impostor.scores, 1e-3)
+    fnmr_needed = (sum(1 for s in genuine.scores if s < needed) / len(genuine.scores)
+                   if genuine.scores else float("nan"))
     summary: dict[str, Any] = {
         "policy": {"name": "login", "version": login.version,
                    "threshold": login.min_similarity,
@@ -191,6 +212,9 @@ def main() -> None:
         "images": len(labels),
         "fmr": fmr, "fnmr": fnmr,
         "genuine": genuine.as_json(), "impostor": impostor.as_json(),
+        "impostor_matches": impostor.matches,
+        "this_protocol": {"threshold_for_fmr_1e-3": needed,
+                          "fnmr_at_that_threshold": fnmr_needed},
         "impostors_per_image": args.impostors_per_image or "all",
         "seconds": round(seconds, 1), "environment": environment(),
     }
@@ -201,6 +225,8 @@ def main() -> None:
     print(f"impostor attempts {sum(impostor.outcomes.values())}: {dict(impostor.outcomes)}")
     print(f"FMR  {fmr:.5f}  ({impostor.outcomes['match']} of {impostor.decided} decided)")
     print(f"FNMR {fnmr:.5f}  ({genuine.outcomes['no_match']} of {genuine.decided} decided)")
+    print(f"this protocol would need threshold {needed} for FMR <= 1e-3 "
+          f"(FNMR there {fnmr_needed:.4f})")
     print(f"rejected before comparison: genuine {dict(genuine.reasons)}, "
           f"impostor {dict(impostor.reasons)}")
     print(f"wrote {path.relative_to(REPO)} in {seconds:.0f} s")
