@@ -273,3 +273,35 @@ def test_erasing_a_subject_removes_its_review_evidence_and_rejects_its_review(
     final = client.get(f"/v1/decisions/{body['decision_id']}", headers=app_key).get_json()
     assert final["outcome"] == "rejected"
     assert "subject_erased" in final["reasons"]
+
+
+@pytest.mark.parametrize("kind", ["verify", "search"])
+@pytest.mark.parametrize("path", ["far_above", "requester_votes", "one_reviewer_of_two",
+                                  "expired"])
+def test_no_path_makes_a_consequential_decision_a_match_without_its_reviewers(
+        app: Flask, fake_engine: FakeEngine, auth_headers: HeadersFactory, kind: str,
+        path: str) -> None:
+    client = app.test_client()
+    app_key = auth_headers("app")
+    d = app.extensions["faceapi"]
+    body = identity_check(client, fake_engine, app_key, 100.0) if kind == "verify" else \
+        watchlist(client, fake_engine, app_key, 100.0)["decision"]
+    assert body["outcome"] == "pending_review"
+    review_id = str(body["review_id"])
+    if path == "requester_votes":
+        with d.store.uow() as uow:
+            requester = uow.decisions.get(body["decision_id"]).requester_key_id
+        with pytest.raises(ReviewerIsRequester):
+            decide_review(VoteRequest(review_id, Vote.CONFIRM, "it is me"),
+                          actor=Actor(role="reviewer", key_id=requester), uow=d.store.uow(),
+                          blobs=d.blobs, clock=d.clock)
+    elif path == "one_reviewer_of_two":
+        if kind == "verify":
+            pytest.skip("identity_check needs one reviewer")
+        assert vote(client, review_id, auth_headers("reviewer"))[0] == 200
+    elif path == "expired":
+        d.clock.advance(hours=73)
+        assert vote(client, review_id, auth_headers("reviewer"))[0] == 409
+    final = client.get(f"/v1/decisions/{body['decision_id']}", headers=app_key).get_json()
+    assert final["outcome"] != "match"
+    assert final["similarity"] is None
