@@ -19,6 +19,7 @@ from typing import Any
 from flask import Flask, Request, request
 from flask.sessions import SecureCookieSessionInterface
 
+from faceapi.blobs import BlobStore
 from faceapi.config import Settings
 
 SIGNING_FILE_NAME = "console_secret_key"
@@ -90,15 +91,53 @@ def csrf_ok(session: Any, req: Request) -> bool:
     return hmac.compare_digest(expected.encode(), sent.encode())
 
 
+# Sessions signed out before their natural end, one blob each, kept until the
+# lifetime would have ended them anyway. The cookie is stateless, so without this
+# list a copy of it taken before sign-out would stay usable until idle expiry; the
+# blob store is shared by every worker (the review evidence lives there too).
+ENDED_PREFIX = "console-sessions"
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def _ended_key(session_id: str) -> str:
+    return f"{ENDED_PREFIX}/{session_id}/ended"
+
+
+def end_session(blobs: BlobStore, session_id: str, now: datetime) -> None:
+    """Record a sign-out so the cookie is refused from now on, everywhere."""
+    until = timestamp(now) + ABSOLUTE_LIFETIME_SECONDS
+    blobs.put(_ended_key(session_id), str(until).encode("ascii"))
+    for key in blobs.keys(ENDED_PREFIX):
+        raw = blobs.get(key)
+        try:
+            stale = raw is None or int(raw) < timestamp(now)
+        except ValueError:
+            stale = True
+        if stale:
+            blobs.delete_prefix(key.rsplit("/", 1)[0])
+
+
+def was_ended(blobs: BlobStore, session_id: str) -> bool:
+    try:
+        return blobs.get(_ended_key(session_id)) is not None
+    except ValueError:  # not a well-formed id: never issued by us
+        return True
+
+
 def timestamp(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
 def expired(session: Any, now: datetime, idle_minutes: int) -> str | None:
-    """Why the signed-in session is over ("idle" or "lifetime"), or None if it is live."""
+    """Why the signed-in session is over ("idle" or "lifetime"), or None if it is live
+    (sign-out is checked separately, against the shared list of ended sessions)."""
     seen = session.get("seen")
     started = session.get("since")
-    if not isinstance(seen, int) or not isinstance(started, int):
+    if not isinstance(seen, int) or not isinstance(started, int) \
+            or not isinstance(session.get("sid"), str):
         return "idle"
     current = timestamp(now)
     if current - seen > idle_minutes * 60:

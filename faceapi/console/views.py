@@ -29,7 +29,15 @@ from werkzeug.exceptions import HTTPException
 from faceapi.api.deps import deps, request_id
 from faceapi.console import access
 from faceapi.console.present import policy_rules
-from faceapi.console.session import csrf_ok, expired, new_csrf_token, timestamp
+from faceapi.console.session import (
+    csrf_ok,
+    end_session,
+    expired,
+    new_csrf_token,
+    new_session_id,
+    timestamp,
+    was_ended,
+)
 from faceapi.domain.access import Actor
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.policies import PolicySet
@@ -89,6 +97,8 @@ def _guard() -> Any:
     who: Actor | None = None
     if session.get("key_id"):
         why = expired(session, now, deps().settings.session_idle_minutes)
+        if why is None and was_ended(deps().blobs, str(session["sid"])):
+            why = "signed_out"
         if why is None:
             who = access.reload_principal(str(session["key_id"]))
             why = None if who is not None else "revoked"
@@ -193,14 +203,18 @@ def signin() -> Any:
     # A fresh session (and CSRF token) on sign-in: a token planted before sign-in
     # (session fixation) is worthless afterwards.
     session.clear()
-    session.update(key_id=who.key_id, since=now, seen=now, csrf=new_csrf_token())
+    session.update(key_id=who.key_id, sid=new_session_id(), since=now, seen=now,
+                   csrf=new_csrf_token())
     log.info("console_signin", key_id=who.key_id, role=who.role)
     return redirect(next_url)
 
 
 @bp.route("/signout", methods=["POST"])
 def signout() -> Any:
-    """End the console session."""
+    """End the console session, here and for any copy of its cookie."""
+    sid = session.get("sid")
+    if isinstance(sid, str) and session.get("key_id"):
+        end_session(deps().blobs, sid, deps().clock.now())
     session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("console.signin"))

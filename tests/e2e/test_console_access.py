@@ -122,12 +122,20 @@ def test_sign_in_form_is_csrf_protected_too(page: Any, server: Server) -> None:
     assert response.status == 403
 
 
-def test_sign_out_ends_the_session(page: Any, server: Server) -> None:
+def test_sign_out_ends_the_session_and_every_copy_of_its_cookie(
+        page: Any, new_page: Any, server: Server) -> None:
     sign_in(page, server.keys["operator"])
-    page.get_by_role("button", name="Sign out").click()
+    copied = page.context.cookies()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
     assert urlpath(page.url) == "/console/signin"
     page.goto("/console/overview")
     assert urlpath(page.url) == "/console/signin"
+    # The cookie as it was before sign-out, replayed from another browser: refused.
+    other = new_page()
+    other.context.add_cookies(copied)
+    other.goto("/console/collections")
+    assert urlpath(other.url) == "/console/signin"
 
 
 def test_sign_in_returns_to_the_page_asked_for_and_never_off_site(
