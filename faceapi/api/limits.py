@@ -55,8 +55,10 @@ def _not_tight() -> bool:
 
 
 def _on_breach(limit: RequestLimit) -> None:
+    # request_args = [key prefix, bucket, scope]; the bucket holds a key id or an address.
+    bucket = limit.request_args[-2] if len(limit.request_args) >= 2 else None
     log.warning("rate_limited", limit=str(limit.limit), endpoint=request.endpoint,
-                bucket=limit.key.split("/")[-2] if "/" in limit.key else None)
+                bucket=bucket)
 
 
 def init_limiter(app: Flask, settings: Settings) -> Limiter:
@@ -80,6 +82,9 @@ def init_limiter(app: Flask, settings: Settings) -> Limiter:
         # Moving window: no double burst at a window edge, which matters for verify.
         strategy="moving-window",
         headers_enabled=True,
+        # Redis down: count in this process's memory until it is back (checked with
+        # backoff) rather than fail every request or stop limiting.
+        in_memory_fallback_enabled=bool(settings.redis_url),
         key_prefix="faceapi",
         on_breach=_on_breach,
     )

@@ -233,3 +233,24 @@ def test_without_redis_each_worker_counts_alone(gunicorn: Gunicorn) -> None:
     gunicorn.start()
     counts = hammer(gunicorn.env, gunicorn.key, 30)
     assert counts[200] > 10, counts
+
+
+def test_with_redis_down_limits_fall_back_to_memory(settings: Settings, fake_engine,
+                                                    clock) -> None:
+    from faceapi.app import create_app
+    from faceapi.domain.audit import Actor
+    from faceapi.services import keys
+
+    # Port 1 on loopback: nothing listens, so every Redis call fails at once.
+    app = create_app(settings.with_overrides(redis_url="redis://127.0.0.1:1/0"),
+                     engine=fake_engine, clock=clock)
+    try:
+        d = app.extensions["faceapi"]
+        key = keys.create_key(keys.NewKey(name="fallback", role="app"), uow=d.store.uow(),
+                              clock=d.clock, actor=Actor.system("tests")).secret
+        client = app.test_client()
+        statuses = [client.get("/v1/engine", headers=bearer(key)).status_code
+                    for _ in range(6)]
+        assert statuses == [200] * 5 + [429]
+    finally:
+        d.store.dispose()
