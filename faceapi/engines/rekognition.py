@@ -10,8 +10,10 @@ not), bounded by `aws_max_attempts` in total.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -113,14 +115,27 @@ class RekognitionEngine:
             read_timeout=settings.aws_read_timeout,
             user_agent_extra="faceapi",
         )
-        session = session or boto3.session.Session()
-        self._client: Any = session.client(
-            "rekognition", region_name=settings.aws_region,
-            endpoint_url=settings.aws_endpoint_url or None, config=config)
+        self._session = session or boto3.session.Session()
+        self._config = config
+        self._client: Any = self._new_client()
         self._lock = threading.Lock()
-        self._last_transport_error = ""
         self._ready_checked_at = -READY_CACHE_S
         self._ready_result: tuple[bool, str] = (False, "not checked yet")
+        # gunicorn preloads the app and forks: a worker must not share the parent's
+        # HTTP connection pool or its readiness verdict. A weak reference, so engines
+        # built by tests are not kept alive by the fork hook.
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(this))
+
+    def _new_client(self) -> Any:
+        return self._session.client(
+            "rekognition", region_name=self._settings.aws_region,
+            endpoint_url=self._settings.aws_endpoint_url or None, config=self._config)
+
+    def _reset_after_fork(self) -> None:
+        self._client = self._new_client()
+        self._lock = threading.Lock()
+        self._ready_checked_at = -READY_CACHE_S
 
     # Port: identity ------------------------------------------------------------------
 
@@ -367,12 +382,17 @@ class RekognitionEngine:
         except _TRANSPORT_ERRORS as exc:
             why = f"rekognition endpoint unreachable: {type(exc).__name__}"
             with self._lock:
-                self._last_transport_error = why
                 # A failed call is fresher news than a cached success.
                 self._ready_result = (False, why)
                 self._ready_checked_at = time.monotonic()
             raise EngineUnavailable(why) from exc
         return response
+
+
+def _after_fork(ref: weakref.ReferenceType[RekognitionEngine]) -> None:
+    engine = ref()
+    if engine is not None:
+        engine._reset_after_fork()
 
 
 def _snake(operation: str) -> str:

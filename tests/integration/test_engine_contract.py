@@ -529,3 +529,26 @@ def test_searching_with_an_image_without_a_face_is_no_face_in_source(
     with pytest.raises(NoFaceInSource):
         collections.search.search_faces_by_image(collection_id, decoded(images.no_face),
                                                  SEARCH_THRESHOLD, 5)
+
+
+def test_a_forked_worker_gets_its_own_client(emulator: LiveServer, images: Images) -> None:
+    import os
+
+    engine = remote_engine(emulator)
+    assert engine.ready()[0]
+    parent_client = id(engine.client)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what a gunicorn worker sees after preload
+        try:
+            fresh = id(engine.client) != parent_client
+            rechecks = engine.ready() == (True, "rekognition reachable")
+            detected = len(engine.detect_faces(decoded(images.same_a),
+                                               Attributes.DEFAULT).faces)
+            os.write(write_end, f"{fresh} {rechecks} {detected}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as answer:
+        assert answer.read() == "True True 1"
