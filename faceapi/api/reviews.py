@@ -149,7 +149,7 @@ def get_review_evidence(review_id: str, name: str) -> Response:
     """Fetch one evidence image of a review (probe or face crop)."""
     d = deps()
     data = get_evidence(review_id, name, actor=current_actor(), uow=d.store.uow(),
-                        blobs=d.blobs, clock=d.clock)
+                        blobs=d.blobs, clock=d.clock, request_id=request_id())
     response = Response(data, mimetype="image/jpeg")
     # Biometric data: never kept by a browser or a proxy.
     response.headers["Cache-Control"] = "no-store"

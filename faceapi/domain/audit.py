@@ -36,6 +36,7 @@ class Action(StrEnum):
     REVIEW_DECISION = "review.decision"
     REVIEW_EXPIRE = "review.expire"
     REVIEW_EVIDENCE_PURGE = "review.evidence_purge"
+    REVIEW_EVIDENCE_VIEW = "review.evidence_view"
     IMPORT_RUN = "import.run"
     AUTH_FAIL = "auth.fail"
     AUTHZ_DENY = "authz.deny"

@@ -262,14 +262,23 @@ def get_review(review_id: str, *, actor: Actor, uow: UnitOfWork, blobs: BlobStor
 
 
 def get_evidence(review_id: str, name: str, *, actor: Actor, uow: UnitOfWork,
-                 blobs: BlobStore, clock: Clock) -> bytes:
-    """One evidence image of a review (reviewers only, while it is retained)."""
+                 blobs: BlobStore, clock: Clock, request_id: str | None = None) -> bytes:
+    """One evidence image of a review (reviewers only, while it is retained). Every
+    look at biometric evidence is an audit event: who saw which review's image."""
     view = get_review(review_id, actor=actor, uow=uow, blobs=blobs, clock=clock)
-    if name not in view.review.evidence or view.review.evidence_purged:
+    review = view.review
+    if name not in review.evidence or review.evidence_purged:
         raise ReviewNotFound(f"no evidence {name[:64]} for review {review_id[:64]}")
     data = blobs.get(f"{evidence_prefix(review_id)}/{name}")
     if data is None:
         raise ReviewNotFound(f"no evidence {name[:64]} for review {review_id[:64]}")
+    with uow:
+        uow.audit.append(AuditEvent(
+            action=Action.REVIEW_EVIDENCE_VIEW, outcome="served", actor=actor,
+            resource=f"reviews/{review.id}", subject_id=review.subject_id,
+            policy_name=review.policy_name, policy_version=review.policy_version,
+            request_id=request_id, details={"evidence": name, "review_id": review.id}))
+        uow.commit()
     return data
 
 

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from faceapi.domain.access import Actor
 from faceapi.domain.decisions import ReviewerIsRequester, Vote
 from faceapi.services.review import ReviewEvidenceEraser, VoteRequest, decide_review
+from faceapi.store.tables import audit_events
 from tests.conftest import HeadersFactory
 from tests.fakes import FakeClock, FakeEngine, unit_vector
 from tests.integration.verify_support import (
@@ -229,6 +231,10 @@ def test_a_reviewer_sees_the_evidence_and_it_is_gone_after_retention(
     assert image.status_code == 200
     assert image.data.startswith(b"\xff\xd8")
     assert image.headers["Cache-Control"] == "no-store"
+    with app.extensions["faceapi"].store.engine.connect() as conn:
+        viewed = conn.execute(select(audit_events.c.resource).where(
+            audit_events.c.action == "review.evidence_view")).scalars().all()
+    assert viewed == [f"reviews/{body['review_id']}"]
     folder = Path(app.extensions["faceapi"].settings.resolved_blob_dir) / "reviews" / \
         str(body["review_id"])
     assert folder.is_dir()
