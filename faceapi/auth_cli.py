@@ -7,6 +7,7 @@ FACEAPI_* settings), so it works before any key exists; its audit actor is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -106,8 +107,10 @@ def bootstrap_cmd() -> None:
         click.echo("API keys exist: nothing to bootstrap (manage them with `faceapi keys`)")
         return
     path = result.path.resolve()
+    # The address gunicorn will bind (deploy/gunicorn.conf.py reads the same variable).
+    bind = os.environ.get("FACEAPI_BIND", "127.0.0.1:8000")
     click.echo(f"created the first admin key {result.key_id} in {path} (readable by you only).")
     click.echo(f"  use it:   curl -H \"Authorization: Bearer $(cat {path})\" "
-               "http://127.0.0.1:8000/v1/keys")
+               f"http://{bind}/v1/keys")
     click.echo("  then create the keys you need (POST /v1/keys or `faceapi keys create`),")
     click.echo(f"  and delete the file once the key is in your secret manager: rm {path}")
