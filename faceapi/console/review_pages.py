@@ -3,6 +3,7 @@ and the candidates side by side, and the confirm/reject form with a required rea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Response, abort, flash, g, redirect, render_template, request, url_for
@@ -11,8 +12,9 @@ from faceapi.api.deps import deps, request_id
 from faceapi.console import backend
 from faceapi.console.present import age
 from faceapi.console.views import bp, policy_set
-from faceapi.domain.decisions import ReviewStatus, Vote
-from faceapi.domain.errors import FaceApiError
+from faceapi.domain.decisions import Decision, ReviewStatus, Vote
+from faceapi.domain.errors import FaceApiError, NotFound
+from faceapi.services import audit_trail
 from faceapi.services import review as reviews
 
 PAGE_SIZE = 50
@@ -56,13 +58,27 @@ def review(review_id: str) -> Any:
     now = deps().clock.now()
     mine = next((v for v in item.votes if v.reviewer_key_id == g.actor.key_id), None)
     can_vote = (item.pending and mine is None and item.requester_key_id != g.actor.key_id)
+    scores = _decision_scores(view.decision)
     return render_template(
         "review.html", title="Review", item=item, decision=view.decision, policy=policy,
         votes_visible=view.votes_visible, mine=mine, can_vote=can_vote,
         requested_by_me=item.requester_key_id == g.actor.key_id,
         age=age(item.created_at, now), evidence=[n for n in PROBE_NAMES if n in item.evidence]
         if not item.evidence_purged else [],
-        max_reason=MAX_REASON)
+        max_reason=MAX_REASON, face_confidence=scores.get("face_confidence"))
+
+
+def _decision_scores(decision: Decision | None) -> Mapping[str, Any]:
+    """The scores recorded with the decision (the probe's detector confidence is one),
+    read from its own audit event: the decision row does not keep them."""
+    if decision is None or decision.audit_event_id is None:
+        return {}
+    try:
+        record = audit_trail.get_event(decision.audit_event_id,
+                                       uow=backend.store().read_uow())
+    except NotFound:
+        return {}
+    return record.event.scores
 
 
 @bp.route("/reviews/<review_id>/evidence/<name>", methods=["GET"])

@@ -102,6 +102,7 @@ def test_a_reviewer_works_a_review_to_its_end_and_the_app_sees_the_decision(
     assert tab.locator(".candidate").count() >= 1
     assert tab.locator("#fact-threshold").inner_text() == "80"
     assert re.fullmatch(r"\d+\.\d", tab.locator("#fact-similarity").inner_text())
+    assert "Detector confidence" in tab.locator("#fact-quality").inner_text()
     shoot(tab, "console-review-item")
     # For the docs: the same page with the face images blurred.
     tab.evaluate("document.querySelectorAll('img[data-evidence]')"
