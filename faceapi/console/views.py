@@ -93,6 +93,9 @@ def _template_context() -> dict[str, Any]:
 @bp.before_request
 def _guard() -> Any:
     endpoint = request.endpoint or ""
+    if endpoint == "console.static":
+        # The stylesheet and script are public; no store read, no cookie refresh.
+        return None
     now = deps().clock.now()
     who: Actor | None = None
     if session.get("key_id"):

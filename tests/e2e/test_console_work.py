@@ -9,6 +9,7 @@ import io
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,18 @@ def test_an_auditor_filters_verifies_and_exports_the_audit_trail(
         page.get_by_role("button", name="Apply filters").click()
     assert page.locator("#events tbody tr[data-seq]").count() == 1
     assert traced in page.locator("#events").inner_text()
+
+    # A time window after now holds nothing; one that started an hour ago holds events.
+    page.goto("/console/audit")
+    page.get_by_label("From (UTC)").fill("2099-01-01T00:00")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Apply filters").click()
+    assert page.locator("#events tbody tr[data-seq]").count() == 0
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    page.get_by_label("From (UTC)").fill(hour_ago)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Apply filters").click()
+    assert page.locator("#events tbody tr[data-seq]").count() > 0
     page.goto("/console/audit")
     page.get_by_label("Action").select_option("auth.fail")
     with page.expect_navigation():
