@@ -182,8 +182,9 @@ class QualityBar:
     false detection that survives dlib's cut-off scored 31, so LOW (30) drops little
     more than that, AUTO/MEDIUM (50) asks for an even-odds face and HIGH (90) for a
     clear one. Sharpness 0-100 reads about 63 on the data set's median face
-    (engines/local/attributes.py), so LOW keeps all but heavily blurred faces and HIGH
-    roughly the sharper two thirds. Box size is the smaller side in pixels of the
+    (engines/local/attributes.py); its soft but usable 130-150 px crops read 11-15, so
+    AUTO asks for 10, LOW keeps all but heavily blurred faces and HIGH roughly the
+    sharper two thirds. Box size is the smaller side in pixels of the
     original image: the descriptor model works on 150 px crops, and below ~40 px a
     face carries too little detail to be told from similar ones."""
 
@@ -201,7 +202,7 @@ QUALITY_BARS: dict[QualityFilter, QualityBar] = {
                                   max_pitch=60.0, max_roll=90.0, min_sharpness=5.0,
                                   min_brightness=5.0),
     QualityFilter.MEDIUM: QualityBar(min_confidence=50.0, min_face_px=40, max_yaw=50.0,
-                                     max_pitch=40.0, max_roll=60.0, min_sharpness=15.0,
+                                     max_pitch=40.0, max_roll=60.0, min_sharpness=10.0,
                                      min_brightness=12.0),
     QualityFilter.HIGH: QualityBar(min_confidence=90.0, min_face_px=80, max_yaw=30.0,
                                    max_pitch=25.0, max_roll=40.0, min_sharpness=40.0,
