@@ -172,8 +172,8 @@ def test_two_person_review_hides_the_first_decision_until_the_second_reviewer_de
 
 def test_an_auditor_filters_verifies_and_exports_the_audit_trail(
         page: Any, server: Server) -> None:
-    # Make a few known events: refused requests are audited as auth.fail.
-    for _ in range(3):
+    # Make known events: refused requests are audited as auth.fail (enough for 2 pages).
+    for _ in range(55):
         server.api("GET", "/v1/policies", key="fa_Nope1234_" + "x" * 40)
     traced = uuid.uuid4().hex
     server.api("GET", "/v1/policies", key="fa_Nope1234_" + "y" * 40,
@@ -208,6 +208,20 @@ def test_an_auditor_filters_verifies_and_exports_the_audit_trail(
     assert rows.count() >= 3
     actions = {rows.nth(i).get_attribute("data-action") for i in range(rows.count())}
     assert actions == {"auth.fail"}
+
+    # 50 a page, newest first; the next page continues with older events, same filter.
+    assert rows.count() == 50
+    first_page = [int(rows.nth(i).get_attribute("data-seq") or 0) for i in range(50)]
+    assert first_page == sorted(first_page, reverse=True)
+    with page.expect_navigation():
+        page.locator("#next-page").click()
+    older = page.locator("#events tbody tr[data-seq]")
+    assert older.count() >= 5
+    assert max(int(older.nth(i).get_attribute("data-seq") or 0)
+               for i in range(older.count())) < min(first_page)
+    assert {older.nth(i).get_attribute("data-action")
+            for i in range(older.count())} == {"auth.fail"}
+    page.go_back()
 
     # Event detail shows the hash chain fields.
     with page.expect_navigation():
