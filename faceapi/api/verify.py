@@ -13,7 +13,7 @@ from faceapi.api.schemas import ImageSchema, StrictSchema
 from faceapi.domain.decisions import Decision, Outcome
 from faceapi.services import lockout as lockout_service
 from faceapi.services.review import get_decision
-from faceapi.services.verify import VerifyRequest, verify
+from faceapi.services.verify import CompareRequest, VerifyRequest, compare_under_policy, verify
 
 blp = Blueprint("verify", __name__, url_prefix="/v1",
                 description="Verify a claimed subject under a policy; read decisions")
@@ -32,9 +32,11 @@ class VerifyRequestSchema(StrictSchema):
     image = fields.Nested(ImageSchema)
 
 
-class PolicyRefSchema(Schema):
-    name = fields.String()
-    version = fields.String()
+class PolicyCompareRequestSchema(StrictSchema):
+    policy = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                           metadata={"description": "a compare policy, e.g. dataset_cleaning"})
+    source = fields.Nested(ImageSchema)
+    target = fields.Nested(ImageSchema)
 
 
 class DecisionSchema(Schema):
@@ -95,6 +97,20 @@ def verify_subject() -> Any:
     return verify(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
                   policies=d.policies, clock=d.clock, blobs=d.blobs, settings=d.settings,
                   request_id=request_id())
+
+
+@blp.route("/compare", methods=["POST"])
+@blp.doc(requestBody=image_request_body(PolicyCompareRequestSchema, ("source", "target")))
+@blp.response(200, DecisionSchema)
+def compare_pair() -> Any:
+    """Decide whether two images show the same person, under a compare policy."""
+    loaded = load_body(PolicyCompareRequestSchema(), ("source", "target"))
+    d = deps()
+    req = CompareRequest(source=require_image(loaded, "source"),
+                         target=require_image(loaded, "target"), policy=loaded["policy"])
+    return compare_under_policy(req, actor=current_actor(), engine=d.engine,
+                                uow=d.store.uow(), policies=d.policies, clock=d.clock,
+                                blobs=d.blobs, settings=d.settings, request_id=request_id())
 
 
 @blp.route("/decisions/<string:decision_id>", methods=["GET"])

@@ -97,6 +97,9 @@ PERMISSIONS: dict[str, Rule] = {
     # Decisions about people are requested by apps only.
     "verify.verify_subject": frozenset({APP}),
     "search.search_faces_by_image": frozenset({APP}),
+    # Comparing two images under a policy (dataset cleaning) decides about no enrolled
+    # subject: apps and the operators who curate data sets.
+    "verify.compare_pair": frozenset({APP, OPERATOR, ADMIN}),
     # Apps read their own decisions (the service checks the requester key).
     "verify.get_decision_view": frozenset({APP, REVIEWER, AUDITOR, ADMIN}),
     # The review queue and its evidence images are the reviewers' alone.

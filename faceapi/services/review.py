@@ -72,9 +72,10 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def evidence_images(image: DecodedImage, face: FaceDetail | None) -> dict[str, bytes]:
+def evidence_images(image: DecodedImage, face: FaceDetail | None,
+                    prefix: str = "probe") -> dict[str, bytes]:
     """The probe (re-encoded: no EXIF, no upload metadata) and its face crop."""
-    out = {PROBE: _jpeg(image.pixels)}
+    out = {f"{prefix}.jpg": _jpeg(image.pixels)}
     if face is not None:
         box = face.bounding_box
         h, w = image.height, image.width
@@ -84,7 +85,8 @@ def evidence_images(image: DecodedImage, face: FaceDetail | None) -> dict[str, b
         right = min(w, int((box.left + box.width * 1.2) * w))
         bottom = min(h, int((box.top + box.height * 1.2) * h))
         if right > left and bottom > top:
-            out[PROBE_FACE] = _jpeg(np.ascontiguousarray(image.pixels[top:bottom, left:right]))
+            out[f"{prefix}_face.jpg"] = _jpeg(
+                np.ascontiguousarray(image.pixels[top:bottom, left:right]))
     return out
 
 

@@ -170,3 +170,65 @@ def _audit_locked(uow: UnitOfWork, policy: Policy, req: VerifyRequest, *, actor:
         policy_name=policy.name, policy_version=policy.version, engine=engine.name,
         model_version=engine.model_version, request_id=request_id, reason=Reason.LOCKED,
         details={"collection_id": req.collection_id}))
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    source: bytes
+    target: bytes
+    policy: str
+
+
+def compare_under_policy(req: CompareRequest, *, actor: Actor, engine: FaceEngine,
+                         uow: UnitOfWork, policies: PolicySet, clock: Clock,
+                         blobs: BlobStore, settings: Settings,
+                         request_id: str | None = None) -> Decision:
+    """Decide whether two images show the same person, under a compare policy (e.g.
+    dataset_cleaning: scores in the review band wait for a reviewer)."""
+    policy = policies.require(req.policy, Operation.COMPARE)
+    require_policy_access(actor, policy.name)
+    source = decode_image(req.source, settings)
+    target = decode_image(req.target, settings)
+    source_face, reasons = screen_faces(engine.embed_faces(source)[1], policy)
+    target_face, target_reasons = screen_faces(engine.embed_faces(target)[1], policy)
+    reasons += [f"target_{r}" for r in target_reasons]
+    similarity: float | None = None
+    if source_face is not None and target_face is not None:
+        similarity = engine.similarity(source_face.embedding, target_face.embedding)
+    proposal = decide(policy, similarity) if similarity is not None else rejected_for(reasons)
+    now = clock.now()
+    decision = Decision(
+        id=str(uuid.uuid4()), kind=DecisionKind.COMPARE, outcome=proposal.outcome,
+        reasons=proposal.reasons, policy_name=policy.name, policy_version=policy.version,
+        threshold=policy.min_similarity, collection_id=None, subject_id=None,
+        similarity=similarity, review_id=str(uuid.uuid4()) if proposal.needs_review else None,
+        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=source.sha256,
+        request_id=request_id, created_at=now,
+        decided_at=None if proposal.needs_review else now,
+        engine=engine.name, model_version=engine.model_version)
+    try:
+        with uow:
+            event = uow.audit.append(AuditEvent(
+                action=Action.FACE_COMPARE, outcome=decision.outcome.value, actor=actor,
+                resource="compare", policy_name=policy.name, policy_version=policy.version,
+                engine=engine.name, model_version=engine.model_version,
+                scores={"similarity": None if similarity is None else round(similarity, 4),
+                        "threshold": policy.min_similarity},
+                input_digests=(source.sha256, target.sha256), request_id=request_id,
+                reason=",".join(decision.reasons)[:256],
+                details={"decision_id": decision.id,
+                         **({"review_id": decision.review_id} if decision.review_id else {})}))
+            decision = _with_event(decision, event.id)
+            uow.decisions.add(decision)
+            if decision.review_id is not None:
+                evidence = {
+                    **evidence_images(source, source_face.detail if source_face else None),
+                    **evidence_images(target, target_face.detail if target_face else None,
+                                      prefix="target")}
+                open_review(uow, blobs, decision=decision, policy=policy, evidence=evidence,
+                            now=now, actor=actor, request_id=request_id)
+            uow.commit()
+    except BaseException:
+        discard_evidence(blobs, decision.review_id)
+        raise
+    return decision
