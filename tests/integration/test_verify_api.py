@@ -204,3 +204,21 @@ def test_an_app_reads_back_its_own_decision_and_not_another_apps(
                       headers=auth_headers("auditor")).status_code == 200
 
 
+
+
+def test_verify_logs_carry_no_image_or_descriptor(
+        client: FlaskClient, fake_engine: FakeEngine, auth_headers: HeadersFactory,
+        login_threshold: float) -> None:
+    from structlog.testing import capture_logs
+
+    probe = scripted(fake_engine, [vector_at(ENROLLED, login_threshold + 5)])
+    headers = auth_headers("app")
+    with capture_logs() as logs:
+        client.post("/v1/verify", json=verify_body(probe), headers=headers)
+        client.post("/v1/verify", json=verify_body(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40),
+                    headers=headers)
+    text = json.dumps(logs, default=str)
+    assert logs
+    assert b64(probe)["bytes"][:24] not in text
+    assert "embedding" not in text
+    assert f"{ENROLLED[0]:.6f}"[:8] not in text
