@@ -10,11 +10,15 @@ into another key's bucket, while its address bucket still counts every request.
 
 from __future__ import annotations
 
+import math
+import time
+
 import structlog
-from flask import Flask, request
-from flask_limiter import ApplicationLimit, Limit, Limiter, RequestLimit
+from flask import Flask, Response, current_app, request
+from flask_limiter import ApplicationLimit, Limit, Limiter, RateLimitExceeded, RequestLimit
 
 from faceapi.api.auth import presented_key
+from faceapi.api.errors import error_response
 from faceapi.config import Settings
 from faceapi.domain import access
 from faceapi.services.keys import key_id_of
@@ -61,6 +65,27 @@ def _on_breach(limit: RequestLimit) -> None:
                 bucket=bucket)
 
 
+def _too_many_requests(exc: RateLimitExceeded) -> Response:
+    """429 in our envelope, with Retry-After: when the oldest counted request leaves
+    the window of the limit that was hit."""
+    limiter: Limiter = current_app.extensions[LIMITER_KEY]
+    current = limiter.current_limit
+    retry_after = 60
+    headers: dict[str, str] = {}
+    if current is not None:
+        reset_at = current.reset_at
+        # reset_at is rounded up to the next second; never ask for more than a window.
+        retry_after = max(1, min(current.limit.get_expiry(), math.ceil(reset_at - time.time())))
+        headers = {"X-RateLimit-Limit": str(current.limit.amount),
+                   "X-RateLimit-Remaining": str(current.remaining),
+                   "X-RateLimit-Reset": str(reset_at)}
+    response = error_response("rate_limited",
+                              f"rate limit exceeded ({exc.description}); retry in "
+                              f"{retry_after} s", 429, retry_after=retry_after)
+    response.headers.update(headers)
+    return response
+
+
 def init_limiter(app: Flask, settings: Settings) -> Limiter:
     """Attach the limiter; call before the auth hook is registered."""
     storage_uri = settings.redis_url or "memory://"
@@ -81,7 +106,9 @@ def init_limiter(app: Flask, settings: Settings) -> Limiter:
         storage_uri=storage_uri,
         # Moving window: no double burst at a window edge, which matters for verify.
         strategy="moving-window",
-        headers_enabled=True,
+        # No X-RateLimit-* on every response: that costs one more storage round trip
+        # per request (a Redis call); the 429 carries Retry-After and the limit instead.
+        headers_enabled=False,
         # Redis down: count in this process's memory until it is back (checked with
         # backoff) rather than fail every request or stop limiting.
         in_memory_fallback_enabled=bool(settings.redis_url),
@@ -90,6 +117,7 @@ def init_limiter(app: Flask, settings: Settings) -> Limiter:
     )
     limiter.init_app(app)
     app.extensions[LIMITER_KEY] = limiter
+    app.register_error_handler(RateLimitExceeded, _too_many_requests)
     log.info("rate_limits", storage="redis" if settings.redis_url else "memory",
              default=settings.rate_limit_default, verify=settings.rate_limit_verify)
     return limiter
