@@ -137,11 +137,18 @@ class SqlAuditLog:
         self._read_only = read_only
         self._locked = False
         self.appended = 0
+        # While this transaction holds the writer lock nobody else can append, so the
+        # head and the last checkpoint read once stay true until commit or rollback:
+        # later appends in the same transaction skip those two queries.
+        self._head: tuple[int, str] | None = None
+        self._last_checkpoint: tuple[int, datetime] | None = None
 
     def transaction_ended(self) -> None:
         """The unit of work committed or rolled back: the advisory lock is gone."""
         self._locked = False
         self.appended = 0
+        self._head = None
+        self._last_checkpoint = None
 
     # -- writing
 
@@ -153,10 +160,13 @@ class SqlAuditLog:
                                {"key": ADVISORY_LOCK_KEY})
         self._locked = True
 
-    def _head_row(self) -> Row[Any, Any] | None:
-        return self._conn.execute(
-            select(audit_events.c.seq, audit_events.c.hash)
-            .order_by(audit_events.c.seq.desc()).limit(1)).first()
+    def _head_row(self) -> tuple[int, str]:
+        if self._head is None:
+            row = self._conn.execute(
+                select(audit_events.c.seq, audit_events.c.hash)
+                .order_by(audit_events.c.seq.desc()).limit(1)).first()
+            self._head = (row.seq, row.hash) if row is not None else (0, GENESIS_HASH)
+        return self._head
 
     def append(self, event: AuditEvent) -> RecordedEvent:
         """Check, chain and write one event in the open transaction."""
@@ -164,28 +174,32 @@ class SqlAuditLog:
             event = replace(event, request_id=_request_id_from_context())
         validate_event(event)
         self._lock()
-        head = self._head_row()
-        seq = head.seq + 1 if head else 1
-        prev_hash = head.hash if head else GENESIS_HASH
+        head_seq, prev_hash = self._head_row()
+        seq = head_seq + 1
         now = as_utc(self._now())
         event_id = str(uuid.uuid4())
         digest = compute_hash(seq, event_id, now, event, prev_hash)
         recorded = RecordedEvent(seq=seq, id=event_id, time=now, event=event,
                                  prev_hash=prev_hash, hash=digest)
         self._conn.execute(audit_events.insert().values(**event_row(recorded)))
+        self._head = (seq, digest)
         self.appended += 1
         self._maybe_checkpoint(seq, digest, now)
         return recorded
 
-    def _last_checkpoint_row(self) -> Row[Any, Any] | None:
-        return self._conn.execute(
-            select(audit_checkpoints.c.seq, audit_checkpoints.c.created_at)
-            .order_by(audit_checkpoints.c.seq.desc()).limit(1)).first()
+    def _last_checkpoint_row(self) -> tuple[int, datetime] | None:
+        if self._last_checkpoint is None:
+            row = self._conn.execute(
+                select(audit_checkpoints.c.seq, audit_checkpoints.c.created_at)
+                .order_by(audit_checkpoints.c.seq.desc()).limit(1)).first()
+            if row is not None:
+                self._last_checkpoint = (row.seq, as_utc(row.created_at))
+        return self._last_checkpoint
 
     def _maybe_checkpoint(self, seq: int, digest: str, now: datetime) -> None:
         last = self._last_checkpoint_row()
-        due = (last is None or seq - last.seq >= self._every
-               or (now - as_utc(last.created_at)).total_seconds() >= self._seconds)
+        due = (last is None or seq - last[0] >= self._every
+               or (now - last[1]).total_seconds() >= self._seconds)
         if due:
             self._write_checkpoint(seq, digest, now)
 
@@ -194,19 +208,20 @@ class SqlAuditLog:
         self._conn.execute(audit_checkpoints.insert().values(
             seq=cp.seq, event_hash=cp.event_hash, created_at=cp.created_at, key_id=cp.key_id,
             signature=cp.signature))
+        self._last_checkpoint = (cp.seq, cp.created_at)
         return cp
 
     def checkpoint(self) -> Checkpoint | None:
         """Sign the current head now; returns the head's checkpoint (new or existing)."""
         self._lock()
-        head = self._head_row()
-        if head is None:
+        head_seq, head_hash = self._head_row()
+        if head_seq == 0:
             return None
         existing = self._conn.execute(
-            select(audit_checkpoints).where(audit_checkpoints.c.seq == head.seq)).first()
+            select(audit_checkpoints).where(audit_checkpoints.c.seq == head_seq)).first()
         if existing is not None:
             return _row_to_checkpoint(existing)
-        return self._write_checkpoint(head.seq, head.hash, as_utc(self._now()))
+        return self._write_checkpoint(head_seq, head_hash, as_utc(self._now()))
 
     # -- reading
 
