@@ -13,6 +13,8 @@ Rules the class enforces:
   API key's last-used time) opts out per statement with
   `conn.execute(stmt.execution_options(faceapi_unaudited=True))`. Raw `text()` SQL is
   not tracked: repositories use Core constructs.
+- the audit log remembers the chain head for the rest of the transaction, so never
+  append inside a savepoint (`begin_nested`) that may roll back on its own.
 
 Adding a repository (collections, faces, subjects, reviews, lockouts, api_keys ...):
 1. in faceapi/services/ports.py, declare `class CollectionRepository(Protocol)` and add
