@@ -191,6 +191,8 @@ def test_the_cli_imports_a_folder_with_the_local_engine_and_resumes(
                             .where(audit_events.c.action == "import.run")).scalar_one()
     assert runs == 2
     assert count(store, faces) == 3
+    listed = runner.invoke(cli, ["collections", "list"], env=env)
+    assert "stars\tfaces=3\tsubjects=2" in listed.output
 
 
 def test_importing_into_an_unknown_collection_stops_with_a_message(
