@@ -35,13 +35,13 @@ from faceapi.audit import (
 )
 from faceapi.domain.audit import Action, Actor, AuditEvent, AuditQuery, Checkpoint, RecordedEvent
 from faceapi.domain.errors import NotFound
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import AuditUnitOfWork
 
 MAX_PAGE = 500
 EXPORT_FORMATS = ("jsonl", "csv")
 
 
-def record(event: AuditEvent, *, uow: UnitOfWork) -> RecordedEvent:
+def record(event: AuditEvent, *, uow: AuditUnitOfWork) -> RecordedEvent:
     """Record one event in its own transaction (for use cases that change nothing)."""
     with uow:
         recorded = uow.audit.append(event)
@@ -50,7 +50,7 @@ def record(event: AuditEvent, *, uow: UnitOfWork) -> RecordedEvent:
 
 
 def list_events(query: AuditQuery, limit: int, *,
-                uow: UnitOfWork) -> tuple[list[RecordedEvent], int | None]:
+                uow: AuditUnitOfWork) -> tuple[list[RecordedEvent], int | None]:
     """One page of events and the sequence number to continue after (None at the end)."""
     limit = max(1, min(limit, MAX_PAGE))
     with uow:
@@ -60,7 +60,7 @@ def list_events(query: AuditQuery, limit: int, *,
     return page, (page[-1].seq if len(rows) > limit else None)
 
 
-def get_event(event_id: str, *, uow: UnitOfWork) -> RecordedEvent:
+def get_event(event_id: str, *, uow: AuditUnitOfWork) -> RecordedEvent:
     """One event by id; NotFound if there is none."""
     with uow:
         found = uow.audit.get(event_id)
@@ -69,13 +69,13 @@ def get_event(event_id: str, *, uow: UnitOfWork) -> RecordedEvent:
     return found
 
 
-def list_checkpoints(*, uow: UnitOfWork) -> list[Checkpoint]:
+def list_checkpoints(*, uow: AuditUnitOfWork) -> list[Checkpoint]:
     """Every signed checkpoint, oldest first."""
     with uow:
         return list(uow.audit.checkpoints())
 
 
-def verify_trail(*, read_uow: UnitOfWork, uow: UnitOfWork,
+def verify_trail(*, read_uow: AuditUnitOfWork, uow: AuditUnitOfWork,
                  public_keys: Sequence[Ed25519PublicKey], actor: Actor) -> VerifyReport:
     """Walk the whole chain and its checkpoints; the check itself is recorded."""
     with read_uow:
@@ -91,7 +91,7 @@ def verify_trail(*, read_uow: UnitOfWork, uow: UnitOfWork,
     return report
 
 
-def create_checkpoint(*, uow: UnitOfWork) -> Checkpoint | None:
+def create_checkpoint(*, uow: AuditUnitOfWork) -> Checkpoint | None:
     """Sign the chain head now (on demand)."""
     with uow:
         checkpoint = uow.audit.checkpoint()
@@ -116,7 +116,7 @@ def query_as_json(query: AuditQuery) -> dict[str, Any]:
     return out
 
 
-def export_trail(query: AuditQuery, fmt: str, *, uow: UnitOfWork, read_uow: UnitOfWork,
+def export_trail(query: AuditQuery, fmt: str, *, uow: AuditUnitOfWork, read_uow: AuditUnitOfWork,
                  actor: Actor, public_key: Ed25519PublicKey,
                  now: datetime) -> Iterator[str]:
     """Record the export, then stream the matching events (oldest first) and every
@@ -143,7 +143,7 @@ def export_trail(query: AuditQuery, fmt: str, *, uow: UnitOfWork, read_uow: Unit
     return _stream(pinned_query, fmt, header, read_uow, pinned)
 
 
-def _stream(query: AuditQuery, fmt: str, header: dict[str, Any], read_uow: UnitOfWork,
+def _stream(query: AuditQuery, fmt: str, header: dict[str, Any], read_uow: AuditUnitOfWork,
             pinned: int) -> Iterator[str]:
     with read_uow:
         checkpoints = [cp for cp in read_uow.audit.checkpoints() if cp.seq <= pinned]

@@ -11,7 +11,7 @@ from faceapi.domain.faces import Comparison
 from faceapi.engines.base import FaceEngine, S3Object
 from faceapi.images import image_digest, intake
 from faceapi.services.audit_trail import record
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import AuditUnitOfWork
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class CompareRequest:
     similarity_threshold: float
 
 
-def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings, uow: UnitOfWork,
+def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings, uow: AuditUnitOfWork,
             actor: Actor) -> Comparison:
     """Intake both images (source first, so its errors are reported first), then compare;
     the call is audited with both digests and the best similarity, never the images."""

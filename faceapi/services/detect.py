@@ -11,7 +11,7 @@ from faceapi.domain.faces import Attributes, Detection
 from faceapi.engines.base import FaceEngine, S3Object
 from faceapi.images import image_digest, intake
 from faceapi.services.audit_trail import record
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import AuditUnitOfWork
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class DetectRequest:
     attributes: Attributes
 
 
-def detect(req: DetectRequest, *, engine: FaceEngine, settings: Settings, uow: UnitOfWork,
+def detect(req: DetectRequest, *, engine: FaceEngine, settings: Settings, uow: AuditUnitOfWork,
            actor: Actor) -> Detection:
     """Run intake, then the engine's detector; the call is audited (digest, no image)."""
     base = AuditEvent(action=Action.FACE_DETECT, outcome="success", actor=actor,

@@ -53,6 +53,31 @@ class AuditLog(Protocol):
         ...
 
 
+class AuditUnitOfWork(Protocol):
+    """The part of a unit of work that use cases which only record need (detect,
+    compare, the audit trail's own use cases); any UnitOfWork is one."""
+
+    @property
+    def audit(self) -> AuditLog:
+        """The audit trail, written in this transaction."""
+        ...
+
+    def __enter__(self) -> AuditUnitOfWork:
+        ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        ...
+
+    def commit(self) -> None:
+        """Commit the audit events."""
+        ...
+
+    def rollback(self) -> None:
+        """Discard everything done in this block."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction: `with uow:` opens it, `uow.commit()` makes it durable, leaving
     the block without commit rolls everything back, audit events included."""

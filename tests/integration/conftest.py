@@ -89,10 +89,10 @@ def database_url(request: pytest.FixtureRequest, db_backend: str,
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
         # search_path puts every table, trigger function and alembic_version in it.
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
+        pg_url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield pg_url.render_as_string(hide_password=False)
     finally:
-        _dispose_engines_of(url.render_as_string(hide_password=False))
+        _dispose_engines_of(pg_url.render_as_string(hide_password=False))
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()

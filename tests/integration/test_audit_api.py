@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -25,7 +26,7 @@ def app_store(app: Flask) -> Store:
     return store
 
 
-def get(client: FlaskClient, url: str, headers: dict[str, str]) -> dict:
+def get(client: FlaskClient, url: str, headers: dict[str, str]) -> Any:
     response = client.get(url, headers=headers)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
