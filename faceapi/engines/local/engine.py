@@ -155,10 +155,13 @@ class LocalEngine:
                       similarity_threshold: float) -> Comparison:
         if not (0.0 <= similarity_threshold <= 100.0) or math.isnan(similarity_threshold):
             raise InvalidParameter("similarity_threshold must be between 0 and 100")
-        source_detection, source_faces = self.embed_faces(source)
-        if not source_faces:
+        found = self._find(source)
+        if not found.faces:
             raise NoFaceInSource("no face was found in the source image")
-        probe = max(source_faces, key=lambda f: f.detail.width_px * f.detail.height_px)
+        # Only the largest source face is compared, so only it needs a descriptor.
+        largest = max(found.faces, key=lambda f: f.area)
+        probe = EmbeddedFace(detail=self._detail(found.pixels, largest, Attributes.ALL),
+                             embedding=self._descriptor(found.pixels, largest))
         target_detection, target_faces = self.embed_faces(target)
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
@@ -169,7 +172,7 @@ class LocalEngine:
             source_face=probe.detail,
             face_matches=tuple(matches),
             unmatched_faces=unmatched,
-            source_orientation_correction=source_detection.orientation_correction,
+            source_orientation_correction=found.orientation_correction,
             target_orientation_correction=target_detection.orientation_correction,
         )
 
