@@ -327,6 +327,10 @@ def _verify(walk: _Walk, iterator: Iterator[RecordedEvent], checkpoints: Sequenc
         if not verify_checkpoint_signature(cp, key):
             return walk.fail("bad_signature", cp.seq, None,
                              f"checkpoint at seq {cp.seq} has an invalid signature")
+        known = walk.checkpoints.get(cp.seq)
+        if known is not None and known.event_hash != cp.event_hash:
+            return walk.fail("checkpoint_mismatch", cp.seq, None,
+                             f"two validly signed checkpoints disagree about seq {cp.seq}")
         walk.checkpoints[cp.seq] = cp
     return _walk_events(walk, iterator, complete)
 
@@ -464,8 +468,26 @@ def read_jsonl_export(stream: TextIO) -> ParsedExport:
     return ParsedExport(header, events, checkpoints)
 
 
+def read_checkpoints_file(stream: TextIO) -> list[Checkpoint]:
+    """Checkpoints kept outside the database: the JSON of GET /v1/audit/checkpoints, or
+    the checkpoint lines of an earlier JSONL export."""
+    text = stream.read()
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and isinstance(data.get("checkpoints"), list):
+            return [checkpoint_from_json(item) for item in data["checkpoints"]]
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [checkpoint_from_json(row) for row in map(json.loads, text.splitlines())
+                if isinstance(row, dict) and row.get("type") == "checkpoint"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ExportFormatError(f"cannot read checkpoints: {exc}") from exc
+
+
 def verify_export(parsed: ParsedExport,
-                  public_keys: Sequence[Ed25519PublicKey] | None = None) -> VerifyReport:
+                  public_keys: Sequence[Ed25519PublicKey] | None = None,
+                  extra_checkpoints: Sequence[Checkpoint] = ()) -> VerifyReport:
     """Check an export offline. Without trusted keys the header's key is used, which
     proves integrity only against edits made without re-signing."""
     keys = list(public_keys) if public_keys else [load_public_key(parsed.header["public_key"])]
@@ -479,5 +501,5 @@ def verify_export(parsed: ParsedExport,
                                                 f"line {index + 2} holds event seq {got} where "
                                                 f"seq {want} belongs: lines were reordered"))
     # The file order is what the auditor holds; verify_chain refuses out-of-order seq.
-    return verify_chain(parsed.events, parsed.checkpoints, keys,
+    return verify_chain(parsed.events, [*parsed.checkpoints, *extra_checkpoints], keys,
                         complete=bool(parsed.header.get("complete", False)))

@@ -21,6 +21,7 @@ from faceapi.audit import (
     ExportFormatError,
     VerifyReport,
     load_public_key,
+    read_checkpoints_file,
     read_jsonl_export,
     record_to_json,
     verify_export,
@@ -79,10 +80,20 @@ def audit() -> None:
 @click.option("--public-key", "public_keys", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Trusted PEM public key (repeat for rotated keys).")
+@click.option("--checkpoints", "checkpoints_file", type=click.File("r", encoding="utf-8"),
+              help="Signed checkpoints kept outside the database (JSON of "
+                   "GET /v1/audit/checkpoints or an earlier export): the chain must still "
+                   "cover them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_cmd(export_file: TextIO | None, public_keys: tuple[Path, ...], as_json: bool) -> None:
+def verify_cmd(export_file: TextIO | None, public_keys: tuple[Path, ...],
+               checkpoints_file: TextIO | None, as_json: bool) -> None:
     """Walk the chain and checkpoints; exit 1 and name the first bad event."""
     keys = [load_public_key(path.read_bytes()) for path in public_keys]
+    try:
+        extra = read_checkpoints_file(checkpoints_file) if checkpoints_file else []
+    except ExportFormatError as exc:
+        click.echo(f"FAIL: unreadable checkpoints file: {exc}", err=True)
+        raise SystemExit(1) from exc
     if export_file is not None:
         try:
             parsed = read_jsonl_export(export_file)
@@ -92,12 +103,12 @@ def verify_cmd(export_file: TextIO | None, public_keys: tuple[Path, ...], as_jso
         if not keys:
             click.echo("warning: no --public-key given; trusting the key inside the export",
                        err=True)
-        report = verify_export(parsed, keys or None)
+        report = verify_export(parsed, keys or None, extra)
     else:
         with _store() as store:
             report = audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),
                                               public_keys=keys or [store.signer.public_key],
-                                              actor=CLI_ACTOR)
+                                              actor=CLI_ACTOR, extra_checkpoints=extra)
     _print_report(report, as_json)
     raise SystemExit(0 if report.ok else 1)
 

@@ -76,11 +76,15 @@ def list_checkpoints(*, uow: AuditUnitOfWork) -> list[Checkpoint]:
 
 
 def verify_trail(*, read_uow: AuditUnitOfWork, uow: AuditUnitOfWork,
-                 public_keys: Sequence[Ed25519PublicKey], actor: Actor) -> VerifyReport:
-    """Walk the whole chain and its checkpoints; the check itself is recorded."""
+                 public_keys: Sequence[Ed25519PublicKey], actor: Actor,
+                 extra_checkpoints: Sequence[Checkpoint] = ()) -> VerifyReport:
+    """Walk the whole chain and its checkpoints; the check itself is recorded.
+
+    `extra_checkpoints` are signed heads kept outside the database: they catch a tail
+    removed together with the checkpoints that covered it."""
     with read_uow:
-        report = verify_chain(read_uow.audit.iter_events(), read_uow.audit.checkpoints(),
-                              public_keys)
+        report = verify_chain(read_uow.audit.iter_events(),
+                              [*read_uow.audit.checkpoints(), *extra_checkpoints], public_keys)
     problem = report.problem
     record(AuditEvent(
         action=Action.AUDIT_VERIFY, outcome="ok" if report.ok else "failed", actor=actor,

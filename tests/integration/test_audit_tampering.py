@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Connection, select, text
 
-from faceapi.audit import compute_hash
+from faceapi.audit import checkpoint_to_json, compute_hash
 from faceapi.audit_cli import audit
 from faceapi.config import Settings
 from faceapi.domain.audit import RecordedEvent
@@ -107,3 +108,25 @@ def test_an_untouched_chain_of_1000_events_verifies_quickly(store: Store) -> Non
     print(f"\n[{store.dialect}] append {append_rate:.0f} events/s (one transaction each); "
           f"verify {N} events in {report.seconds * 1000:.1f} ms")
     assert report.seconds < 5
+
+
+def test_a_tail_removed_with_its_checkpoints_is_caught_by_a_checkpoint_kept_outside(
+        store: Store, settings: Settings, tmp_path) -> None:
+    fill(store, 300)
+    outside = tmp_path / "checkpoints.json"
+    with store.read_uow() as uow:
+        outside.write_text(json.dumps({"checkpoints": [
+            checkpoint_to_json(cp) for cp in uow.audit.checkpoints()]}))
+    drop_append_only_triggers(store.engine)
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE seq > 100"))
+        conn.execute(text("DELETE FROM audit_events WHERE seq > 150"))
+    code, _ = run_verify(settings)
+    # Without an outside anchor this removal is invisible (docs/audit.md says so); the
+    # verify run itself appends event 151.
+    assert code == 0
+    env = {"FACEAPI_DATA_DIR": str(settings.data_dir),
+           "FACEAPI_DATABASE_URL": settings.resolved_database_url, "FACEAPI_ENV": "test"}
+    result = CliRunner().invoke(audit, ["verify", "--checkpoints", str(outside)], env=env)
+    assert result.exit_code == 1
+    assert "FAIL: truncated at seq 152" in result.output
