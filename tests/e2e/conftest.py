@@ -2,7 +2,7 @@
 one API key per role made with the `faceapi keys` CLI, and headless Debian chromium
 driven by Playwright (never a downloaded browser).
 
-Every test here is marked `e2e`; without chromium they skip with the reason."""
+Every test here is marked `e2e`; without chromium the browser tests skip with the reason."""
 
 from __future__ import annotations
 
@@ -34,13 +34,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 KEY_RE = re.compile(r"\bfa_[A-Za-z0-9]+_[A-Za-z0-9]+\b")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if Path(str(item.fspath)).resolve().parent == here:
-            item.add_marker(pytest.mark.e2e)
 
 
 def chromium_path() -> str | None:

@@ -10,6 +10,8 @@ import pytest
 
 from tests.e2e.conftest import ROLES, Server, shoot, sign_in
 
+pytestmark = pytest.mark.e2e
+
 # Every console page (GET), with the roles that may open it: the same table as the API.
 PAGES = {
     "/console/overview": set(ROLES),

@@ -18,6 +18,8 @@ from faceapi.domain.audit import Actor
 from faceapi.services import keys
 from tests.fakes import FakeClock, FakeEngine
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def console_app(tmp_path: Path, clock: FakeClock) -> Flask:

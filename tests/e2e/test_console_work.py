@@ -17,6 +17,8 @@ import pytest
 
 from tests.e2e.conftest import Server, image_body, shoot, sign_in
 
+pytestmark = pytest.mark.e2e
+
 
 def ref(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
