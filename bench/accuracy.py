@@ -22,6 +22,7 @@ import argparse
 import itertools
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from bench.common import environment, faces_dir, read_csv, source_of, table, write_json
 from faceapi.config import KNOWN_FORMATS, Settings
 from faceapi.domain.faces import OrientationCorrection
 from faceapi.engines.local import LocalEngine
@@ -50,6 +50,17 @@ from faceapi.engines.local.similarity import (
     calibration_document,
 )
 from faceapi.images import decode_image
+
+if __package__ in (None, ""):  # run as a script (`python bench/accuracy.py`, make bench)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (
+    environment,
+    faces_dir,
+    read_csv,
+    source_of,
+    table,
+    write_json,
+)
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -24,6 +24,13 @@ import time
 import uuid
 from pathlib import Path
 
+from faceapi.config import KNOWN_FORMATS, Settings
+from faceapi.domain.faces import Attributes
+from faceapi.engines.local import LocalEngine
+from faceapi.images import decode_image
+
+if __package__ in (None, ""):  # run as a script (`python bench/latency.py`, make bench)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     REPO,
     environment,
@@ -33,10 +40,6 @@ from bench.common import (
     table,
     write_json,
 )
-from faceapi.config import KNOWN_FORMATS, Settings
-from faceapi.domain.faces import Attributes
-from faceapi.engines.local import LocalEngine
-from faceapi.images import decode_image
 
 VENV_BIN = Path(sys.executable).parent
 
