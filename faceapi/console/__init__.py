@@ -20,5 +20,5 @@ def init_app(app: Flask, settings: Settings) -> None:
     from faceapi.console.views import bp
 
     app.secret_key = load_or_create_secret_key(settings)
-    configure_cookie(app)
+    configure_cookie(app, settings)
     app.register_blueprint(bp)

@@ -66,14 +66,17 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
 
 
-def configure_cookie(app: Flask) -> None:
+def configure_cookie(app: Flask, settings: Settings) -> None:
     """HttpOnly (no script can read it), SameSite=Lax (not sent on cross-site POSTs),
-    scoped to /console so the JSON API never sees it and stays bearer-only."""
+    scoped to /console so the JSON API never sees it and stays bearer-only. In
+    production it is always Secure: TLS usually ends at a proxy, where the app would
+    otherwise see plain HTTP and send the cookie without the flag."""
     app.config.update(
         SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_SECURE=settings.env == "production",
     )
     app.session_interface = ConsoleSessionInterface()
 

@@ -116,3 +116,10 @@ def test_console_pages_answer_html_not_json_errors(console_app: Flask, clock: Fa
     assert response.mimetype == "text/html"
     assert response.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_the_cookie_is_always_secure_in_production(tmp_path: Path) -> None:
+    settings = Settings(env="production", data_dir=tmp_path / "data", log_format="json")
+    app = create_app(settings, engine=FakeEngine(), clock=FakeClock())
+    cookie = app.test_client().get("/console/signin").headers["Set-Cookie"]
+    assert "Secure" in cookie
