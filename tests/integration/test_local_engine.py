@@ -268,3 +268,12 @@ def test_the_cnn_detector_finds_a_face_with_a_confidence_from_its_score() -> Non
     detection = cnn.detect_faces(load(f"{FACEAPI}/amy/amy1.png"), Attributes.DEFAULT)
     assert len(detection.faces) == 1
     assert 50.0 < detection.faces[0].confidence <= 100.0
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 500, 3), (500, 2, 3), (10, 10, 3), (4000, 3, 3)])
+def test_tiny_or_degenerate_images_give_no_faces_instead_of_an_error(
+        engine: LocalEngine, shape: tuple[int, int, int]) -> None:
+    pixels = np.full(shape, 128, dtype=np.uint8)
+    detection, embedded = engine.embed_faces(from_pixels(pixels))
+    assert detection.faces == ()
+    assert embedded == []

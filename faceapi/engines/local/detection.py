@@ -133,9 +133,20 @@ def raw_detections(pixels: Pixels, models: Models, upsample: int,
             for r, s in zip(rects, scores, strict=True)]
 
 
+# HOG's smallest face window is 80 px, halved by each upsampling step (20 px at
+# upsample 2), and the CNN's is similar: an image with a side under this cannot hold a
+# detectable face. Skipping it also keeps degenerate arrays (1 px wide, whose numpy
+# strides dlib rejects) away from dlib.
+MIN_DETECT_SIDE = 16
+
+
 def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int) -> list[RawFace]:
     """Detect on a downscaled copy, map boxes back, place 68 landmarks at full size."""
+    if min(pixels.shape[:2]) < MIN_DETECT_SIDE:
+        return []
     small, scale = downscale(pixels, max_side)
+    if min(small.shape[:2]) < MIN_DETECT_SIDE:
+        return []
     threshold = CNN_SCORE_THRESHOLD if models.detector_kind == CNN else HOG_SCORE_THRESHOLD
     h, w = pixels.shape[:2]
     faces: list[RawFace] = []
