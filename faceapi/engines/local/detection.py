@@ -176,6 +176,10 @@ def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
     orientation_correction: ROTATE_0 when the search is on and faces were found as
     given; the rotation found otherwise; None when the search is off or no rotation
     shows a face (we then know nothing about the orientation)."""
+    # dlib needs C-contiguous uint8 RGB; intake guarantees it, other callers may not.
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    pixels = np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
     faces = detect_upright(pixels, models, upsample, max_side)
     if faces or not orientation_search:
         return FoundFaces(pixels, tuple(faces),
