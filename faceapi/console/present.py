@@ -5,6 +5,7 @@ Presentation only (no Flask): the same text serves the pages and their tests.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from faceapi.domain.policies import Operation, Policy, ReviewMode
@@ -108,10 +109,34 @@ def outcome_colour(outcome: str, index: int) -> str:
     return OUTCOME_COLOURS.get(outcome, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
 
 
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    w: float
+    h: float
+    fill: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A stacked bar chart's geometry in SVG user units, ready for the template."""
+
+    width: int
+    height: int
+    left: int
+    base: int
+    bars: list[Bar]
+    ticks: list[tuple[float, int]]  # (y, value)
+    labels: list[tuple[float, str]]  # (x, text)
+    legend: list[tuple[str, str]]  # (outcome, colour)
+
+
 def stacked_bars(days: list[str], counts: dict[str, dict[str, int]], outcomes: list[str], *,
-                 width: int = 960, height: int = 240) -> dict[str, object]:
-    """Geometry of a stacked bar chart, one bar per day, one colour per outcome: the
-    template draws it as inline SVG (no script, no library, prints and scales)."""
+                 width: int = 960, height: int = 240) -> Chart:
+    """One bar per day, one colour per outcome: the template draws it as inline SVG
+    (no script, no library; it prints and scales)."""
     left, bottom, top = 36, 24, 8
     plot_h = height - bottom - top
     peak = max([sum(counts.get(d, {}).values()) for d in days] + [1])
@@ -122,7 +147,7 @@ def stacked_bars(days: list[str], counts: dict[str, dict[str, int]], outcomes: l
     axis_max = next(m * step for m in (1, 2, 5, 10) if m * step >= peak)
     slot = (width - left - 4) / max(1, len(days))
     bar_w = max(2.0, slot * 0.7)
-    bars = []
+    bars: list[Bar] = []
     for i, day in enumerate(days):
         x = left + i * slot + (slot - bar_w) / 2
         y = float(top + plot_h)
@@ -132,14 +157,12 @@ def stacked_bars(days: list[str], counts: dict[str, dict[str, int]], outcomes: l
                 continue
             h = plot_h * n / axis_max
             y -= h
-            bars.append({"x": round(x, 1), "y": round(y, 1), "w": round(bar_w, 1),
-                         "h": round(h, 1), "fill": outcome_colour(outcome, j),
-                         "label": f"{day}: {n} {outcome}"})
-    ticks = [{"y": round(top + plot_h - plot_h * v / axis_max, 1), "value": v}
+            bars.append(Bar(round(x, 1), round(y, 1), round(bar_w, 1), round(h, 1),
+                            outcome_colour(outcome, j), f"{day}: {n} {outcome}"))
+    ticks = [(round(top + plot_h - plot_h * v / axis_max, 1), v)
              for v in sorted({0, axis_max // 2, axis_max})]
-    labels = [{"x": round(left + i * slot + slot / 2, 1), "text": day[5:]}
+    labels = [(round(left + i * slot + slot / 2, 1), day[5:])
               for i, day in enumerate(days) if len(days) <= 8 or i % 2 == 0]
-    return {"width": width, "height": height, "bars": bars, "ticks": ticks,
-            "labels": labels, "left": left, "base": top + plot_h,
-            "legend": [{"outcome": o, "fill": outcome_colour(o, j)}
-                       for j, o in enumerate(outcomes)]}
+    return Chart(width=width, height=height, left=left, base=top + plot_h, bars=bars,
+                 ticks=ticks, labels=labels,
+                 legend=[(o, outcome_colour(o, j)) for j, o in enumerate(outcomes)])

@@ -131,6 +131,11 @@ def test_a_reviewer_works_a_review_to_its_end_and_the_app_sees_the_decision(
     assert after["outcome"] == "match"
     assert after["final"] is True
 
+    # The overview's chart now has bars for identity_check, drawn as inline SVG.
+    tab.goto("/console/overview?policy=identity_check")
+    assert tab.locator("#decisions-chart rect").count() >= 1
+    assert "reviewed: match" in tab.locator(".legend").inner_text()
+
 
 def test_two_person_review_hides_the_first_decision_until_the_second_reviewer_decides(
         new_page: Any, server: Server, faces: dict[str, list[Path]]) -> None:
