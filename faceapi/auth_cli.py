@@ -97,6 +97,23 @@ def revoke_cmd(key_id: str, force: bool) -> None:
     click.echo(f"revoked key {key.id} ({key.role}, {key.name!r})")
 
 
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--expires", default=None,
+              help="Expiry of the new key (90d, 12h, 30m, ISO 8601); default the old one's.")
+def rotate_cmd(key_id: str, expires: str | None) -> None:
+    """Create a successor with the same name, role and scope and print it once; the old
+    key works until you revoke it (`faceapi keys revoke KEY_ID`)."""
+    clock = SystemClock()
+    with _store() as (_settings, store):
+        expires_at = key_service.parse_expiry(expires, clock.now()) if expires else None
+        created = key_service.rotate_key(key_id, uow=store.uow(), clock=clock, actor=CLI_ACTOR,
+                                         expires_at=expires_at)
+    click.echo(created.secret)
+    click.echo(f"created key {created.key.id} to replace {key_id}; deploy it, then run "
+               f"`faceapi keys revoke {key_id}`", err=True)
+
+
 @keys.command("bootstrap")
 def bootstrap_cmd() -> None:
     """First start: with no key at all, create an admin key into <data dir>/admin-key.txt

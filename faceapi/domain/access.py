@@ -140,10 +140,10 @@ PERMISSIONS: dict[str, Rule] = {
     "console.home": ConsolePage(ALL_ROLES),
     "console.overview": ConsolePage(ALL_ROLES),
     "console.policies": ConsolePage(ALL_ROLES),
-    "console.audit": ConsolePage(frozenset({AUDITOR})),
-    "console.audit_event": ConsolePage(frozenset({AUDITOR})),
-    "console.audit_verify": ConsolePage(frozenset({AUDITOR})),
-    "console.audit_export": ConsolePage(frozenset({AUDITOR})),
+    "console.audit": ConsolePage(frozenset({AUDITOR, ADMIN})),
+    "console.audit_event": ConsolePage(frozenset({AUDITOR, ADMIN})),
+    "console.audit_verify": ConsolePage(frozenset({AUDITOR, ADMIN})),
+    "console.audit_export": ConsolePage(frozenset({AUDITOR, ADMIN})),
     # Review queue: the roles of reviews.* above.
     "console.reviews": ConsolePage(frozenset({REVIEWER})),
     "console.review": ConsolePage(frozenset({REVIEWER})),
@@ -338,6 +338,11 @@ class ApiKeyRepository(Protocol):
 
     def count(self) -> int:
         """How many keys exist, revoked ones included."""
+        ...
+
+    def lock(self) -> None:
+        """Hold the key table's writer lock until the transaction ends, so two first
+        starts cannot both see an empty table and both create an admin key."""
         ...
 
     def revoke(self, key_id: str, at: datetime) -> None:

@@ -116,7 +116,8 @@ def _validate(new: NewKey, now: datetime) -> NewKey:
     return replace(new, name=name, collections=collections, policies=policies)
 
 
-def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor) -> CreatedKey:
+def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor,
+             rotated_from: str | None = None) -> CreatedKey:
     # 62^8 ids: a collision is rare, but a retry costs nothing and a duplicate would fail.
     for _ in range(5):
         key_id, secret = generate_key()
@@ -132,7 +133,8 @@ def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor) 
         action=Action.KEY_CREATE, outcome="created", actor=actor, resource=f"keys/{key_id}",
         details={"role": new.role, "scoped_collections": new.collections is not None,
                  "scoped_policies": new.policies is not None,
-                 "expires": new.expires_at is not None}))
+                 "expires": new.expires_at is not None,
+                 **({"rotated_from": rotated_from} if rotated_from else {})}))
     return CreatedKey(key=key, secret=secret)
 
 
@@ -192,6 +194,26 @@ def revoke_key(key_id: str, *, uow: UnitOfWork, clock: Clock, actor: AuditActor,
                                     resource=f"keys/{key_id}", details={"role": key.role}))
         uow.commit()
     return replace(key, revoked_at=now)
+
+
+def rotate_key(key_id: str, *, uow: UnitOfWork, clock: Clock, actor: AuditActor,
+               expires_at: datetime | None = None) -> CreatedKey:
+    """A new key with the old one's name, role and scope. The old key keeps working
+    until it is revoked, so clients can move over without downtime."""
+    now = clock.now()
+    with uow:
+        old = uow.api_keys.get(key_id)
+        if old is None or old.status(now) != "active":
+            raise _key_not_found(key_id) if old is None else Conflict(
+                f"API key {key_id!r} is {old.status(now)}: create a new key instead",
+                details={"key_id": key_id})
+        new = _validate(NewKey(name=old.name, role=old.role, collections=old.collections,
+                               policies=old.policies,
+                               expires_at=expires_at if expires_at is not None
+                               else old.expires_at), now)
+        created = _add_key(new, uow=uow, now=now, actor=actor, rotated_from=old.id)
+        uow.commit()
+    return created
 
 
 def authenticate(token: str | None, *, read_uow: UnitOfWorkFactory,
@@ -262,6 +284,7 @@ def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock,
     writer = write_file or write_private_file
     now = clock.now()
     with uow:
+        uow.api_keys.lock()
         if uow.api_keys.count() > 0:
             return BootstrapResult(created=False, path=path)
         created = _add_key(NewKey(name=BOOTSTRAP_KEY_NAME, role=access.ADMIN), uow=uow,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from faceapi.domain.access import ApiKey
 from faceapi.store.db import UNAUDITED
 from faceapi.store.tables import api_keys
+
+# A fixed 63-bit advisory lock id for key-table writers that must not interleave.
+KEYS_LOCK_KEY = int.from_bytes(hashlib.sha256(b"faceapi.api_keys").digest()[:8], "big") >> 1
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -62,6 +66,12 @@ class SqlApiKeyRepository:
         if not include_revoked:
             stmt = stmt.where(api_keys.c.revoked_at.is_(None))
         return [_row_to_key(row) for row in self._conn.execute(stmt)]
+
+    def lock(self) -> None:
+        # SQLite: the unit of work began with BEGIN IMMEDIATE, which already holds the
+        # database's one write lock. PostgreSQL: a transaction-scoped advisory lock.
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": KEYS_LOCK_KEY})
 
     def count(self) -> int:
         return int(self._conn.execute(select(func.count()).select_from(api_keys)).scalar_one())

@@ -236,6 +236,11 @@ def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
     assert new_key.startswith("fa_")
     new_id = new_key.split("_")[1]
     assert "collections=a,b" in runner.invoke(cli, ["keys", "list"]).output
+    rotated = runner.invoke(cli, ["keys", "rotate", new_id])
+    assert rotated.exit_code == 0, rotated.output
+    successor = rotated.stdout.strip().splitlines()[0]
+    assert successor.startswith("fa_")
+    assert successor != new_key
     assert runner.invoke(cli, ["keys", "revoke", new_id]).exit_code == 0
     admin_id = key.split("_")[1]
     refused = runner.invoke(cli, ["keys", "revoke", admin_id])
@@ -250,6 +255,7 @@ def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
         client = app.test_client()
         assert client.get("/v1/keys", headers=bearer(key)).status_code == 200
         assert client.get("/v1/engine", headers=bearer(new_key)).status_code == 401
+        assert client.get("/v1/engine", headers=bearer(successor)).status_code == 200
     finally:
         app.extensions["faceapi"].store.dispose()
 
@@ -279,3 +285,20 @@ def test_a_refusal_is_audited_once(app: Flask, client: FlaskClient,
     client.post(DETECT, json=detect_body())
     rows = [r for r in audit_rows(app) if r["action"] in ("auth.fail", "authz.deny")]
     assert len(rows) == 2
+
+
+def test_concurrent_first_starts_create_exactly_one_admin_key(store, tmp_path: Path) -> None:
+    """Two workers (or hosts) bootstrapping at once, on SQLite and PostgreSQL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceapi.domain.clock import SystemClock
+    from faceapi.services import keys
+
+    def boot(i: int) -> bool:
+        return keys.bootstrap(tmp_path / f"d{i}", uow=store.uow(), clock=SystemClock()).created
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        created = list(pool.map(boot, range(4)))
+    assert created.count(True) == 1
+    with store.read_uow() as uow:
+        assert uow.api_keys.count() == 1

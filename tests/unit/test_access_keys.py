@@ -38,6 +38,9 @@ class FakeApiKeys:
     def count(self) -> int:
         return len(self.rows)
 
+    def lock(self) -> None:
+        return None
+
     def revoke(self, key_id: str, at: datetime) -> None:
         self.rows[key_id] = replace(self.rows[key_id], revoked_at=at)
 
@@ -256,3 +259,20 @@ def test_expiry_dates_default_to_utc(clock: FakeClock) -> None:
 def test_scope_lists_split_on_commas() -> None:
     assert keys.split_scope(("a,b", "c")) == frozenset({"a", "b", "c"})
     assert keys.split_scope(()) is None
+
+
+def test_rotation_makes_a_successor_with_the_same_role_and_scope(uow: FakeUnitOfWork,
+                                                                 clock: FakeClock) -> None:
+    old = make(uow, clock, "app", collections=frozenset({"shop"}), policies=frozenset({"login"}))
+    new = keys.rotate_key(old.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
+    assert new.key.id != old.key.id
+    assert (new.key.role, new.key.name, new.key.collections, new.key.policies) == (
+        "app", old.key.name, frozenset({"shop"}), frozenset({"login"}))
+    assert auth(uow, clock, old.secret).key_id == old.key.id  # still works until revoked
+    assert auth(uow, clock, new.secret).key_id == new.key.id
+    assert uow.audit.events[-1].details["rotated_from"] == old.key.id
+    keys.revoke_key(old.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
+    with pytest.raises(Conflict):
+        keys.rotate_key(old.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
+    with pytest.raises(NotFound):
+        keys.rotate_key("NoSuchId", uow=uow, clock=clock, actor=ADMIN_ACTOR)
