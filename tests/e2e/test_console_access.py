@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 PAGES = {
     "/console/overview": set(ROLES),
     "/console/policies": set(ROLES),
-    "/console/audit": {"auditor"},
+    "/console/audit": {"auditor", "admin"},
     "/console/reviews": {"reviewer"},
     "/console/collections": {"operator", "admin"},
 }
@@ -71,9 +71,14 @@ def test_each_role_signs_in_and_sees_only_the_pages_it_may_use(
             assert "403" in page.locator("h1").inner_text()
             if role == "app" and path == "/console/audit":
                 shoot(page, "console-forbidden")
-    # Buttons follow the same rule: only the auditor sees verify and export.
+    # Links and buttons follow the same rule as the pages.
     page.goto("/console/overview")
-    assert (page.locator("a[href='/console/audit']").count() > 0) == (role == "auditor")
+    assert (page.locator("a[href='/console/audit']").count() > 0) == ("audit" in expected)
+    assert (page.locator("a[href='/console/reviews']").count() > 0) == ("reviews" in expected)
+    if "audit" in expected:
+        page.goto("/console/audit")
+        assert page.get_by_role("button", name="Verify chain").is_visible()
+        assert page.locator("#export-jsonl").is_visible()
 
 
 def test_a_wrong_key_is_refused_with_a_generic_message(page: Any, server: Server) -> None:

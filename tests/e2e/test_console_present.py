@@ -46,3 +46,32 @@ def test_chart_bars_stack_to_each_days_total_on_a_round_axis() -> None:
     first_day = [b for b in chart.bars if b.label.startswith("2026-01-01")]
     assert round(chart.base - min(b.y for b in first_day), 1) == round(plot_height * 4 / 10, 1)
     assert sum(b.h for b in first_day) == pytest.approx(plot_height * 4 / 10, abs=0.2)
+
+
+# Each console page and the API endpoint whose data or action it shows.
+MIRRORS = {
+    "console.policies": "policies.list_policies",
+    "console.reviews": "reviews.list_review_queue",
+    "console.review": "reviews.get_review_item",
+    "console.review_evidence": "reviews.get_review_evidence",
+    "console.review_decide": "reviews.decide_review_item",
+    "console.audit": "audit.list_events",
+    "console.audit_event": "audit.get_event",
+    "console.audit_verify": "audit.verify_chain",
+    "console.audit_export": "audit.export_events",
+    "console.collections": "collections.list_collections",
+    "console.collection": "collections.list_faces",
+    "console.subject": "collections.get_subject",
+    "console.subject_erase": "collections.erase_collection_subject",
+    "console.subject_unlock": "lockouts.unlock_subject",
+}
+
+
+def test_every_console_page_opens_for_exactly_the_roles_of_its_api() -> None:
+    from faceapi.domain.access import CONSOLE_PAGES, roles_allowed
+
+    for page, endpoint in MIRRORS.items():
+        assert CONSOLE_PAGES[page] == roles_allowed(endpoint), page
+    # Every console page with a role rule is either mirrored or open to every role.
+    unmirrored = {p for p in CONSOLE_PAGES if p not in MIRRORS}
+    assert unmirrored == {"console.home", "console.overview"}
