@@ -14,6 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from faceapi.domain.audit import Actor
+from faceapi.services.collections import CreateCollectionRequest, create_collection
 from faceapi.store.tables import audit_events, collections, consents, faces, subjects
 from tests.botocore_shapes import assert_conforms
 from tests.conftest import HeadersFactory, solid_image
@@ -394,3 +396,23 @@ def test_the_search_index_sees_new_and_deleted_faces(
     assert (hit.face_id, hit.subject_id) == (face_id, "alice")
     client.delete("/v1/collections/staff/faces", json={"face_ids": [face_id]}, headers=operator)
     assert index_.search("staff", unit_vector(5), threshold=99, max_faces=1) == []
+
+
+class NewerFakeEngine(FakeEngine):
+    @property
+    def model_version(self) -> str:
+        return "fake-2"
+
+
+def test_faces_of_another_model_version_are_refused_with_409_engine_mismatch(
+        client: FlaskClient, operator: dict[str, str], fake_engine: FakeEngine,
+        app: Flask) -> None:
+    d = app.extensions["faceapi"]
+    create_collection(CreateCollectionRequest("old"), actor=Actor.system("tests"),
+                      engine=NewerFakeEngine(), uow=d.store.uow(), clock=d.clock)
+    before = row_counts(app)
+    response = index(client, operator, scripted(fake_engine, face()), collection="old",
+                     consent=CONSENT)
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "engine_mismatch"
+    assert row_counts(app) == before
