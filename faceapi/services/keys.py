@@ -116,6 +116,19 @@ def _validate(new: NewKey, now: datetime) -> NewKey:
     return replace(new, name=name, collections=collections, policies=policies)
 
 
+def _within_callers_scope(new: NewKey, actor: AuditActor) -> None:
+    """A scoped key may only hand out keys inside its own scope; otherwise an admin key
+    limited to one collection could mint an unrestricted key and escape its scope."""
+    if not isinstance(actor, access.Actor):
+        return  # the CLI and jobs: whoever runs them already holds the database
+    for what, mine, theirs in (("collections", actor.collections, new.collections),
+                               ("policies", actor.policies, new.policies)):
+        if mine is not None and (theirs is None or not theirs <= mine):
+            raise access.Forbidden(f"this key may only create keys whose {what} are within "
+                                   f"its own: {', '.join(sorted(mine))}",
+                                   details={"field": what})
+
+
 def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor,
              rotated_from: str | None = None) -> CreatedKey:
     # 62^8 ids: a collision is rare, but a retry costs nothing and a duplicate would fail.
@@ -142,6 +155,7 @@ def create_key(new: NewKey, *, uow: UnitOfWork, clock: Clock, actor: AuditActor)
     """Create a key; the returned secret is the only copy there will ever be."""
     now = clock.now()
     new = _validate(new, now)
+    _within_callers_scope(new, actor)
     with uow:
         created = _add_key(new, uow=uow, now=now, actor=actor)
         uow.commit()
@@ -211,6 +225,7 @@ def rotate_key(key_id: str, *, uow: UnitOfWork, clock: Clock, actor: AuditActor,
                                policies=old.policies,
                                expires_at=expires_at if expires_at is not None
                                else old.expires_at), now)
+        _within_callers_scope(new, actor)
         created = _add_key(new, uow=uow, now=now, actor=actor, rotated_from=old.id)
         uow.commit()
     return created

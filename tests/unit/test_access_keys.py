@@ -276,3 +276,20 @@ def test_rotation_makes_a_successor_with_the_same_role_and_scope(uow: FakeUnitOf
         keys.rotate_key(old.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
     with pytest.raises(NotFound):
         keys.rotate_key("NoSuchId", uow=uow, clock=clock, actor=ADMIN_ACTOR)
+
+
+def test_a_scoped_key_cannot_mint_a_key_beyond_its_scope(uow: FakeUnitOfWork,
+                                                         clock: FakeClock) -> None:
+    scoped_admin = access.Actor(role="admin", key_id="Scoped01", collections=frozenset({"a"}))
+    for new in (keys.NewKey(name="wider", role="app"),
+                keys.NewKey(name="other", role="app", collections=frozenset({"b"})),
+                keys.NewKey(name="more", role="app", collections=frozenset({"a", "b"}))):
+        with pytest.raises(access.Forbidden):
+            keys.create_key(new, uow=uow, clock=clock, actor=scoped_admin)
+    inside = keys.create_key(keys.NewKey(name="inside", role="app",
+                                         collections=frozenset({"a"})),
+                             uow=uow, clock=clock, actor=scoped_admin)
+    assert inside.key.collections == frozenset({"a"})
+    unscoped = make(uow, clock, "app")
+    with pytest.raises(access.Forbidden):
+        keys.rotate_key(unscoped.key.id, uow=uow, clock=clock, actor=scoped_admin)
