@@ -166,9 +166,14 @@ def test_two_person_review_hides_the_first_decision_until_the_second_reviewer_de
     assert second.locator(".vote").count() == 0
     assert "Different person" not in second.content()
     shoot(second, "console-review-second-reviewer")
-    second.get_by_label("Reason (required)").fill("Not the same person: chin and brows differ.")
+    # Decided from the keyboard alone: type the reason, Tab past Confirm to Reject, Enter.
+    second.get_by_label("Reason (required)").focus()
+    second.keyboard.type("Not the same person: chin and brows differ.")
+    second.keyboard.press("Tab")
+    second.keyboard.press("Tab")
+    assert second.evaluate("document.activeElement.id") == "reject"
     with second.expect_navigation():
-        second.get_by_role("button", name="Reject").click()
+        second.keyboard.press("Enter")
     # Now both decisions show, and the decision is final for the app.
     assert second.locator(".vote").count() == 2
     assert "Different person" in second.content()
