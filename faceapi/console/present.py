@@ -36,16 +36,24 @@ def policy_rules(policy: Policy) -> list[str]:
     quality = []
     if gate.min_face_px:
         quality.append(f"at least {gate.min_face_px} px wide and high")
-    quality.append(f"turned at most {_num(gate.max_yaw)}° sideways, "
-                   f"{_num(gate.max_pitch)}° up or down and tilted {_num(gate.max_roll)}°")
+    # The QualityGate defaults (90°, 90°, 180°, 0) mean "no limit": say nothing of them.
+    if (gate.max_yaw, gate.max_pitch, gate.max_roll) != (90.0, 90.0, 180.0):
+        quality.append(f"turned at most {_num(gate.max_yaw)}° sideways, "
+                       f"{_num(gate.max_pitch)}° up or down and tilted "
+                       f"{_num(gate.max_roll)}°")
     if gate.min_sharpness:
         quality.append(f"sharpness at least {_num(gate.min_sharpness)}")
     if gate.min_brightness:
         quality.append(f"brightness at least {_num(gate.min_brightness)}")
-    rules.append("The face must be " + ", ".join(quality) + "; otherwise the request is "
-                 "rejected before any comparison.")
+    if quality:
+        rules.append("The face must be " + ", ".join(quality) + "; otherwise the request "
+                     "is rejected before any comparison.")
+    else:
+        rules.append("No size, pose or image-quality limits beyond finding the face.")
     if policy.operation is Operation.VERIFY:
         rules.append("The image must show exactly one face.")
+    elif policy.max_faces == 1:
+        rules.append("The image may show one face only.")
     else:
         rules.append(f"The image may show up to {policy.max_faces} "
                      f"face{'s' if policy.max_faces != 1 else ''}.")
@@ -75,7 +83,7 @@ def policy_rules(policy: Policy) -> list[str]:
     else:
         rules.append("No lockout after failed attempts.")
     if policy.retention_days:
-        rules.append(f"Review evidence (probe and candidate images) is kept "
+        rules.append(f"Review evidence (the submitted image and its face crop) is kept "
                      f"{policy.retention_days} days after the review ends, then deleted.")
     else:
         rules.append("No review evidence is kept.")
