@@ -16,10 +16,11 @@ import time
 import structlog
 from flask import Flask, Response, current_app, request
 from flask_limiter import ApplicationLimit, Limit, Limiter, RateLimitExceeded, RequestLimit
+from limits import parse_many
 
 from faceapi.api.auth import presented_key
 from faceapi.api.errors import error_response
-from faceapi.config import Settings
+from faceapi.config import ConfigError, Settings
 from faceapi.domain import access
 from faceapi.services.keys import key_id_of
 
@@ -88,6 +89,14 @@ def _too_many_requests(exc: RateLimitExceeded) -> Response:
 
 def init_limiter(app: Flask, settings: Settings) -> Limiter:
     """Attach the limiter; call before the auth hook is registered."""
+    for name in ("rate_limit_default", "rate_limit_verify"):
+        value = getattr(settings, name)
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            # Flask-Limiter parses lazily: a typo would otherwise fail every request.
+            raise ConfigError(f"FACEAPI_{name.upper()}: expected e.g. 600/minute or "
+                              f"10/second;100/hour, got {value!r}") from exc
     storage_uri = settings.redis_url or "memory://"
     limiter = Limiter(
         client_address,

@@ -254,3 +254,12 @@ def test_with_redis_down_limits_fall_back_to_memory(settings: Settings, fake_eng
         assert statuses == [200] * 5 + [429]
     finally:
         d.store.dispose()
+
+
+@pytest.mark.parametrize("bad", ["lots", "10/fortnight", ""])
+def test_a_bad_limit_setting_stops_the_start(settings: Settings, fake_engine, bad: str) -> None:
+    from faceapi.app import create_app
+    from faceapi.config import ConfigError
+
+    with pytest.raises(ConfigError, match="FACEAPI_RATE_LIMIT_VERIFY"):
+        create_app(settings.with_overrides(rate_limit_verify=bad), engine=fake_engine)
