@@ -204,6 +204,10 @@ def test_openapi_documents_the_bearer_scheme_and_each_operations_roles(
     assert "Roles: app, operator, admin" in detect["description"]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
     assert spec["paths"]["/v1/keys"]["post"]["x-roles"] == ["admin"]
+    undocumented = [f"{method.upper()} {path}" for path, operations in spec["paths"].items()
+                    for method, operation in operations.items()
+                    if isinstance(operation, dict) and "x-roles" not in operation]
+    assert not undocumented
 
 
 def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
