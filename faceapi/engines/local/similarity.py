@@ -19,7 +19,9 @@ With L = -log10 FMR(d) (the "number of nines" of false-match protection):
     S = 100 - 10 * exp(-(20 * L - 90) / 10)      for L > 4.5    (approaches 100)
     S = 20 * l0 * exp((L - l0) / l0), l0=log10 2 for L < log10(2) (approaches 0)
 so S 20 = FMR 1e-1, S 40 = 1e-2, S 60 = 1e-3, S 80 = 1e-4, S 90 = 10^-4.5. Both ends
-are compressed with the same slope at the joins, so S is strictly monotone and smooth.
+are compressed with the same slope at the joins, so S is strictly monotone and smooth
+(in floating point, values closer than about 1e-13 to 0 or 100 can tie; with the
+shipped calibration S stays below 99.9 for every distance >= 0).
 """
 
 from __future__ import annotations
