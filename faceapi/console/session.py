@@ -25,7 +25,6 @@ from faceapi.config import Settings
 SIGNING_FILE_NAME = "console_secret_key"
 COOKIE_NAME = "faceapi_console"
 CSRF_FIELD = "csrf_token"
-CSRF_HEADER = "X-CSRF-Token"
 # A session also ends this long after sign-in, however active it was, so that a
 # cookie copied from an unattended browser does not live for ever.
 ABSOLUTE_LIFETIME_SECONDS = 12 * 3600
@@ -86,9 +85,9 @@ def new_csrf_token() -> str:
 
 
 def csrf_ok(session: Any, req: Request) -> bool:
-    """The form field (or header, for script requests) equals the session's token."""
+    """The form's hidden field equals the session's token."""
     expected = session.get("csrf")
-    sent = req.form.get(CSRF_FIELD) or req.headers.get(CSRF_HEADER) or ""
+    sent = req.form.get(CSRF_FIELD) or ""
     if not isinstance(expected, str) or not expected or not sent:
         return False
     return hmac.compare_digest(expected.encode(), sent.encode())
