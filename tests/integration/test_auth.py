@@ -306,3 +306,25 @@ def test_concurrent_first_starts_create_exactly_one_admin_key(store, tmp_path: P
     assert created.count(True) == 1
     with store.read_uow() as uow:
         assert uow.api_keys.count() == 1
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("Bearer fa_Abcd1234_" + "x" * 40, "fa_Abcd1234_" + "x" * 40),
+    ("bearer   fa_Abcd1234_" + "x" * 40 + "  ", "fa_Abcd1234_" + "x" * 40),
+    ("AWS4-HMAC-SHA256 Credential=fa_Abcd1234_" + "x" * 40
+     + "/20260101/us-east-1/rekognition/aws4_request, SignedHeaders=host, Signature=0",
+     "fa_Abcd1234_" + "x" * 40),
+    ("Basic dXNlcjpwYXNz", None),
+    ("Bearer", None),
+    ("Bearer two tokens", None),
+    ("", None),
+])
+def test_the_key_is_read_from_bearer_or_sigv4_headers_only(app: Flask, header: str,
+                                                           expected: str | None) -> None:
+    from faceapi.api.auth import presented_key
+    from faceapi.api.limits import key_bucket
+
+    with app.test_request_context("/v1/engine", headers={"Authorization": header},
+                                  environ_base={"REMOTE_ADDR": "10.1.2.3"}):
+        assert presented_key() == expected
+        assert key_bucket() == ("key:Abcd1234" if expected else "addr:10.1.2.3")
