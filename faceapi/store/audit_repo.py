@@ -211,6 +211,15 @@ class SqlAuditLog:
         self._last_checkpoint = (cp.seq, cp.created_at)
         return cp
 
+    def checkpoint_due(self) -> bool:
+        """Whether the head has events no checkpoint covers and the last checkpoint is
+        older than the configured seconds (the time rule, for a quiet system)."""
+        head_seq, _ = self._head_row()
+        last = self._last_checkpoint_row()
+        if head_seq == 0 or (last is not None and last[0] >= head_seq):
+            return False
+        return last is None or (as_utc(self._now()) - last[1]).total_seconds() >= self._seconds
+
     def checkpoint(self) -> Checkpoint | None:
         """Sign the current head now; returns the head's checkpoint (new or existing)."""
         self._lock()

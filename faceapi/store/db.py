@@ -9,23 +9,28 @@ failing half-way. PostgreSQL is used as is; audit appends take an advisory lock
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.sql.dml import UpdateBase
 
 from faceapi.audit import CheckpointSigner, VerifyReport, load_or_create_signing_key, verify_chain
 from faceapi.config import Settings
+from faceapi.domain.audit import Checkpoint
 from faceapi.store.tables import AUDIT_TABLES
 
 if TYPE_CHECKING:
     # uow.py imports this module; the run-time imports below are inside methods.
     from faceapi.store.uow import SqlAlchemyUnitOfWork
+
+log = structlog.get_logger(__name__)
 
 # Connection.info key holding the set of tables changed in the open unit of work.
 CHANGES_KEY = "faceapi_changed_tables"
@@ -41,9 +46,15 @@ SQLITE_BUSY_TIMEOUT_S = 30
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
+_TIMERS: weakref.WeakSet[CheckpointTimer] = weakref.WeakSet()
+
+
 def _forget_inherited_connections() -> None:
     for engine in list(_ENGINES):
         engine.dispose(close=False)
+    # Threads do not survive fork: each gunicorn worker runs its own timer.
+    for timer in list(_TIMERS):
+        timer.restart_after_fork()
 
 
 os.register_at_fork(after_in_child=_forget_inherited_connections)
@@ -155,3 +166,59 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def checkpoint_if_due(self) -> Checkpoint | None:
+        """Sign the head if the time rule says so (see CheckpointTimer)."""
+        with self.read_uow() as uow:
+            if not uow.audit.checkpoint_due():
+                return None
+        with self.uow() as uow:
+            # Re-checked under the writer lock: another worker may have signed it.
+            checkpoint = uow.audit.checkpoint() if uow.audit.checkpoint_due() else None
+            uow.commit()
+        return checkpoint
+
+    def start_checkpoint_timer(self, interval: float | None = None) -> CheckpointTimer:
+        """Sign unsigned events within `checkpoint_seconds` even when no more arrive."""
+        timer = CheckpointTimer(self, interval or max(1.0, self.checkpoint_seconds / 2))
+        timer.start()
+        return timer
+
+
+class CheckpointTimer:
+    """A daemon thread that applies the checkpoint time rule on a quiet system.
+
+    Appends apply the rule themselves; this covers the events written just before a
+    long pause. Every worker may run one: the writer lock makes the extra ones no-ops."""
+
+    def __init__(self, store: Store, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-checkpoints", daemon=True)
+        self._thread.start()
+        _TIMERS.add(self)
+
+    def restart_after_fork(self) -> None:
+        if self._thread is not None and not self._stop.is_set():
+            self.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        _TIMERS.discard(self)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                checkpoint = self.store.checkpoint_if_due()
+            except Exception:  # a failed tick must not kill the timer; the next one retries
+                log.warning("audit_checkpoint_failed", exc_info=True)
+                continue
+            if checkpoint is not None:
+                log.info("audit_checkpoint", seq=checkpoint.seq, key_id=checkpoint.key_id)

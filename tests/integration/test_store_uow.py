@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -157,3 +160,42 @@ def test_a_checkpoint_is_also_made_after_the_configured_seconds(store: Store) ->
         uow.commit()
     with store.read_uow() as uow:
         assert [cp.seq for cp in uow.audit.checkpoints()] == [1, 3]
+
+
+def test_a_quiet_system_gets_its_unsigned_events_signed_by_the_timer(store: Store) -> None:
+    moment = [datetime(2026, 1, 1, tzinfo=UTC)]
+    store.now = lambda: moment[0]
+    with store.uow() as uow:
+        for i in range(3):
+            uow.audit.append(event(f"q{i}"))
+        uow.commit()
+    assert store.checkpoint_if_due() is None  # seq 1 was signed moments ago
+    moment[0] += timedelta(seconds=store.checkpoint_seconds + 1)
+    timer = store.start_checkpoint_timer(interval=0.02)
+    try:
+        for _ in range(200):
+            with store.read_uow() as uow:
+                if [cp.seq for cp in uow.audit.checkpoints()] == [1, 3]:
+                    break
+            time.sleep(0.02)
+    finally:
+        timer.stop()
+    with store.read_uow() as uow:
+        assert [cp.seq for cp in uow.audit.checkpoints()] == [1, 3]
+    assert store.checkpoint_if_due() is None  # nothing new to sign
+
+
+def _timer_thread_running() -> None:
+    names = [t.name for t in threading.enumerate()]
+    raise SystemExit(0 if "audit-checkpoints" in names else 3)
+
+
+def test_the_checkpoint_timer_runs_again_in_a_forked_worker(store: Store) -> None:
+    timer = store.start_checkpoint_timer(interval=60)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_timer_thread_running)
+        child.start()
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    finally:
+        timer.stop()
