@@ -167,8 +167,9 @@ def stacked_bars(days: list[str], counts: dict[str, dict[str, int]], outcomes: l
             y -= h
             bars.append(Bar(round(x, 1), round(y, 1), round(bar_w, 1), round(h, 1),
                             outcome_colour(outcome, j), f"{day}: {n} {outcome}"))
+    middle = {axis_max // 2} if axis_max % 2 == 0 else set()
     ticks = [(round(top + plot_h - plot_h * v / axis_max, 1), v)
-             for v in sorted({0, axis_max // 2, axis_max})]
+             for v in sorted({0, axis_max, *middle})]
     labels = [(round(left + i * slot + slot / 2, 1), day[5:])
               for i, day in enumerate(days) if len(days) <= 8 or i % 2 == 0]
     return Chart(width=width, height=height, left=left, base=top + plot_h, bars=bars,
