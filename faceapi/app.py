@@ -60,12 +60,16 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     engine = engine or build_engine(settings)
-    store = Store.from_settings(settings)
+    clock = clock or SystemClock()
+    store = Store.from_settings(settings, now=clock.now)
     if settings.env == "test" or store.dialect == "sqlite":
         # Zero set-up for SQLite and tests; production PostgreSQL is migrated by
         # `faceapi db upgrade` (make serve) before the workers start.
         store.upgrade()
-    clock = clock or SystemClock()
+    if settings.env != "test":
+        # Signs the chain head every audit_checkpoint_seconds even when no event arrives,
+        # so the newest events do not stay unsigned through a quiet period.
+        store.start_checkpoint_timer()
     blobs = DirectoryBlobStore(settings.resolved_blob_dir)
     deps = Deps(settings=settings, engine=engine, clock=clock, store=store,
                 # A bad policy file raises PolicyError here: the app does not start.
@@ -115,3 +119,9 @@ def _register_request_logging(app: Flask) -> None:
         route = request.url_rule.rule if request.url_rule is not None else None
         log.info("request", route=route, status=response.status_code, duration_ms=duration_ms)
         return response
+
+    @app.teardown_request
+    def _forget(_exc: BaseException | None) -> None:
+        # Work done after the request on this thread (a CLI call, a test helper) must
+        # not carry this request's id into its logs or audit events.
+        structlog.contextvars.clear_contextvars()

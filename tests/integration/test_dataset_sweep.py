@@ -15,7 +15,9 @@ from flask.testing import FlaskClient
 from faceapi.api.errors import STATUS_BY_CODE
 from faceapi.app import create_app
 from faceapi.config import Settings
+from faceapi.domain.audit import Actor
 from faceapi.engines.local import LocalEngine
+from faceapi.services import keys
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 
@@ -32,7 +34,15 @@ def sweep_client(tmp_path: Path, local_engine: LocalEngine) -> Iterator[FlaskCli
     settings = Settings(env="test", data_dir=tmp_path / "data",
                         image_formats=("jpeg", "png"))
     app: Flask = create_app(settings, engine=local_engine)
-    yield app.test_client()
+    deps = app.extensions["faceapi"]
+    key = keys.create_key(keys.NewKey(name="sweep", role="app", collections=None,
+                                      policies=None, expires_at=None),
+                          uow=deps.store.uow(), clock=deps.clock,
+                          actor=Actor.system("tests")).secret
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    yield client
+    deps.store.dispose()
 
 
 def image(data: bytes) -> dict[str, str]:
