@@ -3,6 +3,7 @@ and the candidates side by side, and the confirm/reject form with a required rea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,19 @@ PAGE_SIZE = 50
 MAX_REASON = 250  # the audit trail keeps reasons short (no room for pasted data)
 # Evidence names the review service writes; anything else is refused before any read.
 PROBE_NAMES = (reviews.PROBE, reviews.PROBE_FACE)
+# Crops of candidate enrolled faces, when the evidence holds them (only possible where
+# enrolled images are kept): `candidate_<face id>.jpg`.
+CANDIDATE_RE = re.compile(r"^candidate_([A-Za-z0-9_.\-]{1,128})\.jpg$")
+
+
+def candidate_images(evidence: tuple[str, ...]) -> dict[str, str]:
+    """Face id -> evidence name of its crop, for the candidates that have one."""
+    found: dict[str, str] = {}
+    for name in evidence:
+        match = CANDIDATE_RE.match(name)
+        if match:
+            found[match.group(1)] = name
+    return found
 
 
 @bp.route("/reviews", methods=["GET"], endpoint="reviews")
@@ -65,6 +79,7 @@ def review(review_id: str) -> Any:
         requested_by_me=item.requester_key_id == g.actor.key_id,
         age=age(item.created_at, now), evidence=[n for n in PROBE_NAMES if n in item.evidence]
         if not item.evidence_purged else [],
+        candidate_images={} if item.evidence_purged else candidate_images(item.evidence),
         max_reason=MAX_REASON, face_confidence=scores.get("face_confidence"))
 
 
@@ -84,7 +99,7 @@ def _decision_scores(decision: Decision | None) -> Mapping[str, Any]:
 @bp.route("/reviews/<review_id>/evidence/<name>", methods=["GET"])
 def review_evidence(review_id: str, name: str) -> Any:
     """An evidence image of a review, for reviewers, while it is retained."""
-    if name not in PROBE_NAMES:
+    if name not in PROBE_NAMES and not CANDIDATE_RE.match(name):
         abort(404)
     data = reviews.get_evidence(review_id[:64], name, actor=g.actor, **backend.service_deps())
     response = Response(data, mimetype="image/jpeg")

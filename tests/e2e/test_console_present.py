@@ -75,3 +75,11 @@ def test_every_console_page_opens_for_exactly_the_roles_of_its_api() -> None:
     # Every console page with a role rule is either mirrored or open to every role.
     unmirrored = {p for p in CONSOLE_PAGES if p not in MIRRORS}
     assert unmirrored == {"console.home", "console.overview"}
+
+
+def test_candidate_crops_are_found_by_face_id_and_nothing_else_is() -> None:
+    from faceapi.console.review_pages import candidate_images
+
+    names = ("probe.jpg", "probe_face.jpg", "candidate_f-1.jpg", "candidate_f/2.jpg",
+             "other.jpg", "candidate_.jpg")
+    assert candidate_images(names) == {"f-1": "candidate_f-1.jpg"}
