@@ -100,6 +100,14 @@ def list_keys(args: dict[str, Any]) -> Any:
     return {"keys": [_view(k) for k in keys]}
 
 
+@blp.route("/me", methods=["GET"])
+@blp.response(200, KeySchema)
+def get_own_key() -> Any:
+    """The calling key: id, name, role, scope and expiry (any role; never the key)."""
+    actor = current_actor()
+    return _view(key_service.get_key(actor.key_id or "", uow=deps().store.read_uow()))
+
+
 @blp.route("/<key_id>", methods=["GET"])
 @blp.response(200, KeySchema)
 def get_key(key_id: str) -> Any:

@@ -91,6 +91,8 @@ PERMISSIONS: dict[str, Rule] = {
     "keys.list_keys": frozenset({ADMIN}),
     "keys.get_key": frozenset({ADMIN}),
     "keys.revoke_key": frozenset({ADMIN}),
+    # Any key may read its own record (role, scope, expiry), never another's.
+    "keys.get_own_key": ALL_ROLES,
     # Policies are not secret: every role may read the rules decisions are made under.
     "policies.list_policies": ALL_ROLES,
     "policies.get_policy": ALL_ROLES,

@@ -328,3 +328,13 @@ def test_the_key_is_read_from_bearer_or_sigv4_headers_only(app: Flask, header: s
                                   environ_base={"REMOTE_ADDR": "10.1.2.3"}):
         assert presented_key() == expected
         assert key_bucket() == ("key:Abcd1234" if expected else "addr:10.1.2.3")
+
+
+def test_any_key_reads_its_own_record(client: FlaskClient, make_key: KeyFactory) -> None:
+    key = make_key("reviewer", collections=["c1"])
+    me = client.get("/v1/keys/me", headers=bearer(key))
+    assert me.status_code == 200
+    assert (me.json["id"], me.json["role"], me.json["collections"]) == (
+        key.split("_")[1], "reviewer", ["c1"])
+    assert "key" not in me.json
+    assert client.get("/v1/keys/me").status_code == 401
