@@ -41,6 +41,8 @@ K = 10
 TARGET_RECALL = 0.99
 FACES_PER_IDENTITY = 4
 EF_STEPS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+EF_STEPS_IN_USE = list(EF_STEPS)
+LIBRARIES = ("faiss", "hnswlib", "usearch")
 
 
 def synthetic(n: int, queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +104,7 @@ def sweep(name: str, params: str, *, build_s: float, memory_mb: float | None,
           probes: np.ndarray, truth: np.ndarray) -> AnnResult:
     """The smallest ef reaching the target recall (or the best one tried)."""
     best: AnnResult | None = None
-    for ef in EF_STEPS:
+    for ef in EF_STEPS_IN_USE:
         set_ef(ef)
         times, found = timed_queries(run, probes)
         result = AnnResult(name, params, round(build_s, 2), memory_mb, ef,
@@ -186,7 +188,7 @@ def bench_usearch(data: np.ndarray, probes: np.ndarray, truth: np.ndarray) -> An
                  memory_mb=memory, set_ef=set_ef, run=run, probes=probes, truth=truth)
 
 
-def bench_size(n: int, queries: int) -> dict[str, Any]:
+def bench_size(n: int, queries: int, libraries: tuple[str, ...] = LIBRARIES) -> dict[str, Any]:
     data, probes = synthetic(n, queries)
     # The store hands the index float32 bytes per row; build exactly as the index does.
     rows = [(str(i), str(i // FACES_PER_IDENTITY), data[i].tobytes()) for i in range(n)]
@@ -211,8 +213,9 @@ def bench_size(n: int, queries: int) -> dict[str, Any]:
           f"p50 {brute['p50_ms']} ms  p95 {brute['p95_ms']} ms  recall {brute['recall_at_10']}",
           flush=True)
     ann = []
-    for bench in (bench_faiss, bench_hnswlib, bench_usearch):
-        result = bench(data, probes, truth)
+    benches = {"faiss": bench_faiss, "hnswlib": bench_hnswlib, "usearch": bench_usearch}
+    for library in libraries:
+        result = benches[library](data, probes, truth)
         if result is None:
             continue
         ann.append(result.as_dict())
@@ -230,10 +233,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
+    parser.add_argument("--libraries", default=",".join(LIBRARIES),
+                        help="ANN libraries to try (those not installed are skipped)")
+    parser.add_argument("--ef-steps", default=",".join(map(str, EF_STEPS)),
+                        help="search breadths to try, smallest first")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    results = [bench_size(n, args.queries) for n in sizes]
+    libraries = tuple(x for x in args.libraries.split(",") if x in LIBRARIES)
+    EF_STEPS_IN_USE[:] = [int(x) for x in args.ef_steps.split(",") if x.strip()]
+    results = [bench_size(n, args.queries, libraries) for n in sizes]
     document = {"dims": DIMS, "k": K, "target_recall": TARGET_RECALL,
+                "ef_steps": EF_STEPS_IN_USE,
                 "machine": {"python": platform.python_version(), "numpy": np.__version__,
                             "cpu": platform.processor() or platform.machine()},
                 "results": results}
