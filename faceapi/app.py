@@ -27,11 +27,14 @@ from faceapi.api.deps import EXTENSION_KEY, Deps
 from faceapi.blobs import DirectoryBlobStore
 from faceapi.config import Settings
 from faceapi.domain.clock import Clock, SystemClock
-from faceapi.engines.base import FaceEngine
+from faceapi.engines.base import FaceEngine, remote_collections
 from faceapi.engines.factory import build_engine
 from faceapi.logging import bind_request, configure_logging, new_request_id
 from faceapi.policy_files import load_policies
 from faceapi.search.index import BruteForceIndex, StoreIndexSource
+from faceapi.services.collections import RemoteFacesEraser
+from faceapi.services.erase import SubjectEraser
+from faceapi.services.face_crops import FaceCropEraser
 from faceapi.services.review import ReviewEvidenceEraser
 from faceapi.store import Store
 
@@ -61,7 +64,8 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
 
     engine = engine or build_engine(settings)
     clock = clock or SystemClock()
-    store = Store.from_settings(settings, now=clock.now)
+    # Audit events carry wall-clock time from the store, not the app's (injectable) clock.
+    store = Store.from_settings(settings)
     if settings.env == "test" or store.dialect == "sqlite":
         # Zero set-up for SQLite and tests; production PostgreSQL is migrated by
         # `faceapi db upgrade` (make serve) before the workers start.
@@ -71,12 +75,20 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
         # so the newest events do not stay unsigned through a quiet period.
         store.start_checkpoint_timer()
     blobs = DirectoryBlobStore(settings.resolved_blob_dir)
+    # What a subject's erasure (and a collection's deletion) also deletes: review
+    # evidence and lockout state, enrolled-face crops, and the engine's own copy of
+    # the faces when it keeps them (Rekognition).
+    erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(blobs, clock),
+                                          FaceCropEraser(blobs))
+    remote = remote_collections(engine)
+    if remote is not None:
+        erasers = (*erasers, RemoteFacesEraser(engine, remote))
     deps = Deps(settings=settings, engine=engine, clock=clock, store=store,
                 # A bad policy file raises PolicyError here: the app does not start.
                 policies=load_policies(settings.policies_dir),
                 blobs=blobs,
                 index=BruteForceIndex(StoreIndexSource(store.read_uow), engine.similarity),
-                erasers=(ReviewEvidenceEraser(blobs, clock),))
+                erasers=erasers)
     app.extensions[EXTENSION_KEY] = deps
 
     api = Api(app)
