@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +36,7 @@ from faceapi.domain.audit import (
     Checkpoint,
     RecordedEvent,
 )
+from faceapi.private_files import create_private_file_once
 
 FORMAT_VERSION = 1
 EXPORT_FORMAT = "faceapi-audit-export"
@@ -182,23 +181,10 @@ def load_or_create_signing_key(settings: Settings) -> Ed25519PrivateKey:
     else:
         path = settings.data_dir / KEY_FILE_NAME
         if not path.exists():
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption())
-            fd, tmp = tempfile.mkstemp(dir=settings.data_dir, prefix=".audit_key_")
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, pem)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another worker won the race; use its key
-            finally:
-                os.unlink(tmp)
+            create_private_file_once(path, pem)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")

@@ -97,7 +97,7 @@ def _refuse_unauthenticated(exc: AuthenticationFailed, endpoint: str) -> Respons
     if exc.key_id is not None and actor is ANONYMOUS:
         details["presented_key_id"] = exc.key_id
     log.warning("auth_fail", reason=exc.reason, endpoint=endpoint, key_id=exc.key_id)
-    _record(Action.AUTH_FAIL, "denied", actor, endpoint, reason=exc.reason, details=details)
+    record_refusal(Action.AUTH_FAIL, "denied", actor, endpoint, reason=exc.reason, details=details)
     response = error_response("unauthorized", _MESSAGES.get(exc.reason, exc.message), 401)
     response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     return response
@@ -107,7 +107,7 @@ def _refuse_forbidden(actor: access.Actor, endpoint: str, reason: str,
                       message: str) -> Response:
     log.warning("authz_deny", reason=reason, endpoint=endpoint, key_id=actor.key_id,
                 role=actor.role)
-    _record(Action.AUTHZ_DENY, "denied", actor, endpoint, reason=reason, details={})
+    record_refusal(Action.AUTHZ_DENY, "denied", actor, endpoint, reason=reason, details={})
     return error_response("forbidden", message, 403)
 
 
@@ -116,7 +116,7 @@ def _handle_forbidden(exc: access.Forbidden) -> Response:
     endpoint = request.endpoint or ""
     log.warning("authz_deny", reason="forbidden_by_service", endpoint=endpoint,
                 key_id=actor.key_id, role=actor.role)
-    _record(Action.AUTHZ_DENY, "denied", actor, endpoint, reason="forbidden_by_service",
+    record_refusal(Action.AUTHZ_DENY, "denied", actor, endpoint, reason="forbidden_by_service",
             details={k: v for k, v in exc.details.items() if isinstance(v, str)})
     return error_response(exc.code, exc.message, 403, details=exc.details)
 
@@ -126,7 +126,7 @@ def _handle_out_of_scope(exc: access.OutOfScope) -> Response:
     endpoint = request.endpoint or ""
     log.warning("authz_deny", reason="out_of_scope", endpoint=endpoint, key_id=actor.key_id,
                 role=actor.role)
-    _record(Action.AUTHZ_DENY, "out_of_scope", actor, endpoint, reason="out_of_scope",
+    record_refusal(Action.AUTHZ_DENY, "out_of_scope", actor, endpoint, reason="out_of_scope",
             details={k: v for k, v in exc.details.items() if isinstance(v, str)})
     # Exactly what a missing object gets: same status, code, message and details.
     return error_response(exc.code, exc.message, 404, details=exc.details)
@@ -154,7 +154,7 @@ def _audit_other_refusals(response: Response) -> Response:
     action = Action.AUTH_FAIL if response.status_code == 401 else Action.AUTHZ_DENY
     log.warning("auth_fail" if response.status_code == 401 else "authz_deny", reason=reason,
                 endpoint=request.endpoint, key_id=actor.key_id, role=actor.role)
-    _record(action, "denied", actor, request.endpoint or "", reason=reason, details={})
+    record_refusal(action, "denied", actor, request.endpoint or "", reason=reason, details={})
     return response
 
 
@@ -163,8 +163,8 @@ def _current_audit_actor() -> AuditActor:
     return actor if isinstance(actor, AuditActor) else ANONYMOUS
 
 
-def _record(action: Action, outcome: str, actor: AuditActor, endpoint: str, *, reason: str,
-            details: dict[str, Any]) -> None:
+def record_refusal(action: Action, outcome: str, actor: AuditActor, endpoint: str, *,
+                   reason: str, details: dict[str, Any]) -> None:
     """Write one refusal to the audit trail in a transaction of its own (the request's
     own work, if any, has already rolled back). A failing write is logged, not raised:
     the caller is refused either way."""

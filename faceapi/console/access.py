@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from flask import request
 
-from faceapi.api.deps import deps, request_id
+from faceapi.api.auth import record_refusal
+from faceapi.api.deps import deps
 from faceapi.domain import access as rules
 from faceapi.domain.access import Actor
-from faceapi.domain.audit import ANONYMOUS, Action, AuditEvent, check_text
+from faceapi.domain.audit import ANONYMOUS, Action
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.errors import NotFound
-from faceapi.services import audit_trail, keys
+from faceapi.services import keys
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +42,8 @@ def authenticate(raw_key: str) -> Actor | None:
         details: dict[str, Any] = {"channel": "console"}
         if exc.key_id is not None and actor is ANONYMOUS:
             details["presented_key_id"] = exc.key_id
-        _record(Action.AUTH_FAIL, actor, "console.signin", exc.reason, details)
+        record_refusal(Action.AUTH_FAIL, "denied", actor, "console.signin",
+                       reason=exc.reason, details=details)
         return None
 
 
@@ -63,22 +64,5 @@ def record_denial(who: Actor, endpoint: str) -> None:
     """A page the role may not open is an `authz.deny` event, as for the API."""
     log.warning("authz_deny", reason="role_not_allowed", endpoint=endpoint,
                 key_id=who.key_id, role=who.role)
-    _record(Action.AUTHZ_DENY, who, endpoint, "role_not_allowed", {"channel": "console"})
-
-
-def _record(action: Action, actor: AuditActor, endpoint: str, reason: str,
-            details: dict[str, Any]) -> None:
-    # Its own transaction; a failed write is logged, the visitor is refused either way.
-    path = request.path[:200]
-    try:
-        check_text("path", path)
-        details = {**details, "method": request.method, "path": path}
-    except Exception:
-        details = {**details, "method": request.method}
-    try:
-        audit_trail.record(AuditEvent(action=action, outcome="denied", actor=actor,
-                                      resource=f"endpoint/{endpoint}",
-                                      request_id=request_id() or None, reason=reason,
-                                      details=details), uow=deps().store.uow())
-    except Exception:
-        log.exception("console_audit_failed", action=action.value)
+    record_refusal(Action.AUTHZ_DENY, "denied", who, endpoint, reason="role_not_allowed",
+                   details={"channel": "console"})

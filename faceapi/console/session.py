@@ -9,9 +9,7 @@ contents (key id, role, timestamps, CSRF token) cannot be forged by the browser.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from faceapi.blobs import BlobStore
 from faceapi.config import Settings
+from faceapi.private_files import create_private_file_once
 
 SIGNING_FILE_NAME = "console_secret_key"
 COOKIE_NAME = "faceapi_console"
@@ -40,20 +39,7 @@ def load_or_create_secret_key(settings: Settings) -> str:
         return settings.secret_key
     path = settings.data_dir / SIGNING_FILE_NAME
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=settings.data_dir, prefix=".console_key_")
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, secrets.token_urlsafe(48).encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another worker won the race; use its key
-        finally:
-            os.unlink(tmp)
+        create_private_file_once(path, secrets.token_urlsafe(48).encode("ascii"))
     return Path(path).read_text(encoding="ascii").strip()
 
 

@@ -1,0 +1,38 @@
+"""Files only this service's user may read (signing keys, secrets, review evidence),
+written so that no reader ever sees a partial file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _write_temp(directory: Path, data: bytes, prefix: str) -> str:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write (or replace) `path` atomically with mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.replace(_write_temp(path.parent, data, ".tmp-"), path)
+
+
+def create_private_file_once(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 unless it exists. Several workers starting at once
+    may race here: exactly one file wins and every caller then reads that one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(path.parent, data, ".new-")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another worker won the race; use its file
+    finally:
+        os.unlink(tmp)
