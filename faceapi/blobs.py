@@ -1,4 +1,5 @@
-"""The blob store: review evidence (probe images, face crops) kept outside the database.
+"""The blob store: review evidence (probe images, face crops) and the crops of enrolled
+faces (faceapi/services/face_crops.py), kept outside the database.
 
 A port (`BlobStore`) and one adapter, a directory (settings.resolved_blob_dir). Keys are
 `/`-separated names from a small alphabet, so a key can never climb out of the root.
@@ -11,9 +12,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Protocol
+
+from faceapi.private_files import write_private_file
 
 _PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
@@ -25,6 +27,10 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> bytes | None:
         """The blob, or None if there is none."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Delete one blob; False if there was none."""
         ...
 
     def delete_prefix(self, prefix: str) -> int:
@@ -53,22 +59,20 @@ class DirectoryBlobStore:
         return self.root.joinpath(*_parts(key))
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private_file(self._path(key), data)
 
     def get(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def delete_prefix(self, prefix: str) -> int:
         folder = self._path(prefix)

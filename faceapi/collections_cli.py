@@ -22,7 +22,10 @@ def collections() -> None:
 @click.option("--no-consent-required", "no_consent", is_flag=True,
               help="Index faces without a recorded consent (only where another lawful "
                    "basis covers every subject).")
-def create_cmd(collection_id: str, description: str, no_consent: bool) -> None:
+@click.option("--no-face-crops", "no_crops", is_flag=True,
+              help="Keep no crop of indexed faces (reviewers then see the probe only).")
+def create_cmd(collection_id: str, description: str, no_consent: bool,
+               no_crops: bool) -> None:
     """Create a collection bound to the configured engine and model version."""
     from faceapi.engines.factory import build_engine
     from faceapi.services.collections import CreateCollectionRequest, create_collection
@@ -33,7 +36,8 @@ def create_cmd(collection_id: str, description: str, no_consent: bool) -> None:
     try:
         engine = build_engine(settings)
         collection = create_collection(
-            CreateCollectionRequest(collection_id, description, consent_required=not no_consent),
+            CreateCollectionRequest(collection_id, description, consent_required=not no_consent,
+                                    keep_face_crops=not no_crops),
             actor=Actor.system("cli"), engine=engine, uow=store.uow(), clock=SystemClock())
     except FaceApiError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from exc

@@ -23,6 +23,7 @@ from typing import TextIO
 import click
 import structlog
 
+from faceapi.blobs import BlobStore, DirectoryBlobStore
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock, SystemClock
@@ -134,9 +135,13 @@ class Importer:
     max_faces: int | None = None
     consent: ConsentInput | None = None
     clock: Clock = field(default_factory=SystemClock)
+    # Where face crops go; by default the app's blob directory (settings.resolved_blob_dir).
+    blobs: BlobStore | None = None
 
     def __post_init__(self) -> None:
         self._consented: set[str] = set()
+        self._blobs: BlobStore = self.blobs or DirectoryBlobStore(
+            self.settings.resolved_blob_dir)
 
     def already_indexed(self, sha256: str) -> tuple[str, ...]:
         uow = self.uow()
@@ -173,7 +178,7 @@ class Importer:
                                   quality_filter=self.quality_filter, consent=consent,
                                   attributes=Attributes.DEFAULT),
                 actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
-                settings=self.settings)
+                settings=self.settings, blobs=self._blobs)
         except FaceApiError as exc:
             return Outcome("failed", reason=exc.code)
         if result.face_records:  # the consent (if any) was recorded with the faces

@@ -88,7 +88,7 @@ def describe_collection(collection_id: str) -> Any:
             "description": c.description, "face_count": found.stats.face_count,
             "user_count": found.stats.subject_count, "face_model_version": c.model_version,
             "engine": c.engine, "creation_timestamp": c.created_at,
-            "consent_required": c.consent_required}
+            "consent_required": c.consent_required, "keep_face_crops": c.keep_face_crops}
 
 
 @blp.route("/<collection_id>", methods=["DELETE"])
@@ -119,7 +119,7 @@ def index_collection_faces(collection_id: str) -> Any:
         attributes=Attributes.ALL if "ALL" in loaded["detection_attributes"]
         else Attributes.DEFAULT)
     return index_faces(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
-                       clock=d.clock, settings=d.settings)
+                       clock=d.clock, settings=d.settings, blobs=d.blobs)
 
 
 @blp.route("/<collection_id>/faces", methods=["GET"])
@@ -140,7 +140,7 @@ def delete_faces(args: dict[str, Any], collection_id: str) -> Any:
     """Delete faces by id (DeleteFaces); unknown ids come back as FACE_NOT_FOUND."""
     d = deps()
     result = service.delete_faces(collection_id, args["face_ids"], actor=current_actor(),
-                                  uow=d.store.uow())
+                                  uow=d.store.uow(), engine=d.engine, blobs=d.blobs)
     return {"deleted_faces": result.deleted,
             "unsuccessful": [{"face_id": f, "reasons": ["FACE_NOT_FOUND"]}
                              for f in result.not_found]}

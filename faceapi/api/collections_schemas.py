@@ -30,6 +30,10 @@ class CreateCollectionRequestSchema(StrictSchema):
         load_default=True,
         metadata={"description": "refuse to index a subject's faces without a recorded "
                                  "consent (default true)"})
+    keep_face_crops = fields.Boolean(
+        load_default=True,
+        metadata={"description": "keep a small JPEG crop of each indexed face, shown to "
+                                 "reviewers of decisions about it (default true)"})
 
 
 class CreateCollectionResponseSchema(Schema):
@@ -61,6 +65,7 @@ class DescribeCollectionResponseSchema(Schema):
     engine = fields.String(data_key="Engine")
     creation_timestamp = fields.DateTime(data_key="CreationTimestamp")
     consent_required = fields.Boolean(data_key="ConsentRequired")
+    keep_face_crops = fields.Boolean(data_key="KeepFaceCrops")
 
 
 class DeleteCollectionResponseSchema(Schema):

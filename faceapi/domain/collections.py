@@ -58,6 +58,8 @@ class Collection:
     # Bumped on every change to the collection's faces; search indexes compare it.
     version: int = 0
     consent_required: bool = True
+    # Keep a small JPEG crop of each indexed face for reviewers (services/face_crops.py).
+    keep_face_crops: bool = True
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,11 @@ class FacesRepo(Protocol):
 
     def embedding_count(self, collection_id: str) -> int:
         """How many faces of the collection have an embedding."""
+        ...
+
+    def by_engine_face_ids(self, collection_id: str,
+                           engine_face_ids: Sequence[str]) -> dict[str, StoredFace]:
+        """Faces kept by a remote engine, by the engine's face id (without embeddings)."""
         ...
 
 

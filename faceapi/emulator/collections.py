@@ -109,7 +109,7 @@ class StoreCollections:
                                      subject_id=external_image_id, max_faces=max_faces,
                                      quality_filter=quality_filter),
             actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
-            settings=self.settings)
+            settings=self.settings, blobs=self.blobs)
         return IndexResult(
             records=tuple(IndexedFaceRecord(face=indexed_face(r.face), detail=r.detail)
                           for r in result.face_records),
@@ -195,5 +195,5 @@ class StoreCollections:
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
         require_collection_access(self.actor, collection_id)
         result = svc.delete_faces(collection_id, list(face_ids), actor=self.actor,
-                                  uow=self.uow())
+                                  uow=self.uow(), engine=self.engine, blobs=self.blobs)
         return FaceDeletion(deleted=tuple(result.deleted), not_deleted=tuple(result.not_found))

@@ -186,6 +186,7 @@ class FaceDeletion:
     not_deleted: tuple[str, ...]
 
 
+@runtime_checkable
 class FaceCollections(Protocol):
     """Collections of indexed faces, searched 1:N (Rekognition's collection API)."""
 
@@ -230,3 +231,10 @@ class FaceCollections(Protocol):
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
         """Delete faces by id; ids that were not there are reported, not raised."""
         ...
+
+
+def remote_collections(engine: FaceEngine) -> FaceCollections | None:
+    """The engine itself when it keeps collections' faces remotely (Rekognition): the
+    collection services then index, search and delete through this port and keep only
+    ids, boxes and subjects in our store. None when descriptors live in our store."""
+    return engine if isinstance(engine, FaceCollections) else None

@@ -3,9 +3,13 @@ consent."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import structlog
+
+from faceapi.blobs import BlobStore
 from faceapi.domain.access import (
     collection_filter,
     collection_not_found_message,
@@ -15,6 +19,7 @@ from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import (
     Collection,
+    CollectionExists,
     CollectionStats,
     Consent,
     ConsentBasis,
@@ -22,10 +27,18 @@ from faceapi.domain.collections import (
     Subject,
     valid_id,
 )
-from faceapi.domain.errors import InvalidParameter, NotFound
-from faceapi.engines.base import FaceEngine
-from faceapi.services.erase import SubjectEraser, erase_collection_data, run_cleanups
+from faceapi.domain.errors import FaceApiError, InvalidParameter, NotFound
+from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
+from faceapi.services.erase import (
+    ErasedData,
+    SubjectEraser,
+    erase_collection_data,
+    run_cleanups,
+)
+from faceapi.services.face_crops import discard_crops
 from faceapi.services.ports import UnitOfWork
+
+log = structlog.get_logger(__name__)
 
 MAX_PAGE = 1000
 
@@ -58,26 +71,54 @@ class CreateCollectionRequest:
     collection_id: str
     description: str = ""
     consent_required: bool = True
+    keep_face_crops: bool = True
 
 
 def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: FaceEngine,
                       uow: UnitOfWork, clock: Clock) -> Collection:
-    """Create an empty collection bound to the engine and model version in use."""
+    """Create an empty collection bound to the engine and model version in use (and, on
+    an engine that keeps faces itself, the engine's collection)."""
     check_id("collection_id", req.collection_id)
     require_collection_access(actor, req.collection_id)
     collection = Collection(collection_id=req.collection_id, description=req.description,
                             engine=engine.name, model_version=engine.model_version,
                             created_at=clock.now(), version=0,
-                            consent_required=req.consent_required)
-    with uow:
-        uow.collections.add(collection)
-        uow.audit.append(AuditEvent(
-            action=Action.COLLECTION_CREATE, outcome="created", actor=actor,
-            resource=resource(req.collection_id), engine=engine.name,
-            model_version=engine.model_version,
-            details={"consent_required": req.consent_required}))
-        uow.commit()
+                            consent_required=req.consent_required,
+                            keep_face_crops=req.keep_face_crops)
+    remote = remote_collections(engine)
+    if remote is not None:
+        with uow:
+            if uow.collections.get(req.collection_id) is not None:
+                raise CollectionExists(f"collection {req.collection_id!r} already exists",
+                                       details={"collection_id": req.collection_id})
+        remote.create_collection(req.collection_id)
+    try:
+        with uow:
+            uow.collections.add(collection)
+            uow.audit.append(AuditEvent(
+                action=Action.COLLECTION_CREATE, outcome="created", actor=actor,
+                resource=resource(req.collection_id), engine=engine.name,
+                model_version=engine.model_version,
+                details={"consent_required": req.consent_required,
+                         "keep_face_crops": req.keep_face_crops}))
+            uow.commit()
+    except BaseException:
+        if remote is not None:
+            # Compensation: the engine's collection must not outlive a failed create.
+            compensate(lambda: remote.delete_collection(req.collection_id),
+                        "collection_create")
+        raise
     return collection
+
+
+def compensate(undo: Callable[[], object], what: str) -> None:
+    """Undo a remote engine change after our transaction failed; a failure is logged
+    (by operation name only) and does not hide the original error."""
+    try:
+        undo()
+    except (FaceApiError, OSError) as exc:
+        log.error("remote_compensation_failed", operation=what,
+                  error_type=type(exc).__name__)
 
 
 @dataclass(frozen=True)
@@ -243,14 +284,23 @@ class DeleteFacesResult:
 
 
 def delete_faces(collection_id: str, face_ids: list[str], *, actor: Actor,
-                 uow: UnitOfWork) -> DeleteFacesResult:
-    """Delete faces by id (Rekognition's DeleteFaces); unknown ids are reported."""
+                 uow: UnitOfWork, engine: FaceEngine, blobs: BlobStore) -> DeleteFacesResult:
+    """Delete faces by id (Rekognition's DeleteFaces) with their crops, and from the
+    engine when it keeps them; unknown ids are reported."""
     wanted = list(dict.fromkeys(face_ids))
     if not wanted or len(wanted) > MAX_DELETE:
         raise InvalidParameter(f"face_ids must hold 1 to {MAX_DELETE} ids",
                                details={"field": "face_ids"})
     with uow:
         collection = load_collection(uow, actor, collection_id)
+        remote = remote_collections(engine)
+        if remote is not None and collection.engine == engine.name:
+            # The engine first, inside the open transaction: if it fails nothing is
+            # deleted here and the caller can retry; if our commit fails after it, a
+            # retry finds the engine's faces gone (not an error) and deletes the rows.
+            stored = [uow.faces.get(collection_id, f) for f in wanted]
+            _delete_remote(remote, collection_id,
+                           [f.engine_face_id for f in stored if f and f.engine_face_id])
         deleted = uow.faces.delete(collection_id, wanted)
         if deleted:
             uow.collections.bump_version(collection_id)
@@ -263,5 +313,39 @@ def delete_faces(collection_id: str, face_ids: list[str], *, actor: Actor,
             scores={"deleted_count": len(deleted), "not_found_count": len(missing)},
             details={"face_ids": deleted[:16]}))
         uow.commit()
+    discard_crops(blobs, collection_id, deleted)
     ordered = [f for f in wanted if f in gone]
     return DeleteFacesResult(deleted=ordered, not_found=missing)
+
+
+def _delete_remote(remote: FaceCollections, collection_id: str,
+                   engine_face_ids: list[str]) -> None:
+    for start in range(0, len(engine_face_ids), MAX_DELETE):
+        remote.delete_faces(collection_id, engine_face_ids[start:start + MAX_DELETE])
+
+
+class RemoteFacesEraser:
+    """A `faceapi.services.erase.SubjectEraser` for engines that keep faces themselves
+    (Rekognition): deletes the subject's faces from the engine's collection, or the
+    engine's whole collection when the collection is deleted. It runs inside the
+    erasure's unit of work, before the commit: if the engine refuses, nothing is
+    erased and the erasure can be retried; if our commit fails afterwards, the retry
+    finds the engine's faces already gone, which is not an error."""
+
+    def __init__(self, engine: FaceEngine, remote: FaceCollections) -> None:
+        self._engine = engine
+        self._remote = remote
+
+    def __call__(self, uow: UnitOfWork, collection_id: str,
+                 subject_id: str | None) -> ErasedData:
+        collection = uow.collections.get(collection_id)
+        if collection is None or collection.engine != self._engine.name:
+            return ErasedData()
+        if subject_id is None:
+            with contextlib.suppress(NotFound):  # gone already: a retry
+                self._remote.delete_collection(collection_id)
+            return ErasedData(counts={"remote_collection": 1})
+        ids = [f.engine_face_id for f in uow.faces.list_for_subject(collection_id, subject_id)
+               if f.engine_face_id]
+        _delete_remote(self._remote, collection_id, ids)
+        return ErasedData(counts={"remote_face": len(ids)})

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime
 
+from faceapi.blobs import BlobStore
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
@@ -22,16 +24,19 @@ from faceapi.domain.collections import (
 )
 from faceapi.domain.errors import InvalidParameter
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
-from faceapi.engines.base import FaceEngine
+from faceapi.domain.images import DecodedImage
+from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
 from faceapi.services.collections import (
     ConsentInput,
     check_consent_reference,
     check_id,
+    compensate,
     load_collection,
     record_consent_in,
     resource,
 )
+from faceapi.services.face_crops import discard_crops, face_crop, write_crops
 from faceapi.services.ports import UnitOfWork
 
 # Rekognition's IndexFaces MaxFaces range.
@@ -132,8 +137,9 @@ def _is_new_consent(uow: UnitOfWork, collection_id: str, subject_id: str,
 
 
 def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
-                clock: Clock, settings: Settings) -> IndexFacesResult:
-    """Detect, filter and store the faces of one image under a subject, audited."""
+                clock: Clock, settings: Settings, blobs: BlobStore) -> IndexFacesResult:
+    """Detect, filter and store the faces of one image under a subject, audited; on an
+    engine that keeps faces itself, index them there and keep their ids."""
     check_id("subject_id", req.subject_id)
     if req.max_faces is not None and not 1 <= req.max_faces <= MAX_FACES_LIMIT:
         raise InvalidParameter(f"max_faces must be between 1 and {MAX_FACES_LIMIT}",
@@ -148,51 +154,112 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
         _require_consent(uow, collection, req.subject_id, req.consent)
 
     image = decode_image(req.image, settings)
-    detection, embedded = engine.embed_faces(image)
-    to_index, unindexed = select_faces(embedded, req.quality_filter, req.max_faces)
-
+    remote = remote_collections(engine)
+    found = (_index_remote(remote, req, image) if remote is not None
+             else _index_local(engine, req, image))
+    remote_ids = [f.engine_face_id for f, _ in found.faces if f.engine_face_id]
     now = clock.now()
     image_id = str(uuid.uuid4())
-    records = [FaceRecord(StoredFace(
-        face_id=str(uuid.uuid4()), collection_id=collection.collection_id,
-        subject_id=req.subject_id, image_id=image_id, image_sha256=image.sha256,
-        bounding_box=found.detail.bounding_box, confidence=found.detail.confidence,
-        created_at=now, quality=found.detail.quality, pose=found.detail.pose,
-        width_px=found.detail.width_px, height_px=found.detail.height_px,
-        embedding=embedding_to_bytes(found.embedding)), shown(found.detail, req.attributes))
-        for found in to_index]
-    unindexed = [replace(u, detail=shown(u.detail, req.attributes)) for u in unindexed]
-
-    with uow:
-        # Again inside the write: the collection may have gone, or the consent been
-        # erased, while the engine ran.
-        collection = load_collection(uow, actor, req.collection_id)
-        _check_engine(collection, engine)
-        _require_consent(uow, collection, req.subject_id, req.consent)
-        if records:
-            version = uow.collections.bump_version(collection.collection_id)
-            records = [FaceRecord(replace(r.face, added_version=version), r.detail)
-                       for r in records]
-            consent = req.consent
-            if consent is not None and _is_new_consent(uow, collection.collection_id,
-                                                       req.subject_id, consent):
-                record_consent_in(uow, collection, req.subject_id, consent, actor=actor,
-                                  clock=clock)
-            else:
-                uow.subjects.ensure(Subject(collection.collection_id, req.subject_id, now))
+    crops: dict[str, bytes] = {}
+    try:
+        records = [FaceRecord(replace(face, collection_id=collection.collection_id,
+                                      subject_id=req.subject_id, image_id=image_id,
+                                      image_sha256=image.sha256, created_at=now),
+                              shown(detail, req.attributes))
+                   for face, detail in found.faces]
+        unindexed = [replace(u, detail=shown(u.detail, req.attributes))
+                     for u in found.unindexed]
+        if collection.keep_face_crops:
             for record in records:
-                uow.faces.add(record.face)
-        event = uow.audit.append(AuditEvent(
-            action=Action.FACE_INDEX, outcome="indexed" if records else "no_face_indexed",
-            actor=actor, resource=resource(collection.collection_id, req.subject_id),
-            subject_id=req.subject_id, engine=engine.name, model_version=engine.model_version,
-            input_digests=(image.sha256,),
-            scores={"face_count": len(detection.faces), "indexed_count": len(records),
-                    "unindexed_count": len(unindexed)},
-            details={"face_ids": [r.face.face_id for r in records][:16],
-                     "quality_filter": req.quality_filter.value}))
-        uow.commit()
+                crop = face_crop(image, record.face.bounding_box)
+                if crop is not None:
+                    crops[record.face.face_id] = crop
+
+        with uow:
+            # Again inside the write: the collection may have gone, or the consent been
+            # erased, while the engine ran.
+            collection = load_collection(uow, actor, req.collection_id)
+            _check_engine(collection, engine)
+            _require_consent(uow, collection, req.subject_id, req.consent)
+            if records:
+                version = uow.collections.bump_version(collection.collection_id)
+                records = [FaceRecord(replace(r.face, added_version=version), r.detail)
+                           for r in records]
+                consent = req.consent
+                if consent is not None and _is_new_consent(uow, collection.collection_id,
+                                                           req.subject_id, consent):
+                    record_consent_in(uow, collection, req.subject_id, consent, actor=actor,
+                                      clock=clock)
+                else:
+                    uow.subjects.ensure(Subject(collection.collection_id, req.subject_id,
+                                                now))
+                for record in records:
+                    uow.faces.add(record.face)
+                if collection.keep_face_crops:
+                    # Before the commit, deleted again below if it does not happen
+                    # (services/face_crops.py explains why not after).
+                    write_crops(blobs, collection.collection_id, crops)
+            event = uow.audit.append(AuditEvent(
+                action=Action.FACE_INDEX, outcome="indexed" if records else "no_face_indexed",
+                actor=actor, resource=resource(collection.collection_id, req.subject_id),
+                subject_id=req.subject_id, engine=engine.name,
+                model_version=engine.model_version, input_digests=(image.sha256,),
+                scores={"face_count": found.face_count, "indexed_count": len(records),
+                        "unindexed_count": len(unindexed)},
+                details={"face_ids": [r.face.face_id for r in records][:16],
+                         "quality_filter": req.quality_filter.value}))
+            uow.commit()
+    except BaseException:
+        discard_crops(blobs, req.collection_id, crops)
+        if remote is not None and remote_ids:
+            # Compensation: the engine's faces must not outlive a failed enrollment.
+            compensate(lambda: remote.delete_faces(req.collection_id, remote_ids),
+                       "index_faces")
+        raise
     return IndexFacesResult(face_records=records, unindexed_faces=unindexed,
                             face_model_version=engine.model_version,
-                            orientation_correction=detection.orientation_correction,
+                            orientation_correction=found.orientation_correction,
                             image_sha256=image.sha256, audit_event_id=event.id)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What the engine found: faces to store (ids, boxes, descriptors or the engine's
+    face ids; the rest filled in by index_faces) and faces not indexed."""
+
+    faces: list[tuple[StoredFace, FaceDetail]]
+    unindexed: list[UnindexedFace]
+    face_count: int
+    orientation_correction: OrientationCorrection | None
+
+
+def _stored(detail: FaceDetail, *, embedding: bytes | None = None,
+            engine_face_id: str | None = None) -> StoredFace:
+    return StoredFace(
+        face_id=str(uuid.uuid4()), collection_id="", subject_id="", image_id="",
+        image_sha256="", bounding_box=detail.bounding_box, confidence=detail.confidence,
+        created_at=datetime.min, quality=detail.quality, pose=detail.pose,
+        width_px=detail.width_px, height_px=detail.height_px, embedding=embedding,
+        engine_face_id=engine_face_id)
+
+
+def _index_local(engine: FaceEngine, req: IndexFacesRequest, image: DecodedImage) -> _Found:
+    """Descriptors computed here, kept in our store."""
+    detection, embedded = engine.embed_faces(image)
+    to_index, unindexed = select_faces(embedded, req.quality_filter, req.max_faces)
+    return _Found([(_stored(f.detail, embedding=embedding_to_bytes(f.embedding)), f.detail)
+                   for f in to_index], unindexed, len(detection.faces),
+                  detection.orientation_correction)
+
+
+def _index_remote(remote: FaceCollections, req: IndexFacesRequest,
+                  image: DecodedImage) -> _Found:
+    """Faces kept by the engine (IndexFaces there); we keep its face ids."""
+    result = remote.index_faces(req.collection_id, image, req.subject_id,
+                                max_faces=req.max_faces, quality_filter=req.quality_filter)
+    faces = [(_stored(replace(r.detail, bounding_box=r.face.bounding_box,
+                              confidence=r.face.confidence),
+                      engine_face_id=r.face.face_id), r.detail) for r in result.records]
+    unindexed = [UnindexedFace(u.reasons, u.detail) for u in result.unindexed]
+    return _Found(faces, unindexed, len(faces) + len(unindexed),
+                  result.orientation_correction)

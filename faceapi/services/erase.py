@@ -1,5 +1,6 @@
 """Use case: erase a subject (GDPR Art 17): faces, descriptors, consent records, and
-what other subsystems hold about the subject (review evidence, lockout state).
+what other subsystems hold about the subject (review evidence, lockout state, the crops
+of its enrolled faces, and its faces in a remote engine's collection).
 
 Other subsystems take part through `SubjectEraser`s registered by the composition
 root: each deletes its rows inside the erasure's unit of work, so the erasure and its
@@ -93,9 +94,11 @@ def erase_subject(collection_id: str, subject_id: str, *, actor: Actor, uow: Uni
 
     with uow:
         collection = load_collection(uow, actor, collection_id)
+        # Erasers first: some read the subject's face rows (their crops, the engine's
+        # face ids) before the rows go.
+        other, cleanups = _run_erasers(uow, collection_id, subject_id, erasers)
         face_ids = uow.faces.delete_for_subject(collection_id, subject_id)
         consent_count = uow.consents.delete_for_subject(collection_id, subject_id)
-        other, cleanups = _run_erasers(uow, collection_id, subject_id, erasers)
         existed = uow.subjects.delete(collection_id, subject_id)
         if not (existed or face_ids or consent_count or any(other.values())):
             raise NotFound(f"subject {subject_id!r} not found in collection {collection_id!r}",

@@ -23,18 +23,22 @@ from faceapi.domain.decisions import (
     Decision,
     DecisionKind,
     Outcome,
+    Reason,
     decide,
     rejected_for,
 )
+from faceapi.domain.errors import NoFaceInSource
 from faceapi.domain.faces import FaceDetail
+from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Operation, PolicySet
-from faceapi.engines.base import FaceEngine
+from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
 from faceapi.search.index import SearchIndex
 from faceapi.services.collections import load_collection, resource
+from faceapi.services.face_crops import candidate_crops
 from faceapi.services.ports import UnitOfWork
 from faceapi.services.review import discard_evidence, evidence_images, open_review
-from faceapi.services.verify import check_engine, screen_faces
+from faceapi.services.verify import check_engine, remote_probe, screen_faces
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,26 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
     check_engine(collection, engine)
 
     image = decode_image(req.image, settings)
-    _, embedded = engine.embed_faces(image)
-    probe, reasons = screen_faces(embedded, policy)
+    remote = remote_collections(engine)
+    probe: FaceDetail | None
     candidates: tuple[Candidate, ...] = ()
-    if probe is not None:
-        hits = index.search(req.collection_id, probe.embedding, threshold=threshold,
-                            max_faces=max_faces)
-        candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity) for h in hits)
+    if remote is None:
+        _, embedded = engine.embed_faces(image)
+        found, reasons = screen_faces(embedded, policy)
+        probe = found.detail if found is not None else None
+        face_count = len(embedded)
+        if found is not None:
+            hits = index.search(req.collection_id, found.embedding, threshold=threshold,
+                                max_faces=max_faces)
+            candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity)
+                               for h in hits)
+    else:
+        probe, reasons, face_count = remote_probe(engine, image, policy)
+        if probe is not None:
+            candidates, reasons = _remote_candidates(remote, uow, req.collection_id, image,
+                                                     threshold=threshold,
+                                                     max_faces=max_faces)
+            probe = probe if not reasons else None
     # The decision is taken at the threshold actually used (the caller may raise it).
     effective = replace(policy, min_similarity=threshold) if threshold != policy.min_similarity \
         else policy
@@ -109,7 +126,7 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                 model_version=engine.model_version,
                 scores={"best_similarity": None if best is None else round(best, 4),
                         "threshold": threshold, "candidate_count": len(candidates),
-                        "face_count": len(embedded)},
+                        "face_count": face_count},
                 input_digests=(image.sha256,), request_id=request_id,
                 reason=",".join(decision.reasons)[:256],
                 details={"decision_id": decision.id,
@@ -117,8 +134,9 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
             decision = replace(decision, audit_event_id=event.id)
             uow.decisions.add(decision)
             if decision.review_id is not None:
-                open_review(uow, blobs, decision=decision, policy=policy,
-                            evidence=evidence_images(image, probe.detail if probe else None),
+                evidence = {**evidence_images(image, probe),
+                            **candidate_crops(blobs, req.collection_id, candidates)}
+                open_review(uow, blobs, decision=decision, policy=policy, evidence=evidence,
                             now=now, actor=actor, request_id=request_id)
             if decision.outcome is Outcome.MATCH:
                 for candidate in candidates:
@@ -129,6 +147,25 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
     except BaseException:
         discard_evidence(blobs, decision.review_id)
         raise
-    return SearchResult(decision=decision, searched_face=probe.detail if probe else None,
+    return SearchResult(decision=decision, searched_face=probe,
                         face_matches=tuple(matches), attributes=policy.attributes,
                         model_version=engine.model_version)
+
+
+def _remote_candidates(remote: FaceCollections, uow: UnitOfWork, collection_id: str,
+                       image: DecodedImage, *, threshold: float, max_faces: int
+                       ) -> tuple[tuple[Candidate, ...], list[str]]:
+    """SearchFacesByImage in the engine's collection, its face ids mapped to ours (a
+    face the engine still holds but our store no longer does is left out)."""
+    try:
+        found = remote.search_faces_by_image(collection_id, image, threshold=threshold,
+                                             max_faces=max_faces)
+    except NoFaceInSource:
+        return (), [Reason.NO_FACE]
+    with uow:
+        ours = uow.faces.by_engine_face_ids(collection_id,
+                                            [m.face.face_id for m in found.matches])
+    hits = sorted(((ours[m.face.face_id], m.similarity) for m in found.matches
+                   if m.face.face_id in ours), key=lambda hit: -hit[1])
+    return tuple(Candidate(face.face_id, face.subject_id, similarity)
+                 for face, similarity in hits[:max_faces]), []

@@ -11,6 +11,7 @@ its failures lock like anyone's, so answers never tell who is enrolled.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from faceapi.blobs import BlobStore
@@ -29,15 +30,22 @@ from faceapi.domain.decisions import (
     decide,
     rejected_for,
 )
-from faceapi.domain.faces import EmbeddedFace
+from faceapi.domain.errors import NoFaceInSource
+from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail
+from faceapi.domain.images import DecodedImage
 from faceapi.domain.lockout import LockoutKey, locked_error
 from faceapi.domain.policies import Operation, Policy, PolicySet, quality_reasons
-from faceapi.engines.base import FaceEngine
+from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
 from faceapi.services.collections import load_collection, resource
+from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import apply_result, audit_lock, current_lock
 from faceapi.services.ports import UnitOfWork
 from faceapi.services.review import discard_evidence, evidence_images, open_review
+
+# Rekognition's largest SearchFacesByImage MaxFaces: a verify filters the matches by
+# the claimed subject, so it asks for as many as the engine gives.
+REMOTE_MAX_MATCHES = 4096
 
 
 @dataclass(frozen=True)
@@ -52,13 +60,37 @@ def screen_faces(faces: list[EmbeddedFace], policy: Policy) -> tuple[EmbeddedFac
                                                                       list[str]]:
     """The probe face to compare, or the reasons there is none usable under the policy.
     The largest face is the probe (as Rekognition's SearchFacesByImage does)."""
+    detail, reasons = screen_details([f.detail for f in faces], policy)
+    return next((f for f in faces if f.detail is detail), None), reasons
+
+
+def screen_details(faces: Sequence[FaceDetail], policy: Policy) -> tuple[FaceDetail | None,
+                                                                         list[str]]:
+    """`screen_faces` for detected faces without descriptors (a remote engine)."""
     if not faces:
         return None, [Reason.NO_FACE]
     if len(faces) > policy.max_faces:
         return None, [Reason.MULTIPLE_FACES]
-    probe = max(faces, key=lambda f: f.detail.bounding_box.width * f.detail.bounding_box.height)
-    reasons = quality_reasons(probe.detail, policy)
+    probe = max(faces, key=lambda f: f.bounding_box.width * f.bounding_box.height)
+    reasons = quality_reasons(probe, policy)
     return (None, reasons) if reasons else (probe, [])
+
+
+def remote_floor(policy: Policy) -> float:
+    """The lowest similarity a decision under `policy` can turn on (its threshold, or
+    the bottom of its review band): what a remote collection search must return."""
+    band = policy.human_review.band
+    return min(policy.min_similarity, band[0]) if band is not None else policy.min_similarity
+
+
+def remote_probe(engine: FaceEngine, image: DecodedImage,
+                 policy: Policy) -> tuple[FaceDetail | None, list[str], int]:
+    """Screen the probe on an engine that keeps faces itself: DetectFaces with every
+    attribute, so the policy's face count and quality gates hold as on the local path
+    (SearchFacesByImage alone reports only the searched face's box)."""
+    detection = engine.detect_faces(image, Attributes.ALL)
+    detail, reasons = screen_details(detection.faces, policy)
+    return detail, reasons, len(detection.faces)
 
 
 def check_engine(collection: Collection, engine: FaceEngine) -> None:
@@ -85,18 +117,27 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
     check_engine(collection, engine)
 
     image = decode_image(req.image, settings)
-    _, embedded = engine.embed_faces(image)
-    probe, reasons = screen_faces(embedded, policy)
-    similarity: float | None = None
-    candidates: tuple[Candidate, ...] = ()
-    if probe is not None:
-        with uow:
-            stored = uow.faces.list_for_subject(req.collection_id, req.subject_id)
-        scored = [Candidate(f.face_id, f.subject_id, engine.similarity(probe.embedding, f.vector()))
-                  for f in stored if f.embedding]
-        scored.sort(key=lambda c: -c.similarity)
-        candidates = tuple(scored)
-        similarity = scored[0].similarity if scored else None
+    remote = remote_collections(engine)
+    probe: FaceDetail | None
+    scored: list[Candidate] = []
+    if remote is None:
+        _, embedded = engine.embed_faces(image)
+        found, reasons = screen_faces(embedded, policy)
+        probe = found.detail if found is not None else None
+        if found is not None:
+            with uow:
+                stored = uow.faces.list_for_subject(req.collection_id, req.subject_id)
+            scored = [Candidate(f.face_id, f.subject_id,
+                                engine.similarity(found.embedding, f.vector()))
+                      for f in stored if f.embedding]
+    else:
+        probe, reasons, _ = remote_probe(engine, image, policy)
+        if probe is not None:
+            scored, reasons = _remote_scores(remote, uow, req, image, policy)
+            probe = probe if not reasons else None
+    scored.sort(key=lambda c: -c.similarity)
+    candidates = tuple(scored)
+    similarity = scored[0].similarity if scored else None
     proposal: Proposal = decide(policy, similarity) if probe is not None else \
         rejected_for(reasons)
 
@@ -126,8 +167,9 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
             decision = _with_event(decision, event.id)
             uow.decisions.add(decision)
             if decision.review_id is not None:
-                open_review(uow, blobs, decision=decision, policy=policy,
-                            evidence=evidence_images(image, probe.detail if probe else None),
+                evidence = {**evidence_images(image, probe),
+                            **candidate_crops(blobs, req.collection_id, candidates)}
+                open_review(uow, blobs, decision=decision, policy=policy, evidence=evidence,
                             now=now, actor=actor, request_id=request_id)
             if update.locked_now and update.state is not None:
                 audit_lock(uow, update.state, policy, actor=actor, now=now,
@@ -143,8 +185,29 @@ def _with_event(decision: Decision, event_id: str) -> Decision:
     return replace(decision, audit_event_id=event_id)
 
 
+def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
+                   image: DecodedImage, policy: Policy) -> tuple[list[Candidate], list[str]]:
+    """The claimed subject's faces among a remote collection search's matches.
+
+    The search runs even for an unknown subject, so the answer takes as long and costs
+    the same as for an enrolled one (no enumeration by timing). Faces below the
+    policy's floor are not returned by the engine: their similarity stays unknown,
+    which decides exactly like a low score."""
+    with uow:
+        stored = uow.faces.list_for_subject(req.collection_id, req.subject_id)
+    ours = {f.engine_face_id: f for f in stored if f.engine_face_id}
+    try:
+        found = remote.search_faces_by_image(req.collection_id, image,
+                                             threshold=remote_floor(policy),
+                                             max_faces=REMOTE_MAX_MATCHES)
+    except NoFaceInSource:
+        return [], [Reason.NO_FACE]
+    return [Candidate(ours[m.face.face_id].face_id, req.subject_id, m.similarity)
+            for m in found.matches if m.face.face_id in ours], []
+
+
 def _decision_event(decision: Decision, actor: Actor, policy: Policy,
-                    probe: EmbeddedFace | None) -> AuditEvent:
+                    probe: FaceDetail | None) -> AuditEvent:
     return AuditEvent(
         action=Action.VERIFY_DECISION, outcome=decision.outcome.value, actor=actor,
         resource=resource(decision.collection_id or "", decision.subject_id),
@@ -155,7 +218,7 @@ def _decision_event(decision: Decision, actor: Actor, policy: Policy,
                 else round(decision.similarity, 4),
                 "threshold": decision.threshold,
                 "compared_faces": len(decision.candidates),
-                "face_confidence": None if probe is None else round(probe.detail.confidence, 2)},
+                "face_confidence": None if probe is None else round(probe.confidence, 2)},
         input_digests=(decision.probe_sha256,) if decision.probe_sha256 else (),
         request_id=decision.request_id, reason=",".join(decision.reasons)[:256],
         details={"decision_id": decision.id, "collection_id": decision.collection_id,

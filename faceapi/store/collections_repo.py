@@ -33,7 +33,8 @@ def _collection(row: Row[Any]) -> Collection:
     return Collection(collection_id=row.collection_id, description=row.description,
                       engine=row.engine, model_version=row.model_version,
                       created_at=_utc(row.created_at), version=int(row.version),
-                      consent_required=bool(row.consent_required))
+                      consent_required=bool(row.consent_required),
+                      keep_face_crops=bool(row.keep_face_crops))
 
 
 class SqlCollectionsRepo:
@@ -49,6 +50,7 @@ class SqlCollectionsRepo:
                     description=collection.description, engine=collection.engine,
                     model_version=collection.model_version, version=collection.version,
                     consent_required=collection.consent_required,
+                    keep_face_crops=collection.keep_face_crops,
                     created_at=collection.created_at))
         except IntegrityError as exc:
             raise CollectionExists(f"collection {collection.collection_id!r} already exists",
@@ -190,6 +192,18 @@ class SqlFacesRepo:
             faces.c.collection_id == collection_id, faces.c.subject_id == subject_id)
             .order_by(faces.c.created_at, faces.c.face_id))
         return [_face(row, with_embedding=True) for row in rows]
+
+    def by_engine_face_ids(self, collection_id: str,
+                           engine_face_ids: Sequence[str]) -> dict[str, StoredFace]:
+        wanted = list(dict.fromkeys(engine_face_ids))
+        found: dict[str, StoredFace] = {}
+        for start in range(0, len(wanted), 500):
+            rows = self._conn.execute(select(*_FACE_COLUMNS_NO_EMBEDDING).where(
+                faces.c.collection_id == collection_id,
+                faces.c.engine_face_id.in_(wanted[start:start + 500])))
+            for row in rows:
+                found[row.engine_face_id] = _face(row, with_embedding=False)
+        return found
 
     def find_by_image(self, collection_id: str, image_sha256: str) -> list[StoredFace]:
         rows = self._conn.execute(select(*_FACE_COLUMNS_NO_EMBEDDING).where(

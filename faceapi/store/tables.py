@@ -92,6 +92,8 @@ collections = Table(
     Column("model_version", String(128), nullable=False),
     Column("version", BigInteger, nullable=False, default=0),
     Column("consent_required", Boolean, nullable=False, default=True),
+    # Revision 0005_face_crops: keep a crop of each indexed face for reviewers.
+    Column("keep_face_crops", Boolean, nullable=False, default=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -136,6 +138,8 @@ Index("ix_faces_collection_face", faces.c.collection_id, faces.c.face_id)
 Index("ix_faces_collection_subject", faces.c.collection_id, faces.c.subject_id)
 Index("ix_faces_collection_image", faces.c.collection_id, faces.c.image_sha256)
 Index("ix_faces_collection_added", faces.c.collection_id, faces.c.added_version)
+# Revision 0005_face_crops: search results of a remote engine name its own face ids.
+Index("ix_faces_collection_engine_face", faces.c.collection_id, faces.c.engine_face_id)
 
 # Consent records are appended, never edited: the newest one of a subject is in force,
 # and the older ones show its history until the subject is erased.

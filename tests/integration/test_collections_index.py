@@ -35,7 +35,8 @@ def enroll(app: Flask, subject: str, seed: int) -> str:
     image = solid_image(20, 20, color=(seed, 3, 3))
     d.engine.script(image, [ScriptedFace(face(), unit_vector(seed))])
     result = index_faces(IndexFacesRequest("c", image, subject), actor=OPERATOR,
-                         engine=d.engine, uow=d.store.uow(), clock=d.clock, settings=d.settings)
+                         engine=d.engine, uow=d.store.uow(), clock=d.clock, settings=d.settings,
+                         blobs=d.blobs)
     return result.face_records[0].face.face_id
 
 
@@ -68,7 +69,8 @@ def test_deletions_and_erasures_through_one_worker_disappear_from_the_other(
     enroll(first, "bob", 2)
     assert found(second, 1) == ["alice"]
     assert found(second, 2) == ["bob"]
-    delete_faces("c", [alice], actor=OPERATOR, uow=d.store.uow())
+    delete_faces("c", [alice], actor=OPERATOR, uow=d.store.uow(), engine=d.engine,
+                 blobs=d.blobs)
     assert found(second, 1) == []
     erase_subject("c", "bob", actor=OPERATOR, uow=d.store.uow())
     assert found(second, 2) == []

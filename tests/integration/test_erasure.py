@@ -97,6 +97,12 @@ def alice_everywhere(app: Flask, client: FlaskClient, enrolled: str, fake_engine
 def test_erasing_a_subject_leaves_nothing_of_it_in_the_store_blobs_or_index(
         app: Flask, client: FlaskClient, operator: dict[str, str]) -> None:
     alice_bytes = embedding_to_bytes(ALICE)
+    alice_faces = {row.face_id for row in rows(app, faces, "alice")}
+    bob_faces = {row.face_id for row in rows(app, faces, "bob")}
+    crops = {p.name for p in blob_files(app) if p.parent.name == "watch"}
+    assert crops == {f"{f}.jpg" for f in alice_faces | bob_faces}  # kept at enrollment
+    # alice's crops, and their copies in her pending review's evidence
+    assert {p.stem.removeprefix("candidate_") for p in blob_files(app)} >= alice_faces
     response = client.delete("/v1/collections/watch/subjects/alice", headers=operator)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
@@ -113,7 +119,12 @@ def test_erasing_a_subject_leaves_nothing_of_it_in_the_store_blobs_or_index(
     assert alice_bytes not in stored
     assert len(stored) == 2  # bob's faces stay
     assert review.evidence_purged
-    assert blob_files(app) == []
+    assert body["DeletedOther"]["face_crop"] == 2
+    left = blob_files(app)
+    # Only bob's enrolled-face crops remain: no crop of alice's faces, no review
+    # evidence.
+    assert {p.name for p in left} == {f"{f}.jpg" for f in bob_faces}
+    assert not any(p.stem in alice_faces for p in left)
     assert all(hit.subject_id != "alice"
                for hit in d.index.search("watch", ALICE, threshold=0, max_faces=100))
 
@@ -189,6 +200,7 @@ def test_a_failure_during_erasure_leaves_everything_as_it_was(
     with d.store.engine.connect() as conn:
         events = len(conn.execute(select(audit_events.c.seq)).all())
     d.erasers = (*d.erasers, failing_eraser)
+    assert any(p.parent.name == "watch" for p in files)  # the enrolled-face crops
     response = client.delete("/v1/collections/watch/subjects/alice", headers=operator)
     assert response.status_code == 500
     assert {t.name: rows(app, t, "alice") for t in (faces, subjects, consents, lockouts)} \

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from faceapi.blobs import DirectoryBlobStore
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.engines.factory import build_engine
@@ -136,7 +137,7 @@ def two_workers(db_backend: str, tmp_path: Path,
         index_faces(IndexFacesRequest(collection_id="door", image=ENROLLED.read_bytes(),
                                       subject_id=subject),
                     actor=system, engine=engine, uow=store.uow(), clock=clock,
-                    settings=settings)
+                    settings=settings, blobs=DirectoryBlobStore(settings.resolved_blob_dir))
     key = keys.create_key(keys.NewKey(name="door app", role="app"), uow=store.uow(),
                           clock=clock, actor=system).secret
     store.dispose()
