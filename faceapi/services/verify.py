@@ -34,7 +34,13 @@ from faceapi.domain.errors import NoFaceInSource
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.lockout import LockoutKey, locked_error
-from faceapi.domain.policies import Operation, Policy, PolicySet, quality_reasons
+from faceapi.domain.policies import (
+    Operation,
+    Policy,
+    PolicySet,
+    ReviewMode,
+    quality_reasons,
+)
 from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
 from faceapi.services.collections import load_collection, resource
@@ -77,9 +83,14 @@ def screen_details(faces: Sequence[FaceDetail], policy: Policy) -> tuple[FaceDet
 
 
 def remote_floor(policy: Policy) -> float:
-    """The lowest similarity a decision under `policy` can turn on (its threshold, or
-    the bottom of its review band): what a remote collection search must return."""
-    band = policy.human_review.band
+    """The lowest similarity a remote collection search must return for a verify: the
+    lowest score the decision can turn on (the threshold, or the bottom of the review
+    band), or 0 when every verify goes to a reviewer, who should see the claimed
+    subject's faces with their scores whatever they are."""
+    review = policy.human_review
+    if review.mode is ReviewMode.ALWAYS:
+        return 0.0
+    band = review.band
     return min(policy.min_similarity, band[0]) if band is not None else policy.min_similarity
 
 
