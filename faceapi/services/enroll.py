@@ -171,7 +171,8 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
                      for u in found.unindexed]
         if collection.keep_face_crops:
             for record in records:
-                crop = face_crop(image, record.face.bounding_box)
+                crop = face_crop(image, record.face.bounding_box,
+                                 found.orientation_correction)
                 if crop is not None:
                     crops[record.face.face_id] = crop
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 from faceapi.blobs import BlobStore
 from faceapi.domain.decisions import Candidate
-from faceapi.domain.faces import BoundingBox
+from faceapi.domain.faces import BoundingBox, OrientationCorrection
 from faceapi.domain.images import DecodedImage
 from faceapi.services.erase import ErasedData
 from faceapi.services.ports import UnitOfWork
@@ -62,10 +62,21 @@ def evidence_name(face_id: str) -> str:
     return f"candidate_{face_id}.jpg"
 
 
-def face_crop(image: DecodedImage, box: BoundingBox) -> bytes | None:
+# Quarter turns (numpy.rot90's k) of an OrientationCorrection: when the engine found the
+# faces only in a rotated copy of the image, their boxes are in that copy's frame.
+_QUARTER_TURNS = {OrientationCorrection.ROTATE_90: 1, OrientationCorrection.ROTATE_180: 2,
+                  OrientationCorrection.ROTATE_270: 3}
+
+
+def face_crop(image: DecodedImage, box: BoundingBox,
+              orientation: OrientationCorrection | None = None) -> bytes | None:
     """The face box plus margin as a JPEG of at most MAX_SIDE px a side; None when the
     image has no pixels (an S3 object) or the box falls outside it."""
-    h, w = image.height, image.width
+    pixels = image.pixels
+    turns = _QUARTER_TURNS.get(orientation) if orientation is not None else None
+    if turns:
+        pixels = np.rot90(pixels, turns)
+    h, w = int(pixels.shape[0]), int(pixels.shape[1])
     if not h or not w:
         return None
     left = max(0, int((box.left - box.width * MARGIN) * w))
@@ -74,7 +85,7 @@ def face_crop(image: DecodedImage, box: BoundingBox) -> bytes | None:
     bottom = min(h, int((box.top + box.height * (1 + MARGIN)) * h))
     if right <= left or bottom <= top:
         return None
-    crop = Image.fromarray(np.ascontiguousarray(image.pixels[top:bottom, left:right]))
+    crop = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
     crop.thumbnail((MAX_SIDE, MAX_SIDE))
     buffer = io.BytesIO()
     crop.save(buffer, format="JPEG", quality=JPEG_QUALITY)

@@ -30,6 +30,7 @@ from faceapi.config import Settings
 from faceapi.domain.audit import SYSTEM
 from faceapi.domain.errors import NotFound
 from faceapi.engines.rekognition import RekognitionEngine
+from faceapi.services.collections import CreateCollectionRequest, create_collection
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.store.tables import faces
 from tests.botocore_shapes import ShapeChecker
@@ -290,3 +291,18 @@ def test_deleting_faces_through_rest_deletes_them_in_the_engine_with_their_crops
     assert remote_faces(engine, collection_id) == []
     assert our_faces(app, collection_id) == []
     assert not crop.exists()
+
+
+def test_a_failed_commit_after_a_remote_create_deletes_the_engine_collection(
+        rig: Rig) -> None:
+    d = rig.app.extensions[EXTENSION_KEY]
+    with pytest.raises(RuntimeError):
+        create_collection(CreateCollectionRequest(rig.collection_id), actor=SYSTEM,
+                          engine=rig.engine,
+                          uow=FailingCommit(d.store.uow()),  # type: ignore[arg-type]
+                          clock=d.clock)
+    with pytest.raises(NotFound):
+        rig.engine.describe_collection(rig.collection_id)
+    # Nothing half-written: the same id can be created afterwards.
+    assert rig.client.post("/v1/collections", headers=bearer(rig.app, "operator"),
+                           json={"collection_id": rig.collection_id}).status_code == 201
