@@ -92,9 +92,11 @@ def engine(emulator: LiveServer) -> RekognitionEngine:
 
 
 @pytest.fixture
-def app(tmp_path: Path, engine: RekognitionEngine) -> Iterator[Flask]:
+def app(tmp_path: Path, engine: RekognitionEngine, database_url: str) -> Iterator[Flask]:
+    # Our app on the selected database (SQLite, or PostgreSQL with --db=postgresql).
     settings = Settings(env="test", data_dir=tmp_path / "app", log_format="json",
-                        policies_dir=REPO / "policies", engine="rekognition")
+                        policies_dir=REPO / "policies", engine="rekognition",
+                        database_url=database_url)
     app = create_app(settings, engine=engine)
     yield app
     app.extensions[EXTENSION_KEY].store.dispose()
