@@ -6,6 +6,13 @@ from __future__ import annotations
 import click
 
 from faceapi import __version__
+from faceapi.audit_cli import audit
+from faceapi.auth_cli import keys
+from faceapi.collections_cli import collections
+from faceapi.import_cli import import_cmd
+from faceapi.policies_cli import policies
+from faceapi.reviews_cli import reviews
+from faceapi.store.cli import db
 
 
 @click.group()
@@ -14,29 +21,13 @@ def cli() -> None:
     """faceapi: face verification under named policies, with review and audit."""
 
 
-def _register() -> None:
-    # Imported here, not at module top, so `faceapi --help` works even while one
-    # subsystem's optional dependency is missing, and each group stays self-contained.
-    import importlib
-
-    for module_name, attr in (
-        ("faceapi.store.cli", "db"),
-        ("faceapi.audit_cli", "audit"),
-        ("faceapi.auth_cli", "keys"),
-        ("faceapi.policies_cli", "policies"),
-        ("faceapi.import_cli", "import_cmd"),
-        ("faceapi.collections_cli", "collections"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        cli.add_command(getattr(module, attr))
-
-
-_register()
+cli.add_command(db)
+cli.add_command(audit)
+cli.add_command(keys)
+cli.add_command(policies)
+cli.add_command(import_cmd)
+cli.add_command(collections)
+cli.add_command(reviews)
 
 
 def main() -> None:
