@@ -70,6 +70,9 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
         # Zero set-up for SQLite and tests; production PostgreSQL is migrated by
         # `faceapi db upgrade` (make serve) before the workers start.
         store.upgrade()
+    else:
+        # A worker must not serve from a schema older than its code.
+        store.require_current_schema()
     if settings.env != "test":
         # Signs the chain head every audit_checkpoint_seconds even when no event arrives,
         # so the newest events do not stay unsigned through a quiet period.

@@ -101,3 +101,15 @@ def test_a_database_behind_the_code_is_refused_with_a_clear_message(
         store.require_current_schema()
     finally:
         store.dispose()
+
+
+def test_a_production_app_on_an_unmigrated_postgresql_refuses_to_start(
+        settings: Settings, db_backend: str) -> None:
+    if db_backend != "postgresql":
+        pytest.skip("SQLite apps migrate themselves on start; runs in the PostgreSQL pass")
+    from faceapi.app import create_app
+    from tests.fakes import FakeEngine
+
+    production = settings.with_overrides(env="production")
+    with pytest.raises(RuntimeError, match="faceapi db upgrade"):
+        create_app(production, engine=FakeEngine())
