@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "engine_unavailable": 503,
     "engine_throttled": 503,
     "engine_access_denied": 502,
+    "store_unavailable": 503,
     "locked": 423,
     "unknown_policy": 422,
     "wrong_policy_operation": 422,

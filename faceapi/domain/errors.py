@@ -69,3 +69,7 @@ class EngineThrottled(FaceApiError):
 
 class EngineAccessDenied(FaceApiError):
     code = "engine_access_denied"
+
+
+class StoreUnavailable(FaceApiError):
+    code = "store_unavailable"

@@ -35,8 +35,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
-from faceapi.domain.errors import FaceApiError
+from faceapi.domain.errors import FaceApiError, StoreUnavailable
 from faceapi.store.audit_repo import SqlAuditLog
 from faceapi.store.collections_repo import (
     SqlCollectionsRepo,
@@ -73,7 +74,13 @@ class SqlAlchemyUnitOfWork:
     def __enter__(self) -> SqlAlchemyUnitOfWork:
         if self._conn is not None:
             raise RuntimeError("unit of work already open")
-        conn = self._store.engine.connect()
+        try:
+            conn = self._store.engine.connect()
+        except OperationalError as exc:
+            # The database is down or unreachable: the caller gets a 503 to retry,
+            # not a 500, and nothing was written.
+            raise StoreUnavailable("the database is not reachable; try again shortly",
+                                   retry_after=5) from exc
         if self._read_only:
             conn = conn.execution_options(**{READ_ONLY: True})
         conn.info[CHANGES_KEY] = set()
