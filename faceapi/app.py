@@ -7,6 +7,7 @@ import time
 import structlog
 from flask import Flask, Response, g, request
 from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from faceapi import __version__, console, emulator
 from faceapi.api import (
@@ -49,6 +50,9 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     app = Flask("faceapi")
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     app.config.update(
         API_TITLE="faceapi",
         API_VERSION=__version__,

@@ -83,6 +83,9 @@ class Settings:
     rate_limit_default: str = "600/minute"
     rate_limit_verify: str = "30/minute"
     session_idle_minutes: int = 30
+    # Reverse proxies in front of us that set X-Forwarded-For/-Proto; 0 trusts none, so a
+    # client cannot spoof its address for rate limits or claim HTTPS.
+    proxy_hops: int = 0
     secret_key: str = ""  # console session signing; default generated in data_dir
     extra: Mapping[str, Any] = field(default_factory=dict)
 
