@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from faceapi.domain.audit import Action, AuditEvent
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.clock import Clock
 from faceapi.domain.errors import Conflict, FaceApiError, InvalidParameter, NotFound
+from faceapi.private_files import write_private_file
 from faceapi.services.ports import UnitOfWork, UnitOfWorkFactory
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -291,12 +291,10 @@ class BootstrapResult:
     key_id: str | None = None
 
 
-def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock,
-              write_file: Callable[[Path, str], None] | None = None) -> BootstrapResult:
+def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock) -> BootstrapResult:
     """On an empty key table, create the first admin key into `<data_dir>/admin-key.txt`
     (mode 0600). With any key present it does nothing: there is never a default key."""
     path = data_dir / BOOTSTRAP_FILE_NAME
-    writer = write_file or write_private_file
     now = clock.now()
     with uow:
         uow.api_keys.lock()
@@ -306,7 +304,7 @@ def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock,
                            now=now, actor=AuditActor.system("bootstrap"))
         # The file first: a key committed but never written would leave nobody able
         # to use it, and bootstrap would not run again.
-        writer(path, created.secret + "\n")
+        write_private_file(path, (created.secret + "\n").encode("ascii"))
         try:
             uow.commit()
         except BaseException:
@@ -314,17 +312,3 @@ def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock,
             raise
     return BootstrapResult(created=True, path=path, key_id=created.key.id)
 
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by its owner only, replacing it atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.chmod(path, 0o600)
