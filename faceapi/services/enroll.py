@@ -25,7 +25,12 @@ from faceapi.domain.collections import (
 from faceapi.domain.errors import InvalidParameter
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
 from faceapi.domain.images import DecodedImage
-from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
+from faceapi.engines.base import (
+    FaceCollections,
+    FaceEngine,
+    NotIndexedFace,
+    remote_collections,
+)
 from faceapi.images import decode_image
 from faceapi.services.collections import (
     ConsentInput,
@@ -61,15 +66,9 @@ class FaceRecord:
 
 
 @dataclass(frozen=True)
-class UnindexedFace:
-    reasons: tuple[UnindexedReason, ...]
-    detail: FaceDetail
-
-
-@dataclass(frozen=True)
 class IndexFacesResult:
     face_records: list[FaceRecord]
-    unindexed_faces: list[UnindexedFace]
+    unindexed_faces: list[NotIndexedFace]
     face_model_version: str
     orientation_correction: OrientationCorrection | None
     image_sha256: str
@@ -77,24 +76,24 @@ class IndexFacesResult:
 
 
 def select_faces(faces: list[EmbeddedFace], quality_filter: QualityFilter,
-                 max_faces: int | None) -> tuple[list[EmbeddedFace], list[UnindexedFace]]:
+                 max_faces: int | None) -> tuple[list[EmbeddedFace], list[NotIndexedFace]]:
     """Split detected faces into those to index and those not, with reasons.
 
     Like Rekognition: the quality filter goes first, then the largest faces (by box
     area) are kept up to `max_faces`, and the rest are EXCEEDS_MAX_FACES."""
     passing: list[EmbeddedFace] = []
-    unindexed: list[UnindexedFace] = []
+    unindexed: list[NotIndexedFace] = []
     for found in faces:
         reasons = quality_reasons(found.detail, quality_filter)
         if not found.embedding:
             reasons.append(UnindexedReason.LOW_FACE_QUALITY)
         if reasons:
-            unindexed.append(UnindexedFace(tuple(reasons), found.detail))
+            unindexed.append(NotIndexedFace(tuple(reasons), found.detail))
         else:
             passing.append(found)
     passing.sort(key=lambda f: -(f.detail.bounding_box.width * f.detail.bounding_box.height))
     if max_faces is not None and len(passing) > max_faces:
-        unindexed.extend(UnindexedFace((UnindexedReason.EXCEEDS_MAX_FACES,), f.detail)
+        unindexed.extend(NotIndexedFace((UnindexedReason.EXCEEDS_MAX_FACES,), f.detail)
                          for f in passing[max_faces:])
         passing = passing[:max_faces]
     return passing, unindexed
@@ -229,7 +228,7 @@ class _Found:
     face ids; the rest filled in by index_faces) and faces not indexed."""
 
     faces: list[tuple[StoredFace, FaceDetail]]
-    unindexed: list[UnindexedFace]
+    unindexed: list[NotIndexedFace]
     face_count: int
     orientation_correction: OrientationCorrection | None
 
@@ -261,6 +260,6 @@ def _index_remote(remote: FaceCollections, req: IndexFacesRequest,
     faces = [(_stored(replace(r.detail, bounding_box=r.face.bounding_box,
                               confidence=r.face.confidence),
                       engine_face_id=r.face.face_id), r.detail) for r in result.records]
-    unindexed = [UnindexedFace(u.reasons, u.detail) for u in result.unindexed]
+    unindexed = list(result.unindexed)
     return _Found(faces, unindexed, len(faces) + len(unindexed),
                   result.orientation_correction)
