@@ -22,7 +22,13 @@ import structlog
 from sqlalchemy import ColumnElement, Row, Select, and_, or_, select, text
 from sqlalchemy.engine import Connection
 
-from faceapi.audit import CheckpointSigner, CorruptRecord, canonical_json, compute_hash
+from faceapi.audit import (
+    CheckpointSigner,
+    CorruptRecord,
+    canonical_json,
+    compute_hash,
+    event_fields,
+)
 from faceapi.domain.audit import (
     GENESIS_HASH,
     Action,
@@ -70,6 +76,7 @@ def row_to_record(row: Row[Any, Any]) -> RecordedEvent:
 def event_row(record: RecordedEvent) -> dict[str, Any]:
     """Column values for one event; JSON columns hold canonical JSON, as hashed."""
     event = record.event
+    fields = event_fields(event)
     return {
         "seq": record.seq, "id": record.id, "occurred_at": record.time,
         "actor_key_id": event.actor.key_id, "actor_role": event.actor.role,
@@ -77,11 +84,9 @@ def event_row(record: RecordedEvent) -> dict[str, Any]:
         "subject_id": event.subject_id, "policy_name": event.policy_name,
         "policy_version": event.policy_version, "engine": event.engine,
         "model_version": event.model_version,
-        "scores": canonical_json(dict(event.scores)).decode(),
-        "input_digests": canonical_json(list(event.input_digests)).decode(),
+        **{name: canonical_json(fields[name]).decode()
+           for name in ("scores", "input_digests", "details")},
         "request_id": event.request_id, "reason": event.reason,
-        "details": canonical_json({k: list(v) if isinstance(v, (list, tuple)) else v
-                                   for k, v in event.details.items()}).decode(),
         "prev_hash": record.prev_hash, "hash": record.hash}
 
 
