@@ -23,6 +23,7 @@ from faceapi.domain.collections import (
     CollectionStats,
     Consent,
     ConsentBasis,
+    EngineMismatch,
     StoredFace,
     Subject,
     valid_id,
@@ -64,6 +65,17 @@ def load_collection(uow: UnitOfWork, actor: Actor, collection_id: str) -> Collec
         raise NotFound(collection_not_found_message(collection_id),
                        details={"collection_id": collection_id})
     return collection
+
+
+def check_engine(collection: Collection, engine: FaceEngine) -> None:
+    """A collection's descriptors are only comparable under the engine and model that
+    computed them."""
+    if (collection.engine, collection.model_version) != (engine.name, engine.model_version):
+        raise EngineMismatch(
+            f"collection {collection.collection_id!r} holds faces of {collection.engine} "
+            f"{collection.model_version}; the engine in use is {engine.name} "
+            f"{engine.model_version}",
+            details={"collection_id": collection.collection_id})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from faceapi.domain.clock import Clock
 from faceapi.domain.collections import (
     Collection,
     ConsentRequired,
-    EngineMismatch,
     QualityFilter,
     StoredFace,
     Subject,
@@ -35,6 +34,7 @@ from faceapi.images import decode_image
 from faceapi.services.collections import (
     ConsentInput,
     check_consent_reference,
+    check_engine,
     check_id,
     compensate,
     load_collection,
@@ -107,15 +107,6 @@ def shown(detail: FaceDetail, attributes: Attributes) -> FaceDetail:
     return replace(detail, eyes_open=None, mouth_open=None)
 
 
-def _check_engine(collection: Collection, engine: FaceEngine) -> None:
-    if (collection.engine, collection.model_version) != (engine.name, engine.model_version):
-        raise EngineMismatch(
-            f"collection {collection.collection_id!r} holds faces of {collection.engine} "
-            f"{collection.model_version}; the engine in use is {engine.name} "
-            f"{engine.model_version}",
-            details={"collection_id": collection.collection_id})
-
-
 def _require_consent(uow: UnitOfWork, collection: Collection, subject_id: str,
                      consent: ConsentInput | None) -> None:
     if not collection.consent_required or consent is not None:
@@ -149,7 +140,7 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
     # Cheap checks first, in a short read, so a doomed request costs no engine time.
     with uow:
         collection = load_collection(uow, actor, req.collection_id)
-        _check_engine(collection, engine)
+        check_engine(collection, engine)
         _require_consent(uow, collection, req.subject_id, req.consent)
 
     image = decode_image(req.image, settings)
@@ -179,7 +170,7 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
             # Again inside the write: the collection may have gone, or the consent been
             # erased, while the engine ran.
             collection = load_collection(uow, actor, req.collection_id)
-            _check_engine(collection, engine)
+            check_engine(collection, engine)
             _require_consent(uow, collection, req.subject_id, req.consent)
             if records:
                 version = uow.collections.bump_version(collection.collection_id)

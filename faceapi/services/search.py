@@ -34,11 +34,11 @@ from faceapi.domain.policies import Operation, PolicySet
 from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
 from faceapi.search.index import SearchIndex
-from faceapi.services.collections import load_collection, resource
+from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.ports import UnitOfWork
 from faceapi.services.review import discard_evidence, evidence_images, open_review
-from faceapi.services.verify import check_engine, remote_probe, screen_faces
+from faceapi.services.verify import remote_probe, screen_faces
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
-from faceapi.domain.collections import Collection, EngineMismatch
 from faceapi.domain.decisions import (
     Candidate,
     Decision,
@@ -43,7 +42,7 @@ from faceapi.domain.policies import (
 )
 from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
-from faceapi.services.collections import load_collection, resource
+from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import apply_result, audit_lock, current_lock
 from faceapi.services.ports import UnitOfWork
@@ -102,13 +101,6 @@ def remote_probe(engine: FaceEngine, image: DecodedImage,
     detection = engine.detect_faces(image, Attributes.ALL)
     detail, reasons = screen_details(detection.faces, policy)
     return detail, reasons, len(detection.faces)
-
-
-def check_engine(collection: Collection, engine: FaceEngine) -> None:
-    if (collection.engine, collection.model_version) != (engine.name, engine.model_version):
-        raise EngineMismatch(
-            f"collection {collection.collection_id} was indexed with {collection.engine} "
-            f"{collection.model_version}; this service runs {engine.name} {engine.model_version}")
 
 
 def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
