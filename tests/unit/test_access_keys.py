@@ -6,16 +6,16 @@ import stat
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey
-from faceapi.domain.audit import API_KEY_RE, SYSTEM, Action, AuditEvent
+from faceapi.domain.audit import API_KEY_RE, SYSTEM, Action
 from faceapi.domain.errors import Conflict, InvalidParameter, NotFound
 from faceapi.services import keys
 from tests.fakes import FakeClock
+from tests.fakes_audit import FakeUnitOfWork as AuditUnitOfWork
 
 ADMIN_ACTOR = access.Actor(role="admin", key_id="AdminKey")
 
@@ -50,33 +50,11 @@ class FakeApiKeys:
 
 
 @dataclass
-class FakeAudit:
-    events: list[AuditEvent] = field(default_factory=list)
-
-    def append(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-
-@dataclass
-class FakeUnitOfWork:
-    """Commits are visible at once (a dict); what matters here is what was committed."""
+class FakeUnitOfWork(AuditUnitOfWork):
+    """The audit fake (validated, hash-chained events) plus a key table whose writes
+    are visible at once: what matters here is what was committed."""
 
     api_keys: FakeApiKeys = field(default_factory=FakeApiKeys)
-    audit: FakeAudit = field(default_factory=FakeAudit)
-    committed: int = 0
-
-    def __enter__(self) -> FakeUnitOfWork:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        return None
-
-    def commit(self) -> None:
-        self.committed += 1
-
-    def rollback(self) -> None:
-        return None
 
     def factory(self) -> FakeUnitOfWork:
         return self
@@ -119,7 +97,7 @@ def test_a_created_key_is_stored_only_as_its_hash(uow: FakeUnitOfWork, clock: Fa
 
 def test_creating_a_key_is_audited_without_the_key(uow: FakeUnitOfWork, clock: FakeClock) -> None:
     created = make(uow, clock, "operator", collections=frozenset({"c1"}))
-    [event] = uow.audit.events
+    [event] = [r.event for r in uow.audit.committed]
     assert event.action is Action.KEY_CREATE
     assert event.actor == ADMIN_ACTOR
     assert event.resource == f"keys/{created.key.id}"
@@ -191,7 +169,7 @@ def test_revoking_is_audited_once_and_unknown_ids_are_not_found(uow: FakeUnitOfW
     created = make(uow, clock)
     keys.revoke_key(created.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
     keys.revoke_key(created.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
-    assert [e.action for e in uow.audit.events] == [Action.KEY_CREATE, Action.KEY_REVOKE]
+    assert [r.event.action for r in uow.audit.committed] == [Action.KEY_CREATE, Action.KEY_REVOKE]
     with pytest.raises(NotFound):
         keys.revoke_key("NoSuchId", uow=uow, clock=clock, actor=ADMIN_ACTOR)
 
@@ -270,7 +248,7 @@ def test_rotation_makes_a_successor_with_the_same_role_and_scope(uow: FakeUnitOf
         "app", old.key.name, frozenset({"shop"}), frozenset({"login"}))
     assert auth(uow, clock, old.secret).key_id == old.key.id  # still works until revoked
     assert auth(uow, clock, new.secret).key_id == new.key.id
-    assert uow.audit.events[-1].details["rotated_from"] == old.key.id
+    assert uow.audit.committed[-1].event.details["rotated_from"] == old.key.id
     keys.revoke_key(old.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
     with pytest.raises(Conflict):
         keys.rotate_key(old.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
