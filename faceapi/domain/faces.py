@@ -119,6 +119,14 @@ class EmbeddedFace:
     embedding: tuple[float, ...] = field(repr=False)
 
 
+# Rekognition's FaceDetail members that our FaceDetail carries, and those it does not
+# (so no engine ever returns them, whatever it computes): Capabilities lists both.
+DETAIL_ATTRIBUTES = ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality",
+                     "EyesOpen", "MouthOpen")
+UNCARRIED_ATTRIBUTES = ("AgeRange", "Gender", "Emotions", "Smile", "Eyeglasses",
+                        "Sunglasses", "Beard", "Mustache", "FaceOccluded", "EyeDirection")
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine computes; `unsupported` lists attributes it cannot compute and

@@ -9,7 +9,6 @@ not), bounded by `aws_max_attempts` in total.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -37,6 +36,8 @@ from faceapi.domain.errors import (
     UnsupportedImageFormat,
 )
 from faceapi.domain.faces import (
+    DETAIL_ATTRIBUTES,
+    UNCARRIED_ATTRIBUTES,
     Attributes,
     BooleanAttribute,
     BoundingBox,
@@ -66,6 +67,7 @@ from faceapi.engines.base import (
     S3Image,
     S3Object,
 )
+from faceapi.images import image_digest
 
 API_VERSION = "2016-06-27"
 # Rekognition's documented limits for images passed as bytes: 5 MB, JPEG or PNG.
@@ -77,13 +79,6 @@ ACCEPTED_FORMATS = ("jpeg", "png")
 DEFAULT_RETRY_AFTER_S = 2
 # /readyz is polled often; one cheap ListCollections call per this many seconds at most.
 READY_CACHE_S = 30.0
-
-SUPPORTED_ATTRIBUTES = ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality",
-                        "EyesOpen", "MouthOpen")
-# Rekognition computes these but faceapi's FaceDetail does not carry them, so callers
-# never receive them through this engine (see docs/engines.md).
-DROPPED_ATTRIBUTES = ("AgeRange", "Gender", "Emotions", "Smile", "Eyeglasses",
-                      "Sunglasses", "Beard", "Mustache", "FaceOccluded", "EyeDirection")
 
 _THROTTLING_CODES = frozenset({"ThrottlingException", "ProvisionedThroughputExceededException",
                                "LimitExceededException", "TooManyRequestsException"})
@@ -157,8 +152,10 @@ class RekognitionEngine:
             engine=self.name,
             model_version=self.model_version,
             detector="aws-rekognition",
-            attributes=SUPPORTED_ATTRIBUTES,
-            unsupported=DROPPED_ATTRIBUTES,
+            attributes=DETAIL_ATTRIBUTES,
+            # Rekognition computes these but our FaceDetail does not carry them, so
+            # callers never receive them through this engine (docs/engines.md).
+            unsupported=UNCARRIED_ATTRIBUTES,
             similarity="Rekognition's own Similarity (0-100), not calibrated by faceapi; "
                        "its scale differs from the local engine's (docs/engines.md)",
             max_image_bytes=MAX_IMAGE_BYTES,
@@ -343,7 +340,7 @@ class RekognitionEngine:
         """An S3 object as an image Rekognition reads itself (with our credentials)."""
         if not ref.bucket or not ref.name:
             raise InvalidParameter("S3Object needs Bucket and Name")
-        return S3Image(data=b"", sha256=hashlib.sha256(ref.uri().encode()).hexdigest(),
+        return S3Image(data=b"", sha256=image_digest(ref),
                        format="s3", pixels=np.zeros((0, 0, 3), dtype=np.uint8), s3_object=ref)
 
     def image_param(self, image: DecodedImage) -> dict[str, Any]:
@@ -452,13 +449,15 @@ def _retry_after(exc: botocore.exceptions.ClientError) -> int:
         return DEFAULT_RETRY_AFTER_S
 
 
+def _box(raw: Mapping[str, Any]) -> BoundingBox:
+    return BoundingBox(width=float(raw.get("Width", 0.0)), height=float(raw.get("Height", 0.0)),
+                       left=float(raw.get("Left", 0.0)), top=float(raw.get("Top", 0.0)))
+
+
 def _indexed_face(raw: Mapping[str, Any]) -> IndexedFace:
-    box = raw.get("BoundingBox", {})
     return IndexedFace(
         face_id=str(raw.get("FaceId", "")),
-        bounding_box=BoundingBox(width=float(box.get("Width", 0.0)),
-                                 height=float(box.get("Height", 0.0)),
-                                 left=float(box.get("Left", 0.0)), top=float(box.get("Top", 0.0))),
+        bounding_box=_box(raw.get("BoundingBox", {})),
         confidence=float(raw.get("Confidence", 0.0)),
         image_id=str(raw.get("ImageId", "")),
         external_image_id=raw.get("ExternalImageId"))
@@ -479,10 +478,7 @@ def _orientation(value: Any) -> OrientationCorrection | None:
 def face_detail(raw: Mapping[str, Any], size: tuple[int, int]) -> FaceDetail:
     """A Rekognition FaceDetail / ComparedFace as our FaceDetail. Attributes our model
     does not carry are dropped; `size` (image width, height) gives pixel sizes."""
-    box_raw = raw.get("BoundingBox", {})
-    box = BoundingBox(width=float(box_raw.get("Width", 0.0)),
-                      height=float(box_raw.get("Height", 0.0)),
-                      left=float(box_raw.get("Left", 0.0)), top=float(box_raw.get("Top", 0.0)))
+    box = _box(raw.get("BoundingBox", {}))
     pose_raw = raw.get("Pose")
     quality_raw = raw.get("Quality")
     return FaceDetail(

@@ -12,6 +12,8 @@ import numpy as np
 from faceapi.config import Settings
 from faceapi.domain.errors import EngineUnavailable, InvalidParameter, NoFaceInSource
 from faceapi.domain.faces import (
+    DETAIL_ATTRIBUTES,
+    UNCARRIED_ATTRIBUTES,
     Attributes,
     BoundingBox,
     Capabilities,
@@ -26,11 +28,6 @@ from faceapi.engines.local import attributes as attrs
 from faceapi.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
 from faceapi.engines.local.models import Models, load_models
 from faceapi.engines.local.similarity import CALIBRATION_FILE, SimilarityMap
-
-SUPPORTED_ATTRIBUTES = ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality",
-                        "EyesOpen", "MouthOpen")
-UNSUPPORTED_ATTRIBUTES = ("AgeRange", "Gender", "Emotions", "Smile", "Eyeglasses",
-                          "Sunglasses", "Beard", "Mustache", "FaceOccluded", "EyeDirection")
 
 # Descriptor settings, chosen by bench/accuracy.py measurements (docs/accuracy.md):
 # the face chip is aligned with the 68-point shape, and each descriptor is the mean of
@@ -72,8 +69,8 @@ class LocalEngine:
             engine=self.name,
             model_version=self.model_version,
             detector=self._settings.detector,
-            attributes=SUPPORTED_ATTRIBUTES,
-            unsupported=UNSUPPORTED_ATTRIBUTES,
+            attributes=DETAIL_ATTRIBUTES,
+            unsupported=UNCARRIED_ATTRIBUTES,
             similarity=("calibrated on false-match rate: similarity 20 * -log10(FMR) up to 90, "
                         "compressed above; 60 = FMR 1e-3, 80 = FMR 1e-4 (docs/accuracy.md)"),
             notes=(
