@@ -25,6 +25,7 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 from PIL import Image
 
@@ -68,6 +69,20 @@ _QUARTER_TURNS = {OrientationCorrection.ROTATE_90: 1, OrientationCorrection.ROTA
                   OrientationCorrection.ROTATE_270: 3}
 
 
+def face_region(pixels: npt.NDArray[np.uint8],
+                box: BoundingBox) -> npt.NDArray[np.uint8] | None:
+    """The pixels of a face box plus MARGIN on each side (clipped to the image), or
+    None when the image has no pixels or the box falls outside it."""
+    h, w = int(pixels.shape[0]), int(pixels.shape[1])
+    left = max(0, int((box.left - box.width * MARGIN) * w))
+    top = max(0, int((box.top - box.height * MARGIN) * h))
+    right = min(w, int((box.left + box.width * (1 + MARGIN)) * w))
+    bottom = min(h, int((box.top + box.height * (1 + MARGIN)) * h))
+    if right <= left or bottom <= top:
+        return None
+    return np.ascontiguousarray(pixels[top:bottom, left:right])
+
+
 def face_crop(image: DecodedImage, box: BoundingBox,
               orientation: OrientationCorrection | None = None) -> bytes | None:
     """The face box plus margin as a JPEG of at most MAX_SIDE px a side; None when the
@@ -76,16 +91,10 @@ def face_crop(image: DecodedImage, box: BoundingBox,
     turns = _QUARTER_TURNS.get(orientation) if orientation is not None else None
     if turns:
         pixels = np.rot90(pixels, turns)
-    h, w = int(pixels.shape[0]), int(pixels.shape[1])
-    if not h or not w:
+    region = face_region(pixels, box)
+    if region is None:
         return None
-    left = max(0, int((box.left - box.width * MARGIN) * w))
-    top = max(0, int((box.top - box.height * MARGIN) * h))
-    right = min(w, int((box.left + box.width * (1 + MARGIN)) * w))
-    bottom = min(h, int((box.top + box.height * (1 + MARGIN)) * h))
-    if right <= left or bottom <= top:
-        return None
-    crop = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
+    crop = Image.fromarray(region)
     crop.thumbnail((MAX_SIDE, MAX_SIDE))
     buffer = io.BytesIO()
     crop.save(buffer, format="JPEG", quality=JPEG_QUALITY)

@@ -52,6 +52,7 @@ from faceapi.domain.faces import FaceDetail
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Policy
 from faceapi.services.erase import ErasedData
+from faceapi.services.face_crops import face_region
 from faceapi.services.ports import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -76,17 +77,9 @@ def evidence_images(image: DecodedImage, face: FaceDetail | None,
                     prefix: str = "probe") -> dict[str, bytes]:
     """The probe (re-encoded: no EXIF, no upload metadata) and its face crop."""
     out = {f"{prefix}.jpg": _jpeg(image.pixels)}
-    if face is not None:
-        box = face.bounding_box
-        h, w = image.height, image.width
-        # A margin around the box so a reviewer sees hair line and chin.
-        left = max(0, int((box.left - box.width * 0.2) * w))
-        top = max(0, int((box.top - box.height * 0.2) * h))
-        right = min(w, int((box.left + box.width * 1.2) * w))
-        bottom = min(h, int((box.top + box.height * 1.2) * h))
-        if right > left and bottom > top:
-            out[f"{prefix}_face.jpg"] = _jpeg(
-                np.ascontiguousarray(image.pixels[top:bottom, left:right]))
+    region = face_region(image.pixels, face.bounding_box) if face is not None else None
+    if region is not None:
+        out[f"{prefix}_face.jpg"] = _jpeg(region)
     return out
 
 
