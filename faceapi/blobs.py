@@ -29,6 +29,10 @@ class BlobStore(Protocol):
         """The blob, or None if there is none."""
         ...
 
+    def exists(self, key: str) -> bool:
+        """Whether there is a blob under `key` (without reading it)."""
+        ...
+
     def delete(self, key: str) -> bool:
         """Delete one blob; False if there was none."""
         ...
@@ -66,6 +70,9 @@ class DirectoryBlobStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
 
     def delete(self, key: str) -> bool:
         try:

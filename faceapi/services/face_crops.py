@@ -153,8 +153,7 @@ class FaceCropEraser:
         else:
             face_ids = [f.face_id for f in uow.faces.list_for_subject(collection_id,
                                                                      subject_id)]
-            count = sum(1 for f in face_ids
-                        if blobs.get(crop_key(collection_id, f)) is not None)
+            count = sum(1 for f in face_ids if blobs.exists(crop_key(collection_id, f)))
 
             def cleanup() -> None:
                 discard_crops(blobs, collection_id, face_ids)

@@ -23,6 +23,16 @@ def test_blobs_round_trip_and_are_private_to_the_service_user(tmp_path: Path) ->
     assert stat.S_IMODE(mode) == 0o600
 
 
+def test_exists_tells_a_blob_from_none_and_from_a_folder(tmp_path: Path) -> None:
+    blobs = DirectoryBlobStore(tmp_path)
+    blobs.put("faces/c1/f1.jpg", b"jpeg")
+    assert blobs.exists("faces/c1/f1.jpg")
+    assert not blobs.exists("faces/c1/f2.jpg")
+    assert not blobs.exists("faces/c1")
+    assert blobs.delete("faces/c1/f1.jpg")
+    assert not blobs.exists("faces/c1/f1.jpg")
+
+
 def test_deleting_a_prefix_removes_every_blob_under_it(tmp_path: Path) -> None:
     blobs = DirectoryBlobStore(tmp_path)
     blobs.put("reviews/r1/a.jpg", b"a")
