@@ -47,7 +47,8 @@ def decode_cursor(cursor: str, order: str) -> int:
         seq, cursor_order = data["s"], data["o"]
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise InvalidParameter("cursor is not valid", details={"field": "cursor"}) from exc
-    if not isinstance(seq, int) or seq < 0 or cursor_order != order:
+    # bool is an int to isinstance: {"s": true} must not reach the query as a bound.
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or cursor_order != order:
         raise InvalidParameter("cursor does not belong to this order",
                                details={"field": "cursor"})
     return seq

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from faceapi.domain.audit import ROLES, Action
+
+
+def _in_utc_range(moment: datetime) -> None:
+    # 0001-01-01T00:00:00+05:00 parses but has no UTC form: refuse it here (422), not as
+    # an OverflowError wherever the time is first converted.
+    try:
+        moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValidationError("time is out of range once converted to UTC") from exc
 
 
 class AuditFilterSchema(Schema):
     """Filters shared by list and export; every one narrows the result."""
 
-    since = fields.AwareDateTime(metadata={
+    since = fields.AwareDateTime(validate=_in_utc_range, metadata={
         "description": "ISO 8601 time with offset, inclusive"})
-    until = fields.AwareDateTime(metadata={"description": "ISO 8601 time with offset, exclusive"})
+    until = fields.AwareDateTime(validate=_in_utc_range, metadata={
+        "description": "ISO 8601 time with offset, exclusive"})
     actor = fields.String(validate=validate.Length(max=64),
                           metadata={"description": "API key id of the actor"})
     role = fields.String(validate=validate.OneOf(sorted(ROLES)))

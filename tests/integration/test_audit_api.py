@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -72,6 +73,19 @@ def test_a_bad_cursor_or_filter_is_a_422_not_a_500(client: FlaskClient, app_stor
     h = auth_headers("auditor")
     for url in ("/v1/audit/events?cursor=notacursor", "/v1/audit/events?action=face.steal",
                 "/v1/audit/events?since=yesterday", "/v1/audit/events?limit=100000"):
+        response = client.get(url, headers=h)
+        assert response.status_code == 422, url
+        assert "error" in response.get_json()
+
+
+def test_a_boolean_cursor_or_a_time_with_no_utc_form_is_a_422_not_a_500(
+        client: FlaskClient, app_store: Store, auth_headers) -> None:
+    h = auth_headers("auditor")
+    boolean_cursor = base64.urlsafe_b64encode(b'{"s":true,"o":"newest"}').decode()
+    for url in (f"/v1/audit/events?cursor={boolean_cursor}",
+                "/v1/audit/events?since=0001-01-01T00:00:00%2B05:00",
+                "/v1/audit/events?until=9999-12-31T23:59:59-05:00",
+                "/v1/audit/export?since=0001-01-01T00:00:00%2B05:00"):
         response = client.get(url, headers=h)
         assert response.status_code == 422, url
         assert "error" in response.get_json()
