@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 from faceapi.blobs import BlobStore
 from faceapi.config import Settings
-from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import StoredFace
@@ -38,7 +37,7 @@ from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.ports import UnitOfWork
 from faceapi.services.review import discard_evidence, evidence_images, open_review
-from faceapi.services.verify import remote_probe, screen_faces
+from faceapi.services.verify import policy_for, remote_probe, screen_faces
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,7 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
            index: SearchIndex, policies: PolicySet, clock: Clock, blobs: BlobStore,
            settings: Settings, request_id: str | None = None) -> SearchResult:
     """Search the collection for the probe's largest face and decide under the policy."""
-    policy = policies.require(req.policy, Operation.SEARCH)
-    require_policy_access(actor, policy.name)
+    policy = policy_for(policies, actor, req.policy, Operation.SEARCH)
     threshold = max(policy.min_similarity, req.threshold or 0.0)
     max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
     with uow:

@@ -61,6 +61,13 @@ class VerifyRequest:
     policy: str
 
 
+def policy_for(policies: PolicySet, actor: Actor, name: str, operation: Operation) -> Policy:
+    """The named policy for this operation, if the caller may decide under it."""
+    policy = policies.require(name, operation)
+    require_policy_access(actor, policy.name)
+    return policy
+
+
 def screen_faces(faces: list[EmbeddedFace], policy: Policy) -> tuple[EmbeddedFace | None,
                                                                       list[str]]:
     """The probe face to compare, or the reasons there is none usable under the policy.
@@ -107,8 +114,7 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
            policies: PolicySet, clock: Clock, blobs: BlobStore, settings: Settings,
            request_id: str | None = None) -> Decision:
     """Decide whether the image shows the claimed subject; raises Locked (423)."""
-    policy = policies.require(req.policy, Operation.VERIFY)
-    require_policy_access(actor, policy.name)
+    policy = policy_for(policies, actor, req.policy, Operation.VERIFY)
     key = LockoutKey(req.collection_id, req.subject_id, policy.name)
     with uow:
         collection = load_collection(uow, actor, req.collection_id)
@@ -251,8 +257,7 @@ def compare_under_policy(req: CompareRequest, *, actor: Actor, engine: FaceEngin
                          request_id: str | None = None) -> Decision:
     """Decide whether two images show the same person, under a compare policy (e.g.
     dataset_cleaning: scores in the review band wait for a reviewer)."""
-    policy = policies.require(req.policy, Operation.COMPARE)
-    require_policy_access(actor, policy.name)
+    policy = policy_for(policies, actor, req.policy, Operation.COMPARE)
     source = decode_image(req.source, settings)
     target = decode_image(req.target, settings)
     source_face, reasons = screen_faces(engine.embed_faces(source)[1], policy)
