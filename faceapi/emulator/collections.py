@@ -104,8 +104,16 @@ class StoreCollections:
     def index_faces(self, collection_id: str, image: DecodedImage, external_image_id: str,
                     max_faces: int | None = None,
                     quality_filter: QualityFilter = QualityFilter.AUTO) -> IndexResult:
+        return self.index_image_bytes(collection_id, image.data, external_image_id,
+                                      max_faces, quality_filter)
+
+    def index_image_bytes(self, collection_id: str, data: bytes, external_image_id: str,
+                          max_faces: int | None = None,
+                          quality_filter: QualityFilter = QualityFilter.AUTO) -> IndexResult:
+        """IndexFaces on undecoded bytes: the enroll service runs the intake itself, once,
+        after its access and consent checks (the emulator calls this one)."""
         result = enroll.index_faces(
-            enroll.IndexFacesRequest(collection_id=collection_id, image=image.data,
+            enroll.IndexFacesRequest(collection_id=collection_id, image=data,
                                      subject_id=external_image_id, max_faces=max_faces,
                                      quality_filter=quality_filter),
             actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
@@ -134,8 +142,14 @@ class StoreCollections:
 
     def search_faces_by_image(self, collection_id: str, image: DecodedImage,
                               threshold: float, max_faces: int) -> CollectionSearch:
+        return self.search_image_bytes(collection_id, image.data, threshold, max_faces)
+
+    def search_image_bytes(self, collection_id: str, data: bytes, threshold: float,
+                           max_faces: int) -> CollectionSearch:
+        """SearchFacesByImage on undecoded bytes: the search service runs the intake
+        itself, once, after its policy and access checks (the emulator calls this one)."""
         result = search_svc.search(
-            search_svc.SearchRequest(collection_id=collection_id, image=image.data,
+            search_svc.SearchRequest(collection_id=collection_id, image=data,
                                      policy=self.search_policy(), threshold=threshold,
                                      max_faces=max_faces),
             actor=self.actor, engine=self.engine, uow=self.uow(), index=self.index,

@@ -18,14 +18,13 @@ from faceapi.domain.audit import Actor
 from faceapi.domain.collections import QualityFilter
 from faceapi.domain.faces import Attributes, BoundingBox, FaceDetail
 from faceapi.emulator import protocol as p
+from faceapi.emulator.collections import StoreCollections
 from faceapi.engines.base import (
     CollectionInfo,
     CollectionMatch,
-    FaceCollections,
     FaceEngine,
     IndexedFace,
 )
-from faceapi.images import decode_image
 from faceapi.services.compare import CompareRequest, compare
 from faceapi.services.detect import DetectRequest, detect
 from faceapi.services.ports import UnitOfWork
@@ -39,7 +38,7 @@ class OperationContext:
     uow: Callable[[], UnitOfWork]
     # Builds the collection port for this caller; `consent_required` comes from
     # CreateCollection's tag (the only operation that sets it).
-    collections: Callable[[bool], FaceCollections]
+    collections: Callable[[bool], StoreCollections]
 
 
 Handler = Callable[[Mapping[str, Any], OperationContext], dict[str, Any]]
@@ -183,8 +182,9 @@ def index_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any
     everything = isinstance(attributes, list) and not set(attributes) <= {"DEFAULT"}
     max_faces = p.optional_int(body, "MaxFaces", None, low=1, high=100)
     quality = QualityFilter(_quality_filter(body, "AUTO"))
-    result = ctx.collections(True).index_faces(
-        collection_id, decode_image(data, ctx.settings), external, max_faces, quality)
+    # Bytes, not a decoded image: the enroll service decodes them once, after its checks.
+    result = ctx.collections(True).index_image_bytes(collection_id, data, external,
+                                                     max_faces, quality)
     out: dict[str, Any] = {
         "FaceRecords": [{"Face": _face(r.face), "FaceDetail": _detail(r.detail, everything)}
                         for r in result.records],
@@ -203,8 +203,8 @@ def search_faces_by_image(body: Mapping[str, Any], ctx: OperationContext) -> dic
     threshold = p.optional_number(body, "FaceMatchThreshold", 80.0, low=0.0, high=100.0)
     max_faces = p.optional_int(body, "MaxFaces", 10, low=1, high=4096) or 10
     _quality_filter(body)
-    result = ctx.collections(True).search_faces_by_image(
-        collection_id, decode_image(data, ctx.settings), threshold, max_faces)
+    result = ctx.collections(True).search_image_bytes(collection_id, data, threshold,
+                                                      max_faces)
     out: dict[str, Any] = {"FaceMatches": _matches(result.matches),
                            "FaceModelVersion": result.face_model_version}
     if result.searched_face is not None:

@@ -289,6 +289,22 @@ def test_a_collection_created_without_the_tag_needs_recorded_consent(
     assert "consent" in body["message"]
 
 
+def test_index_and_search_check_the_collection_before_decoding_the_image(
+        emulator_app: Flask) -> None:
+    # As in the REST API: the services run the intake once, after their cheap checks,
+    # so a missing collection is reported whatever the image holds.
+    client = emulator_app.test_client()
+    admin = api_key(emulator_app, "admin")
+    missing = f"missing-{uuid.uuid4().hex[:6]}"
+    not_an_image = {"Bytes": b64(b"this is not an image")}
+    assert_aws_error(call(client, "IndexFaces", {
+        "CollectionId": missing, "Image": not_an_image, "ExternalImageId": "jack"}, key=admin),
+        "ResourceNotFoundException")
+    assert_aws_error(call(client, "SearchFacesByImage", {
+        "CollectionId": missing, "Image": not_an_image}, key=admin),
+        "ResourceNotFoundException")
+
+
 def test_responses_carry_a_request_id_like_aws(emulator_app: Flask) -> None:
     key = api_key(emulator_app, "operator")
     response = call(emulator_app.test_client(), "ListCollections", {}, key=key)
