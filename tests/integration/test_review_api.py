@@ -21,6 +21,7 @@ from tests.integration.verify_support import (
     b64,
     enroll,
     make_collection,
+    row_counts,
     scripted,
     vector_at,
 )
@@ -218,6 +219,30 @@ def test_search_with_an_unknown_policy_is_422(client: FlaskClient, fake_engine: 
                            json={"policy": "everything", "image": b64(probe)})
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "unknown_policy"
+
+
+@pytest.mark.parametrize("case", [
+    ({"image": b64(b"GIF89a-not-allowed")}, (415, "unsupported_image_format")),
+    ({"image": b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)}, (422, "invalid_image")),
+    ({"image": None}, (422, "missing_image")),
+    ({"threshold": 101}, (422, "validation_error")),
+    ({"max_faces": 0}, (422, "validation_error")),
+    ({"policy": ""}, (422, "validation_error")),
+    ({"shown": True}, (422, "validation_error")),
+])
+def test_a_rejected_search_gets_its_code_and_writes_nothing(
+        client: FlaskClient, app: Flask, fake_engine: FakeEngine,
+        auth_headers: HeadersFactory,
+        case: tuple[dict[str, Any], tuple[int, str]]) -> None:
+    body, expected = case
+    request = {"policy": "photo_tagging", "image": b64(scripted(fake_engine, [ALICE]))}
+    request.update(body)
+    request = {k: v for k, v in request.items() if v is not None}
+    headers = auth_headers("app")
+    before = row_counts(app)
+    response = client.post("/v1/collections/watch/search", headers=headers, json=request)
+    assert (response.status_code, response.get_json()["error"]["code"]) == expected
+    assert row_counts(app) == before
 
 
 def test_a_reviewer_sees_the_evidence_and_it_is_gone_after_retention(
