@@ -459,14 +459,17 @@ def read_checkpoints_file(stream: TextIO) -> list[Checkpoint]:
     the checkpoint lines of an earlier JSONL export."""
     text = stream.read()
     try:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
         if isinstance(data, dict) and isinstance(data.get("checkpoints"), list):
             return [checkpoint_from_json(item) for item in data["checkpoints"]]
-    except json.JSONDecodeError:
-        pass
-    try:
-        return [checkpoint_from_json(row) for row in map(json.loads, text.splitlines())
-                if isinstance(row, dict) and row.get("type") == "checkpoint"]
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        # A file of neither shape must fail, not pass as "no checkpoints to check".
+        if not rows or not all(isinstance(row, dict) and "type" in row for row in rows):
+            raise ValueError("neither GET /v1/audit/checkpoints JSON nor a JSONL export")
+        return [checkpoint_from_json(row) for row in rows if row["type"] == "checkpoint"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ExportFormatError(f"cannot read checkpoints: {exc}") from exc
 

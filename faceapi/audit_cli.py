@@ -48,9 +48,10 @@ def _when(value: str | None) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError as exc:
+        # A time with no UTC form (0001-01-01T00:00+05:00) is refused here, not later.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
@@ -88,7 +89,11 @@ def audit() -> None:
 def verify_cmd(export_file: TextIO | None, public_keys: tuple[Path, ...],
                checkpoints_file: TextIO | None, as_json: bool) -> None:
     """Walk the chain and checkpoints; exit 1 and name the first bad event."""
-    keys = [load_public_key(path.read_bytes()) for path in public_keys]
+    try:
+        keys = [load_public_key(path.read_bytes()) for path in public_keys]
+    except ValueError as exc:
+        raise click.BadParameter(f"not an Ed25519 PEM public key ({exc})",
+                                 param_hint="--public-key") from exc
     try:
         extra = read_checkpoints_file(checkpoints_file) if checkpoints_file else []
     except ExportFormatError as exc:

@@ -132,3 +132,30 @@ def test_a_file_that_is_not_an_export_fails_cleanly(settings: Settings, tmp_path
     code, output = cli(settings, "verify", "--export", str(path))
     assert code == 1
     assert "unreadable export" in output
+
+
+@pytest.mark.parametrize(("args", "content"), [
+    (("--export", "{file}", "--public-key", "{file}"), "not a key\n"),
+    (("--checkpoints", "{file}"), '{"checkpoints": [{"seq": 1}]}'),
+    (("--checkpoints", "{file}"), '[{"seq": 1}]'),
+])
+def test_a_bad_key_or_checkpoints_file_fails_cleanly(settings: Settings, store: Store,
+                                                     tmp_path: Path, args: tuple[str, ...],
+                                                     content: str) -> None:
+    path = tmp_path / "input"
+    path.write_text(content)
+    env = {"FACEAPI_DATA_DIR": str(settings.data_dir), "FACEAPI_ENV": "test",
+           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    result = CliRunner().invoke(audit, ["verify", *(a.format(file=path) for a in args)],
+                                env=env)
+    assert result.exit_code in (1, 2), result.output
+    assert not isinstance(result.exception, (KeyError, ValueError, TypeError)), result.output
+    assert "FAIL" in result.output or "Invalid value" in result.output
+
+
+@pytest.mark.parametrize("command", ["export", "tail"])
+def test_a_time_with_no_utc_form_is_a_usage_error(settings: Settings, store: Store,
+                                                  command: str) -> None:
+    code, output = cli(settings, command, "--since", "0001-01-01T00:00:00+05:00")
+    assert code == 2, output
+    assert "is not an ISO 8601 time" in output
