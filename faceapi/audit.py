@@ -479,7 +479,14 @@ def verify_export(parsed: ParsedExport,
                   extra_checkpoints: Sequence[Checkpoint] = ()) -> VerifyReport:
     """Check an export offline. Without trusted keys the header's key is used, which
     proves integrity only against edits made without re-signing."""
-    keys = list(public_keys) if public_keys else [load_public_key(parsed.header["public_key"])]
+    if public_keys:
+        keys = list(public_keys)
+    else:
+        try:
+            keys = [load_public_key(parsed.header["public_key"])]
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise ExportFormatError(f"line 1: no usable public key in the header ({exc})") \
+                from exc
     seqs = [e.seq for e in parsed.events]
     for index, (got, want) in enumerate(zip(seqs, sorted(seqs), strict=True)):
         if got != want:

@@ -102,13 +102,13 @@ def verify_cmd(export_file: TextIO | None, public_keys: tuple[Path, ...],
     if export_file is not None:
         try:
             parsed = read_jsonl_export(export_file)
+            if not keys:
+                click.echo("warning: no --public-key given; trusting the key inside the "
+                           "export", err=True)
+            report = verify_export(parsed, keys or None, extra)
         except ExportFormatError as exc:
             click.echo(f"FAIL: unreadable export: {exc}", err=True)
             raise SystemExit(1) from exc
-        if not keys:
-            click.echo("warning: no --public-key given; trusting the key inside the export",
-                       err=True)
-        report = verify_export(parsed, keys or None, extra)
     else:
         with _store() as store:
             report = audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),

@@ -138,6 +138,7 @@ def test_a_file_that_is_not_an_export_fails_cleanly(settings: Settings, tmp_path
     (("--export", "{file}", "--public-key", "{file}"), "not a key\n"),
     (("--checkpoints", "{file}"), '{"checkpoints": [{"seq": 1}]}'),
     (("--checkpoints", "{file}"), '[{"seq": 1}]'),
+    (("--export", "{file}"), '{"type": "header", "format": "faceapi-audit-export"}\n'),
 ])
 def test_a_bad_key_or_checkpoints_file_fails_cleanly(settings: Settings, store: Store,
                                                      tmp_path: Path, args: tuple[str, ...],
