@@ -92,20 +92,26 @@ def plan(folder: Path, *, subject_from: str, csv_file: Path | None = None,
 
 def _plan_from_csv(folder: Path, csv_file: Path, file_column: str,
                    subject_column: str) -> list[ImportItem]:
-    with csv_file.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        for needed in (file_column, subject_column):
-            if needed not in columns:
-                raise click.UsageError(f"{csv_file} has no column {needed!r} "
-                                       f"(columns: {', '.join(columns)})")
-        rows = list(reader)
+    try:
+        with csv_file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            for needed in (file_column, subject_column):
+                if needed not in columns:
+                    raise click.UsageError(f"{csv_file} has no column {needed!r} "
+                                           f"(columns: {', '.join(columns)})")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise click.UsageError(f"{csv_file} is not a UTF-8 CSV file ({exc})") from exc
     root = folder.resolve()
     items = []
     for row in rows:
         relative = (row.get(file_column) or "").strip()
-        path = (folder / relative).resolve()
         subject, problem = _clean(row.get(subject_column))
+        if "\x00" in relative:  # no file has such a name (and Path refuses it)
+            items.append(ImportItem(folder, relative, subject, "file_not_found"))
+            continue
+        path = (folder / relative).resolve()
         if not path.is_relative_to(root):
             problem = "outside_folder"  # a CSV must not reach files beyond FOLDER
         elif not path.is_file():
@@ -277,7 +283,12 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         report_path = report_path or Path(f"import-report-{collection_id}.csv")
         bar = click.progressbar(items, label=f"importing {len(items)} files",
                                 item_show_func=_shown, file=sys.stderr)
-        with report_path.open("w", newline="", encoding="utf-8") as report, bar:
+        try:
+            report = report_path.open("w", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write the report {report_path}: {exc.strerror}") from exc
+        with report, bar:
             counts = import_items(items, importer, report, progress=iter(bar))
         audit_run(store.uow, actor, collection_id, counts)
     finally:

@@ -202,3 +202,45 @@ def test_importing_into_an_unknown_collection_stops_with_a_message(
     result = CliRunner().invoke(cli, ["import", str(tmp_path), "--collection", "nope"], env=env)
     assert result.exit_code != 0
     assert "not found" in result.output
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("missing_folder", "does not exist"),
+    ("csv_not_utf8", "is not a UTF-8 CSV"),
+    ("csv_without_columns", "has no column 'file'"),
+    ("report_in_missing_folder", "cannot write the report"),
+])
+def test_a_bad_folder_csv_or_report_path_exits_non_zero_without_a_traceback(
+        tmp_path: Path, settings: Settings, store: Store, setup: str, message: str) -> None:
+    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
+           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["collections", "create", "stars"], env=env).exit_code == 0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    listing = tmp_path / "subjects.csv"
+    args = {
+        "missing_folder": [str(tmp_path / "nowhere")],
+        "csv_not_utf8": [str(folder), "--csv", str(listing)],
+        "csv_without_columns": [str(folder), "--csv", str(listing)],
+        "report_in_missing_folder": [str(folder), "--report",
+                                     str(tmp_path / "no" / "report.csv")],
+    }[setup]
+    listing.write_bytes(b"file,subject_id\n\xff\xfe.jpg,alice\n" if setup == "csv_not_utf8"
+                        else b"name,who\na.jpg,alice\n")
+    result = runner.invoke(cli, ["import", *args, "--collection", "stars"], env=env)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert message in result.output
+    assert count(store, faces) == 0
+
+
+def test_a_csv_row_naming_an_impossible_file_is_reported_not_raised(
+        people: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "subjects.csv"
+    listing.write_text("file,subject_id\nbad\x00name.png,alice\nalice/a1.png,alice\n",
+                       encoding="utf-8")
+    items = plan(people, subject_from="csv", csv_file=listing, file_column="file",
+                 subject_column="subject_id")
+    assert [(i.subject_id, i.problem) for i in items] == [("alice", "file_not_found"),
+                                                          ("alice", None)]
