@@ -263,14 +263,15 @@ def authenticate(token: str | None, *, read_uow: UnitOfWorkFactory,
 def parse_expiry(text: str, now: datetime) -> datetime:
     """`90d`, `12h`, `30m`, or an ISO 8601 date/time (UTC when no zone is given)."""
     match = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount),
-                 "m": timedelta(minutes=amount)}[unit]
-        return now + delta
     try:
+        if match:
+            amount, unit = int(match.group(1)), match.group(2)
+            delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount),
+                     "m": timedelta(minutes=amount)}[unit]
+            return now + delta
         moment = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
+        # OverflowError: a duration past year 9999 (99999999999d).
         raise InvalidParameter("expiry: use 90d, 12h, 30m or an ISO 8601 date/time",
                                details={"field": "expires"}) from exc
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=now.tzinfo)

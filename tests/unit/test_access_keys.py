@@ -234,6 +234,12 @@ def test_expiry_dates_default_to_utc(clock: FakeClock) -> None:
         keys.parse_expiry("next tuesday", clock.now())
 
 
+@pytest.mark.parametrize("text", ["99999999999d", "3000000d", "9999999999999m"])
+def test_an_expiry_past_year_9999_is_invalid_not_an_overflow(text: str, clock: FakeClock) -> None:
+    with pytest.raises(InvalidParameter):
+        keys.parse_expiry(text, clock.now())
+
+
 def test_scope_lists_split_on_commas() -> None:
     assert keys.split_scope(("a,b", "c")) == frozenset({"a", "b", "c"})
     assert keys.split_scope(()) is None
