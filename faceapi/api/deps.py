@@ -61,6 +61,16 @@ def request_id() -> str:
     return str(getattr(g, "request_id", ""))
 
 
+def json_body(*, force: bool = False) -> Any:
+    """The request's JSON body, or None when there is none or it is not JSON. Nesting
+    too deep for the parser (RecursionError, which werkzeug's `silent` does not catch)
+    counts as not JSON, so it is a 400 like any other unreadable body, never a 500."""
+    try:
+        return request.get_json(force=force, silent=True)
+    except RecursionError:
+        return None
+
+
 def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
     """Load a request body sent as JSON or as multipart/form-data.
 
@@ -82,7 +92,7 @@ def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
                 data = upload.stream.read(limit + 1)
                 raw[name] = {"bytes": data}
     else:
-        payload = request.get_json(silent=True)
+        payload = json_body()
         if payload is None:
             if request.get_data(cache=True):
                 raise ValidationFailed("the body must be JSON or multipart/form-data")

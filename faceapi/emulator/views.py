@@ -16,7 +16,7 @@ import structlog
 from flask import Blueprint, Response, current_app, g, json, request
 from werkzeug.exceptions import HTTPException
 
-from faceapi.api.deps import current_actor, deps, request_id
+from faceapi.api.deps import current_actor, deps, json_body, request_id
 from faceapi.domain import access
 from faceapi.domain.audit import Actor
 from faceapi.domain.errors import FaceApiError
@@ -100,7 +100,7 @@ def dispatch() -> Response:
         fault = control().take(operation)
         if fault is not None:
             raise p.AwsError(fault.error, "injected by the test switch", fault.status)
-        body = request.get_json(force=True, silent=True)
+        body = json_body(force=True)
         if not isinstance(body, dict):
             raise p.AwsError("SerializationException", "the body must be a JSON object")
         d = deps()

@@ -230,6 +230,18 @@ def test_the_json_11_content_type_is_required(emulator_app: Flask) -> None:
     assert_aws_error(response, "SerializationException")
 
 
+@pytest.mark.parametrize("raw", [b"", b"{", b"null", b"[]", b"\xff\xfe",
+                                 b'{"a":' * 5000 + b"1" + b"}" * 5000])
+def test_a_body_that_is_not_a_json_object_is_a_serialization_error(
+        emulator_app: Flask, raw: bytes) -> None:
+    # Nesting too deep for the JSON parser (RecursionError) included: a 400, not a 500.
+    key = api_key(emulator_app, "app")
+    response = emulator_app.test_client().post(
+        "/", data=raw, content_type=CONTENT_TYPE,
+        headers={"X-Amz-Target": "RekognitionService.DetectFaces", "Authorization": sigv4(key)})
+    assert_aws_error(response, "SerializationException")
+
+
 def test_a_request_without_a_key_is_unrecognized_client(emulator_app: Flask) -> None:
     response = call(emulator_app.test_client(), "DetectFaces", {"Image": {"Bytes": "AA=="}})
     assert_aws_error(response, "UnrecognizedClientException")
