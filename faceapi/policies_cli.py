@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from faceapi.config import Settings
-from faceapi.domain.policies import PolicyError
-from faceapi.policy_files import load_policies, parse_policy
+from faceapi.domain.policies import PolicyError, UnknownPolicy
+from faceapi.policy_files import load_policies, read_policy_file
 
 
 @click.group()
@@ -31,7 +31,7 @@ def check(paths: tuple[Path, ...]) -> None:
     failed = False
     for file in files:
         try:
-            policy = parse_policy(file.read_text(encoding="utf-8"), str(file), file.stem)
+            policy = read_policy_file(file)
         except PolicyError as exc:
             failed = True
             click.echo(f"FAIL {exc.message}", err=True)
@@ -46,9 +46,9 @@ def show(name: str | None) -> None:
     """Print the policies in force (or one) as canonical JSON with their versions."""
     try:
         loaded = load_policies(Settings.from_env().policies_dir)
-    except PolicyError as exc:
+        chosen = [loaded.require(name)] if name else list(loaded.values())
+    except (PolicyError, UnknownPolicy) as exc:
         click.echo(exc.message, err=True)
         sys.exit(1)
-    chosen = [loaded.require(name)] if name else list(loaded.values())
     for policy in chosen:
         click.echo(json.dumps({"version": policy.version, **policy.canonical()}, sort_keys=True))

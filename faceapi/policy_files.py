@@ -167,13 +167,23 @@ def parse_policy(text: str, source: str, expected_name: str | None = None) -> Po
     return policy
 
 
+def read_policy_file(path: Path) -> Policy:
+    """The policy in one file, named like the file; PolicyError if it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        raise PolicyError(f"{path}: cannot be read ({reason})") from exc
+    return parse_policy(text, str(path), path.stem)
+
+
 def load_policies(directory: Path) -> PolicySet:
     """Every `*.yaml` in `directory`; the first bad file stops the load."""
     if not directory.is_dir():
         raise PolicyError(f"policies directory {directory} not found (FACEAPI_POLICIES_DIR)")
     found: dict[str, Policy] = {}
     for path in sorted(directory.glob("*.yaml")):
-        found[path.stem] = parse_policy(path.read_text(encoding="utf-8"), str(path), path.stem)
+        found[path.stem] = read_policy_file(path)
     if not found:
         raise PolicyError(f"no policies (*.yaml) in {directory}")
     return PolicySet(found)

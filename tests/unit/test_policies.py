@@ -140,3 +140,19 @@ def test_policies_check_passes_the_shipped_files_and_fails_a_bad_one(tmp_path: P
     failed = runner.invoke(policies_cli, ["check", str(bad)])
     assert failed.exit_code == 1
     assert "consequential" in failed.output
+
+
+def test_policies_check_and_show_fail_cleanly_on_unreadable_files_and_unknown_names(
+        tmp_path: Path) -> None:
+    runner = CliRunner()
+    binary = tmp_path / "login.yaml"
+    binary.write_bytes(b"\xff\xfe name: login")
+    failed = runner.invoke(policies_cli, ["check", str(binary)])
+    assert failed.exit_code == 1
+    assert isinstance(failed.exception, SystemExit), failed.exception
+    assert "cannot be read (not UTF-8 text)" in failed.output
+    unknown = runner.invoke(policies_cli, ["show", "no_such_policy"],
+                            env={"FACEAPI_POLICIES_DIR": str(SHIPPED)})
+    assert unknown.exit_code == 1
+    assert isinstance(unknown.exception, SystemExit), unknown.exception
+    assert "no_such_policy" in unknown.output
