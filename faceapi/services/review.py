@@ -179,7 +179,6 @@ def purge_evidence(*, uow: UnitOfWork, blobs: BlobStore, now: datetime) -> int:
         due = uow.reviews.evidence_due(now, SWEEP_BATCH)
         if not due:
             return 0
-        files = 0
         for review in due:
             uow.reviews.mark_evidence_purged(review.id)
         uow.audit.append(AuditEvent(
@@ -191,7 +190,7 @@ def purge_evidence(*, uow: UnitOfWork, blobs: BlobStore, now: datetime) -> int:
     for review in due:
         # After the commit: a failure leaves files nothing points at, never rows
         # that point at deleted files.
-        files += blobs.delete_prefix(evidence_prefix(review.id))
+        blobs.delete_prefix(evidence_prefix(review.id))
     return len(due)
 
 
