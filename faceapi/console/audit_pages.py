@@ -3,6 +3,7 @@ verification and export of the filtered set, through the audit trail service."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -32,9 +33,10 @@ def _time(name: str, raw: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
-    except ValueError as exc:
+        # OverflowError: a time with no UTC form (0001-01-01T00:00+05:00).
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise BadFilter(f"{name}: expected a date and time like 2026-01-31T13:45") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def filters_from(args: Mapping[str, str]) -> dict[str, str]:
@@ -72,7 +74,9 @@ def audit() -> Any:
     store = deps().store
     filters = filters_from(request.args)
     after_raw = request.args.get("after", "")
-    after = int(after_raw) if after_raw.isdigit() else None
+    # ASCII digits only, and few enough for a BIGINT: "²".isdigit() holds and int()
+    # refuses it; a 30-digit number overflows the database's integer.
+    after = int(after_raw) if re.fullmatch(r"[0-9]{1,18}", after_raw) else None
     error = None
     events: list[Any] = []
     next_after = None

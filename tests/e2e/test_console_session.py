@@ -123,3 +123,14 @@ def test_the_cookie_is_always_secure_in_production(tmp_path: Path) -> None:
     app = create_app(settings, engine=FakeEngine(), clock=FakeClock())
     cookie = app.test_client().get("/console/signin").headers["Set-Cookie"]
     assert "Secure" in cookie
+
+
+@pytest.mark.parametrize("query", ["after=99999999999999999999999", "after=%C2%B2",
+                                   "since=0001-01-01T00:00%2B05:00",
+                                   "until=9999-12-31T23:59-05:00"])
+def test_odd_audit_filters_are_a_page_or_a_422_never_a_500(
+        console_app: Flask, clock: FakeClock, query: str) -> None:
+    client = console_app.test_client()
+    sign_in(client, new_key(console_app, clock, "auditor"))
+    assert client.get(f"/console/audit?{query}").status_code == 200
+    assert client.get(f"/console/audit/export?{query}").status_code in (200, 422)
