@@ -33,9 +33,6 @@ from faceapi.services import audit_trail
 blp = Blueprint("audit", __name__, url_prefix="/v1/audit",
                 description="Tamper-evident audit trail for compliance staff")
 
-EXPORT_MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
-
-
 def encode_cursor(seq: int, order: str) -> str:
     raw = json.dumps({"s": seq, "o": order}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -100,9 +97,9 @@ def export_events(args: dict[str, Any]) -> Any:
     chunks = audit_trail.export_trail(query, fmt, uow=store.uow(), read_uow=store.read_uow(),
                                       actor=current_actor(), public_key=store.signer.public_key,
                                       now=store.now())
-    stamp = store.now().strftime("%Y%m%dT%H%M%SZ")
-    return Response(stream_with_context(chunks), mimetype=EXPORT_MEDIA[fmt], headers={
-        "Content-Disposition": f'attachment; filename="faceapi-audit-{stamp}.{fmt}"'})
+    name = audit_trail.export_filename(fmt, store.now())
+    return Response(stream_with_context(chunks), mimetype=audit_trail.EXPORT_MEDIA[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @blp.route("/checkpoints", methods=["GET"])

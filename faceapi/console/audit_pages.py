@@ -137,9 +137,8 @@ def audit_export() -> Any:
     lines: Iterator[str] = audit_trail.export_trail(
         query, fmt, uow=store.uow(), read_uow=store.read_uow(), actor=g.actor,
         public_key=store.signer.public_key, now=now)
-    name = f"faceapi-audit-{now.strftime('%Y%m%dT%H%M%SZ')}.{fmt}"
-    mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
-    return Response(lines, mimetype=mimetype,
+    name = audit_trail.export_filename(fmt, now)
+    return Response(lines, mimetype=audit_trail.EXPORT_MEDIA[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

@@ -39,6 +39,12 @@ from faceapi.services.ports import AuditUnitOfWork
 
 MAX_PAGE = 500
 EXPORT_FORMATS = ("jsonl", "csv")
+EXPORT_MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
+
+
+def export_filename(fmt: str, now: datetime) -> str:
+    """The download name of an export (API and console)."""
+    return f"faceapi-audit-{now.strftime('%Y%m%dT%H%M%SZ')}.{fmt}"
 
 
 def record(event: AuditEvent, *, uow: AuditUnitOfWork) -> RecordedEvent:
