@@ -52,15 +52,21 @@ def detect_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, An
     """DetectFaces: any attribute other than DEFAULT asks for everything we compute;
     attributes the engine cannot compute stay absent, as Rekognition omits them too."""
     data = p.image_bytes(body, "Image", _limit(ctx))
-    requested = body.get("Attributes", ["DEFAULT"])
-    if not isinstance(requested, list) or not all(isinstance(a, str) for a in requested):
-        raise p.invalid("Attributes must be a list of strings")
-    attributes = Attributes.DEFAULT if set(requested) <= {"DEFAULT"} else Attributes.ALL
+    attributes = _attributes(body, "Attributes")
     # The same use case as POST /v1/faces/detect, so the call is audited the same way.
     detection = detect(DetectRequest(image=data, attributes=attributes), engine=ctx.engine,
                        settings=ctx.settings, uow=ctx.uow(), actor=ctx.actor)
     dumped: dict[str, Any] = DetectResponseSchema().dump(detection)
     return dumped
+
+
+def _attributes(body: Mapping[str, Any], name: str) -> Attributes:
+    """DetectFaces' `Attributes`, IndexFaces' `DetectionAttributes`: anything other than
+    DEFAULT asks for everything we compute."""
+    requested = body.get(name, ["DEFAULT"])
+    if not isinstance(requested, list) or not all(isinstance(a, str) for a in requested):
+        raise p.invalid(f"{name} must be a list of strings")
+    return Attributes.DEFAULT if set(requested) <= {"DEFAULT"} else Attributes.ALL
 
 
 def compare_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
@@ -178,8 +184,7 @@ def index_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any
     if external is None:
         raise p.invalid("ExternalImageId is required by faceapi: it names the subject "
                         "the faces belong to")
-    attributes = body.get("DetectionAttributes", ["DEFAULT"])
-    everything = isinstance(attributes, list) and not set(attributes) <= {"DEFAULT"}
+    everything = _attributes(body, "DetectionAttributes") is Attributes.ALL
     max_faces = p.optional_int(body, "MaxFaces", None, low=1, high=100)
     quality = QualityFilter(_quality_filter(body, "AUTO"))
     # Bytes, not a decoded image: the enroll service decodes them once, after its checks.

@@ -242,6 +242,18 @@ def test_a_body_that_is_not_a_json_object_is_a_serialization_error(
     assert_aws_error(response, "SerializationException")
 
 
+@pytest.mark.parametrize(("operation", "member"), [("DetectFaces", "Attributes"),
+                                                   ("IndexFaces", "DetectionAttributes")])
+@pytest.mark.parametrize("value", ["ALL", [{}], [["ALL"]], ["DEFAULT", 1], None])
+def test_attributes_that_are_not_a_list_of_strings_are_invalid_parameter(
+        emulator_app: Flask, operation: str, member: str, value: object) -> None:
+    admin = api_key(emulator_app, "admin")
+    body = assert_aws_error(call(emulator_app.test_client(), operation, {
+        "CollectionId": "any", "ExternalImageId": "jack", "Image": {"Bytes": "AA=="},
+        member: value}, key=admin), "InvalidParameterException")
+    assert member in body["message"]
+
+
 def test_a_request_without_a_key_is_unrecognized_client(emulator_app: Flask) -> None:
     response = call(emulator_app.test_client(), "DetectFaces", {"Image": {"Bytes": "AA=="}})
     assert_aws_error(response, "UnrecognizedClientException")
