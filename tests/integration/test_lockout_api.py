@@ -120,3 +120,22 @@ def test_a_locked_attempt_is_audited_without_a_decision(
     assert last is not None
     assert last.action == "verify.decision"
     assert last.reason == "locked"
+
+
+def test_lockout_routes_404_on_an_unknown_collection_or_state_and_422_on_a_bad_policy(
+        client: FlaskClient, app: Flask, auth_headers: HeadersFactory) -> None:
+    operator = auth_headers("operator")
+    before = actions(app)
+    assert client.get("/v1/collections/nope/subjects/alice/lockout",
+                      headers=operator).status_code == 404
+    for path in ("/v1/collections/nope/subjects/alice/lockout",
+                 "/v1/collections/staff/subjects/alice/lockout",
+                 "/v1/collections/staff/subjects/alice/lockout?policy=login"):
+        response = client.delete(path, headers=operator)
+        assert response.status_code == 404, path
+        assert response.get_json()["error"]["code"] == "not_found"
+    bad = client.delete("/v1/collections/staff/subjects/alice/lockout?policy=",
+                        headers=operator)
+    assert bad.status_code == 422
+    assert bad.get_json()["error"]["code"] == "validation_error"
+    assert actions(app) == before

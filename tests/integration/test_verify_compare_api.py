@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import HeadersFactory
 from tests.fakes import FakeEngine, unit_vector
-from tests.integration.verify_support import b64, scripted, vector_at
+from tests.integration.verify_support import b64, row_counts, scripted, vector_at
 
 BASE = unit_vector(5)
 
@@ -64,3 +65,27 @@ def test_a_verify_policy_cannot_be_used_to_compare(client: FlaskClient,
     status, body = compare(client, fake_engine, auth_headers("app"), 95.0, policy="login")
     assert status == 422
     assert body["error"]["code"] == "wrong_policy_operation"
+
+
+@pytest.mark.parametrize("case", [
+    ({"policy": "no_such_policy"}, (422, "unknown_policy")),
+    ({"target": None}, (422, "missing_image")),
+    ({"target": b64(b"GIF89a-not-allowed")}, (415, "unsupported_image_format")),
+    ({"source": b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)}, (422, "invalid_image")),
+    ({"extra": 1}, (422, "validation_error")),
+])
+def test_a_rejected_compare_gets_its_code_and_writes_nothing(
+        client: FlaskClient, app: Flask, fake_engine: FakeEngine,
+        auth_headers: HeadersFactory,
+        case: tuple[dict[str, Any], tuple[int, str]]) -> None:
+    change, expected = case
+    body: dict[str, Any] = {"policy": "dataset_cleaning",
+                            "source": b64(scripted(fake_engine, [BASE])),
+                            "target": b64(scripted(fake_engine, [BASE]))}
+    body.update(change)
+    body = {k: v for k, v in body.items() if v is not None}
+    headers = auth_headers("app")
+    before = row_counts(app)
+    response = client.post("/v1/compare", headers=headers, json=body)
+    assert (response.status_code, response.get_json()["error"]["code"]) == expected
+    assert row_counts(app) == before
