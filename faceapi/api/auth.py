@@ -90,14 +90,20 @@ def _authenticate_request() -> Response | None:
     return None
 
 
-def _refuse_unauthenticated(exc: AuthenticationFailed, endpoint: str) -> Response:
+def record_auth_failure(exc: AuthenticationFailed, endpoint: str,
+                       details: dict[str, Any]) -> None:
+    """The `auth.fail` event of a refused key (API or console sign-in): the key's own
+    actor when it is known (revoked, expired), else anonymous with the id presented."""
     actor = (AuditActor(role=exc.role, key_id=exc.key_id)
              if exc.role is not None and exc.key_id is not None else ANONYMOUS)
-    details: dict[str, Any] = {}
     if exc.key_id is not None and actor is ANONYMOUS:
-        details["presented_key_id"] = exc.key_id
-    log.warning("auth_fail", reason=exc.reason, endpoint=endpoint, key_id=exc.key_id)
+        details = {**details, "presented_key_id": exc.key_id}
     record_refusal(Action.AUTH_FAIL, "denied", actor, endpoint, reason=exc.reason, details=details)
+
+
+def _refuse_unauthenticated(exc: AuthenticationFailed, endpoint: str) -> Response:
+    log.warning("auth_fail", reason=exc.reason, endpoint=endpoint, key_id=exc.key_id)
+    record_auth_failure(exc, endpoint, details={})
     response = error_response("unauthorized", _MESSAGES.get(exc.reason, exc.message), 401)
     response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     return response

@@ -3,16 +3,13 @@ rules from the one permission table, and audit events for refused sign-ins and p
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 
-from faceapi.api.auth import record_refusal
+from faceapi.api.auth import record_auth_failure, record_refusal
 from faceapi.api.deps import deps
 from faceapi.domain import access as rules
 from faceapi.domain.access import Actor
-from faceapi.domain.audit import ANONYMOUS, Action
-from faceapi.domain.audit import Actor as AuditActor
+from faceapi.domain.audit import Action
 from faceapi.domain.errors import NotFound
 from faceapi.services import keys
 
@@ -36,14 +33,8 @@ def authenticate(raw_key: str) -> Actor | None:
         return keys.authenticate(raw_key, read_uow=d.store.read_uow, write_uow=d.store.uow,
                                  clock=d.clock)
     except keys.AuthenticationFailed as exc:
-        actor = (AuditActor(role=exc.role, key_id=exc.key_id)
-                 if exc.role is not None and exc.key_id is not None else ANONYMOUS)
         log.warning("console_auth_fail", reason=exc.reason, key_id=exc.key_id)
-        details: dict[str, Any] = {"channel": "console"}
-        if exc.key_id is not None and actor is ANONYMOUS:
-            details["presented_key_id"] = exc.key_id
-        record_refusal(Action.AUTH_FAIL, "denied", actor, "console.signin",
-                       reason=exc.reason, details=details)
+        record_auth_failure(exc, "console.signin", details={"channel": "console"})
         return None
 
 
