@@ -336,3 +336,28 @@ def test_no_path_makes_a_consequential_decision_a_match_without_its_reviewers(
     final = client.get(f"/v1/decisions/{body['decision_id']}", headers=app_key).get_json()
     assert final["outcome"] != "match"
     assert final["similarity"] is None
+
+
+def test_a_bad_vote_or_an_unknown_review_is_refused_and_changes_nothing(
+        client: FlaskClient, app: Flask, fake_engine: FakeEngine,
+        auth_headers: HeadersFactory) -> None:
+    review_id = identity_check(client, fake_engine, auth_headers("app"))["review_id"]
+    reviewer = auth_headers("reviewer")
+    before = row_counts(app)
+    for body, expected in (
+            ({"decision": "maybe", "reason": "faces agree"}, (422, "validation_error")),
+            ({"decision": "confirm", "reason": "ok"}, (422, "validation_error")),
+            ({"decision": "confirm"}, (422, "validation_error")),
+            ({"decision": "confirm", "reason": "faces agree", "x": 1},
+             (422, "validation_error"))):
+        response = client.post(f"/v1/reviews/{review_id}/decision", headers=reviewer,
+                               json=body)
+        assert (response.status_code, response.get_json()["error"]["code"]) == expected, body
+    assert client.get("/v1/reviews/nope", headers=reviewer).status_code == 404
+    assert client.post("/v1/reviews/nope/decision", headers=reviewer, json={
+        "decision": "confirm", "reason": "faces agree"}).status_code == 404
+    for query in ("status=unknown", "limit=0", "older_than_minutes=-1"):
+        assert client.get(f"/v1/reviews?{query}", headers=reviewer).status_code == 422
+    assert row_counts(app) == before
+    assert client.get(f"/v1/reviews/{review_id}",
+                      headers=reviewer).get_json()["votes_received"] == 0
