@@ -416,3 +416,25 @@ def test_faces_of_another_model_version_are_refused_with_409_engine_mismatch(
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "engine_mismatch"
     assert row_counts(app) == before
+
+
+@pytest.mark.parametrize("case", [
+    ("post", "/v1/collections/staff/subjects/alice/consent",
+     {"basis": "because", "reference": "form-1"}),
+    ("post", "/v1/collections/staff/subjects/alice/consent",
+     {"basis": "explicit_consent"}),
+    ("post", "/v1/collections/staff/subjects/alice/consent", {**CONSENT, "extra": 1}),
+    ("post", "/v1/collections/staff/subjects/a%20b/consent", CONSENT),
+    ("post", "/v1/collections/staff/faces", {"image": "not-an-object", "subject_id": "a"}),
+    ("delete", "/v1/collections/staff/faces", {"face_ids": "f1"}),
+    ("delete", "/v1/collections/staff/faces", {"face_ids": ["f1"], "extra": 1}),
+    ("post", "/v1/collections", {"collection_id": "two", "extra": 1}),
+])
+def test_a_malformed_collection_request_is_422_and_writes_nothing(
+        client: FlaskClient, app: Flask, operator: dict[str, str], staff: str,
+        case: tuple[str, str, dict[str, Any]]) -> None:
+    method, path, body = case
+    before = row_counts(app)
+    response = getattr(client, method)(path, json=body, headers=operator)
+    assert response.status_code == 422, response.get_json()
+    assert row_counts(app) == before
