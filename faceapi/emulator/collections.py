@@ -22,6 +22,7 @@ from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import QualityFilter, StoredFace
 from faceapi.domain.errors import InvalidParameter, NoFaceInSource, NotFound
+from faceapi.domain.faces import Attributes
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Operation, PolicySet
 from faceapi.engines.base import (
@@ -104,18 +105,22 @@ class StoreCollections:
     def index_faces(self, collection_id: str, image: DecodedImage, external_image_id: str,
                     max_faces: int | None = None,
                     quality_filter: QualityFilter = QualityFilter.AUTO) -> IndexResult:
+        # Every attribute, as RekognitionEngine.index_faces asks Rekognition for ALL.
         return self.index_image_bytes(collection_id, image.data, external_image_id,
-                                      max_faces, quality_filter)
+                                      max_faces, quality_filter,
+                                      attributes=Attributes.ALL)
 
     def index_image_bytes(self, collection_id: str, data: bytes, external_image_id: str,
                           max_faces: int | None = None,
-                          quality_filter: QualityFilter = QualityFilter.AUTO) -> IndexResult:
+                          quality_filter: QualityFilter = QualityFilter.AUTO, *,
+                          attributes: Attributes = Attributes.DEFAULT) -> IndexResult:
         """IndexFaces on undecoded bytes: the enroll service runs the intake itself, once,
-        after its access and consent checks (the emulator calls this one)."""
+        after its access and consent checks, and shows each face's `attributes` (the
+        emulator calls this one)."""
         result = enroll.index_faces(
             enroll.IndexFacesRequest(collection_id=collection_id, image=data,
                                      subject_id=external_image_id, max_faces=max_faces,
-                                     quality_filter=quality_filter),
+                                     quality_filter=quality_filter, attributes=attributes),
             actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
             settings=self.settings, blobs=self.blobs)
         return IndexResult(

@@ -119,12 +119,8 @@ def _face(face: IndexedFace) -> dict[str, Any]:
     return out
 
 
-def _detail(detail: FaceDetail, everything: bool) -> dict[str, Any]:
+def _detail(detail: FaceDetail) -> dict[str, Any]:
     dumped: dict[str, Any] = FaceDetailSchema().dump(detail)
-    if not everything:
-        # DEFAULT omits the attributes that only ALL asks for.
-        dumped.pop("EyesOpen", None)
-        dumped.pop("MouthOpen", None)
     return dumped
 
 
@@ -184,18 +180,20 @@ def index_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any
     if external is None:
         raise p.invalid("ExternalImageId is required by faceapi: it names the subject "
                         "the faces belong to")
-    everything = _attributes(body, "DetectionAttributes") is Attributes.ALL
+    attributes = _attributes(body, "DetectionAttributes")
     max_faces = p.optional_int(body, "MaxFaces", None, low=1, high=100)
     quality = QualityFilter(_quality_filter(body, "AUTO"))
     # Bytes, not a decoded image: the enroll service decodes them once, after its checks.
+    # The enroll service leaves out what DEFAULT does not show (enroll.shown).
     result = ctx.collections(True).index_image_bytes(collection_id, data, external,
-                                                     max_faces, quality)
+                                                     max_faces, quality,
+                                                     attributes=attributes)
     out: dict[str, Any] = {
-        "FaceRecords": [{"Face": _face(r.face), "FaceDetail": _detail(r.detail, everything)}
+        "FaceRecords": [{"Face": _face(r.face), "FaceDetail": _detail(r.detail)}
                         for r in result.records],
         "FaceModelVersion": result.face_model_version,
         "UnindexedFaces": [{"Reasons": [r.value for r in u.reasons],
-                            "FaceDetail": _detail(u.detail, everything)}
+                            "FaceDetail": _detail(u.detail)}
                            for u in result.unindexed]}
     if result.orientation_correction is not None:
         out["OrientationCorrection"] = result.orientation_correction.value

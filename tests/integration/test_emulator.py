@@ -301,6 +301,22 @@ def test_index_faces_needs_an_external_image_id(emulator_app: Flask) -> None:
     assert "ExternalImageId" in body["message"]
 
 
+def test_index_faces_returns_eyes_and_mouth_open_only_with_all(emulator_app: Flask) -> None:
+    client = emulator_app.test_client()
+    admin = api_key(emulator_app, "admin")
+    collection = f"emu-{uuid.uuid4().hex[:8]}"
+    call(client, "CreateCollection", {"CollectionId": collection,
+                                      "Tags": {CONSENT_TAG: "false"}}, key=admin)
+    image = {"Bytes": b64(read(PORTRAIT))}
+    for attributes, shown in ((["DEFAULT"], False), (["ALL"], True)):
+        response = call(client, "IndexFaces", {
+            "CollectionId": collection, "Image": image, "ExternalImageId": "jack",
+            "DetectionAttributes": attributes}, key=admin)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        detail = response.get_json(force=True)["FaceRecords"][0]["FaceDetail"]
+        assert ("EyesOpen" in detail, "MouthOpen" in detail) == (shown, shown)
+
+
 def test_a_collection_created_without_the_tag_needs_recorded_consent(
         emulator_app: Flask) -> None:
     client = emulator_app.test_client()
