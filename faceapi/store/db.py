@@ -79,6 +79,9 @@ def _track_changes(conn: Connection, clauseelement: Any, *args: Any) -> None:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url` with our SQLite settings; creates the SQLite file's folder."""
     parsed = make_url(url)
+    # A database error's text (logged with its traceback) must not carry the bound
+    # values: face descriptors, key hashes, subject ids.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -92,6 +92,15 @@ def test_a_change_that_fails_in_the_database_takes_its_event_with_it(
     assert store.verify().ok
 
 
+def test_a_database_error_does_not_carry_the_values_it_was_given(
+        store_with_scratch: Store) -> None:
+    store = store_with_scratch
+    change_then(store, append=True, fail=False, commit=True)
+    with store.uow() as uow, pytest.raises(IntegrityError) as caught:
+        uow.conn.execute(scratch.insert().values(id=1, name="secret-descriptor-bytes"))
+    assert "secret-descriptor-bytes" not in str(caught.value)
+
+
 def test_leaving_the_block_without_commit_rolls_back(store_with_scratch: Store) -> None:
     store = store_with_scratch
     with store.uow() as uow:
