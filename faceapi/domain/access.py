@@ -200,12 +200,6 @@ def roles_allowed(endpoint: str) -> frozenset[str]:
     return rule if isinstance(rule, frozenset) else frozenset()
 
 
-class Unauthorized(FaceApiError):
-    """No credentials, or credentials that do not identify a usable key."""
-
-    code = "unauthorized"
-
-
 class Forbidden(FaceApiError):
     """The caller is known but may not do this."""
 
