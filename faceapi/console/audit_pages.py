@@ -13,14 +13,16 @@ from flask import Response, abort, flash, g, redirect, render_template, request,
 from faceapi.api.deps import deps
 from faceapi.audit import record_to_json
 from faceapi.console.views import bp, policy_set
-from faceapi.domain.audit import Action, AuditQuery
+from faceapi.domain import access
+from faceapi.domain.audit import ANONYMOUS, SYSTEM, Action, AuditQuery
 from faceapi.domain.errors import FaceApiError
 from faceapi.services import audit_trail
 
 PAGE_SIZE = 50
 FILTER_FIELDS = ("since", "until", "actor", "role", "action", "outcome", "policy",
                  "subject", "request_id", "resource")
-ROLE_CHOICES = ("app", "operator", "reviewer", "auditor", "admin", "system", "none")
+# The key roles in the permission table's order, then the two non-key actors.
+ROLE_CHOICES = (*access.ROLES, SYSTEM.role, ANONYMOUS.role)
 
 
 class BadFilter(FaceApiError):
