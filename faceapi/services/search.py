@@ -36,7 +36,7 @@ from faceapi.search.index import SearchIndex
 from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.ports import UnitOfWork
-from faceapi.services.review import discard_evidence, evidence_images, open_review
+from faceapi.services.review import discard_evidence, evidence_images, record_decision
 from faceapi.services.verify import policy_for, remote_probe, screen_faces
 
 
@@ -117,7 +117,7 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
     matches: list[FaceMatch] = []
     try:
         with uow:
-            event = uow.audit.append(AuditEvent(
+            decision = record_decision(uow, blobs, decision, AuditEvent(
                 action=Action.SEARCH_DECISION, outcome=decision.outcome.value, actor=actor,
                 resource=resource(req.collection_id), policy_name=policy.name,
                 policy_version=policy.version, engine=engine.name,
@@ -128,14 +128,10 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                 input_digests=(image.sha256,), request_id=request_id,
                 reason=",".join(decision.reasons)[:256],
                 details={"decision_id": decision.id,
-                         **({"review_id": decision.review_id} if decision.review_id else {})}))
-            decision = replace(decision, audit_event_id=event.id)
-            uow.decisions.add(decision)
-            if decision.review_id is not None:
-                evidence = {**evidence_images(image, probe),
-                            **candidate_crops(blobs, req.collection_id, candidates)}
-                open_review(uow, blobs, decision=decision, policy=policy, evidence=evidence,
-                            now=now, actor=actor, request_id=request_id)
+                         **({"review_id": decision.review_id} if decision.review_id else {})}),
+                policy=policy, now=now, actor=actor,
+                evidence=lambda: {**evidence_images(image, probe),
+                                  **candidate_crops(blobs, req.collection_id, candidates)})
             if decision.outcome is Outcome.MATCH:
                 for candidate in candidates:
                     face = uow.faces.get(req.collection_id, candidate.face_id)

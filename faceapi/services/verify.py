@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from faceapi.blobs import BlobStore
 from faceapi.config import Settings
@@ -46,7 +46,7 @@ from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import apply_result, audit_lock, current_lock
 from faceapi.services.ports import UnitOfWork
-from faceapi.services.review import discard_evidence, evidence_images, open_review
+from faceapi.services.review import discard_evidence, evidence_images, record_decision
 
 # Rekognition's largest SearchFacesByImage MaxFaces: a verify filters the matches by
 # the claimed subject, so it asks for as many as the engine gives.
@@ -172,14 +172,11 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                               request_id=request_id)
                 uow.commit()
                 raise locked_error(update.state, now)
-            event = uow.audit.append(_decision_event(decision, actor, policy, probe))
-            decision = _with_event(decision, event.id)
-            uow.decisions.add(decision)
-            if decision.review_id is not None:
-                evidence = {**evidence_images(image, probe),
-                            **candidate_crops(blobs, req.collection_id, candidates)}
-                open_review(uow, blobs, decision=decision, policy=policy, evidence=evidence,
-                            now=now, actor=actor, request_id=request_id)
+            decision = record_decision(
+                uow, blobs, decision, _decision_event(decision, actor, policy, probe),
+                policy=policy, now=now, actor=actor,
+                evidence=lambda: {**evidence_images(image, probe),
+                                  **candidate_crops(blobs, req.collection_id, candidates)})
             if update.locked_now and update.state is not None:
                 audit_lock(uow, update.state, policy, actor=actor, now=now,
                            request_id=request_id)
@@ -188,10 +185,6 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
         discard_evidence(blobs, decision.review_id)
         raise
     return decision
-
-
-def _with_event(decision: Decision, event_id: str) -> Decision:
-    return replace(decision, audit_event_id=event_id)
 
 
 def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
@@ -279,7 +272,7 @@ def compare_under_policy(req: CompareRequest, *, actor: Actor, engine: FaceEngin
         engine=engine.name, model_version=engine.model_version)
     try:
         with uow:
-            event = uow.audit.append(AuditEvent(
+            decision = record_decision(uow, blobs, decision, AuditEvent(
                 action=Action.FACE_COMPARE, outcome=decision.outcome.value, actor=actor,
                 resource="compare", policy_name=policy.name, policy_version=policy.version,
                 engine=engine.name, model_version=engine.model_version,
@@ -288,16 +281,11 @@ def compare_under_policy(req: CompareRequest, *, actor: Actor, engine: FaceEngin
                 input_digests=(source.sha256, target.sha256), request_id=request_id,
                 reason=",".join(decision.reasons)[:256],
                 details={"decision_id": decision.id,
-                         **({"review_id": decision.review_id} if decision.review_id else {})}))
-            decision = _with_event(decision, event.id)
-            uow.decisions.add(decision)
-            if decision.review_id is not None:
-                evidence = {
+                         **({"review_id": decision.review_id} if decision.review_id else {})}),
+                policy=policy, now=now, actor=actor, evidence=lambda: {
                     **evidence_images(source, source_face.detail if source_face else None),
                     **evidence_images(target, target_face.detail if target_face else None,
-                                      prefix="target")}
-                open_review(uow, blobs, decision=decision, policy=policy, evidence=evidence,
-                            now=now, actor=actor, request_id=request_id)
+                                      prefix="target")})
             uow.commit()
     except BaseException:
         discard_evidence(blobs, decision.review_id)
