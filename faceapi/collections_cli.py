@@ -50,7 +50,7 @@ def create_cmd(collection_id: str, description: str, no_consent: bool,
 @collections.command("list")
 def list_cmd() -> None:
     """List collections with their face and subject counts."""
-    from faceapi.services.collections import describe_collection, list_collections
+    from faceapi.services.collections import list_collections
     from faceapi.store import Store
 
     settings = Settings.from_env()
@@ -60,10 +60,12 @@ def list_cmd() -> None:
         token: str | None = None
         while True:
             page = list_collections(actor=actor, uow=store.read_uow(), next_token=token)
-            for c in page.collections:
-                found = describe_collection(c.collection_id, actor=actor, uow=store.read_uow())
-                click.echo(f"{c.collection_id}\tfaces={found.stats.face_count}\t"
-                           f"subjects={found.stats.subject_count}\t{c.engine} {c.model_version}")
+            # The page's counts in one read, not one transaction per collection.
+            with store.read_uow() as uow:
+                counts = [(c, uow.collections.stats(c.collection_id)) for c in page.collections]
+            for c, stats in counts:
+                click.echo(f"{c.collection_id}\tfaces={stats.face_count}\t"
+                           f"subjects={stats.subject_count}\t{c.engine} {c.model_version}")
             token = page.next_token
             if token is None:
                 break

@@ -244,3 +244,17 @@ def test_a_csv_row_naming_an_impossible_file_is_reported_not_raised(
                  subject_column="subject_id")
     assert [(i.subject_id, i.problem) for i in items] == [("alice", "file_not_found"),
                                                           ("alice", None)]
+
+
+def test_collections_list_shows_every_collection_with_its_counts(
+        settings: Settings, store: Store) -> None:
+    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
+           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    runner = CliRunner()
+    for name in ("alpha", "beta"):
+        assert runner.invoke(cli, ["collections", "create", name], env=env).exit_code == 0
+    listed = runner.invoke(cli, ["collections", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [
+        ["alpha", "faces=0", "subjects=0"], ["beta", "faces=0", "subjects=0"]]
