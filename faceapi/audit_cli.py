@@ -26,7 +26,7 @@ from faceapi.audit import (
     record_to_json,
     verify_export,
 )
-from faceapi.config import Settings
+from faceapi.auth_cli import cli_store
 from faceapi.domain.audit import Action, Actor, AuditQuery, RecordedEvent
 from faceapi.services import audit_trail
 from faceapi.store import Store
@@ -36,11 +36,8 @@ CLI_ACTOR = Actor.system("cli")
 
 @contextmanager
 def _store() -> Iterator[Store]:
-    store = Store.from_settings(Settings.from_env())
-    try:
+    with cli_store() as (_settings, store):
         yield store
-    finally:
-        store.dispose()
 
 
 def _when(value: str | None) -> datetime | None:

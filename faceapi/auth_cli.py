@@ -25,7 +25,9 @@ CLI_ACTOR = AuditActor.system("cli")
 
 
 @contextmanager
-def _store() -> Iterator[tuple[Settings, Store]]:
+def cli_store() -> Iterator[tuple[Settings, Store]]:
+    """The settings and a store for one CLI command; a FaceApiError (the database is
+    unreachable, a key is not found ...) ends the command with `Error: ...`, exit 1."""
     settings = Settings.from_env()
     store = Store.from_settings(settings)
     try:
@@ -54,7 +56,7 @@ def create_cmd(role: str, name: str, collections: tuple[str, ...], policies: tup
                expires: str | None) -> None:
     """Create a key and print it once; only its hash is stored."""
     clock = SystemClock()
-    with _store() as (_settings, store):
+    with cli_store() as (_settings, store):
         expires_at = key_service.parse_expiry(expires, clock.now()) if expires else None
         new = key_service.NewKey(name=name, role=role,
                                  collections=key_service.split_scope(collections),
@@ -71,7 +73,7 @@ def create_cmd(role: str, name: str, collections: tuple[str, ...], policies: tup
 def list_cmd(active: bool) -> None:
     """List keys: id, role, status, name, scope, times (never the keys)."""
     clock = SystemClock()
-    with _store() as (_settings, store):
+    with cli_store() as (_settings, store):
         found = key_service.list_keys(uow=store.read_uow(), include_revoked=not active)
     now = clock.now()
     click.echo("id        role      status   last_used             name  [scope]")
@@ -91,7 +93,7 @@ def list_cmd(active: bool) -> None:
 @click.option("--force", is_flag=True, help="Allow revoking the last active admin key.")
 def revoke_cmd(key_id: str, force: bool) -> None:
     """Revoke a key by id; it stops working at once."""
-    with _store() as (_settings, store):
+    with cli_store() as (_settings, store):
         key = key_service.revoke_key(key_id, uow=store.uow(), clock=SystemClock(),
                                      actor=CLI_ACTOR, allow_last_admin=force)
     click.echo(f"revoked key {key.id} ({key.role}, {key.name!r})")
@@ -105,7 +107,7 @@ def rotate_cmd(key_id: str, expires: str | None) -> None:
     """Create a successor with the same name, role and scope and print it once; the old
     key works until you revoke it (`faceapi keys revoke KEY_ID`)."""
     clock = SystemClock()
-    with _store() as (_settings, store):
+    with cli_store() as (_settings, store):
         expires_at = key_service.parse_expiry(expires, clock.now()) if expires else None
         created = key_service.rotate_key(key_id, uow=store.uow(), clock=clock, actor=CLI_ACTOR,
                                          expires_at=expires_at)
@@ -118,7 +120,7 @@ def rotate_cmd(key_id: str, expires: str | None) -> None:
 def bootstrap_cmd() -> None:
     """First start: with no key at all, create an admin key into <data dir>/admin-key.txt
     (mode 0600). Does nothing once any key exists; there is never a default key."""
-    with _store() as (settings, store):
+    with cli_store() as (settings, store):
         result = key_service.bootstrap(settings.data_dir, uow=store.uow(), clock=SystemClock())
     if not result.created:
         click.echo("API keys exist: nothing to bootstrap (manage them with `faceapi keys`)")

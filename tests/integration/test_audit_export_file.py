@@ -158,3 +158,12 @@ def test_a_time_with_no_utc_form_is_a_usage_error(settings: Settings, store: Sto
     code, output = cli(settings, command, "--since", "0001-01-01T00:00:00+05:00")
     assert code == 2, output
     assert "is not an ISO 8601 time" in output
+
+
+@pytest.mark.parametrize("command", [["checkpoint"], ["verify"], ["tail"], ["export"]])
+def test_an_unreachable_database_is_a_clean_error(tmp_path: Path, command: list[str]) -> None:
+    env = {"FACEAPI_DATA_DIR": str(tmp_path / "data"), "FACEAPI_ENV": "test",
+           "FACEAPI_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    result = CliRunner().invoke(audit, command, env=env)
+    assert result.exit_code == 1
+    assert "Error: the database is not reachable" in result.output
