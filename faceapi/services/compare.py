@@ -27,17 +27,19 @@ def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings, uow:
     the call is audited with both digests and the best similarity, never the images."""
     base = AuditEvent(action=Action.FACE_COMPARE, outcome="success", actor=actor,
                       engine=engine.name, model_version=engine.model_version,
-                      input_digests=(image_digest(req.source), image_digest(req.target)),
                       scores={"threshold": req.similarity_threshold})
     try:
         source = intake(req.source, settings, engine)
         target = intake(req.target, settings, engine)
         comparison = engine.compare_faces(source, target, req.similarity_threshold)
     except FaceApiError as exc:
-        record(replace(base, outcome="rejected", reason=exc.code), uow=uow)
+        record(replace(base, outcome="rejected", reason=exc.code, input_digests=(
+            image_digest(req.source), image_digest(req.target))), uow=uow)
         raise
     best = max((m.similarity for m in comparison.face_matches), default=None)
-    record(replace(base, outcome="match" if comparison.face_matches else "no_match", scores={
+    # The intake has hashed both images already (the digests image_digest gives).
+    record(replace(base, input_digests=(source.sha256, target.sha256),
+                   outcome="match" if comparison.face_matches else "no_match", scores={
         "threshold": req.similarity_threshold, "best_similarity": best,
         "matched_faces": len(comparison.face_matches),
         "unmatched_faces": len(comparison.unmatched_faces)}), uow=uow)

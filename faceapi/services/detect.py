@@ -25,14 +25,16 @@ def detect(req: DetectRequest, *, engine: FaceEngine, settings: Settings, uow: A
     """Run intake, then the engine's detector; the call is audited (digest, no image)."""
     base = AuditEvent(action=Action.FACE_DETECT, outcome="success", actor=actor,
                       engine=engine.name, model_version=engine.model_version,
-                      input_digests=(image_digest(req.image),),
                       details={"attributes": req.attributes.value})
     try:
         image = intake(req.image, settings, engine)
         detection = engine.detect_faces(image, req.attributes)
     except FaceApiError as exc:
         # Refused input is on record too: who sent what (by digest) and why it failed.
-        record(replace(base, outcome="rejected", reason=exc.code), uow=uow)
+        record(replace(base, outcome="rejected", reason=exc.code,
+                       input_digests=(image_digest(req.image),)), uow=uow)
         raise
-    record(replace(base, scores={"face_count": len(detection.faces)}), uow=uow)
+    # The intake has hashed the image already (the same digest image_digest gives).
+    record(replace(base, input_digests=(image.sha256,),
+                   scores={"face_count": len(detection.faces)}), uow=uow)
     return detection
