@@ -26,11 +26,16 @@ CLI_ACTOR = AuditActor.system("cli")
 
 @contextmanager
 def cli_store() -> Iterator[tuple[Settings, Store]]:
-    """The settings and a store for one CLI command; a FaceApiError (the database is
-    unreachable, a key is not found ...) ends the command with `Error: ...`, exit 1."""
+    """The settings and a store for one CLI command; an unmigrated schema or a
+    FaceApiError (the database is unreachable, a key is not found ...) ends the command
+    with `Error: ...`, exit 1."""
     settings = Settings.from_env()
     store = Store.from_settings(settings)
     try:
+        try:
+            store.require_current_schema()
+        except RuntimeError as exc:  # not migrated: `faceapi db upgrade` first
+            raise click.ClickException(str(exc)) from exc
         yield settings, store
     except FaceApiError as exc:
         raise click.ClickException(exc.message) from exc

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.dml import UpdateBase
 
 from faceapi.audit import CheckpointSigner, VerifyReport, load_or_create_signing_key, verify_chain
 from faceapi.config import Settings
 from faceapi.domain.audit import Checkpoint
+from faceapi.domain.errors import StoreUnavailable
 from faceapi.store.tables import AUDIT_TABLES
 
 if TYPE_CHECKING:
@@ -58,6 +60,11 @@ def _forget_inherited_connections() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
+def store_unavailable() -> StoreUnavailable:
+    """The database is down or unreachable: the caller gets a 503 to retry, not a 500."""
+    return StoreUnavailable("the database is not reachable; try again shortly", retry_after=5)
 
 
 def utc_now() -> datetime:
@@ -156,7 +163,11 @@ class Store:
     def require_current_schema(self) -> None:
         """Refuse to serve from a database that `faceapi db upgrade` has not migrated."""
         from faceapi.store.migrate import current_revision, head_revision
-        current, head = current_revision(self.engine), head_revision()
+        try:
+            current = current_revision(self.engine)
+        except OperationalError as exc:
+            raise store_unavailable() from exc
+        head = head_revision()
         if current != head:
             raise RuntimeError(f"database schema is at {current or 'nothing'}, the code needs "
                                f"{head}: run `faceapi db upgrade`")

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from faceapi.domain.errors import FaceApiError, StoreUnavailable
+from faceapi.domain.errors import FaceApiError
 from faceapi.store.audit_repo import SqlAuditLog
 from faceapi.store.collections_repo import (
     SqlCollectionsRepo,
@@ -45,7 +45,7 @@ from faceapi.store.collections_repo import (
     SqlFacesRepo,
     SqlSubjectsRepo,
 )
-from faceapi.store.db import CHANGES_KEY, READ_ONLY, Store
+from faceapi.store.db import CHANGES_KEY, READ_ONLY, Store, store_unavailable
 from faceapi.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsRepo, SqlReviewsRepo
 from faceapi.store.keys_repo import SqlApiKeyRepository
 
@@ -77,10 +77,7 @@ class SqlAlchemyUnitOfWork:
         try:
             conn = self._store.engine.connect()
         except OperationalError as exc:
-            # The database is down or unreachable: the caller gets a 503 to retry,
-            # not a 500, and nothing was written.
-            raise StoreUnavailable("the database is not reachable; try again shortly",
-                                   retry_after=5) from exc
+            raise store_unavailable() from exc  # nothing was written
         if self._read_only:
             conn = conn.execution_options(**{READ_ONLY: True})
         conn.info[CHANGES_KEY] = set()

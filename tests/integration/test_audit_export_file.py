@@ -167,3 +167,11 @@ def test_an_unreachable_database_is_a_clean_error(tmp_path: Path, command: list[
     result = CliRunner().invoke(audit, command, env=env)
     assert result.exit_code == 1
     assert "Error: the database is not reachable" in result.output
+
+
+def test_an_unmigrated_database_asks_for_db_upgrade(tmp_path: Path) -> None:
+    env = {"FACEAPI_DATA_DIR": str(tmp_path / "data"), "FACEAPI_ENV": "test",
+           "FACEAPI_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    result = CliRunner().invoke(audit, ["tail"], env=env)
+    assert result.exit_code == 1
+    assert "run `faceapi db upgrade`" in result.output
