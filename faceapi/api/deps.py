@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +17,7 @@ from faceapi.domain.clock import Clock
 from faceapi.domain.errors import ImageTooLarge, MissingImage
 from faceapi.domain.policies import PolicySet
 from faceapi.engines.base import FaceEngine, S3Object
+from faceapi.images import decode_base64_image
 from faceapi.search.index import SearchIndex
 from faceapi.services.erase import SubjectEraser
 from faceapi.store.db import Store
@@ -123,13 +122,9 @@ def _decode_json_image(name: str, value: Any, limit: int) -> Any:
     if not isinstance(encoded, str):
         raise ValidationFailed(f"{name}.bytes must be a base64 string",
                                details={"fields": {name: {"bytes": ["must be a base64 string"]}}})
-    # 4 base64 characters carry 3 bytes: refuse oversize input before decoding it.
-    if len(encoded) * 3 // 4 > limit + 3:
-        raise ImageTooLarge(f"{name} is larger than {limit} bytes",
-                            details={"field": name, "limit": limit})
     try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
+        data = decode_base64_image(name, encoded, limit)
+    except ValueError as exc:
         raise ValidationFailed(f"{name}.bytes is not valid base64",
                                details={"fields": {name: {"bytes": ["not valid base64"]}}}) from exc
     return {**value, "bytes": data}

@@ -6,14 +6,13 @@ Kept free of Flask so the mapping can be read (and tested) on its own.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from faceapi.domain.errors import FaceApiError
+from faceapi.images import decode_base64_image
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "RekognitionService."
@@ -135,9 +134,8 @@ def image_bytes(body: Mapping[str, Any], name: str, limit: int) -> bytes:
     encoded = image.get("Bytes")
     if not isinstance(encoded, str) or not encoded:
         raise invalid(f"{name}.Bytes is required")
-    if len(encoded) * 3 // 4 > limit + 3:
-        raise AwsError("ImageTooLargeException", f"{name} is larger than {limit} bytes")
     try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
+        # ImageTooLarge (before decoding) leaves as ImageTooLargeException (aws_error_from).
+        return decode_base64_image(name, encoded, limit)
+    except ValueError as exc:
         raise invalid(f"{name}.Bytes is not valid base64") from exc
