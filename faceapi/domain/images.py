@@ -7,6 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+# Rekognition's documented limit for an image sent as bytes: the Rekognition engine
+# checks it before a call, and the emulator refuses larger images as Rekognition does.
+REKOGNITION_MAX_IMAGE_BYTES = 5 * 1024 * 1024
+
 
 @dataclass(frozen=True, eq=False)
 class DecodedImage:

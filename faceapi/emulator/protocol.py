@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faceapi.domain.errors import FaceApiError
+from faceapi.domain.images import REKOGNITION_MAX_IMAGE_BYTES
 from faceapi.images import decode_base64_image
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "RekognitionService."
 
 # Rekognition's limit for images sent as bytes (the emulator also applies our intake).
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_BYTES = REKOGNITION_MAX_IMAGE_BYTES
 
 
 @dataclass

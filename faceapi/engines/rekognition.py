@@ -52,7 +52,7 @@ from faceapi.domain.faces import (
     Pose,
     Quality,
 )
-from faceapi.domain.images import DecodedImage
+from faceapi.domain.images import REKOGNITION_MAX_IMAGE_BYTES, DecodedImage
 from faceapi.engines.base import (
     CollectionIdPage,
     CollectionInfo,
@@ -72,7 +72,7 @@ from faceapi.images import image_digest
 API_VERSION = "2016-06-27"
 # Rekognition's documented limits for images passed as bytes: 5 MB, JPEG or PNG.
 # Checked here so a request that would fail (and might be billed) is never sent.
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_BYTES = REKOGNITION_MAX_IMAGE_BYTES
 ACCEPTED_FORMATS = ("jpeg", "png")
 # Rekognition sends no Retry-After; after boto3 has spent its attempts a client should
 # wait about as long as boto3's next backoff step would have been.
