@@ -12,7 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from faceapi.api.schemas import CompareResponseSchema, DetectResponseSchema, FaceDetailSchema
+from faceapi.api.schemas import (
+    BoundingBoxSchema,
+    CompareResponseSchema,
+    DetectResponseSchema,
+    FaceDetailSchema,
+)
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.domain.collections import QualityFilter
@@ -108,7 +113,8 @@ def _collection_id(body: Mapping[str, Any]) -> str:
 
 
 def _box(box: BoundingBox) -> dict[str, float]:
-    return {"Width": box.width, "Height": box.height, "Left": box.left, "Top": box.top}
+    dumped: dict[str, float] = BoundingBoxSchema().dump(box)
+    return dumped
 
 
 def _face(face: IndexedFace) -> dict[str, Any]:
