@@ -78,14 +78,11 @@ class AuditUnitOfWork(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
-    """One transaction: `with uow:` opens it, `uow.commit()` makes it durable, leaving
-    the block without commit rolls everything back, audit events included."""
-
-    @property
-    def audit(self) -> AuditLog:
-        """The audit trail, written in this transaction."""
-        ...
+class UnitOfWork(AuditUnitOfWork, Protocol):
+    """One transaction: `with uow:` opens it, `uow.commit()` makes the change and its
+    audit events durable together, leaving the block without commit rolls everything
+    back, audit events included. `audit`, `__exit__`, `commit` and `rollback` are
+    AuditUnitOfWork's."""
 
     @property
     def api_keys(self) -> ApiKeyRepository:
@@ -128,18 +125,6 @@ class UnitOfWork(Protocol):
         ...
 
     def __enter__(self) -> UnitOfWork:
-        ...
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        ...
-
-    def commit(self) -> None:
-        """Commit the change and its audit events together."""
-        ...
-
-    def rollback(self) -> None:
-        """Discard everything done in this block."""
         ...
 
 
