@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from faceapi.blobs import BlobStore
 from faceapi.config import Settings
-from faceapi.domain.access import Forbidden, require_collection_access
+from faceapi.domain.access import Forbidden
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import QualityFilter, StoredFace
@@ -212,7 +212,7 @@ class StoreCollections:
                                face_model_version=page.collection.model_version)
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
-        require_collection_access(self.actor, collection_id)
+        # svc.delete_faces checks collection access (load_collection).
         result = svc.delete_faces(collection_id, list(face_ids), actor=self.actor,
                                   uow=self.uow(), engine=self.engine, blobs=self.blobs)
         return FaceDeletion(deleted=tuple(result.deleted), not_deleted=tuple(result.not_found))

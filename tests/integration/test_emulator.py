@@ -287,6 +287,9 @@ def test_a_collection_outside_the_keys_scope_is_not_found(emulator_app: Flask) -
     scoped = api_key(emulator_app, "operator", collections=frozenset({"another"}))
     assert_aws_error(call(client, "DescribeCollection", {"CollectionId": collection},
                           key=scoped), "ResourceNotFoundException")
+    assert_aws_error(call(client, "DeleteFaces", {
+        "CollectionId": collection, "FaceIds": ["00000000-0000-0000-0000-000000000000"]},
+        key=scoped), "ResourceNotFoundException")
 
 
 def test_index_faces_needs_an_external_image_id(emulator_app: Flask) -> None:
