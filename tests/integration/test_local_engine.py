@@ -249,6 +249,9 @@ def test_compare_faces_without_a_source_face_raises_and_without_target_faces_mat
     assert comparison.unmatched_faces == ()
     with pytest.raises(InvalidParameter):
         engine.compare_faces(load(f"{DEEPFACE}/img5.jpg"), load(f"{DEEPFACE}/img5.jpg"), 101.0)
+    with pytest.raises(InvalidParameter):
+        engine.compare_faces(load(f"{DEEPFACE}/img5.jpg"), load(f"{DEEPFACE}/img5.jpg"),
+                             float("nan"))
 
 
 def test_capabilities_list_what_the_engine_does_not_compute(engine: LocalEngine) -> None:

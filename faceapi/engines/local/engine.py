@@ -3,7 +3,6 @@ landmarks, ResNet 128-d descriptor) with a calibrated Similarity."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import dlib
@@ -130,11 +129,13 @@ class LocalEngine:
                 pixels, shape, self._jitters, CHIP_PADDING)
         return tuple(float(v) for v in vector)
 
+    def _embedded(self, pixels: Pixels, face: RawFace) -> EmbeddedFace:
+        return EmbeddedFace(detail=self._detail(pixels, face, Attributes.ALL),
+                            embedding=self._descriptor(pixels, face))
+
     def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
         found = self._find(image)
-        embedded = [EmbeddedFace(detail=self._detail(found.pixels, f, Attributes.ALL),
-                                 embedding=self._descriptor(found.pixels, f))
-                    for f in found.faces]
+        embedded = [self._embedded(found.pixels, f) for f in found.faces]
         detection = Detection(faces=tuple(e.detail for e in embedded),
                               orientation_correction=found.orientation_correction)
         return detection, embedded
@@ -150,15 +151,14 @@ class LocalEngine:
 
     def compare_faces(self, source: DecodedImage, target: DecodedImage,
                       similarity_threshold: float) -> Comparison:
-        if not (0.0 <= similarity_threshold <= 100.0) or math.isnan(similarity_threshold):
+        if not 0.0 <= similarity_threshold <= 100.0:  # NaN fails the comparison too
             raise InvalidParameter("similarity_threshold must be between 0 and 100")
         found = self._find(source)
         if not found.faces:
             raise NoFaceInSource("no face was found in the source image")
         # Only the largest source face is compared, so only it needs a descriptor.
         largest = max(found.faces, key=lambda f: f.area)
-        probe = EmbeddedFace(detail=self._detail(found.pixels, largest, Attributes.ALL),
-                             embedding=self._descriptor(found.pixels, largest))
+        probe = self._embedded(found.pixels, largest)
         target_detection, target_faces = self.embed_faces(target)
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
