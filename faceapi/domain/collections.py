@@ -334,6 +334,10 @@ class FacesRepo(Protocol):
         """Faces kept by a remote engine, by the engine's face id (without embeddings)."""
         ...
 
+    def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        """The remote engine's face ids of these faces (those that have one)."""
+        ...
+
 
 class ConsentsRepo(Protocol):
     def record(self, consent: Consent) -> None:

@@ -310,9 +310,8 @@ def delete_faces(collection_id: str, face_ids: list[str], *, actor: Actor,
             # The engine first, inside the open transaction: if it fails nothing is
             # deleted here and the caller can retry; if our commit fails after it, a
             # retry finds the engine's faces gone (not an error) and deletes the rows.
-            stored = [uow.faces.get(collection_id, f) for f in wanted]
             _delete_remote(remote, collection_id,
-                           [f.engine_face_id for f in stored if f and f.engine_face_id])
+                           uow.faces.engine_face_ids(collection_id, wanted))
         deleted = uow.faces.delete(collection_id, wanted)
         if deleted:
             uow.collections.bump_version(collection_id)

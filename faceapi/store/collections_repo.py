@@ -205,6 +205,16 @@ class SqlFacesRepo:
                 found[row.engine_face_id] = _face(row, with_embedding=False)
         return found
 
+    def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(face_ids))
+        found: list[str] = []
+        for start in range(0, len(wanted), 500):
+            found += self._conn.execute(select(faces.c.engine_face_id).where(
+                faces.c.collection_id == collection_id,
+                faces.c.face_id.in_(wanted[start:start + 500]),
+                faces.c.engine_face_id.is_not(None))).scalars()
+        return found
+
     def find_by_image(self, collection_id: str, image_sha256: str) -> list[StoredFace]:
         rows = self._conn.execute(select(*_FACE_COLUMNS_NO_EMBEDDING).where(
             faces.c.collection_id == collection_id, faces.c.image_sha256 == image_sha256)
