@@ -42,6 +42,7 @@ class AwsError(Exception):
 EXCEPTION_BY_CODE: dict[str, str] = {
     "image_too_large": "ImageTooLargeException",
     "image_too_many_pixels": "ImageTooLargeException",
+    "request_too_large": "ImageTooLargeException",
     "unsupported_image_format": "InvalidImageFormatException",
     "invalid_image": "InvalidImageFormatException",
     "missing_image": "InvalidParameterException",
@@ -61,15 +62,20 @@ EXCEPTION_BY_CODE: dict[str, str] = {
 }
 
 
-def aws_error_from(exc: FaceApiError) -> AwsError:
-    """Our error as Rekognition would report it."""
-    name = EXCEPTION_BY_CODE.get(exc.code, "InvalidParameterException")
+def aws_error(code: str, message: str, retry_after: int | None = None) -> AwsError:
+    """An error of our stable `code` as Rekognition would report it."""
+    name = EXCEPTION_BY_CODE.get(code, "InvalidParameterException")
     status = 500 if name == "InternalServerError" else 400
     headers = {}
-    if exc.retry_after is not None:
+    if retry_after is not None:
         # botocore's standard retry mode reads this header (milliseconds).
-        headers["x-amz-retry-after"] = str(exc.retry_after * 1000)
-    return AwsError(name, exc.message, status, headers)
+        headers["x-amz-retry-after"] = str(retry_after * 1000)
+    return AwsError(name, message, status, headers)
+
+
+def aws_error_from(exc: FaceApiError) -> AwsError:
+    """Our error as Rekognition would report it."""
+    return aws_error(exc.code, exc.message, exc.retry_after)
 
 
 def invalid(message: str) -> AwsError:

@@ -161,15 +161,11 @@ def _as_aws_error(response: Response) -> Response:
     code = str(error.get("code", ""))
     message = str(error.get("message", ""))
     if response.status_code == 429:
-        aws = p.AwsError("ThrottlingException", message or "rate limit exceeded")
         retry_after = response.headers.get("Retry-After", "")
-        if retry_after.isdigit():
-            aws.headers["x-amz-retry-after"] = str(int(retry_after) * 1000)
-    elif code == "request_too_large":
-        aws = p.AwsError("ImageTooLargeException", message)
+        aws = p.aws_error("engine_throttled", message or "rate limit exceeded",
+                          int(retry_after) if retry_after.isdigit() else None)
     else:
-        name = p.EXCEPTION_BY_CODE.get(code, "InvalidParameterException")
-        aws = p.AwsError(name, message, 500 if name == "InternalServerError" else 400)
+        aws = p.aws_error(code, message)
     reshaped = _error(request.headers.get("X-Amz-Target", "unknown"), aws)
     for name in ("X-Request-ID", "Retry-After"):
         if name in response.headers:
