@@ -334,6 +334,12 @@ class FacesRepo(Protocol):
         """Faces kept by a remote engine, by the engine's face id (without embeddings)."""
         ...
 
+    def subject_face_ids(self, collection_id: str,
+                         subject_id: str) -> list[tuple[str, str | None]]:
+        """(face id, engine face id or None) of every face of a subject: what erasers
+        need, without reading the embeddings."""
+        ...
+
     def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
         """The remote engine's face ids of these faces (those that have one)."""
         ...

@@ -356,7 +356,8 @@ class RemoteFacesEraser:
             with contextlib.suppress(NotFound):  # gone already: a retry
                 self._remote.delete_collection(collection_id)
             return ErasedData(counts={"remote_collection": 1})
-        ids = [f.engine_face_id for f in uow.faces.list_for_subject(collection_id, subject_id)
-               if f.engine_face_id]
+        ids = [engine_id for _, engine_id in uow.faces.subject_face_ids(collection_id,
+                                                                         subject_id)
+               if engine_id]
         _delete_remote(self._remote, collection_id, ids)
         return ErasedData(counts={"remote_face": len(ids)})

@@ -151,8 +151,8 @@ class FaceCropEraser:
             def cleanup() -> None:
                 blobs.delete_prefix(collection_prefix(collection_id))
         else:
-            face_ids = [f.face_id for f in uow.faces.list_for_subject(collection_id,
-                                                                     subject_id)]
+            face_ids = [face_id for face_id, _ in uow.faces.subject_face_ids(collection_id,
+                                                                             subject_id)]
             count = sum(1 for f in face_ids if blobs.exists(crop_key(collection_id, f)))
 
             def cleanup() -> None:

@@ -196,15 +196,15 @@ def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
     policy's floor are not returned by the engine: their similarity stays unknown,
     which decides exactly like a low score."""
     with uow:
-        stored = uow.faces.list_for_subject(req.collection_id, req.subject_id)
-    ours = {f.engine_face_id: f for f in stored if f.engine_face_id}
+        ours = {engine_id: face_id for face_id, engine_id
+                in uow.faces.subject_face_ids(req.collection_id, req.subject_id) if engine_id}
     try:
         found = remote.search_faces_by_image(req.collection_id, image,
                                              threshold=remote_floor(policy),
                                              max_faces=REMOTE_MAX_MATCHES)
     except NoFaceInSource:
         return [], [Reason.NO_FACE]
-    return [Candidate(ours[m.face.face_id].face_id, req.subject_id, m.similarity)
+    return [Candidate(ours[m.face.face_id], req.subject_id, m.similarity)
             for m in found.matches if m.face.face_id in ours], []
 
 

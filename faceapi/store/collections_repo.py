@@ -205,6 +205,13 @@ class SqlFacesRepo:
                 found[row.engine_face_id] = _face(row, with_embedding=False)
         return found
 
+    def subject_face_ids(self, collection_id: str,
+                         subject_id: str) -> list[tuple[str, str | None]]:
+        rows = self._conn.execute(select(faces.c.face_id, faces.c.engine_face_id).where(
+            faces.c.collection_id == collection_id, faces.c.subject_id == subject_id)
+            .order_by(faces.c.face_id))
+        return [(row.face_id, row.engine_face_id) for row in rows]
+
     def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(face_ids))
         found: list[str] = []
