@@ -6,6 +6,7 @@ composition root (create_app) or the CLI, and the frozen result is passed down.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -46,8 +47,8 @@ def _float(name: str, raw: str, *, minimum: float = 0.0) -> float:
         value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name}: expected a number, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name}: must be a finite number >= {minimum}, got {raw!r}")
     return value
 
 
