@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,10 @@ import numpy as np
 
 from faceapi.search.index import nearest, snapshot_from_rows
 
-RESULTS = Path(__file__).resolve().parent / "results"
+if __package__ in (None, ""):  # run as a script (`python bench/search.py`, make bench)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS, percentile
+
 DIMS = 128
 K = 10
 TARGET_RECALL = 0.99
@@ -59,7 +63,7 @@ def synthetic(n: int, queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarr
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
-    return round(float(np.percentile(np.asarray(samples), q)) * 1000.0, 3)
+    return round(percentile(samples, q) * 1000.0, 3)
 
 
 def timed_queries(run: Callable[[np.ndarray], np.ndarray],
