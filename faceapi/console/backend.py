@@ -40,10 +40,9 @@ def service_deps() -> dict[str, Any]:
 
 
 def pending_review_count(who: Actor) -> int | None:
-    """Pending review items the actor may see (up to 1000), or None when unavailable."""
+    """Pending review items the actor may see, or None when unavailable."""
     from faceapi.services import review
 
     if who.role not in ("reviewer", "auditor", "admin", "operator"):
         return None
-    items = review.list_reviews(review.ReviewQuery(limit=1000), actor=who, **service_deps())
-    return len(items)
+    return review.count_waiting_reviews(actor=who, uow=store().uow(), clock=deps().clock)

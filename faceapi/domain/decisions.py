@@ -328,6 +328,10 @@ class ReviewsRepo(Protocol):
         """Reviews oldest first (keyset on created_at, id), without votes."""
         ...
 
+    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None) -> int:
+        """Pending reviews not yet past their deadline (what a sweep would leave)."""
+        ...
+
     def due_for_expiry(self, now: datetime, limit: int) -> list[Review]:
         """Pending reviews whose deadline has passed."""
         ...

@@ -258,6 +258,15 @@ def list_reviews(query: ReviewQuery, *, actor: Actor, uow: UnitOfWork, blobs: Bl
                                 limit=query.limit, after=query.after)
 
 
+def count_waiting_reviews(*, actor: Actor, uow: UnitOfWork, clock: Clock) -> int:
+    """How many reviews wait for a decision within the key's scope: one count query,
+    without the sweep's writes (overdue ones are simply not counted)."""
+    scope = collection_filter(actor)
+    with uow:
+        return uow.reviews.count_waiting(clock.now(),
+                                         sorted(scope) if scope is not None else None)
+
+
 def get_review(review_id: str, *, actor: Actor, uow: UnitOfWork, blobs: BlobStore,
                clock: Clock) -> ReviewView:
     sweep(uow=uow, blobs=blobs, clock=clock)

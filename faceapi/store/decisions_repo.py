@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, insert, or_, select, update
+from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -184,6 +184,13 @@ class SqlReviewsRepo:
                                       and_(reviews.c.created_at == cursor,
                                            reviews.c.id > after)))
         return [_review(row) for row in self._conn.execute(stmt)]
+
+    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None) -> int:
+        stmt = select(func.count()).select_from(reviews).where(
+            reviews.c.status == ReviewStatus.PENDING.value, reviews.c.expires_at > now)
+        if collection_ids is not None:
+            stmt = stmt.where(reviews.c.collection_id.in_(list(collection_ids)))
+        return int(self._conn.execute(stmt).scalar_one())
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[Review]:
         stmt = (select(reviews).where(reviews.c.status == ReviewStatus.PENDING.value,
