@@ -50,38 +50,45 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--role", required=True, type=click.Choice(access.ROLES))
-@click.option("--name", required=True, help="Who or what uses the key (shown in lists).")
+@click.option("--name", required=True, help="What the key is for (shown in lists).")
+@click.option("--owner", required=True,
+              help="The person or system the key belongs to, e.g. alice@example.org or "
+                   "system:billing-app. The two-person rule counts owners, not keys: "
+                   "give each reviewer key its person.")
 @click.option("--collections", multiple=True,
               help="Collections the key may use (repeat or comma-separate); default all.")
 @click.option("--policies", multiple=True,
               help="Policies the key may use (repeat or comma-separate); default all.")
 @click.option("--expires", default=None,
               help="Expiry: 90d, 12h, 30m or an ISO 8601 date/time; default never.")
-def create_cmd(role: str, name: str, collections: tuple[str, ...], policies: tuple[str, ...],
-               expires: str | None) -> None:
+def create_cmd(  # noqa: PLR0917 (click passes every option as an argument)
+        role: str, name: str, owner: str, collections: tuple[str, ...],
+        policies: tuple[str, ...], expires: str | None) -> None:
     """Create a key and print it once; only its hash is stored."""
     clock = SystemClock()
     with cli_store() as (_settings, store):
         expires_at = key_service.parse_expiry(expires, clock.now()) if expires else None
-        new = key_service.NewKey(name=name, role=role,
+        new = key_service.NewKey(name=name, role=role, owner=owner,
                                  collections=key_service.split_scope(collections),
                                  policies=key_service.split_scope(policies),
                                  expires_at=expires_at)
         created = key_service.create_key(new, uow=store.uow(), clock=clock, actor=CLI_ACTOR)
     click.echo(created.secret)
-    click.echo(f"created key {created.key.id} ({role}, {created.key.name!r}); it is shown "
+    click.echo(f"created key {created.key.id} ({role}, {created.key.name!r}, owner "
+               f"{created.key.owner!r}); it is shown "
                "only now: store it in your secret manager", err=True)
 
 
 @keys.command("list")
 @click.option("--active", is_flag=True, help="Only keys that are not revoked.")
 def list_cmd(active: bool) -> None:
-    """List keys: id, role, status, name, scope, times (never the keys)."""
+    """List keys: id, role, status, owner, name, scope, times (never the keys)."""
     clock = SystemClock()
     with cli_store() as (_settings, store):
-        found = key_service.list_keys(uow=store.read_uow(), include_revoked=not active)
+        found = key_service.list_keys(uow=store.read_uow(), actor=CLI_ACTOR,
+                                      include_revoked=not active)
     now = clock.now()
-    click.echo("id        role      status   last_used             name  [scope]")
+    click.echo("id        role      status   last_used             owner / name  [scope]")
     for key in found:
         scope = []
         if key.collections is not None:
@@ -89,13 +96,15 @@ def list_cmd(active: bool) -> None:
         if key.policies is not None:
             scope.append("policies=" + ",".join(sorted(key.policies)))
         last = key.last_used_at.strftime("%Y-%m-%dT%H:%M:%SZ") if key.last_used_at else "never"
-        click.echo(f"{key.id:<9} {key.role:<9} {key.status(now):<8} {last:<21} {key.name}"
+        click.echo(f"{key.id:<9} {key.role:<9} {key.status(now):<8} {last:<21} "
+                   f"{key.owner} / {key.name}"
                    + (f"  [{' '.join(scope)}]" if scope else ""))
 
 
 @keys.command("revoke")
 @click.argument("key_id")
-@click.option("--force", is_flag=True, help="Allow revoking the last active admin key.")
+@click.option("--force", is_flag=True,
+              help="Allow revoking the last active unscoped admin key.")
 def revoke_cmd(key_id: str, force: bool) -> None:
     """Revoke a key by id; it stops working at once."""
     with cli_store() as (_settings, store):
@@ -109,7 +118,7 @@ def revoke_cmd(key_id: str, force: bool) -> None:
 @click.option("--expires", default=None,
               help="Expiry of the new key (90d, 12h, 30m, ISO 8601); default the old one's.")
 def rotate_cmd(key_id: str, expires: str | None) -> None:
-    """Create a successor with the same name, role and scope and print it once; the old
+    """Create a successor with the same name, owner, role and scope and print it once; the old
     key works until you revoke it (`faceapi keys revoke KEY_ID`)."""
     clock = SystemClock()
     with cli_store() as (_settings, store):

@@ -81,18 +81,25 @@ HeadersFactory = Callable[..., dict[str, str]]
 
 @pytest.fixture
 def make_key(app: Flask) -> KeyFactory:
-    """make_key("operator", collections=["c1"], policies=None, expires_at=None) creates a
-    key in the app's store (as the CLI would) and returns the key itself."""
+    """make_key("operator", collections=["c1"], policies=None, expires_at=None,
+    owner=None) creates a key in the app's store (as the CLI would) and returns the key
+    itself. Without `owner` each key gets an owner of its own (two keys made here are two
+    people to the two-person rule)."""
+    import itertools
+
     import structlog
 
     from faceapi.domain.audit import Actor
     from faceapi.services import keys
 
+    _owners = itertools.count(1)
+
     def _make(role: str = "app", *, collections: Iterable[str] | None = None,
               policies: Iterable[str] | None = None, expires_at: datetime | None = None,
-              name: str | None = None) -> str:
+              name: str | None = None, owner: str | None = None) -> str:
         d = app.extensions["faceapi"]
         new = keys.NewKey(name=name or f"test {role}", role=role,
+                          owner=owner or f"test-{role}-{next(_owners)}@example.org",
                           collections=None if collections is None else frozenset(collections),
                           policies=None if policies is None else frozenset(policies),
                           expires_at=expires_at)

@@ -45,6 +45,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "decision_not_found": 404,
     "reviewer_is_requester": 403,
     "already_voted": 409,
+    # 403, not 409: a second key of the same person is a way around the two-person
+    # rule, a refusal the audit trail must hold (api/auth.py audits 401/403).
+    "owner_already_voted": 403,
     "review_closed": 409,
     "unknown_candidate": 422,
 }

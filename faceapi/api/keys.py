@@ -1,4 +1,7 @@
-"""API key administration (admin role): create, list, get, revoke."""
+"""API key administration (admin role): create, list, get, revoke.
+
+A scoped admin sees and manages only keys inside its own scope; any other key answers
+like a missing one (faceapi.services.keys.manages)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,11 @@ blp = Blueprint("keys", __name__, url_prefix="/v1/keys",
 class KeyCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=128))
     role = fields.String(required=True, validate=validate.OneOf(access.ROLES))
+    owner = fields.String(required=True, validate=validate.Length(min=1, max=128),
+                          metadata={"description": "the person or system the key belongs "
+                                                   "to, e.g. alice@example.org or "
+                                                   "system:billing-app; stored lower case. "
+                                                   "The two-person rule counts owners"})
     collections = fields.List(fields.String(validate=validate.Length(min=1, max=128)),
                               load_default=None, allow_none=True,
                               validate=validate.Length(max=1000),
@@ -42,6 +50,7 @@ class KeyListArgsSchema(Schema):
 class KeySchema(Schema):
     id = fields.String(metadata={"description": "the key's public prefix: fa_<id>_..."})
     name = fields.String()
+    owner = fields.String()
     role = fields.String()
     status = fields.String(metadata={"description": "active | revoked | expired"})
     collections = fields.List(fields.String(), allow_none=True)
@@ -65,7 +74,7 @@ class KeyListSchema(Schema):
 def _view(key: ApiKey) -> dict[str, Any]:
     # Never the hash: it is not secret enough to publish (it would let anyone confirm
     # a leaked key offline) and nobody needs it.
-    return {"id": key.id, "name": key.name, "role": key.role,
+    return {"id": key.id, "name": key.name, "owner": key.owner, "role": key.role,
             "status": key.status(deps().clock.now()),
             "collections": sorted(key.collections) if key.collections is not None else None,
             "policies": sorted(key.policies) if key.policies is not None else None,
@@ -81,7 +90,7 @@ def create_key(args: dict[str, Any]) -> Any:
     """Create an API key; the response holds the key, which is never shown again."""
     d = deps()
     new = key_service.NewKey(
-        name=args["name"], role=args["role"],
+        name=args["name"], role=args["role"], owner=args["owner"],
         collections=frozenset(args["collections"]) if args["collections"] is not None else None,
         policies=frozenset(args["policies"]) if args["policies"] is not None else None,
         expires_at=args["expires_at"])
@@ -94,8 +103,9 @@ def create_key(args: dict[str, Any]) -> Any:
 @blp.arguments(KeyListArgsSchema, location="query")
 @blp.response(200, KeyListSchema)
 def list_keys(args: dict[str, Any]) -> Any:
-    """List API keys (ids, names, roles, scopes, times; never the keys)."""
-    keys = key_service.list_keys(uow=deps().store.read_uow(),
+    """List the API keys inside the caller's scope (ids, names, owners, roles, scopes,
+    times; never the keys)."""
+    keys = key_service.list_keys(uow=deps().store.read_uow(), actor=current_actor(),
                                  include_revoked=args["include_revoked"])
     return {"keys": [_view(k) for k in keys]}
 
@@ -105,20 +115,23 @@ def list_keys(args: dict[str, Any]) -> Any:
 def get_own_key() -> Any:
     """The calling key: id, name, role, scope and expiry (any role; never the key)."""
     actor = current_actor()
-    return _view(key_service.get_key(actor.key_id or "", uow=deps().store.read_uow()))
+    return _view(key_service.get_key(actor.key_id or "", uow=deps().store.read_uow(),
+                                     actor=actor))
 
 
 @blp.route("/<key_id>", methods=["GET"])
 @blp.response(200, KeySchema)
 def get_key(key_id: str) -> Any:
-    """One API key by its id."""
-    return _view(key_service.get_key(key_id, uow=deps().store.read_uow()))
+    """One API key by its id (404 for a key outside the caller's scope)."""
+    return _view(key_service.get_key(key_id, uow=deps().store.read_uow(),
+                                     actor=current_actor()))
 
 
 @blp.route("/<key_id>", methods=["DELETE"])
 @blp.response(200, KeySchema)
 def revoke_key(key_id: str) -> Any:
-    """Revoke an API key; it stops working at once on every worker."""
+    """Revoke an API key inside the caller's scope; it stops working at once on every
+    worker. The last active unscoped admin key cannot be revoked (409)."""
     d = deps()
     return _view(key_service.revoke_key(key_id, uow=d.store.uow(), clock=d.clock,
                                         actor=current_actor()))

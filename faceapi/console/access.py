@@ -10,10 +10,13 @@ from faceapi.api.deps import deps
 from faceapi.domain import access as rules
 from faceapi.domain.access import Actor
 from faceapi.domain.audit import Action
+from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.errors import NotFound
 from faceapi.services import keys
 
 log = structlog.get_logger(__name__)
+
+CONSOLE_ACTOR = AuditActor.system("console")
 
 
 def allowed(role: str, endpoint: str) -> bool:
@@ -43,7 +46,8 @@ def reload_principal(key_id: str) -> Actor | None:
     expired: revoking a key ends its console sessions on the next click."""
     d = deps()
     try:
-        key = keys.get_key(key_id, uow=d.store.read_uow())
+        # The session's own key: read as the console itself, not through a key's scope.
+        key = keys.get_key(key_id, uow=d.store.read_uow(), actor=CONSOLE_ACTOR)
     except NotFound:
         return None
     if key.status(d.clock.now()) != "active":

@@ -43,6 +43,8 @@ class Actor(audit.Actor):
     name: str = ""
     collections: frozenset[str] | None = None
     policies: frozenset[str] | None = None
+    # The person or system the key belongs to: the two-person rule counts owners.
+    owner: str = ""
 
     def audit_actor(self) -> audit.Actor:
         """The plain (role, key id) pair, e.g. for code that compares actors by value."""
@@ -297,6 +299,9 @@ class ApiKey:
     role: str
     key_hash: str
     created_at: datetime
+    # The person or system the key belongs to (`alice@example.org`, `system:billing`):
+    # one owner holding two reviewer keys is still one reviewer.
+    owner: str
     collections: frozenset[str] | None = None
     policies: frozenset[str] | None = None
     expires_at: datetime | None = None
@@ -314,7 +319,12 @@ class ApiKey:
 
     def actor(self) -> Actor:
         return Actor(role=self.role, key_id=self.id, name=self.name,
-                     collections=self.collections, policies=self.policies)
+                     collections=self.collections, policies=self.policies, owner=self.owner)
+
+    @property
+    def unscoped(self) -> bool:
+        """No collection and no policy limit: the keys only an unscoped admin manages."""
+        return self.collections is None and self.policies is None
 
 
 class ApiKeyRepository(Protocol):

@@ -7,7 +7,7 @@ Outcomes: `match`, `no_match`, `pending_review` (a review id is attached) and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -73,11 +73,19 @@ class DecisionNotFound(FaceApiError):
 
 
 class ReviewerIsRequester(FaceApiError):
+    """The reviewer's key, or another key of the same owner, requested the decision."""
+
     code = "reviewer_is_requester"
 
 
 class AlreadyVoted(FaceApiError):
     code = "already_voted"
+
+
+class OwnerAlreadyVoted(FaceApiError):
+    """Another key of the same owner has voted: two keys of one person are one reviewer."""
+
+    code = "owner_already_voted"
 
 
 class ReviewClosed(FaceApiError):
@@ -235,19 +243,39 @@ def new_review_deadline(policy: Policy, created_at: datetime) -> datetime:
     return created_at + timedelta(hours=policy.human_review.max_wait_hours)
 
 
+# Key id -> the person or system owning the key (ApiKey.owner). The two-person rule
+# and "the reviewer is not the requester" compare owners, not keys.
+KeyOwners = Mapping[str, str]
+
+
+def owner_of(key_id: str, owners: KeyOwners) -> str:
+    """A key's owner; a key whose owner is not known counts as a person of its own."""
+    return owners.get(key_id, f"key:{key_id}")
+
+
 def check_vote(review: Review, reviewer_key_id: str | None, now: datetime,
-               face_id: str | None) -> None:
-    """Refuse a vote that must not count: closed review, the requester, a repeat voter,
-    a candidate that is not in the review."""
+               face_id: str | None, owners: KeyOwners | None = None) -> None:
+    """Refuse a vote that must not count: closed review, the requester (same key or same
+    owner), a repeat voter (same key, or another key of the same owner), a candidate
+    that is not in the review."""
     if not review.pending or review.expired_at(now):
         state = "expired" if review.pending else review.status.value
         raise ReviewClosed(f"review {review.id} is {state}")
+    owners = owners or {}
     # Without a key id nobody can be told apart from the requester: refuse.
     if reviewer_key_id is None or reviewer_key_id == review.requester_key_id:
         raise ReviewerIsRequester("a decision cannot be reviewed by the key that requested it")
+    reviewer = owner_of(reviewer_key_id, owners)
+    if review.requester_key_id is not None and \
+            reviewer == owner_of(review.requester_key_id, owners):
+        raise ReviewerIsRequester("a decision cannot be reviewed by the person or system "
+                                  "that requested it (the keys have the same owner)")
     if any(v.reviewer_key_id == reviewer_key_id for v in review.votes):
         raise AlreadyVoted("this reviewer has already decided this review; "
                            "a second reviewer must be someone else")
+    if any(owner_of(v.reviewer_key_id, owners) == reviewer for v in review.votes):
+        raise OwnerAlreadyVoted("another key of this reviewer's owner has already decided "
+                                "this review; a second reviewer must be another person")
     if face_id is not None and face_id not in {c.face_id for c in review.candidates}:
         raise UnknownCandidate(f"face {face_id[:64]} is not a candidate of this review")
 
@@ -261,13 +289,18 @@ def confirmed_face(review: Review, vote: ReviewVote) -> str | None:
     return review.candidates[0].face_id if review.candidates else None
 
 
-def resolve(review: Review) -> Resolution | None:
-    """The review's end once enough distinct reviewers have voted, else None.
+def resolve(review: Review, owners: KeyOwners | None = None) -> Resolution | None:
+    """The review's end once enough distinct reviewers (owners, not keys) have voted,
+    else None.
 
     Every reviewer must agree (same vote and, for confirm, the same candidate); any
     disagreement rejects the decision and flags it for follow-up."""
-    votes = [v for v in review.votes if v.reviewer_key_id != review.requester_key_id]
-    distinct = {v.reviewer_key_id for v in votes}
+    owners = owners or {}
+    requester = (owner_of(review.requester_key_id, owners)
+                 if review.requester_key_id is not None else None)
+    votes = [v for v in review.votes if v.reviewer_key_id != review.requester_key_id
+             and owner_of(v.reviewer_key_id, owners) != requester]
+    distinct = {owner_of(v.reviewer_key_id, owners) for v in votes}
     if len(distinct) < review.required_reviewers:
         return None
     choices = {(v.vote, confirmed_face(review, v)) for v in votes}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey, InvalidScope
-from faceapi.domain.audit import Action, AuditEvent
+from faceapi.domain.audit import API_KEY_RE, Action, AuditEvent
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.clock import Clock
 from faceapi.domain.errors import Conflict, FaceApiError, InvalidParameter, NotFound
@@ -36,8 +36,15 @@ KEY_RE = re.compile(rf"^fa_([A-Za-z0-9]{{{ID_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LE
 # per key is precise enough for "is this key still in use?".
 TOUCH_INTERVAL = timedelta(minutes=1)
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
+BOOTSTRAP_KEY_OWNER = "bootstrap"
 BOOTSTRAP_FILE_NAME = "admin-key.txt"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,127}$")
+# An e-mail address or `system:<name>`; `+` and `_` for addresses like a+b_c@example.org.
+_OWNER_RE = re.compile(r"^[a-z0-9][a-z0-9 ._:@+_-]{0,127}$")
+# Keys only an unscoped caller may hand out: reviewers are the check on everyone else
+# (an admin scoped to one collection minting reviewers would pass the two-person rule
+# alone), and an admin key is the power to mint keys.
+UNSCOPED_ONLY_ROLES = frozenset({access.REVIEWER, access.ADMIN})
 
 
 class AuthenticationFailed(FaceApiError):
@@ -57,13 +64,17 @@ class AuthenticationFailed(FaceApiError):
 
 @dataclass(frozen=True)
 class NewKey:
-    """What `create_key` needs; scopes are None for "unrestricted"."""
+    """What `create_key` needs; scopes are None for "unrestricted".
+
+    `owner` is the person or system the key belongs to. The REST API and the CLI
+    require it; None (code that makes keys itself: tests, benches) takes the name."""
 
     name: str
     role: str
     collections: frozenset[str] | None = None
     policies: frozenset[str] | None = None
     expires_at: datetime | None = None
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ def _validate(new: NewKey, now: datetime) -> NewKey:
     if not _NAME_RE.match(name) or key_id_of(name) is not None:
         raise InvalidParameter("name: 1-128 letters, digits, spaces or ._:@-",
                                details={"field": "name"})
+    owner = normalise_owner(new.owner if new.owner is not None else name)
     if new.expires_at is not None:
         if new.expires_at.tzinfo is None:
             raise InvalidParameter("expires_at must carry a time zone",
@@ -113,20 +125,65 @@ def _validate(new: NewKey, now: datetime) -> NewKey:
                     else access.check_scope_names(new.policies, what="policies"))
     except InvalidScope as exc:
         raise InvalidParameter(exc.message, details=exc.details) from exc
-    return replace(new, name=name, collections=collections, policies=policies)
+    return replace(new, name=name, collections=collections, policies=policies, owner=owner)
+
+
+def normalise_owner(text: str) -> str:
+    """An owner as stored and compared: trimmed and lower case, so `Alice@example.org`
+    and `alice@example.org` are one person to the two-person rule."""
+    owner = text.strip().lower()
+    if not _OWNER_RE.match(owner) or API_KEY_RE.search(owner):
+        raise InvalidParameter("owner: the person or system owning the key, e.g. "
+                               "alice@example.org or system:billing-app (1-128 letters, "
+                               "digits, spaces or ._:@+_-)", details={"field": "owner"})
+    return owner
+
+
+def _scope_of(actor: AuditActor) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    # The CLI and jobs (plain audit actors): whoever runs them already holds the
+    # database, so they are unscoped.
+    if not isinstance(actor, access.Actor):
+        return None, None
+    return actor.collections, actor.policies
+
+
+def _is_scoped(actor: AuditActor) -> bool:
+    return _scope_of(actor) != (None, None)
+
+
+def manages(actor: AuditActor, collections: frozenset[str] | None,
+            policies: frozenset[str] | None) -> bool:
+    """Whether a key with this scope lies inside the actor's: for each of collections
+    and policies, the actor is unlimited or the key is limited to a subset of the
+    actor's. A key with no collection limit is never inside a collection-scoped actor."""
+    for mine, theirs in zip(_scope_of(actor), (collections, policies), strict=True):
+        if mine is not None and (theirs is None or not theirs <= mine):
+            return False
+    return True
+
+
+def _require_manages(actor: AuditActor, key: ApiKey) -> None:
+    """A key outside the caller's scope answers exactly like a missing one (404); the
+    API layer audits OutOfScope as `authz.deny`."""
+    if not manages(actor, key.collections, key.policies):
+        missing = _key_not_found(key.id)
+        raise access.OutOfScope(missing.message, details=missing.details)
 
 
 def _within_callers_scope(new: NewKey, actor: AuditActor) -> None:
-    """A scoped key may only hand out keys inside its own scope; otherwise an admin key
-    limited to one collection could mint an unrestricted key and escape its scope."""
-    if not isinstance(actor, access.Actor):
-        return  # the CLI and jobs: whoever runs them already holds the database
-    for what, mine, theirs in (("collections", actor.collections, new.collections),
-                               ("policies", actor.policies, new.policies)):
-        if mine is not None and (theirs is None or not theirs <= mine):
+    """A scoped key may only hand out keys inside its own scope (otherwise an admin key
+    limited to one collection could mint an unrestricted key and escape its scope), and
+    never reviewer or admin keys (UNSCOPED_ONLY_ROLES)."""
+    mine = _scope_of(actor)
+    for what, own, theirs in (("collections", mine[0], new.collections),
+                              ("policies", mine[1], new.policies)):
+        if own is not None and (theirs is None or not theirs <= own):
             raise access.Forbidden(f"this key may only create keys whose {what} are within "
-                                   f"its own: {', '.join(sorted(mine))}",
+                                   f"its own: {', '.join(sorted(own))}",
                                    details={"field": what})
+    if new.role in UNSCOPED_ONLY_ROLES and _is_scoped(actor):
+        raise access.Forbidden(f"only an unscoped admin key may create {new.role} keys",
+                               details={"field": "role", "role": new.role})
 
 
 def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor,
@@ -138,13 +195,15 @@ def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor,
             break
     else:  # pragma: no cover - needs five collisions in a row
         raise RuntimeError("could not find a free key id")
+    assert new.owner is not None  # _validate fills it in
     key = ApiKey(id=key_id, name=new.name, role=new.role, key_hash=hash_key(secret),
-                 created_at=now, collections=new.collections, policies=new.policies,
-                 expires_at=new.expires_at, created_by=actor.key_id)
+                 created_at=now, owner=new.owner, collections=new.collections,
+                 policies=new.policies, expires_at=new.expires_at, created_by=actor.key_id)
     uow.api_keys.add(key)
     uow.audit.append(AuditEvent(
         action=Action.KEY_CREATE, outcome="created", actor=actor, resource=f"keys/{key_id}",
-        details={"role": new.role, "scoped_collections": new.collections is not None,
+        details={"role": new.role, "owner": new.owner,
+                 "scoped_collections": new.collections is not None,
                  "scoped_policies": new.policies is not None,
                  "expires": new.expires_at is not None,
                  **({"rotated_from": rotated_from} if rotated_from else {})}))
@@ -162,10 +221,13 @@ def create_key(new: NewKey, *, uow: UnitOfWork, clock: Clock, actor: AuditActor)
     return created
 
 
-def list_keys(*, uow: UnitOfWork, include_revoked: bool = True) -> list[ApiKey]:
-    """Every key (hash included; the API layer never shows it)."""
+def list_keys(*, uow: UnitOfWork, actor: AuditActor,
+              include_revoked: bool = True) -> list[ApiKey]:
+    """The keys inside the actor's scope (every key for an unscoped one; hash included,
+    the API layer never shows it)."""
     with uow:
-        return uow.api_keys.list(include_revoked=include_revoked)
+        found = uow.api_keys.list(include_revoked=include_revoked)
+    return [k for k in found if manages(actor, k.collections, k.policies)]
 
 
 def _key_not_found(key_id: str) -> NotFound:
@@ -176,33 +238,46 @@ def _key_not_found(key_id: str) -> NotFound:
     return NotFound("API key not found: ask with the key's id, never the key itself")
 
 
-def get_key(key_id: str, *, uow: UnitOfWork) -> ApiKey:
+def get_key(key_id: str, *, uow: UnitOfWork, actor: AuditActor) -> ApiKey:
+    """One key inside the actor's scope (a key's own record always is)."""
     with uow:
         key = uow.api_keys.get(key_id)
     if key is None:
         raise _key_not_found(key_id)
+    _require_manages(actor, key)
     return key
+
+
+def _is_unscoped_admin(key: ApiKey, now: datetime) -> bool:
+    return key.role == access.ADMIN and key.unscoped and key.status(now) == "active"
 
 
 def revoke_key(key_id: str, *, uow: UnitOfWork, clock: Clock, actor: AuditActor,
                allow_last_admin: bool = False) -> ApiKey:
-    """Revoke a key at once (every worker reads the store on each request). Revoking a
-    revoked key changes nothing and records nothing. The last active admin key is kept
-    unless `allow_last_admin` (the CLI's --force): nobody could create keys over HTTP."""
+    """Revoke a key inside the actor's scope at once (every worker reads the store on
+    each request). Revoking a revoked key changes nothing and records nothing. The last
+    active unscoped admin key is kept unless `allow_last_admin` (the CLI's --force):
+    scoped admins do not count, since they cannot manage unscoped keys or mint
+    reviewers and admins, and nobody could over HTTP. The refusal is audited."""
     with uow:
         key = uow.api_keys.get(key_id)
         if key is None:
             raise _key_not_found(key_id)
+        _require_manages(actor, key)
         if key.revoked_at is not None:
             return key
         now = clock.now()
-        if key.role == access.ADMIN and not allow_last_admin:
-            admins = [k for k in uow.api_keys.list(include_revoked=False)
-                      if k.role == access.ADMIN and k.status(now) == "active"]
-            if [k.id for k in admins] == [key.id]:
-                raise Conflict("this is the last active admin key: create another admin "
-                               "key first (or use `faceapi keys revoke --force`)",
-                               details={"key_id": key_id})
+        if _is_unscoped_admin(key, now) and not allow_last_admin and not any(
+                _is_unscoped_admin(k, now) and k.id != key.id
+                for k in uow.api_keys.list(include_revoked=False)):
+            uow.audit.append(AuditEvent(
+                action=Action.KEY_REVOKE, outcome="refused", actor=actor,
+                resource=f"keys/{key_id}", reason="last_unscoped_admin",
+                details={"role": key.role}))
+            uow.commit()
+            raise Conflict("this is the last active unscoped admin key: create another "
+                           "unscoped admin key first (or use `faceapi keys revoke --force`)",
+                           details={"key_id": key_id})
         uow.api_keys.revoke(key_id, now)
         uow.audit.append(AuditEvent(action=Action.KEY_REVOKE, outcome="revoked", actor=actor,
                                     resource=f"keys/{key_id}", details={"role": key.role}))
@@ -217,12 +292,14 @@ def rotate_key(key_id: str, *, uow: UnitOfWork, clock: Clock, actor: AuditActor,
     now = clock.now()
     with uow:
         old = uow.api_keys.get(key_id)
+        if old is not None:
+            _require_manages(actor, old)
         if old is None or old.status(now) != "active":
             raise _key_not_found(key_id) if old is None else Conflict(
                 f"API key {key_id!r} is {old.status(now)}: create a new key instead",
                 details={"key_id": key_id})
         new = _validate(NewKey(name=old.name, role=old.role, collections=old.collections,
-                               policies=old.policies,
+                               policies=old.policies, owner=old.owner,
                                expires_at=expires_at if expires_at is not None
                                else old.expires_at), now)
         _within_callers_scope(new, actor)
@@ -301,7 +378,8 @@ def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock) -> BootstrapResu
         uow.api_keys.lock()
         if uow.api_keys.count() > 0:
             return BootstrapResult(created=False, path=path)
-        created = _add_key(NewKey(name=BOOTSTRAP_KEY_NAME, role=access.ADMIN), uow=uow,
+        created = _add_key(NewKey(name=BOOTSTRAP_KEY_NAME, role=access.ADMIN,
+                                  owner=BOOTSTRAP_KEY_OWNER), uow=uow,
                            now=now, actor=AuditActor.system("bootstrap"))
         # The file first: a key committed but never written would leave nobody able
         # to use it, and bootstrap would not run again.

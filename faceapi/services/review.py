@@ -36,6 +36,7 @@ from faceapi.domain.clock import Clock
 from faceapi.domain.decisions import (
     Decision,
     DecisionNotFound,
+    KeyOwners,
     Resolution,
     Review,
     ReviewNotFound,
@@ -327,10 +328,25 @@ class VoteRequest:
     face_id: str | None = None
 
 
+def key_owners(uow: UnitOfWork, review: Review, reviewer_key_id: str | None) -> KeyOwners:
+    """The owners of the keys a vote is judged against: the requester's, the earlier
+    voters' and the reviewer's. Keys are revoked, never deleted, and an owner never
+    changes, so this answers the same for the whole life of a review."""
+    ids = {review.requester_key_id, reviewer_key_id, *(v.reviewer_key_id for v in review.votes)}
+    owners: dict[str, str] = {}
+    for key_id in (i for i in ids if i is not None):
+        key = uow.api_keys.get(key_id)
+        if key is not None:
+            owners[key_id] = key.owner
+    return owners
+
+
 def decide_review(req: VoteRequest, *, actor: Actor, uow: UnitOfWork, blobs: BlobStore,
                   clock: Clock, request_id: str | None = None) -> ReviewView:
     """Record one reviewer's vote; close the review when enough distinct reviewers agree
-    (or disagree). The reviewer can never be the key that requested the decision."""
+    (or disagree). Reviewers are counted by owner: the reviewer can never be the key, or
+    the owner of the key, that requested the decision, and two keys of one owner are one
+    reviewer."""
     sweep(uow=uow, blobs=blobs, clock=clock)
     now = clock.now()
     with uow:
@@ -338,7 +354,8 @@ def decide_review(req: VoteRequest, *, actor: Actor, uow: UnitOfWork, blobs: Blo
         if review is None:
             raise ReviewNotFound(f"review {req.review_id[:64]} not found")
         _require_review_access(actor, review)
-        check_vote(review, actor.key_id, now, req.face_id)
+        owners = key_owners(uow, review, actor.key_id)
+        check_vote(review, actor.key_id, now, req.face_id, owners)
         assert actor.key_id is not None  # check_vote refuses a vote without a key id
         vote = ReviewVote(reviewer_key_id=actor.key_id, reviewer_role=actor.role,
                           vote=req.vote, reason=req.reason, face_id=req.face_id, at=now)
@@ -352,7 +369,7 @@ def decide_review(req: VoteRequest, *, actor: Actor, uow: UnitOfWork, blobs: Blo
             request_id=request_id, reason=req.reason,
             details={"decision_id": review.decision_id, "review_id": review.id,
                      **({"face_id": req.face_id} if req.face_id else {})}))
-        resolution = resolve(review)
+        resolution = resolve(review, owners)
         decision: Decision | None
         if resolution is not None:
             review, decision = _close(uow, review, resolution, now, actor=actor,

@@ -37,7 +37,7 @@ def _row_to_key(row: Row[Any]) -> ApiKey:
     created_at = _utc(row.created_at)
     assert created_at is not None
     return ApiKey(id=row.id, name=row.name, role=row.role, key_hash=row.key_hash,
-                  created_at=created_at,
+                  created_at=created_at, owner=row.owner,
                   collections=_scope_from_db(row.collections),
                   policies=_scope_from_db(row.policies),
                   expires_at=_utc(row.expires_at), revoked_at=_utc(row.revoked_at),
@@ -52,7 +52,7 @@ class SqlApiKeyRepository:
 
     def add(self, key: ApiKey) -> None:
         self._conn.execute(insert(api_keys).values(
-            id=key.id, name=key.name, role=key.role, key_hash=key.key_hash,
+            id=key.id, name=key.name, role=key.role, key_hash=key.key_hash, owner=key.owner,
             collections=_scope_to_db(key.collections), policies=_scope_to_db(key.policies),
             created_at=key.created_at, expires_at=key.expires_at, revoked_at=key.revoked_at,
             last_used_at=key.last_used_at, created_by=key.created_by))

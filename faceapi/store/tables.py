@@ -166,6 +166,8 @@ api_keys = Table(
     Column("name", String(128), nullable=False),
     Column("role", String(16), nullable=False),
     Column("key_hash", String(64), nullable=False),
+    # Revision 0007_key_owners: the person or system the key belongs to.
+    Column("owner", String(128), nullable=False),
     Column("collections", Text),
     Column("policies", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),

@@ -69,7 +69,10 @@ class Server:
         return done.stdout
 
     def create_key(self, role: str, name: str, *extra: str) -> str:
-        out = self.cli("keys", "create", "--role", role, "--name", name, *extra)
+        # Each key its own owner: the two-person rule counts owners, not keys.
+        owner = name.replace(" ", "-") + "@example.org"
+        out = self.cli("keys", "create", "--role", role, "--name", name, "--owner", owner,
+                       *extra)
         match = KEY_RE.search(out)
         assert match, f"no key in output: {out!r}"
         return match.group(0)

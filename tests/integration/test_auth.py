@@ -98,14 +98,14 @@ def test_keys_api_shows_a_key_once_and_never_its_hash(
         app: Flask, client: FlaskClient, auth_headers: HeadersFactory) -> None:
     admin = auth_headers("admin")
     created = client.post("/v1/keys", headers=admin, json={
-        "name": "shop login", "role": "app", "collections": ["shop"], "policies": ["login"],
-        "expires_at": "2030-01-01T00:00:00Z"})
+        "name": "shop login", "role": "app", "owner": "System:Shop",
+        "collections": ["shop"], "policies": ["login"], "expires_at": "2030-01-01T00:00:00Z"})
     assert created.status_code == 201, created.json
     body = created.json
     key = body["key"]
     assert key.startswith(f"fa_{body['id']}_")
-    assert (body["role"], body["collections"], body["policies"], body["status"]) == (
-        "app", ["shop"], ["login"], "active")
+    assert (body["role"], body["owner"], body["collections"], body["policies"],
+            body["status"]) == ("app", "system:shop", ["shop"], ["login"], "active")
     listed = client.get("/v1/keys", headers=admin)
     assert listed.status_code == 200
     text = listed.get_data(as_text=True)
@@ -119,16 +119,19 @@ def test_keys_api_shows_a_key_once_and_never_its_hash(
     assert one.status_code == 200
     assert "key" not in one.json
     assert "key_hash" not in one.json
+    assert one.json["owner"] == "system:shop"
     # The new key works, with its scope.
     assert client.get("/v1/engine", headers=bearer(key)).status_code == 200
 
 
 @pytest.mark.parametrize("body", [
-    {"name": "x", "role": "root"},
-    {"role": "app"},
-    {"name": "x", "role": "app", "expires_at": "2001-01-01T00:00:00Z"},
-    {"name": "x", "role": "app", "collections": "shop"},
-    {"name": "x", "role": "app", "surprise": True},
+    {"name": "x", "role": "root", "owner": "o"},
+    {"role": "app", "owner": "o"},
+    {"name": "x", "role": "app"},
+    {"name": "x", "role": "app", "owner": "fa_ABCDEFGH_" + "a" * 40},
+    {"name": "x", "role": "app", "owner": "o", "expires_at": "2001-01-01T00:00:00Z"},
+    {"name": "x", "role": "app", "owner": "o", "collections": "shop"},
+    {"name": "x", "role": "app", "owner": "o", "surprise": True},
 ])
 def test_bad_key_requests_are_422(client: FlaskClient, auth_headers: HeadersFactory,
                                   body: dict[str, object]) -> None:
@@ -172,7 +175,7 @@ def test_keys_never_reach_logs_audit_or_error_bodies(
     bodies = []
     with capture_logs() as logs:
         created = client.post("/v1/keys", headers=bearer(admin),
-                              json={"name": "leak check", "role": "app"})
+                              json={"name": "leak check", "role": "app", "owner": "o"})
         app_key = created.json["key"]
         secrets_seen.append(app_key)
         for headers in (bearer(app_key), bearer(app_key[:-2] + "xx"), bearer("fa_short"),
@@ -231,15 +234,21 @@ def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
     assert "nothing to bootstrap" in second.output
     assert key_file.read_text().strip() == key
     listed = runner.invoke(cli, ["keys", "list"])
-    assert "bootstrap-admin" in listed.output
+    assert "bootstrap / bootstrap-admin" in listed.output
     assert key.split("_")[2] not in listed.output
+    ownerless = runner.invoke(cli, ["keys", "create", "--role", "app", "--name", "cli app"])
+    assert ownerless.exit_code != 0
+    assert "--owner" in ownerless.output
     made = runner.invoke(cli, ["keys", "create", "--role", "app", "--name", "cli app",
-                               "--collections", "a,b", "--expires", "30d"])
+                               "--owner", "system:cli-app", "--collections", "a,b",
+                               "--expires", "30d"])
     assert made.exit_code == 0, made.output
     new_key = made.stdout.strip().splitlines()[0]
     assert new_key.startswith("fa_")
     new_id = new_key.split("_")[1]
-    assert "collections=a,b" in runner.invoke(cli, ["keys", "list"]).output
+    listed = runner.invoke(cli, ["keys", "list"]).output
+    assert "collections=a,b" in listed
+    assert "system:cli-app / cli app" in listed
     rotated = runner.invoke(cli, ["keys", "rotate", new_id])
     assert rotated.exit_code == 0, rotated.output
     successor = rotated.stdout.strip().splitlines()[0]
@@ -249,7 +258,7 @@ def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
     admin_id = key.split("_")[1]
     refused = runner.invoke(cli, ["keys", "revoke", admin_id])
     assert refused.exit_code != 0
-    assert "last active admin" in refused.output
+    assert "last active unscoped admin" in refused.output
     # The keys made by the CLI work against an app on the same data dir.
     from faceapi.app import create_app
     from tests.fakes import FakeEngine

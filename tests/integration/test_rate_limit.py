@@ -143,7 +143,8 @@ class Gunicorn:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         cli(env, "db", "upgrade")
-        self.key = cli(env, "keys", "create", "--role", "app", "--name", "rate test").strip()
+        self.key = cli(env, "keys", "create", "--role", "app", "--name", "rate test",
+                       "--owner", "system:rate-test").strip()
         self.proc: subprocess.Popen[bytes] | None = None
         # A file, not a pipe: nobody reads it while the server runs, and a full pipe
         # would block the workers.

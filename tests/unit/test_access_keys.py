@@ -275,5 +275,103 @@ def test_a_scoped_key_cannot_mint_a_key_beyond_its_scope(uow: FakeUnitOfWork,
                              uow=uow, clock=clock, actor=scoped_admin)
     assert inside.key.collections == frozenset({"a"})
     unscoped = make(uow, clock, "app")
-    with pytest.raises(access.Forbidden):
+    # A key beyond the caller's scope answers like a missing one.
+    with pytest.raises(access.OutOfScope):
         keys.rotate_key(unscoped.key.id, uow=uow, clock=clock, actor=scoped_admin)
+
+
+SCOPED_ADMIN = access.Actor(role="admin", key_id="Scoped01", collections=frozenset({"a"}))
+
+
+def test_a_scoped_admin_lists_reads_and_revokes_only_keys_inside_its_scope(
+        uow: FakeUnitOfWork, clock: FakeClock) -> None:
+    first = make(uow, clock, "admin")
+    unscoped_app = make(uow, clock, "app")
+    other = make(uow, clock, "app", collections=frozenset({"b"}))
+    policy_only = make(uow, clock, "app", policies=frozenset({"login"}))
+    inside = make(uow, clock, "app", collections=frozenset({"a"}))
+    listed = keys.list_keys(uow=uow, actor=SCOPED_ADMIN)
+    assert [k.id for k in listed] == [inside.key.id]
+    for outside in (first, unscoped_app, other, policy_only):
+        with pytest.raises(access.OutOfScope) as info:
+            keys.get_key(outside.key.id, uow=uow, actor=SCOPED_ADMIN)
+        with pytest.raises(access.OutOfScope):
+            keys.revoke_key(outside.key.id, uow=uow, clock=clock, actor=SCOPED_ADMIN)
+        # Exactly what a missing key answers.
+        with pytest.raises(NotFound) as missing:
+            keys.get_key("NoSuchId", uow=uow, actor=SCOPED_ADMIN)
+        assert info.value.code == missing.value.code
+        assert info.value.message == f"API key {outside.key.id!r} not found"
+    assert all(k.revoked_at is None for k in uow.api_keys.rows.values())
+    assert keys.get_key(inside.key.id, uow=uow, actor=SCOPED_ADMIN).id == inside.key.id
+    keys.revoke_key(inside.key.id, uow=uow, clock=clock, actor=SCOPED_ADMIN)
+    assert len(keys.list_keys(uow=uow, actor=ADMIN_ACTOR)) == 5
+
+
+def test_a_policy_scoped_admin_manages_keys_whose_policies_are_within_its_own(
+        uow: FakeUnitOfWork, clock: FakeClock) -> None:
+    admin = access.Actor(role="admin", key_id="PolAdmin", policies=frozenset({"login", "x"}))
+    within = make(uow, clock, "app", collections=frozenset({"c"}), policies=frozenset({"login"}))
+    beyond = make(uow, clock, "app", collections=frozenset({"c"}))
+    assert [k.id for k in keys.list_keys(uow=uow, actor=admin)] == [within.key.id]
+    with pytest.raises(access.OutOfScope):
+        keys.get_key(beyond.key.id, uow=uow, actor=admin)
+
+
+@pytest.mark.parametrize("role", ["reviewer", "admin"])
+def test_a_scoped_admin_cannot_create_or_rotate_reviewer_or_admin_keys(
+        uow: FakeUnitOfWork, clock: FakeClock, role: str) -> None:
+    with pytest.raises(access.Forbidden):
+        keys.create_key(keys.NewKey(name="x", role=role, owner="mallory@example.org",
+                                    collections=frozenset({"a"})),
+                        uow=uow, clock=clock, actor=SCOPED_ADMIN)
+    # A reviewer key inside the scope, made by an unscoped admin: rotating it would
+    # hand the scoped admin a working reviewer key of someone else.
+    existing = make(uow, clock, role, collections=frozenset({"a"}))
+    with pytest.raises(access.Forbidden):
+        keys.rotate_key(existing.key.id, uow=uow, clock=clock, actor=SCOPED_ADMIN)
+    assert len(uow.api_keys.rows) == 1
+
+
+def test_scoped_admins_do_not_count_as_the_last_unscoped_admin(uow: FakeUnitOfWork,
+                                                               clock: FakeClock) -> None:
+    first = make(uow, clock, "admin")
+    make(uow, clock, "admin", collections=frozenset({"a"}))
+    with pytest.raises(Conflict):
+        keys.revoke_key(first.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
+    refused = uow.audit.committed[-1].event
+    assert (refused.action, refused.outcome, refused.reason) == (
+        Action.KEY_REVOKE, "refused", "last_unscoped_admin")
+    assert uow.api_keys.rows[first.key.id].revoked_at is None
+    keys.revoke_key(first.key.id, uow=uow, clock=clock, actor=SYSTEM, allow_last_admin=True)
+    assert uow.api_keys.rows[first.key.id].revoked_at is not None
+
+
+def test_a_key_names_its_owner_in_lower_case_and_its_creation_event_records_it(
+        uow: FakeUnitOfWork, clock: FakeClock) -> None:
+    created = keys.create_key(keys.NewKey(name="billing", role="app",
+                                          owner=" System:Billing-App "),
+                              uow=uow, clock=clock, actor=ADMIN_ACTOR)
+    assert created.key.owner == "system:billing-app"
+    assert auth(uow, clock, created.secret).owner == "system:billing-app"
+    assert uow.audit.committed[-1].event.details["owner"] == "system:billing-app"
+    rotated = keys.rotate_key(created.key.id, uow=uow, clock=clock, actor=ADMIN_ACTOR)
+    assert rotated.key.owner == "system:billing-app"
+    # Code that makes keys itself without an owner: the name names it, as migrated.
+    assert make(uow, clock).key.owner == "app key"
+
+
+@pytest.mark.parametrize("owner", ["", "  ", "-x", "a\nb", "x" * 129,
+                                   "fa_ABCDEFGH_" + "a" * 40])
+def test_invalid_owners_are_refused(uow: FakeUnitOfWork, clock: FakeClock, owner: str) -> None:
+    with pytest.raises(InvalidParameter):
+        keys.create_key(keys.NewKey(name="ok", role="app", owner=owner),
+                        uow=uow, clock=clock, actor=ADMIN_ACTOR)
+    assert uow.api_keys.rows == {}
+
+
+def test_the_bootstrap_key_is_owned_by_bootstrap(uow: FakeUnitOfWork, clock: FakeClock,
+                                                 tmp_path: Path) -> None:
+    result = keys.bootstrap(tmp_path, uow=uow, clock=clock)
+    assert result.key_id is not None
+    assert uow.api_keys.rows[result.key_id].owner == "bootstrap"

@@ -14,6 +14,7 @@ from faceapi.domain.decisions import (
     Candidate,
     DecisionKind,
     Outcome,
+    OwnerAlreadyVoted,
     Reason,
     Review,
     ReviewClosed,
@@ -90,6 +91,39 @@ def test_the_requester_cannot_review_their_own_decision() -> None:
         check_vote(review(), "app1", NOW, None)
     with pytest.raises(ReviewerIsRequester):
         check_vote(review(), None, NOW, None)
+
+
+# Two keys of one person (rev1, rev1b) and the requester's person also holding a
+# reviewer key (revA): the rules count owners, not keys.
+OWNERS = {"app1": "alice@example.org", "revA": "alice@example.org",
+          "rev1": "bob@example.org", "rev1b": "bob@example.org", "rev2": "carol@example.org"}
+
+
+def test_a_reviewer_owned_by_the_requesters_owner_cannot_review() -> None:
+    with pytest.raises(ReviewerIsRequester):
+        check_vote(review(), "revA", NOW, None, OWNERS)
+    check_vote(review(), "rev1", NOW, None, OWNERS)
+
+
+def test_a_second_key_of_the_same_owner_cannot_cast_the_second_vote() -> None:
+    r = replace(review(2), votes=(vote("rev1", Vote.CONFIRM),))
+    with pytest.raises(OwnerAlreadyVoted) as info:
+        check_vote(r, "rev1b", NOW, None, OWNERS)
+    assert info.value.code == "owner_already_voted"
+    check_vote(r, "rev2", NOW, None, OWNERS)
+
+
+def test_votes_of_one_owner_count_once_and_the_requesters_owner_not_at_all() -> None:
+    two_keys_one_person = replace(review(2), votes=(vote("rev1", Vote.CONFIRM),
+                                                    vote("rev1b", Vote.CONFIRM)))
+    assert resolve(two_keys_one_person, OWNERS) is None
+    with_requester = replace(review(2), votes=(vote("rev1", Vote.CONFIRM),
+                                               vote("revA", Vote.CONFIRM)))
+    assert resolve(with_requester, OWNERS) is None
+    two_people = replace(review(2, (Candidate("f1", "s", 90.0),)),
+                         votes=(vote("rev1", Vote.CONFIRM), vote("rev2", Vote.CONFIRM)))
+    result = resolve(two_people, OWNERS)
+    assert result is not None and result.status is ReviewStatus.CONFIRMED
 
 
 def test_a_reviewer_cannot_vote_twice() -> None:
