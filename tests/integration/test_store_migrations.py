@@ -113,3 +113,23 @@ def test_a_production_app_on_an_unmigrated_postgresql_refuses_to_start(
     production = settings.with_overrides(env="production")
     with pytest.raises(RuntimeError, match="faceapi db upgrade"):
         create_app(production, engine=FakeEngine())
+
+
+def test_0007_gives_existing_keys_their_name_as_owner_and_the_bootstrap_key_bootstrap(
+        store: Store) -> None:
+    from datetime import UTC, datetime
+
+    downgrade_engine(store.engine, "0006_policy_binding")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [("BootKey1", "bootstrap-admin", "admin", "bootstrap"),
+            ("AppKey01", "door app", "app", "AdminKey")]
+    with store.engine.begin() as conn:
+        for key_id, name, role, creator in rows:
+            conn.execute(text("INSERT INTO api_keys (id, name, role, key_hash, created_at, "
+                              "created_by) VALUES (:id, :name, :role, :hash, :at, :by)"),
+                         {"id": key_id, "name": name, "role": role, "hash": "0" * 64,
+                          "at": now, "by": creator})
+    store.upgrade()
+    with store.engine.connect() as conn:
+        owners = dict(conn.execute(text("SELECT id, owner FROM api_keys")).all())
+    assert owners == {"BootKey1": "bootstrap", "AppKey01": "door app"}

@@ -123,7 +123,8 @@ def test_votes_of_one_owner_count_once_and_the_requesters_owner_not_at_all() -> 
     two_people = replace(review(2, (Candidate("f1", "s", 90.0),)),
                          votes=(vote("rev1", Vote.CONFIRM), vote("rev2", Vote.CONFIRM)))
     result = resolve(two_people, OWNERS)
-    assert result is not None and result.status is ReviewStatus.CONFIRMED
+    assert result is not None
+    assert result.status is ReviewStatus.CONFIRMED
 
 
 def test_a_reviewer_cannot_vote_twice() -> None:
