@@ -74,6 +74,7 @@ def create_cmd(  # noqa: PLR0917 (click passes every option as an argument)
                                  expires_at=expires_at)
         created = key_service.create_key(new, uow=store.uow(), clock=clock, actor=CLI_ACTOR)
     click.echo(created.secret)
+    _echo_sigv4(created)
     click.echo(f"created key {created.key.id} ({role}, {created.key.name!r}, owner "
                f"{created.key.owner!r}); it is shown "
                "only now: store it in your secret manager", err=True)
@@ -113,6 +114,14 @@ def revoke_cmd(key_id: str, force: bool) -> None:
     click.echo(f"revoked key {key.id} ({key.role}, {key.name!r})")
 
 
+def _echo_sigv4(created: key_service.CreatedKey) -> None:
+    # On stderr with the other notes, so `KEY=$(faceapi keys create ...)` still captures
+    # the key alone; shown once, like the key.
+    click.echo(f"for the Rekognition-compatible endpoint (AWS SDKs): "
+               f"aws_access_key_id={created.key.id} "
+               f"aws_secret_access_key={created.sigv4_secret}", err=True)
+
+
 @keys.command("rotate")
 @click.argument("key_id")
 @click.option("--expires", default=None,
@@ -126,6 +135,7 @@ def rotate_cmd(key_id: str, expires: str | None) -> None:
         created = key_service.rotate_key(key_id, uow=store.uow(), clock=clock, actor=CLI_ACTOR,
                                          expires_at=expires_at)
     click.echo(created.secret)
+    _echo_sigv4(created)
     click.echo(f"created key {created.key.id} to replace {key_id}; deploy it, then run "
                f"`faceapi keys revoke {key_id}`", err=True)
 

@@ -96,6 +96,9 @@ class Settings:
                 f"FACEAPI_ENV: expected development|production|test, got {self.env!r}")
         if self.log_format not in ("", "json", "console"):
             raise ConfigError(f"FACEAPI_LOG_FORMAT: expected json|console, got {self.log_format!r}")
+    # Path to the server key that seals stored SigV4 secrets (faceapi/secret_box.py);
+    # default generated in data_dir as credentials.key.
+    credentials_key_file: str = ""
         if self.engine not in ("local", "rekognition"):
             raise ConfigError(f"FACEAPI_ENGINE: expected local|rekognition, got {self.engine!r}")
         if self.detector not in ("hog", "cnn"):

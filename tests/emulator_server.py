@@ -3,17 +3,24 @@
 Used by the emulator and engine-contract tests: the app runs in werkzeug's threaded
 server on a free port, so every request goes through sockets, botocore's
 serialisation, SigV4 signing, retries and response parsing exactly as for AWS.
+boto3 gets an API key's id as aws_access_key_id and its SigV4 secret as
+aws_secret_access_key, as a user would (docs/engines.md); the emulator checks the
+signature.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -48,27 +55,73 @@ def serve(app: Flask) -> LiveServer:
     return LiveServer(app, server, thread)
 
 
-def api_key(app: Flask, role: str, *, collections: frozenset[str] | None = None) -> str:
-    """A fresh API key of `role` in the app's store; the full key (fa_<id>_<secret>)."""
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key as its holder has it: the Bearer key for /v1 (also what `str()` gives, so
+    f"Bearer {key}" works) and the SigV4 credentials shown with it for the emulator."""
+
+    bearer: str
+    key_id: str
+    sigv4_secret: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.bearer
+
+
+def api_key(app: Flask, role: str, *,
+            collections: frozenset[str] | None = None) -> IssuedKey:
+    """A fresh API key of `role` in the app's store."""
     deps = app.extensions[EXTENSION_KEY]
     created = create_key(NewKey(name=f"test-{role}-{uuid.uuid4().hex[:6]}", role=role,
                                 collections=collections),
                          uow=deps.store.uow(), clock=deps.clock, actor=SYSTEM)
-    return created.secret
+    return IssuedKey(bearer=created.secret, key_id=created.key.id,
+                     sigv4_secret=created.sigv4_secret)
 
 
-def rekognition_client(url: str, key: str, *, max_attempts: int = 3) -> Any:
-    """A boto3 Rekognition client for the emulator: our API key is the access key id;
-    the secret access key is not checked by the emulator (docs/engines.md)."""
-    session = boto3.session.Session(aws_access_key_id=key,
-                                    aws_secret_access_key="not-checked",
-                                    region_name=REGION)
+Signer = IssuedKey | tuple[str, str]
+
+
+def _credentials(key: Signer) -> tuple[str, str]:
+    # A (access key id, secret) pair stands for credentials nobody issued.
+    return (key.key_id, key.sigv4_secret) if isinstance(key, IssuedKey) else key
+
+
+def key_session(key: Signer) -> Any:
+    """A boto3 session with a key's SigV4 credentials, for
+    RekognitionEngine(settings, session=...)."""
+    access_key_id, secret = _credentials(key)
+    return boto3.session.Session(aws_access_key_id=access_key_id,
+                                 aws_secret_access_key=secret, region_name=REGION)
+
+
+def rekognition_client(url: str, key: Signer, *, max_attempts: int = 3) -> Any:
+    """A boto3 Rekognition client for the emulator, signing with the key's SigV4
+    credentials."""
     config = Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
                     connect_timeout=2, read_timeout=60)
-    return session.client("rekognition", endpoint_url=url, config=config)
+    return key_session(key).client("rekognition", endpoint_url=url, config=config)
 
 
-def key_session(key: str) -> Any:
-    """A boto3 session carrying our API key, for RekognitionEngine(settings, session=...)."""
-    return boto3.session.Session(aws_access_key_id=key, aws_secret_access_key="not-checked",
-                                 region_name=REGION)
+def sigv4_headers(key: Signer, body: bytes, *, target: str, url: str = "http://localhost/",
+                  content_type: str = "application/x-amz-json-1.1",
+                  signed_at: datetime | None = None) -> dict[str, str]:
+    """The headers botocore's own SigV4 signer puts on a Rekognition request (for
+    requests sent without boto3: Flask's test client, raw HTTP). `signed_at` signs as
+    of another time, through botocore's clock at the boundary."""
+    access_key_id, secret = _credentials(key)
+    request = AWSRequest(method="POST", url=url, data=body,
+                         headers={"Content-Type": content_type, "X-Amz-Target": target})
+    signer = SigV4Auth(Credentials(access_key_id, secret), "rekognition", REGION)
+    if signed_at is None:
+        signer.add_auth(request)
+    else:
+        import botocore.auth
+
+        real = botocore.auth.get_current_datetime
+        botocore.auth.get_current_datetime = lambda: signed_at  # type: ignore[assignment]
+        try:
+            signer.add_auth(request)
+        finally:
+            botocore.auth.get_current_datetime = real  # type: ignore[assignment]
+    return dict(request.headers.items())

@@ -1,7 +1,9 @@
 """Authentication and authorisation at the edge: one before_request hook.
 
 Every request to an endpoint the permission table (faceapi/domain/access.py) does not
-mark PUBLIC or CONSOLE must carry `Authorization: Bearer fa_<id>_<secret>`; the key
+mark PUBLIC or CONSOLE must carry `Authorization: Bearer fa_<id>_<secret>` (the
+Rekognition-compatible endpoint alone takes an AWS SigV4 signature instead, checked by
+faceapi/api/sigv4.py, and a SigV4 header anywhere else is refused); the key
 becomes an Actor in `flask.g.actor` (read it with `faceapi.api.deps.current_actor()`).
 Every refusal (401, 403, and the 404 of an out-of-scope object) is written to the audit
 trail in its own transaction and logged, with the key's public id only, never the key.
@@ -15,32 +17,32 @@ from typing import Any
 import structlog
 from flask import Flask, Response, g, request
 
+from faceapi.api import sigv4
 from faceapi.api.deps import deps, request_id
 from faceapi.api.errors import error_response
 from faceapi.domain import access
 from faceapi.domain.audit import ANONYMOUS, Action, AuditEvent, check_text
 from faceapi.domain.audit import Actor as AuditActor
+from faceapi.domain.sigv4 import is_sigv4
 from faceapi.services.keys import AuthenticationFailed, authenticate
 
 log = structlog.get_logger(__name__)
 
 _BEARER_RE = re.compile(r"^Bearer[ \t]+(\S+)[ \t]*$", re.IGNORECASE)
-# AWS SigV4, as sent by boto3 to the Rekognition-compatible endpoint: the access key id
-# is our API key. The signature is not checked (the secret access key is not ours to
-# know); the key alone authenticates, as a bearer token would, so TLS is required.
-_SIGV4_RE = re.compile(r"^AWS4-HMAC-SHA256\s+Credential=([^/\s,]+)/")
 WWW_AUTHENTICATE = 'Bearer realm="faceapi"'
 
 _MESSAGES = {
     "revoked": "this API key has been revoked",
     "expired": "this API key has expired",
+    "sigv4_not_accepted": "AWS SigV4 is accepted by the Rekognition-compatible endpoint "
+                          "only; send `Authorization: Bearer <key>`",
 }
 
 
 def presented_key() -> str | None:
-    """The key sent with this request (Bearer, or a SigV4 access key id), if any."""
-    header = request.headers.get("Authorization", "")
-    match = _BEARER_RE.match(header) or _SIGV4_RE.match(header)
+    """The Bearer key sent with this request, if any (never a SigV4 access key id: a
+    signature, not the id, is what authenticates there)."""
+    match = _BEARER_RE.match(request.headers.get("Authorization", ""))
     return match.group(1) if match else None
 
 
@@ -74,7 +76,12 @@ def _authenticate_request() -> Response | None:
         # Open, or the console's session guard (faceapi/console/views.py) decides.
         return None
     try:
-        actor = actor_for_key(presented_key())
+        if endpoint == sigv4.ENDPOINT:
+            actor = sigv4.authenticate_request()
+        elif is_sigv4(request.headers.get("Authorization", "")):
+            raise AuthenticationFailed("sigv4_not_accepted")
+        else:
+            actor = actor_for_key(presented_key())
     except AuthenticationFailed as exc:
         return _refuse_unauthenticated(exc, endpoint)
     g.actor = actor
@@ -104,7 +111,9 @@ def record_auth_failure(exc: AuthenticationFailed, endpoint: str,
 def _refuse_unauthenticated(exc: AuthenticationFailed, endpoint: str) -> Response:
     log.warning("auth_fail", reason=exc.reason, endpoint=endpoint, key_id=exc.key_id)
     record_auth_failure(exc, endpoint, details={})
-    response = error_response("unauthorized", _MESSAGES.get(exc.reason, exc.message), 401)
+    # `unauthorized`, or the SigV4 refusal's own code (the emulator answers it with
+    # AWS's exception name).
+    response = error_response(exc.code, _MESSAGES.get(exc.reason, exc.message), 401)
     response.headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     return response
 

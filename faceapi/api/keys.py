@@ -65,6 +65,11 @@ class KeySchema(Schema):
 class CreatedKeySchema(KeySchema):
     key = fields.String(metadata={"description": "the API key itself; shown only in this "
                                                  "response, store it now"})
+    aws_access_key_id = fields.String(metadata={
+        "description": "for the Rekognition-compatible endpoint (AWS SDKs): the key's id"})
+    aws_secret_access_key = fields.String(metadata={
+        "description": "for the Rekognition-compatible endpoint: the SigV4 secret access "
+                       "key that signs requests; shown only in this response"})
 
 
 class KeyListSchema(Schema):
@@ -96,7 +101,9 @@ def create_key(args: dict[str, Any]) -> Any:
         expires_at=args["expires_at"])
     created = key_service.create_key(new, uow=d.store.uow(), clock=d.clock,
                                      actor=current_actor())
-    return {**_view(created.key), "key": created.secret}
+    return {**_view(created.key), "key": created.secret,
+            "aws_access_key_id": created.key.id,
+            "aws_secret_access_key": created.sigv4_secret}
 
 
 @blp.route("", methods=["GET"])

@@ -358,3 +358,12 @@ class ApiKeyRepository(Protocol):
     def touch(self, key_id: str, at: datetime) -> None:
         """Record the last use. Bookkeeping, not a change: no audit event needed."""
         ...
+
+    def set_sigv4_secret(self, key_id: str, secret: str) -> None:
+        """Keep the key's SigV4 secret access key, sealed with the server key (never in
+        clear, never hashed-only: verifying a signature needs the secret itself)."""
+        ...
+
+    def sigv4_secret(self, key_id: str) -> str | None:
+        """The key's SigV4 secret in clear, or None (keys made before revision 0009)."""
+        ...

@@ -55,6 +55,11 @@ EXCEPTION_BY_CODE: dict[str, str] = {
     "collection_exists": "ResourceAlreadyExistsException",
     "conflict": "ResourceAlreadyExistsException",
     "unauthorized": "UnrecognizedClientException",
+    # SigV4 refusals (faceapi/services/sigv4.py), named as AWS names them.
+    "unrecognized_client": "UnrecognizedClientException",
+    "invalid_signature": "InvalidSignatureException",
+    "incomplete_signature": "IncompleteSignatureException",
+    "missing_authentication_token": "MissingAuthenticationTokenException",
     "forbidden": "AccessDeniedException",
     "engine_access_denied": "AccessDeniedException",
     "engine_throttled": "ThrottlingException",

@@ -140,8 +140,9 @@ def _collections(actor: Actor, consent_required: bool) -> StoreCollections:
 
 
 def authorize(operation: str) -> Actor:
-    """The caller, authenticated by api/auth.py from the SigV4 access key id (our API
-    key, see docs/engines.md), if its role may call this operation."""
+    """The caller, authenticated by api/auth.py from the request's SigV4 signature
+    (faceapi/api/sigv4.py; access key id = the API key's id, secret = its SigV4 secret,
+    see docs/engines.md), if its role may call this operation."""
     actor = current_actor()
     access.require_role(actor, access.REKOGNITION_OPERATIONS.get(operation, frozenset()))
     return actor

@@ -15,7 +15,7 @@ import re
 import secrets
 import string
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -79,10 +79,13 @@ class NewKey:
 
 @dataclass(frozen=True)
 class CreatedKey:
-    """The stored key and the key itself, which exists only in this value."""
+    """The stored key and the key itself, which exists only in this value; with its
+    SigV4 secret access key for the Rekognition-compatible endpoint (the access key id
+    is `key.id`), shown once like the key and kept only sealed (faceapi/secret_box.py)."""
 
     key: ApiKey
     secret: str
+    sigv4_secret: str = field(default="", repr=False)
 
 
 def generate_key() -> tuple[str, str]:
@@ -90,6 +93,11 @@ def generate_key() -> tuple[str, str]:
     key_id = "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
     secret = "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
     return key_id, f"fa_{key_id}_{secret}"
+
+
+def generate_sigv4_secret() -> str:
+    """A SigV4 secret access key: 40 random alphanumerics, AWS's length."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
 
 
 def hash_key(key: str) -> str:
@@ -200,6 +208,9 @@ def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor,
                  created_at=now, owner=new.owner, collections=new.collections,
                  policies=new.policies, expires_at=new.expires_at, created_by=actor.key_id)
     uow.api_keys.add(key)
+    # Never in the audit event or a log line: it exists in clear only in the reply.
+    sigv4_secret = generate_sigv4_secret()
+    uow.api_keys.set_sigv4_secret(key_id, sigv4_secret)
     uow.audit.append(AuditEvent(
         action=Action.KEY_CREATE, outcome="created", actor=actor, resource=f"keys/{key_id}",
         details={"role": new.role, "owner": new.owner,
@@ -207,7 +218,7 @@ def _add_key(new: NewKey, *, uow: UnitOfWork, now: datetime, actor: AuditActor,
                  "scoped_policies": new.policies is not None,
                  "expires": new.expires_at is not None,
                  **({"rotated_from": rotated_from} if rotated_from else {})}))
-    return CreatedKey(key=key, secret=secret)
+    return CreatedKey(key=key, secret=secret, sigv4_secret=sigv4_secret)
 
 
 def create_key(new: NewKey, *, uow: UnitOfWork, clock: Clock, actor: AuditActor) -> CreatedKey:
@@ -326,6 +337,12 @@ def authenticate(token: str | None, *, read_uow: UnitOfWorkFactory,
     stored = key.key_hash if key is not None else "0" * 64
     if not hmac.compare_digest(presented, stored) or key is None:
         raise AuthenticationFailed("unknown_key", key_id=key_id)
+    return admit(key, write_uow=write_uow, clock=clock)
+
+
+def admit(key: ApiKey, *, write_uow: UnitOfWorkFactory, clock: Clock) -> access.Actor:
+    """The Actor of a key whose holder has proved possession (Bearer secret or SigV4
+    signature), if the key is active; records its last use."""
     now = clock.now()
     status = key.status(now)
     if status != "active":

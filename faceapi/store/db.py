@@ -26,6 +26,7 @@ from faceapi.audit import CheckpointSigner, VerifyReport, load_or_create_signing
 from faceapi.config import Settings
 from faceapi.domain.audit import Checkpoint
 from faceapi.domain.errors import StoreUnavailable
+from faceapi.secret_box import SecretBox, load_or_create_secret_box
 from faceapi.store.tables import AUDIT_TABLES
 
 if TYPE_CHECKING:
@@ -125,9 +126,13 @@ class Store:
     """Engine + audit signing key + checkpoint policy; hands out units of work."""
 
     def __init__(self, engine: Engine, *, signer: CheckpointSigner, checkpoint_every: int = 100,
-                 checkpoint_seconds: int = 300, now: Callable[[], datetime] = utc_now) -> None:
+                 checkpoint_seconds: int = 300, now: Callable[[], datetime] = utc_now,
+                 secret_box: SecretBox | None = None) -> None:
         self.engine = engine
         self.signer = signer
+        # Seals the secrets rows keep for the server to read back (SigV4 secrets);
+        # without one, no such secret can be stored or read.
+        self.secret_box = secret_box
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.now = now
@@ -140,7 +145,7 @@ class Store:
                    signer=CheckpointSigner(load_or_create_signing_key(settings)),
                    checkpoint_every=max(1, settings.audit_checkpoint_every),
                    checkpoint_seconds=settings.audit_checkpoint_seconds,
-                   now=now or utc_now)
+                   now=now or utc_now, secret_box=load_or_create_secret_box(settings))
 
     @property
     def dialect(self) -> str:

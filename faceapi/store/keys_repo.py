@@ -7,12 +7,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Row, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from faceapi.domain.access import ApiKey
+from faceapi.secret_box import SecretBox, SecretBoxError
 from faceapi.store.db import UNAUDITED
 from faceapi.store.tables import api_keys
+
+log = structlog.get_logger(__name__)
 
 # A fixed 63-bit advisory lock id for key-table writers that must not interleave.
 KEYS_LOCK_KEY = int.from_bytes(hashlib.sha256(b"faceapi.api_keys").digest()[:8], "big") >> 1
@@ -47,8 +51,33 @@ def _row_to_key(row: Row[Any]) -> ApiKey:
 class SqlApiKeyRepository:
     """ApiKeyRepository on the unit of work's connection (it never commits)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, secret_box: SecretBox | None = None) -> None:
         self._conn = conn
+        self._box = secret_box
+
+    def _require_box(self) -> SecretBox:
+        if self._box is None:
+            raise RuntimeError("this store has no secret box: SigV4 secrets are unavailable")
+        return self._box
+
+    def set_sigv4_secret(self, key_id: str, secret: str) -> None:
+        # Sealed with the row's id as associated data: it opens for this key only.
+        sealed = self._require_box().seal(secret, context=f"api_keys/{key_id}")
+        self._conn.execute(update(api_keys).where(api_keys.c.id == key_id)
+                           .values(sigv4_secret_sealed=sealed))
+
+    def sigv4_secret(self, key_id: str) -> str | None:
+        sealed = self._conn.execute(select(api_keys.c.sigv4_secret_sealed)
+                                    .where(api_keys.c.id == key_id)).scalar_one_or_none()
+        if sealed is None:
+            return None
+        try:
+            return self._require_box().open(sealed, context=f"api_keys/{key_id}")
+        except SecretBoxError:
+            # Another server key, or a row edited by hand: the key cannot sign. Treated
+            # as "no secret" (the request is refused); the cause goes to the log.
+            log.error("sigv4_secret_unreadable", key_id=key_id)
+            return None
 
     def add(self, key: ApiKey) -> None:
         self._conn.execute(insert(api_keys).values(

@@ -118,7 +118,12 @@ class SqlAlchemyUnitOfWork:
 
     @property
     def api_keys(self) -> SqlApiKeyRepository:
-        return self._repo(SqlApiKeyRepository)
+        repo = self._repos.get(SqlApiKeyRepository)
+        if repo is None:
+            # The one repository that also needs the store's secret box (SigV4 secrets).
+            repo = self._repos[SqlApiKeyRepository] = SqlApiKeyRepository(
+                self.conn, self._store.secret_box)
+        return repo  # type: ignore[no-any-return]
 
     @property
     def collections(self) -> SqlCollectionsRepo:

@@ -23,7 +23,14 @@ from faceapi.emulator import control
 from faceapi.emulator.operations import CONSENT_TAG, HANDLERS
 from tests.botocore_shapes import ShapeChecker, output_shape, problems, service_model
 from tests.conftest import REPO, shared_faces_dir
-from tests.emulator_server import LiveServer, api_key, rekognition_client, serve
+from tests.emulator_server import (
+    LiveServer,
+    Signer,
+    api_key,
+    rekognition_client,
+    serve,
+    sigv4_headers,
+)
 
 PORTRAIT = "deepface/tests/unit/dataset/img16.jpg"  # jack_dorsey
 SAME_PERSON = "deepface/tests/unit/dataset/img17.jpg"
@@ -71,19 +78,21 @@ def checked_client(live: LiveServer) -> tuple[Any, ShapeChecker]:
     return client, checker
 
 
-def sigv4(key: str) -> str:
-    """A SigV4 Authorization header as an SDK sends it (the signature is not checked)."""
-    return (f"AWS4-HMAC-SHA256 Credential={key}/20261128/us-east-1/rekognition/"
-            "aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, "
-            "Signature=" + "0" * 64)
+def send(client: FlaskClient, operation: str, data: bytes, *, key: Signer | None = None,
+         content_type: str = CONTENT_TYPE) -> Any:
+    """POST `data` as an SDK would: signed by botocore's SigV4 signer with the key's
+    credentials (unsigned without a key)."""
+    target = f"RekognitionService.{operation}"
+    headers = {"X-Amz-Target": target, "Content-Type": content_type}
+    if key is not None:
+        headers = sigv4_headers(key, data, target=target, content_type=content_type)
+    return client.post("/", data=data, headers=headers)
 
 
 def call(client: FlaskClient, operation: str, body: dict[str, Any], *,
-         key: str | None = None, content_type: str = CONTENT_TYPE) -> Any:
-    headers = {"X-Amz-Target": f"RekognitionService.{operation}"}
-    if key is not None:
-        headers["Authorization"] = sigv4(key)
-    return client.post("/", data=json.dumps(body), headers=headers, content_type=content_type)
+         key: Signer | None = None, content_type: str = CONTENT_TYPE) -> Any:
+    return send(client, operation, json.dumps(body).encode(), key=key,
+                content_type=content_type)
 
 
 def b64(data: bytes) -> str:
@@ -236,9 +245,7 @@ def test_a_body_that_is_not_a_json_object_is_a_serialization_error(
         emulator_app: Flask, raw: bytes) -> None:
     # Nesting too deep for the JSON parser (RecursionError) included: a 400, not a 500.
     key = api_key(emulator_app, "app")
-    response = emulator_app.test_client().post(
-        "/", data=raw, content_type=CONTENT_TYPE,
-        headers={"X-Amz-Target": "RekognitionService.DetectFaces", "Authorization": sigv4(key)})
+    response = send(emulator_app.test_client(), "DetectFaces", raw, key=key)
     assert_aws_error(response, "SerializationException")
 
 
@@ -254,14 +261,15 @@ def test_attributes_that_are_not_a_list_of_strings_are_invalid_parameter(
     assert member in body["message"]
 
 
-def test_a_request_without_a_key_is_unrecognized_client(emulator_app: Flask) -> None:
+def test_a_request_without_a_signature_is_missing_authentication_token(
+        emulator_app: Flask) -> None:
     response = call(emulator_app.test_client(), "DetectFaces", {"Image": {"Bytes": "AA=="}})
-    assert_aws_error(response, "UnrecognizedClientException")
+    assert_aws_error(response, "MissingAuthenticationTokenException")
 
 
-def test_a_revoked_or_unknown_key_is_unrecognized_client(emulator_app: Flask) -> None:
+def test_an_unknown_access_key_id_is_unrecognized_client(emulator_app: Flask) -> None:
     response = call(emulator_app.test_client(), "DetectFaces", {"Image": {"Bytes": "AA=="}},
-                    key="fa_ABCDEFGH_" + "x" * 40)
+                    key=("ABCDEFGH", "x" * 40))
     assert_aws_error(response, "UnrecognizedClientException")
 
 
@@ -410,7 +418,7 @@ def test_emulator_calls_are_audited_like_the_rest_api(emulator_app: Flask) -> No
     with emulator_app.extensions[EXTENSION_KEY].store.read_uow() as uow:
         events = [r.event for r in uow.audit.iter_events()
                   if r.event.action is Action.FACE_DETECT
-                  and r.event.actor.key_id == key.split("_")[1]]
+                  and r.event.actor.key_id == key.key_id]
     assert len(events) == 1
     assert events[0].input_digests == (hashlib.sha256(data).hexdigest(),)
     assert events[0].scores["face_count"] == 1

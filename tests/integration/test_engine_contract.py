@@ -322,7 +322,7 @@ def test_a_key_whose_role_may_not_call_the_operation_is_access_denied(
 def test_an_unknown_key_is_access_denied(emulator: LiveServer, images: Images) -> None:
     settings = Settings(env="test", engine="rekognition", aws_endpoint_url=emulator.url,
                         aws_max_attempts=1)
-    bogus = "fa_" + "A" * 8 + "_" + hashlib.sha256(b"x").hexdigest()[:40]
+    bogus = ("A" * 8, hashlib.sha256(b"x").hexdigest()[:40])
     engine = RekognitionEngine(settings, session=key_session(bogus))
     with pytest.raises(EngineAccessDenied):
         engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)
@@ -337,7 +337,7 @@ def test_an_unreachable_endpoint_is_engine_unavailable_and_not_ready(images: Ima
     settings = Settings(env="test", engine="rekognition",
                         aws_endpoint_url=f"http://127.0.0.1:{port}", aws_max_attempts=2,
                         aws_connect_timeout=0.5, aws_read_timeout=1.0)
-    engine = RekognitionEngine(settings, session=key_session("fa_x_y"))
+    engine = RekognitionEngine(settings, session=key_session(("x", "y")))
     started = time.monotonic()
     with pytest.raises(EngineUnavailable, match="unreachable"):
         engine.detect_faces(decoded(images.same_a), Attributes.DEFAULT)

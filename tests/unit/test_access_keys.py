@@ -24,6 +24,7 @@ ADMIN_ACTOR = access.Actor(role="admin", key_id="AdminKey")
 class FakeApiKeys:
     rows: dict[str, ApiKey] = field(default_factory=dict)
     touches: int = 0
+    sigv4_secrets: dict[str, str] = field(default_factory=dict)
 
     def add(self, key: ApiKey) -> None:
         assert key.id not in self.rows
@@ -47,6 +48,12 @@ class FakeApiKeys:
     def touch(self, key_id: str, at: datetime) -> None:
         self.touches += 1
         self.rows[key_id] = replace(self.rows[key_id], last_used_at=at)
+
+    def set_sigv4_secret(self, key_id: str, secret: str) -> None:
+        self.sigv4_secrets[key_id] = secret
+
+    def sigv4_secret(self, key_id: str) -> str | None:
+        return self.sigv4_secrets.get(key_id)
 
 
 @dataclass
