@@ -9,11 +9,19 @@ from typing import Any
 
 from flask import Response, abort, flash, g, redirect, render_template, request, url_for
 
+from faceapi.api.auth import record_refusal
 from faceapi.api.deps import deps, request_id
 from faceapi.console import backend
 from faceapi.console.present import age
 from faceapi.console.views import bp, policy_set
-from faceapi.domain.decisions import Decision, ReviewStatus, Vote
+from faceapi.domain.audit import Action
+from faceapi.domain.decisions import (
+    Decision,
+    OwnerAlreadyVoted,
+    ReviewerIsRequester,
+    ReviewStatus,
+    Vote,
+)
 from faceapi.domain.errors import FaceApiError, NotFound
 from faceapi.services import audit_trail
 from faceapi.services import review as reviews
@@ -130,6 +138,12 @@ def review_decide(review_id: str) -> Any:
             reviews.VoteRequest(review_id=review_id[:64], vote=vote, reason=reason,
                                 face_id=face_id if vote is Vote.CONFIRM else None),
             actor=g.actor, request_id=request_id() or None, **backend.service_deps())
+    except (ReviewerIsRequester, OwnerAlreadyVoted) as exc:
+        # A way around the two-person rule: audited here as the API's hook does there.
+        record_refusal(Action.AUTHZ_DENY, "denied", g.actor, "console.review_decide",
+                       reason=exc.code, details={"channel": "console"})
+        flash(exc.message, "error")
+        return redirect(target)
     except FaceApiError as exc:
         flash(exc.message, "error")
         return redirect(target)

@@ -5,7 +5,9 @@ a reviewer owned by the requester's owner cannot decide, and each refusal is aud
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -15,7 +17,7 @@ from faceapi.store.tables import audit_events
 from tests.conftest import KeyFactory
 from tests.fakes import FakeEngine, unit_vector
 from tests.integration.verify_support import b64, enroll, scripted, vector_at
-from tests.security.conftest import Http
+from tests.security.conftest import Http, Reply
 
 ALICE = unit_vector(1)
 WATCH = "watch"
@@ -117,3 +119,36 @@ def test_a_collection_scoped_admin_cannot_mint_the_two_reviewers(
         assert minted.status == 403, minted.body[:300]
         assert "key" not in minted.json()
     assert len(denials(app, "forbidden_by_service")) == 2
+
+
+def console_session(http: Http, key: str) -> tuple[str, str]:
+    """Sign in to the console over the live server: (session cookie, CSRF token)."""
+    def token(reply: Reply) -> str:
+        match = re.search(rb'name="csrf_token" value="([^"]+)"', reply.body)
+        assert match, reply.body[:300]
+        return match.group(1).decode()
+
+    page = http.get("/console/signin")
+    cookie = (page.headers.get("Set-Cookie") or "").split(";", 1)[0]
+    signed_in = http.post("/console/signin", body=urlencode(
+        {"api_key": key, "csrf_token": token(page)}).encode(), headers={
+        "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    assert signed_in.status == 302, signed_in.body[:300]
+    cookie = (signed_in.headers.get("Set-Cookie") or cookie).split(";", 1)[0]
+    return cookie, token(http.get("/console/reviews", headers={"Cookie": cookie}))
+
+
+def test_the_console_counts_owners_too_and_audits_the_refusal(
+        app: Flask, http: Http, make_key: KeyFactory, fake_engine: FakeEngine,
+        watchlist: str) -> None:
+    app_key = make_key("app", owner="system:gate")
+    decision = pending_search(http, fake_engine, app_key)
+    assert vote(http, decision["review_id"], make_key("reviewer", owner="eve@example.org"))[0] \
+        == 200
+    cookie, csrf = console_session(http, make_key("reviewer", owner="eve@example.org"))
+    http.post(f"/console/reviews/{decision['review_id']}/decision", body=urlencode({
+        "csrf_token": csrf, "decision": "confirm", "reason": "same person"}).encode(),
+        headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    assert outcome(http, decision["decision_id"], app_key) == "pending_review"
+    [denied] = denials(app, "owner_already_voted")
+    assert denied["resource"] == "endpoint/console.review_decide"
