@@ -3,10 +3,13 @@ endpoint: create a collection, index three faces, search, compare, detect; print
 came back.
 
     python bench/boto3_sample.py                      # starts faceapi itself (temp dir)
-    python bench/boto3_sample.py --url http://127.0.0.1:8000 --key fa_<operator key>
+    python bench/boto3_sample.py --url http://127.0.0.1:8000 \
+        --access-key-id <key id> --secret-access-key <its SigV4 secret>
 
-Nothing here is faceapi-specific except the endpoint URL and the API keys used as
-access key ids (docs/engines.md): the same code runs against AWS.
+Nothing here is faceapi-specific except the endpoint URL and the credentials, which
+`faceapi keys create` (or POST /v1/keys) shows once with an operator key: the key's id
+is the access key id, its SigV4 secret the secret access key (docs/engines.md). The
+same code runs against AWS.
 """
 
 from __future__ import annotations
@@ -33,17 +36,17 @@ PROBE = "deepface/tests/unit/dataset/img17.jpg"  # another photo of jack_dorsey
 GROUP = "deepface/tests/unit/dataset/couple.jpg"
 
 
-def client(url: str, key: str) -> Any:
-    # faceapi reads the API key from the access key id and checks no signature, so the
-    # secret access key may be any string (docs/engines.md).
+def client(url: str, credentials: tuple[str, str]) -> Any:
+    # faceapi checks the SigV4 signature as AWS does: the key id and its SigV4 secret.
+    access_key_id, secret_access_key = credentials
     return boto3.client("rekognition", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id=key,
-                        aws_secret_access_key="unused")  # noqa: S106
+                        aws_access_key_id=access_key_id,
+                        aws_secret_access_key=secret_access_key)
 
 
 @contextmanager
-def local_server() -> Iterator[tuple[str, str]]:
-    """faceapi on a free port with a fresh database; yields (url, operator key)."""
+def local_server() -> Iterator[tuple[str, tuple[str, str]]]:
+    """faceapi on a free port with a fresh database; yields (url, operator credentials)."""
     from werkzeug.serving import make_server
 
     from faceapi.api.deps import EXTENSION_KEY
@@ -57,20 +60,21 @@ def local_server() -> Iterator[tuple[str, str]]:
                             policies_dir=REPO / "policies")
         app = create_app(settings)
         deps = app.extensions[EXTENSION_KEY]
-        key = create_key(NewKey(name="boto3-sample", role="operator"),
-                         uow=deps.store.uow(), clock=deps.clock, actor=SYSTEM).secret
+        created = create_key(NewKey(name="boto3-sample", role="operator"),
+                             uow=deps.store.uow(), clock=deps.clock, actor=SYSTEM)
+        credentials = (created.key.id, created.sigv4_secret)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield f"http://127.0.0.1:{server.server_port}", key
+            yield f"http://127.0.0.1:{server.server_port}", credentials
         finally:
             server.shutdown()
             server.server_close()
 
 
-def run(url: str, key: str, faces: Path) -> None:
-    rekognition = client(url, key)
+def run(url: str, credentials: tuple[str, str], faces: Path) -> None:
+    rekognition = client(url, credentials)
 
     def read(name: str) -> bytes:
         return (faces / name).read_bytes()
@@ -128,20 +132,23 @@ def run(url: str, key: str, faces: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="faceapi base URL; default: start one here")
-    parser.add_argument("--key", help="operator or admin API key (with --url)")
+    parser.add_argument("--access-key-id", help="an operator or admin key's id (with --url)")
+    parser.add_argument("--secret-access-key",
+                        help="that key's SigV4 secret, shown once at creation (with --url)")
     parser.add_argument("--faces", type=Path, default=DEFAULT_FACES,
                         help="the shared face data set (default ../shared/data/faces)")
     args = parser.parse_args()
     if not (args.faces / PROBE).is_file():
         parser.error(f"face images not found under {args.faces} (use --faces)")
     if args.url:
-        if not args.key:
-            parser.error("--url needs --key (an operator or admin API key)")
-        run(args.url, args.key, args.faces)
+        if not (args.access_key_id and args.secret_access_key):
+            parser.error("--url needs --access-key-id and --secret-access-key (an operator "
+                         "or admin key's id and SigV4 secret)")
+        run(args.url, (args.access_key_id, args.secret_access_key), args.faces)
         return
-    with local_server() as (url, key):
+    with local_server() as (url, credentials):
         print(f"faceapi started at {url}")
-        run(url, key, args.faces)
+        run(url, credentials, args.faces)
 
 
 if __name__ == "__main__":
