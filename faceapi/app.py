@@ -31,7 +31,7 @@ from faceapi.domain.clock import Clock, SystemClock
 from faceapi.engines.base import FaceEngine, remote_collections
 from faceapi.engines.factory import build_engine
 from faceapi.logging import bind_request, configure_logging, new_request_id
-from faceapi.policy_files import load_policies
+from faceapi.policy_files import check_default_binding, load_policies
 from faceapi.search.index import BruteForceIndex, StoreIndexSource
 from faceapi.services.collections import RemoteFacesEraser
 from faceapi.services.erase import SubjectEraser
@@ -97,6 +97,8 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
                 index=BruteForceIndex(StoreIndexSource(store.read_uow), engine.similarity),
                 erasers=erasers)
     app.extensions[EXTENSION_KEY] = deps
+    # FACEAPI_DEFAULT_COLLECTION_POLICIES must name loaded verify/search policies.
+    check_default_binding(settings, deps.policies)
 
     api = Api(app)
     api.register_blueprint(system.blp)

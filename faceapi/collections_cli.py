@@ -24,10 +24,15 @@ def collections() -> None:
                    "basis covers every subject).")
 @click.option("--no-face-crops", "no_crops", is_flag=True,
               help="Keep no crop of indexed faces (reviewers then see the probe only).")
+@click.option("--policies", "policy_names", default=None,
+              help="Comma-separated verify/search policies that may be used on the "
+                   "collection (default: FACEAPI_DEFAULT_COLLECTION_POLICIES).")
 def create_cmd(collection_id: str, description: str, no_consent: bool,
-               no_crops: bool) -> None:
-    """Create a collection bound to the configured engine and model version."""
+               no_crops: bool, policy_names: str | None) -> None:
+    """Create a collection bound to the configured engine and model version, and to the
+    policies that may be used on it."""
     from faceapi.engines.factory import build_engine
+    from faceapi.policy_files import load_policies
     from faceapi.services.collections import CreateCollectionRequest, create_collection
     from faceapi.store import Store
 
@@ -37,14 +42,19 @@ def create_cmd(collection_id: str, description: str, no_consent: bool,
         engine = build_engine(settings)
         collection = create_collection(
             CreateCollectionRequest(collection_id, description, consent_required=not no_consent,
-                                    keep_face_crops=not no_crops),
-            actor=Actor.system("cli"), engine=engine, uow=store.uow(), clock=SystemClock())
+                                    keep_face_crops=not no_crops,
+                                    policies=None if policy_names is None else
+                                    tuple(policy_names.split(","))),
+            actor=Actor.system("cli"), engine=engine, uow=store.uow(), clock=SystemClock(),
+            policies=load_policies(settings.policies_dir),
+            default_policies=settings.default_collection_policies)
     except FaceApiError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from exc
     finally:
         store.dispose()
     click.echo(f"created {collection.collection_id} ({collection.engine} "
-               f"{collection.model_version}, consent required: {collection.consent_required})")
+               f"{collection.model_version}, consent required: {collection.consent_required}, "
+               f"policies: {','.join(collection.policies)})")
 
 
 @collections.command("list")
@@ -65,7 +75,8 @@ def list_cmd() -> None:
                 counts = [(c, uow.collections.stats(c.collection_id)) for c in page.collections]
             for c, stats in counts:
                 click.echo(f"{c.collection_id}\tfaces={stats.face_count}\t"
-                           f"subjects={stats.subject_count}\t{c.engine} {c.model_version}")
+                           f"subjects={stats.subject_count}\t{c.engine} {c.model_version}\t"
+                           f"policies={','.join(c.policies)}")
             token = page.next_token
             if token is None:
                 break

@@ -70,6 +70,10 @@ class Settings:
     detect_max_side: int = 1600  # large images are downscaled to this for detection
     image_formats: tuple[str, ...] = ("jpeg", "png")
     policies_dir: Path = Path("policies")
+    # What a new collection is bound to when its creator names no policy (and what
+    # migration 0006 binds existing collections to): non-consequential ones only, so a
+    # consequential collection is always bound on purpose. Checked at start.
+    default_collection_policies: tuple[str, ...] = ("login", "photo_tagging")
     blob_dir: Path = Path("")  # default: data_dir / "blobs"
     redis_url: str = ""
     audit_checkpoint_every: int = 100

@@ -21,9 +21,11 @@ from marshmallow import (
     validates_schema,
 )
 
+from faceapi.config import ConfigError, Settings
 from faceapi.domain.policies import (
     KNOWN_ATTRIBUTES,
     HumanReview,
+    InvalidPolicyBinding,
     Lockout,
     Operation,
     Policy,
@@ -31,6 +33,7 @@ from faceapi.domain.policies import (
     PolicySet,
     QualityGate,
     ReviewMode,
+    check_binding,
     policy_problems,
 )
 
@@ -189,4 +192,14 @@ def load_policies(directory: Path) -> PolicySet:
     return PolicySet(found)
 
 
-__all__ = ["PolicySchema", "load_policies", "parse_policy", "policy_problems"]
+def check_default_binding(settings: Settings, policies: PolicySet) -> tuple[str, ...]:
+    """The default collection binding, checked against the loaded policies once at
+    start; a bad name stops the start with a ConfigError naming the setting."""
+    try:
+        return check_binding(settings.default_collection_policies, policies)
+    except InvalidPolicyBinding as exc:
+        raise ConfigError(f"FACEAPI_DEFAULT_COLLECTION_POLICIES: {exc.message}") from exc
+
+
+__all__ = ["PolicySchema", "check_default_binding", "load_policies", "parse_policy",
+           "policy_problems"]

@@ -7,6 +7,8 @@ from typing import Any
 from flask_smorest import Blueprint
 
 from faceapi.api.collections_schemas import (
+    CollectionPoliciesResponseSchema,
+    CollectionPoliciesSchema,
     ConsentInputSchema,
     ConsentSchema,
     CreateCollectionRequestSchema,
@@ -24,7 +26,7 @@ from faceapi.api.collections_schemas import (
     ListFacesResponseSchema,
     SubjectResponseSchema,
 )
-from faceapi.api.deps import Deps, current_actor, deps, load_body, require_image
+from faceapi.api.deps import Deps, current_actor, deps, load_body, request_id, require_image
 from faceapi.api.faces import image_request_body
 from faceapi.domain.collections import ConsentBasis, QualityFilter
 from faceapi.domain.faces import Attributes
@@ -56,12 +58,27 @@ def _arn(collection_id: str) -> str:
 def create_collection(args: dict[str, Any]) -> Any:
     """Create a collection (CreateCollection) bound to the engine and model in use."""
     d = deps()
+    policies = args.pop("policies", None)
     collection = service.create_collection(
-        service.CreateCollectionRequest(**args), actor=current_actor(), engine=d.engine,
-        uow=d.store.uow(), clock=d.clock)
+        service.CreateCollectionRequest(**args, policies=None if policies is None
+                                        else tuple(policies)),
+        actor=current_actor(), engine=d.engine, uow=d.store.uow(), clock=d.clock,
+        policies=d.policies, default_policies=d.settings.default_collection_policies)
     return {"status_code": 201, "collection_id": collection.collection_id,
             "collection_arn": _arn(collection.collection_id),
             "face_model_version": collection.model_version}
+
+
+@blp.route("/<collection_id>/policies", methods=["PUT"])
+@blp.arguments(CollectionPoliciesSchema)
+@blp.response(200, CollectionPoliciesResponseSchema)
+def set_collection_policies(args: dict[str, Any], collection_id: str) -> Any:
+    """Re-bind the policies that may be used on a collection (unscoped admins only)."""
+    d = deps()
+    collection = service.set_collection_policies(
+        collection_id, args["policies"], actor=current_actor(), uow=d.store.uow(),
+        policies=d.policies, request_id=request_id())
+    return {"collection_id": collection.collection_id, "policies": collection.policies}
 
 
 @blp.route("", methods=["GET"])
@@ -88,7 +105,8 @@ def describe_collection(collection_id: str) -> Any:
             "description": c.description, "face_count": found.stats.face_count,
             "user_count": found.stats.subject_count, "face_model_version": c.model_version,
             "engine": c.engine, "creation_timestamp": c.created_at,
-            "consent_required": c.consent_required, "keep_face_crops": c.keep_face_crops}
+            "consent_required": c.consent_required, "keep_face_crops": c.keep_face_crops,
+            "policies": c.policies}
 
 
 @blp.route("/<collection_id>", methods=["DELETE"])

@@ -34,6 +34,24 @@ class CreateCollectionRequestSchema(StrictSchema):
         load_default=True,
         metadata={"description": "keep a small JPEG crop of each indexed face, shown to "
                                  "reviewers of decisions about it (default true)"})
+    policies = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)), load_default=None,
+        validate=validate.Length(min=1, max=32),
+        metadata={"description": "the verify and search policies that may be used on the "
+                                 "collection (default: FACEAPI_DEFAULT_COLLECTION_POLICIES)"})
+
+
+class CollectionPoliciesSchema(StrictSchema):
+    policies = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)), required=True,
+        validate=validate.Length(min=1, max=32),
+        metadata={"description": "the verify and search policies that may be used on the "
+                                 "collection; replaces the current binding"})
+
+
+class CollectionPoliciesResponseSchema(Schema):
+    collection_id = fields.String(data_key="CollectionId")
+    policies = fields.List(fields.String(), data_key="Policies")
 
 
 class CreateCollectionResponseSchema(Schema):
@@ -66,6 +84,7 @@ class DescribeCollectionResponseSchema(Schema):
     creation_timestamp = fields.DateTime(data_key="CreationTimestamp")
     consent_required = fields.Boolean(data_key="ConsentRequired")
     keep_face_crops = fields.Boolean(data_key="KeepFaceCrops")
+    policies = fields.List(fields.String(), data_key="Policies")
 
 
 class DeleteCollectionResponseSchema(Schema):

@@ -41,6 +41,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "locked": 423,
     "unknown_policy": 422,
     "wrong_policy_operation": 422,
+    "invalid_policy_binding": 422,
+    "policy_not_bound": 403,
     "review_not_found": 404,
     "decision_not_found": 404,
     "reviewer_is_requester": 403,

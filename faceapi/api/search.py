@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask_smorest import Blueprint
@@ -11,6 +12,7 @@ from faceapi.api.deps import current_actor, deps, load_body, request_id, require
 from faceapi.api.faces import image_request_body
 from faceapi.api.schemas import BoundingBoxSchema, FaceDetailSchema, ImageSchema, StrictSchema
 from faceapi.api.verify import DecisionSchema
+from faceapi.domain.decisions import requester_view
 from faceapi.services.search import SearchRequest, SearchResult, search
 
 blp = Blueprint("search", __name__, url_prefix="/v1/collections",
@@ -76,6 +78,8 @@ def search_faces_by_image(collection_id: str) -> SearchResult:
     req = SearchRequest(collection_id=collection_id, image=require_image(loaded, "image"),
                         policy=loaded["policy"], threshold=loaded["threshold"],
                         max_faces=loaded["max_faces"])
-    return search(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
-                  index=d.index, policies=d.policies, clock=d.clock, blobs=d.blobs,
-                  settings=d.settings, request_id=request_id())
+    result = search(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
+                    index=d.index, policies=d.policies, clock=d.clock, blobs=d.blobs,
+                    settings=d.settings, request_id=request_id())
+    # Until reviewers decide, the caller learns only that review is required.
+    return replace(result, decision=requester_view(result.decision))

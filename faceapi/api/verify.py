@@ -10,7 +10,8 @@ from marshmallow import Schema, fields, validate
 from faceapi.api.deps import current_actor, deps, load_body, request_id, require_image
 from faceapi.api.faces import image_request_body
 from faceapi.api.schemas import ImageSchema, StrictSchema
-from faceapi.domain.decisions import Decision, Outcome
+from faceapi.domain.access import APP
+from faceapi.domain.decisions import Decision, Outcome, requester_view
 from faceapi.services import lockout as lockout_service
 from faceapi.services.review import get_decision
 from faceapi.services.verify import CompareRequest, VerifyRequest, compare_under_policy, verify
@@ -94,9 +95,10 @@ def verify_subject() -> Any:
     d = deps()
     req = VerifyRequest(collection_id=loaded["collection_id"], subject_id=loaded["subject_id"],
                         image=require_image(loaded, "image"), policy=loaded["policy"])
-    return verify(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
-                  policies=d.policies, clock=d.clock, blobs=d.blobs, settings=d.settings,
-                  request_id=request_id())
+    return requester_view(verify(req, actor=current_actor(), engine=d.engine,
+                                 uow=d.store.uow(), policies=d.policies, clock=d.clock,
+                                 blobs=d.blobs, settings=d.settings,
+                                 request_id=request_id()))
 
 
 @blp.route("/compare", methods=["POST"])
@@ -108,9 +110,9 @@ def compare_pair() -> Any:
     d = deps()
     req = CompareRequest(source=require_image(loaded, "source"),
                          target=require_image(loaded, "target"), policy=loaded["policy"])
-    return compare_under_policy(req, actor=current_actor(), engine=d.engine,
-                                uow=d.store.uow(), policies=d.policies, clock=d.clock,
-                                blobs=d.blobs, settings=d.settings, request_id=request_id())
+    return requester_view(compare_under_policy(
+        req, actor=current_actor(), engine=d.engine, uow=d.store.uow(), policies=d.policies,
+        clock=d.clock, blobs=d.blobs, settings=d.settings, request_id=request_id()))
 
 
 @blp.route("/decisions/<string:decision_id>", methods=["GET"])
@@ -118,8 +120,14 @@ def compare_pair() -> Any:
 def get_decision_view(decision_id: str) -> Decision:
     """Read a decision: its final outcome once its review has ended."""
     d = deps()
-    return get_decision(decision_id, actor=current_actor(), uow=d.store.uow(), blobs=d.blobs,
-                        clock=d.clock)
+    actor = current_actor()
+    decision = get_decision(decision_id, actor=actor, uow=d.store.uow(), blobs=d.blobs,
+                            clock=d.clock)
+    # Apps, and whoever requested it, learn nothing from a decision until it is final;
+    # reviewers, auditors and admins who did not request it see it whole.
+    if actor.role == APP or actor.key_id == decision.requester_key_id:
+        return requester_view(decision)
+    return decision
 
 
 @lockouts_blp.route("/<string:collection_id>/subjects/<string:subject_id>/lockout",

@@ -117,6 +117,7 @@ PERMISSIONS: dict[str, Rule] = {
     "collections.list_collections": _OPERATOR_PLUS,
     "collections.describe_collection": _OPERATOR_PLUS,
     "collections.delete_collection": _OPERATOR_PLUS,
+    "collections.set_collection_policies": frozenset({ADMIN}),  # unscoped only (service)
     "collections.index_collection_faces": _OPERATOR_PLUS,
     "collections.list_faces": _OPERATOR_PLUS,
     "collections.delete_faces": _OPERATOR_PLUS,

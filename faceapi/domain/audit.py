@@ -25,6 +25,7 @@ class Action(StrEnum):
     FACE_COMPARE = "face.compare"
     COLLECTION_CREATE = "collection.create"
     COLLECTION_DELETE = "collection.delete"
+    COLLECTION_POLICIES = "collection.policies"
     FACE_INDEX = "face.index"
     FACE_DELETE = "face.delete"
     FACE_SEARCH = "face.search"

@@ -21,6 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from faceapi.domain.access import Forbidden
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import BoundingBox, FaceDetail, Pose, Quality
 
@@ -60,6 +61,26 @@ class Collection:
     consent_required: bool = True
     # Keep a small JPEG crop of each indexed face for reviewers (services/face_crops.py).
     keep_face_crops: bool = True
+    # The verify and search policies that may be used on this collection (sorted names).
+    # Empty: none may, so every verify and search is refused (fail closed).
+    policies: tuple[str, ...] = ()
+
+
+class PolicyNotBound(Forbidden):
+    """A verify or search under a policy the collection is not bound to. A Forbidden, so
+    the API layer audits it as `authz.deny` (its details name the policy and collection)
+    whatever the path: REST or the Rekognition-compatible endpoint."""
+
+    code = "policy_not_bound"
+
+
+def require_bound(collection: Collection, policy_name: str) -> None:
+    """Refuse (403 `policy_not_bound`) a policy the collection does not bind."""
+    if policy_name not in collection.policies:
+        raise PolicyNotBound(
+            f"policy {policy_name!r} is not bound to collection {collection.collection_id!r}",
+            details={"policy": policy_name, "collection_id": collection.collection_id,
+                     "refusal": "policy_not_bound", "bound": list(collection.policies)})
 
 
 @dataclass(frozen=True)
@@ -265,6 +286,10 @@ class CollectionsRepo(Protocol):
 
     def delete(self, collection_id: str) -> None:
         """Delete the collection with its subjects, faces and consents."""
+        ...
+
+    def set_policies(self, collection_id: str, policies: Sequence[str]) -> None:
+        """Replace the policies bound to the collection."""
         ...
 
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from faceapi.domain.errors import FaceApiError
-from faceapi.domain.policies import Operation, Policy, ReviewMode
+from faceapi.domain.policies import Policy, ReviewMode
 
 
 class Outcome(StrEnum):
@@ -35,6 +35,8 @@ class Reason(StrEnum):
     AT_OR_ABOVE_THRESHOLD = "similarity_at_or_above_threshold"
     BELOW_THRESHOLD = "similarity_below_threshold"
     REVIEW_REQUIRED = "consequential_review_required"
+    # The only reason a requester sees while a review is pending (requester_view).
+    REVIEW_PENDING = "review_required"
     IN_REVIEW_BAND = "similarity_in_review_band"
     REVIEWER_CONFIRMED = "reviewer_confirmed"
     REVIEWER_REJECTED = "reviewer_rejected"
@@ -126,9 +128,10 @@ def decide(policy: Policy, similarity: float | None) -> Proposal:
     """The outcome for the best similarity found (None: nothing to compare with).
 
     None is treated exactly like a score below the threshold, so a verify of an
-    unknown subject is indistinguishable from a no_match. A consequential policy
-    (human_review always) sends every verify to review, whatever the score; a search
-    goes to review whenever it has a candidate at or above the threshold.
+    unknown subject is indistinguishable from a no_match. A policy whose human review
+    is `always` sends every comparison to review, whatever the score, a search without
+    a candidate included: an immediate no_match beside a pending review would tell the
+    caller which side of the threshold the probe fell (reviewers reject it at once).
     """
     threshold = policy.min_similarity
     above = similarity is not None and similarity >= threshold
@@ -136,8 +139,6 @@ def decide(policy: Policy, similarity: float | None) -> Proposal:
         Proposal(Outcome.NO_MATCH, (Reason.BELOW_THRESHOLD,))
     review = policy.human_review
     if review.mode is ReviewMode.ALWAYS:
-        if policy.operation is Operation.SEARCH and not above:
-            return base  # no candidate: nothing for a reviewer to confirm
         return Proposal(Outcome.PENDING_REVIEW, (*base.reasons, Reason.REVIEW_REQUIRED))
     if review.mode is ReviewMode.BAND and review.band is not None and similarity is not None:
         low, high = review.band
@@ -183,6 +184,17 @@ class Decision:
             raise ValueError("a decision is finalised with a final outcome")
         return replace(self, outcome=outcome, reasons=(*self.reasons, *reasons),
                        decided_at=at, matched_face_id=matched_face_id)
+
+
+def requester_view(decision: Decision) -> Decision:
+    """The decision as its requester (an app, an SDK caller) may see it. Until a review
+    ends it says only that review is required: no reason that tells the side of the
+    threshold, no similarity, no candidate, no matched face. Reviewers and auditors
+    read the full decision."""
+    if decision.final:
+        return decision
+    return replace(decision, reasons=(Reason.REVIEW_PENDING,), similarity=None,
+                   candidates=(), matched_face_id=None)
 
 
 @dataclass(frozen=True)
@@ -308,7 +320,8 @@ def resolve(review: Review, owners: KeyOwners | None = None) -> Resolution | Non
         return Resolution(ReviewStatus.DISAGREED, Outcome.REJECTED,
                           (Reason.REVIEWERS_DISAGREED,), flagged=True)
     vote, face_id = choices.pop()
-    if vote is Vote.CONFIRM:
+    # A search review without a candidate has nothing to confirm: it ends as no match.
+    if vote is Vote.CONFIRM and (face_id is not None or review.kind is not DecisionKind.SEARCH):
         return Resolution(ReviewStatus.CONFIRMED, Outcome.MATCH, (Reason.REVIEWER_CONFIRMED,),
                           matched_face_id=face_id)
     return Resolution(ReviewStatus.REJECTED, Outcome.NO_MATCH, (Reason.REVIEWER_REJECTED,))

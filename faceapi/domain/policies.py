@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -49,6 +49,13 @@ class UnknownPolicy(FaceApiError):
 
 class WrongPolicyOperation(FaceApiError):
     code = "wrong_policy_operation"
+
+
+class InvalidPolicyBinding(FaceApiError):
+    """A collection's policy binding names an unknown policy or one that is neither for
+    verify nor for search."""
+
+    code = "invalid_policy_binding"
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,9 @@ def policy_problems(policy: Policy) -> list[str]:
         problems.append("max_faces: verify needs exactly one face (1)")
     if policy.lockout is not None and policy.operation is not Operation.VERIFY:
         problems.append("lockout: only a verify policy has a subject to lock")
+    if policy.lockout is None and policy.operation is Operation.VERIFY:
+        # Without a lockout a verify policy is an oracle: unlimited guesses per subject.
+        problems.append("lockout: required for a verify policy")
     if not 0 <= policy.min_similarity <= 100:
         problems.append("min_similarity: 0-100")
     unknown = [a for a in policy.attributes if a not in KNOWN_ATTRIBUTES]
@@ -204,3 +214,43 @@ class PolicySet(Mapping[str, Policy]):
                 f"policy {name} is for {policy.operation.value}, not {operation.value}",
                 details={"policy": name, "operation": policy.operation.value})
         return policy
+
+
+# --- Collections bind the policies that may be used on them ------------------------------
+
+BINDABLE = (Operation.VERIFY, Operation.SEARCH)
+
+
+def check_binding(names: Iterable[str], policies: Mapping[str, Policy]) -> tuple[str, ...]:
+    """The sorted, de-duplicated binding, or InvalidPolicyBinding (422) naming what is
+    wrong: every name must be a loaded verify or search policy, and at least one."""
+    wanted = tuple(sorted({n.strip() for n in names if n.strip()}))
+    if not wanted:
+        raise InvalidPolicyBinding("a collection must be bound to at least one policy",
+                                   details={"field": "policies"})
+    unknown = [n for n in wanted if n not in policies]
+    if unknown:
+        raise InvalidPolicyBinding(
+            f"unknown policy {unknown[0][:64]!r}",
+            details={"field": "policies", "known": sorted(policies)})
+    wrong = [n for n in wanted if policies[n].operation not in BINDABLE]
+    if wrong:
+        raise InvalidPolicyBinding(
+            f"policy {wrong[0]} is for {policies[wrong[0]].operation.value}; a collection "
+            "binds verify and search policies only", details={"field": "policies"})
+    return wanted
+
+
+def strictness(policy: Policy) -> tuple[bool, int, float]:
+    """Orders policies from lenient to strict: consequential first, then more reviewers,
+    then a higher threshold."""
+    return (policy.consequential, policy.human_review.reviewers, policy.min_similarity)
+
+
+def strictest_bound(bound: Iterable[str], policies: Mapping[str, Policy],
+                    operation: Operation) -> Policy | None:
+    """The strictest of the bound policies of one operation (what a request that names
+    no policy, such as the emulator's SearchFacesByImage, decides under), or None."""
+    found = [policies[n] for n in bound
+             if n in policies and policies[n].operation is operation]
+    return max(found, key=strictness) if found else None

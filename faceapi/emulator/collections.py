@@ -5,9 +5,11 @@ This is what answers the emulator's collection operations, so an SDK user gets t
 same access checks, consent rules and audit events as a caller of /v1/collections.
 Two choices differ from Rekognition and are documented in docs/engines.md:
 - `ExternalImageId` is required: it names the subject the faces belong to;
-- `SearchFacesByImage` runs under a search policy (`photo_tagging` unless the key is
-  scoped to exactly one other search policy), so its minimum similarity, match limit,
-  audit and human review apply; a decision waiting for review returns no matches.
+- `SearchFacesByImage` and `SearchFaces` decide under the collection's bound search
+  policy (the strictest one when several are bound; refused when none is), so its
+  minimum similarity, match limit, lockout filter, audit and human review apply: a
+  decision waiting for review returns no matches, and its id travels in the
+  `X-Faceapi-Decision-Id` response header.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from dataclasses import dataclass
 
 from faceapi.blobs import BlobStore
 from faceapi.config import Settings
-from faceapi.domain.access import Forbidden
-from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.audit import Actor
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import QualityFilter, StoredFace
-from faceapi.domain.errors import InvalidParameter, NoFaceInSource, NotFound
+from faceapi.domain.decisions import Decision
+from faceapi.domain.errors import InvalidParameter, NoFaceInSource
 from faceapi.domain.faces import Attributes
 from faceapi.domain.images import DecodedImage
-from faceapi.domain.policies import Operation, PolicySet
+from faceapi.domain.policies import PolicySet
 from faceapi.engines.base import (
     CollectionIdPage,
     CollectionInfo,
@@ -44,8 +46,6 @@ from faceapi.services import enroll
 from faceapi.services import search as search_svc
 from faceapi.services.erase import SubjectEraser
 from faceapi.services.ports import UnitOfWork
-
-DEFAULT_SEARCH_POLICY = "photo_tagging"
 
 
 def indexed_face(face: StoredFace) -> IndexedFace:
@@ -71,12 +71,21 @@ class StoreCollections:
     # Collections created through this port need no recorded consent when False; the
     # emulator sets it from CreateCollection's `faceapi:consent_required` tag.
     consent_required: bool = True
+    # The policies a collection created through this port binds (None: the configured
+    # default); the emulator sets it from CreateCollection's `faceapi:policies` tag.
+    bind_policies: tuple[str, ...] | None = None
+    # The decision of the last search through this port (the emulator names its id in
+    # a response header, so an SDK caller can read it once reviewers have decided).
+    last_decision: Decision | None = None
 
     def create_collection(self, collection_id: str) -> CollectionInfo:
         created = svc.create_collection(
             svc.CreateCollectionRequest(collection_id=collection_id,
-                                        consent_required=self.consent_required),
-            actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock)
+                                        consent_required=self.consent_required,
+                                        policies=self.bind_policies),
+            actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
+            policies=self.policies,
+            default_policies=self.settings.default_collection_policies)
         return CollectionInfo(collection_id=created.collection_id,
                               face_model_version=created.model_version,
                               created_at=created.created_at)
@@ -131,20 +140,6 @@ class StoreCollections:
             face_model_version=result.face_model_version,
             orientation_correction=result.orientation_correction)
 
-    def search_policy(self) -> str:
-        """The policy a search runs under: see the module docstring."""
-        allowed = [name for name, policy in self.policies.items()
-                   if policy.operation is Operation.SEARCH]
-        scope = getattr(self.actor, "policies", None)
-        if scope is not None:
-            allowed = [name for name in allowed if name in scope]
-        if DEFAULT_SEARCH_POLICY in allowed:
-            return DEFAULT_SEARCH_POLICY
-        if len(allowed) == 1:
-            return allowed[0]
-        raise Forbidden("SearchFacesByImage runs under a search policy: this key's scope "
-                        f"must include {DEFAULT_SEARCH_POLICY!r} or exactly one search policy")
-
     def search_faces_by_image(self, collection_id: str, image: DecodedImage,
                               threshold: float, max_faces: int) -> CollectionSearch:
         return self.search_image_bytes(collection_id, image.data, threshold, max_faces)
@@ -153,13 +148,17 @@ class StoreCollections:
                            max_faces: int) -> CollectionSearch:
         """SearchFacesByImage on undecoded bytes: the search service runs the intake
         itself, once, after its policy and access checks (the emulator calls this one)."""
+        with self.uow() as uow:
+            collection = svc.load_collection(uow, self.actor, collection_id)
+        policy = search_svc.bound_search_policy(collection, self.policies, self.actor)
         result = search_svc.search(
             search_svc.SearchRequest(collection_id=collection_id, image=data,
-                                     policy=self.search_policy(), threshold=threshold,
+                                     policy=policy.name, threshold=threshold,
                                      max_faces=max_faces),
             actor=self.actor, engine=self.engine, uow=self.uow(), index=self.index,
             policies=self.policies, clock=self.clock, blobs=self.blobs,
             settings=self.settings, request_id=self.request_id)
+        self.last_decision = result.decision
         if result.searched_face is None:
             # Rekognition answers a search image without a face with InvalidParameter.
             raise NoFaceInSource("no usable face was found in the search image",
@@ -173,35 +172,17 @@ class StoreCollections:
                      max_faces: int) -> CollectionSearch:
         if not 0.0 <= threshold <= 100.0:
             raise InvalidParameter("FaceMatchThreshold must be between 0 and 100")
-        with self.uow() as uow:
-            collection = svc.load_collection(uow, self.actor, collection_id)
-            probe = uow.faces.get(collection_id, face_id)
-        if probe is None or not probe.embedding:
-            raise NotFound(f"face {face_id!r} not found in collection {collection_id!r}",
-                           details={"collection_id": collection_id})
-        # One more than asked: the probe finds itself first and is left out, as in
-        # Rekognition.
-        hits = [h for h in self.index.search(collection_id, probe.vector(),
-                                             threshold=threshold, max_faces=max_faces + 1)
-                if h.face_id != face_id][:max_faces]
-        matches: list[CollectionMatch] = []
-        with self.uow() as uow:
-            for hit in hits:
-                stored = uow.faces.get(collection_id, hit.face_id)
-                if stored is not None:
-                    matches.append(CollectionMatch(hit.similarity, indexed_face(stored)))
-            uow.audit.append(AuditEvent(
-                action=Action.FACE_SEARCH, outcome="searched", actor=self.actor,
-                resource=svc.resource(collection_id), engine=collection.engine,
-                model_version=collection.model_version, request_id=self.request_id,
-                scores={"threshold": threshold, "match_count": len(matches),
-                        "best_similarity": round(matches[0].similarity, 4) if matches
-                        else None},
-                details={"searched_face_id": face_id}))
-            uow.commit()
-        return CollectionSearch(matches=tuple(matches),
-                                face_model_version=collection.model_version,
-                                searched_face_id=face_id)
+        result = search_svc.search_by_face(
+            search_svc.SearchByFaceRequest(collection_id=collection_id, face_id=face_id,
+                                           threshold=threshold, max_faces=max_faces),
+            actor=self.actor, engine=self.engine, uow=self.uow(), index=self.index,
+            policies=self.policies, clock=self.clock, blobs=self.blobs,
+            request_id=self.request_id)
+        self.last_decision = result.decision
+        return CollectionSearch(
+            matches=tuple(CollectionMatch(similarity=m.similarity, face=indexed_face(m.face))
+                          for m in result.face_matches),
+            face_model_version=result.model_version, searched_face_id=face_id)
 
     def list_faces(self, collection_id: str, max_results: int = 100,
                    next_token: str | None = None) -> IndexedFacePage:

@@ -9,7 +9,7 @@ Rekognition's names; tests validate every response against botocore's service mo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from faceapi.api.schemas import (
@@ -44,6 +44,9 @@ class OperationContext:
     # Builds the collection port for this caller; `consent_required` comes from
     # CreateCollection's tag (the only operation that sets it).
     collections: Callable[[bool], StoreCollections]
+    # Headers the response carries besides the body (views.dispatch adds them): the id
+    # of a decision a search recorded, so an SDK caller can read it later.
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[Mapping[str, Any], OperationContext], dict[str, Any]]
@@ -106,6 +109,11 @@ EXTERNAL_IMAGE_ID = r"[a-zA-Z0-9_.\-:]+"
 # CreateCollection tag an operator sets to create a collection whose subjects need no
 # recorded consent (SDKs cannot send consent with IndexFaces). Audited with the create.
 CONSENT_TAG = "faceapi:consent_required"
+# CreateCollection tag naming the policies the collection binds ("a,b"); absent: the
+# configured default (FACEAPI_DEFAULT_COLLECTION_POLICIES).
+POLICIES_TAG = "faceapi:policies"
+# Response header naming the decision a SearchFacesByImage / SearchFaces recorded.
+DECISION_HEADER = "X-Faceapi-Decision-Id"
 
 
 def _collection_id(body: Mapping[str, Any]) -> str:
@@ -151,7 +159,13 @@ def create_collection(body: Mapping[str, Any], ctx: OperationContext) -> dict[st
     raw = str(tags.get(CONSENT_TAG, "true")).lower()
     if raw not in ("true", "false"):
         raise p.invalid(f"tag {CONSENT_TAG} must be true or false")
-    info = ctx.collections(raw == "true").create_collection(collection_id)
+    bind = tags.get(POLICIES_TAG)
+    if bind is not None and not isinstance(bind, str):
+        raise p.invalid(f"tag {POLICIES_TAG} must be a comma-separated list of policies")
+    port = ctx.collections(raw == "true")
+    if bind is not None:
+        port = replace(port, bind_policies=tuple(n.strip() for n in bind.split(",")))
+    info = port.create_collection(collection_id)
     return {"StatusCode": 200, "CollectionArn": _arn(ctx, collection_id),
             "FaceModelVersion": info.face_model_version}
 
@@ -206,14 +220,22 @@ def index_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any
     return out
 
 
+def _name_decision(port: StoreCollections, ctx: OperationContext) -> None:
+    """Name the search's decision in a header: a decision waiting for review answers
+    with no FaceMatches, and its outcome is read later at GET /v1/decisions/{id}."""
+    if port.last_decision is not None:
+        ctx.response_headers[DECISION_HEADER] = port.last_decision.id
+
+
 def search_faces_by_image(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, Any]:
     collection_id = _collection_id(body)
     data = p.image_bytes(body, "Image", _limit(ctx))
     threshold = p.optional_number(body, "FaceMatchThreshold", 80.0, low=0.0, high=100.0)
     max_faces = p.optional_int(body, "MaxFaces", 10, low=1, high=4096) or 10
     _quality_filter(body)
-    result = ctx.collections(True).search_image_bytes(collection_id, data, threshold,
-                                                      max_faces)
+    port = ctx.collections(True)
+    result = port.search_image_bytes(collection_id, data, threshold, max_faces)
+    _name_decision(port, ctx)
     out: dict[str, Any] = {"FaceMatches": _matches(result.matches),
                            "FaceModelVersion": result.face_model_version}
     if result.searched_face is not None:
@@ -227,7 +249,9 @@ def search_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, An
     face_id = p.require_str(body, "FaceId", pattern=FACE_ID)
     threshold = p.optional_number(body, "FaceMatchThreshold", 80.0, low=0.0, high=100.0)
     max_faces = p.optional_int(body, "MaxFaces", 10, low=1, high=4096) or 10
-    result = ctx.collections(True).search_faces(collection_id, face_id, threshold, max_faces)
+    port = ctx.collections(True)
+    result = port.search_faces(collection_id, face_id, threshold, max_faces)
+    _name_decision(port, ctx)
     return {"SearchedFaceId": face_id, "FaceMatches": _matches(result.matches),
             "FaceModelVersion": result.face_model_version}
 

@@ -61,6 +61,7 @@ EXCEPTION_BY_CODE: dict[str, str] = {
     "incomplete_signature": "IncompleteSignatureException",
     "missing_authentication_token": "MissingAuthenticationTokenException",
     "forbidden": "AccessDeniedException",
+    "policy_not_bound": "AccessDeniedException",
     "engine_access_denied": "AccessDeniedException",
     "engine_throttled": "ThrottlingException",
     "engine_unavailable": "InternalServerError",

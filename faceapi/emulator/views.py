@@ -109,7 +109,9 @@ def dispatch() -> Response:
                                collections=lambda consent: _collections(actor, consent))
         result = handler(body, ctx)
         log.info("emulator_call", operation=operation, status=200)
-        return _json(result, 200)
+        response = _json(result, 200)
+        response.headers.extend(ctx.response_headers)
+        return response
     except p.AwsError as exc:
         return _error(operation, exc)
     except (access.Forbidden, access.OutOfScope):

@@ -4,13 +4,15 @@ consent."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
 
 from faceapi.blobs import BlobStore
 from faceapi.domain.access import (
+    ADMIN,
+    Forbidden,
     collection_filter,
     collection_not_found_message,
     require_collection_access,
@@ -29,6 +31,7 @@ from faceapi.domain.collections import (
     valid_id,
 )
 from faceapi.domain.errors import FaceApiError, InvalidParameter, NotFound
+from faceapi.domain.policies import PolicySet, check_binding
 from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.services.erase import (
     ErasedData,
@@ -42,6 +45,9 @@ from faceapi.services.ports import UnitOfWork
 log = structlog.get_logger(__name__)
 
 MAX_PAGE = 1000
+# Settings.default_collection_policies' default, for callers without settings (tests).
+DEFAULT_BINDING: tuple[str, ...] = ("login", "photo_tagging")
+SYSTEM_ROLE = "system"  # the CLI and jobs (domain.audit.Actor.system)
 
 
 def resource(collection_id: str, subject_id: str | None = None) -> str:
@@ -84,19 +90,27 @@ class CreateCollectionRequest:
     description: str = ""
     consent_required: bool = True
     keep_face_crops: bool = True
+    # The verify/search policies that may be used on it; None: the configured default.
+    policies: tuple[str, ...] | None = None
 
 
 def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: FaceEngine,
-                      uow: UnitOfWork, clock: Clock) -> Collection:
+                      uow: UnitOfWork, clock: Clock, policies: PolicySet | None = None,
+                      default_policies: Sequence[str] = DEFAULT_BINDING) -> Collection:
     """Create an empty collection bound to the engine and model version in use (and, on
-    an engine that keeps faces itself, the engine's collection)."""
+    an engine that keeps faces itself, the engine's collection), and to the policies
+    that may be used on it (`req.policies`, else `default_policies`; checked against
+    `policies` when given)."""
     check_id("collection_id", req.collection_id)
     require_collection_access(actor, req.collection_id)
+    wanted = req.policies if req.policies is not None else tuple(default_policies)
+    bound = check_binding(wanted, policies) if policies is not None else \
+        tuple(sorted(set(wanted)))
     collection = Collection(collection_id=req.collection_id, description=req.description,
                             engine=engine.name, model_version=engine.model_version,
                             created_at=clock.now(), version=0,
                             consent_required=req.consent_required,
-                            keep_face_crops=req.keep_face_crops)
+                            keep_face_crops=req.keep_face_crops, policies=bound)
     remote = remote_collections(engine)
     if remote is not None:
         with uow:
@@ -112,7 +126,8 @@ def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: Fac
                 resource=resource(req.collection_id), engine=engine.name,
                 model_version=engine.model_version,
                 details={"consent_required": req.consent_required,
-                         "keep_face_crops": req.keep_face_crops}))
+                         "keep_face_crops": req.keep_face_crops,
+                         "policies": list(bound)}))
             uow.commit()
     except BaseException:
         if remote is not None:
@@ -121,6 +136,29 @@ def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: Fac
                         "collection_create")
         raise
     return collection
+
+
+def set_collection_policies(collection_id: str, names: Sequence[str], *, actor: Actor,
+                            uow: UnitOfWork, policies: PolicySet,
+                            request_id: str | None = None) -> Collection:
+    """Re-bind a collection's policies (an unscoped admin only), audited with the old
+    and the new binding in the same transaction."""
+    if actor.role not in (ADMIN, SYSTEM_ROLE) or \
+            getattr(actor, "collections", None) is not None or \
+            getattr(actor, "policies", None) is not None:
+        # A scoped admin could otherwise move a watchlist out from under its reviewers.
+        raise Forbidden("only an admin key without a collection or policy scope may change "
+                        "a collection's policies", details={"collection_id": collection_id})
+    bound = check_binding(names, policies)
+    with uow:
+        collection = load_collection(uow, actor, collection_id)
+        uow.collections.set_policies(collection_id, bound)
+        uow.audit.append(AuditEvent(
+            action=Action.COLLECTION_POLICIES, outcome="bound", actor=actor,
+            resource=resource(collection_id), request_id=request_id,
+            details={"old_policies": list(collection.policies), "new_policies": list(bound)}))
+        uow.commit()
+    return replace(collection, policies=bound)
 
 
 def compensate(undo: Callable[[], object], what: str) -> None:

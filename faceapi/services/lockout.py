@@ -7,6 +7,7 @@ together) and offers the audited unlock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,24 @@ def current_lock(uow: UnitOfWork, key: LockoutKey, now: datetime) -> LockoutStat
     return state if state is not None and state.retry_after(now) is not None else None
 
 
+def subject_lock(uow: UnitOfWork, collection_id: str, subject_id: str,
+                 now: datetime) -> LockoutState | None:
+    """The longest lock on a subject under any policy, or None. A lock is a property of
+    the subject: locked under `login`, it is not verifiable under `identity_check` or
+    any other policy either."""
+    locked = [s for s in uow.lockouts.for_subject(collection_id, subject_id)
+              if s.retry_after(now) is not None]
+    return max(locked, key=lambda s: s.retry_after(now) or 0) if locked else None
+
+
+def locked_subjects(uow: UnitOfWork, collection_id: str, subject_ids: Iterable[str],
+                    now: datetime) -> set[str]:
+    """Which of these subjects are locked now (under any policy): searches leave them
+    out of every answer, so a lock cannot be walked around by searching instead."""
+    return {s for s in set(subject_ids)
+            if subject_lock(uow, collection_id, s, now) is not None}
+
+
 @dataclass(frozen=True)
 class LockoutUpdate:
     state: LockoutState | None
@@ -37,10 +56,15 @@ def apply_result(uow: UnitOfWork, policy: Policy, key: LockoutKey, outcome: Outc
                  now: datetime) -> LockoutUpdate:
     """Count a no_match, reset on a match, inside the caller's unit of work.
 
+    A decision that waits for review counts as a failure too: its caller learns nothing
+    until a reviewer decides, so each attempt must spend the subject's budget, or an
+    app could send probes without limit (identity_check).
+
     The row is locked (PostgreSQL FOR UPDATE; SQLite's write lock) so failures from
     every worker are counted exactly once each."""
     rule = policy.lockout
-    if rule is None or outcome not in (Outcome.MATCH, Outcome.NO_MATCH):
+    if rule is None or outcome not in (Outcome.MATCH, Outcome.NO_MATCH,
+                                       Outcome.PENDING_REVIEW):
         return LockoutUpdate(None)
     state = uow.lockouts.get_for_update(key)
     if state.retry_after(now) is not None:

@@ -10,13 +10,15 @@ agree) is read later at GET /v1/decisions/{id}.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from faceapi.blobs import BlobStore
 from faceapi.config import Settings
+from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
-from faceapi.domain.collections import StoredFace
+from faceapi.domain.collections import Collection, PolicyNotBound, StoredFace, require_bound
 from faceapi.domain.decisions import (
     Candidate,
     Decision,
@@ -26,15 +28,16 @@ from faceapi.domain.decisions import (
     decide,
     rejected_for,
 )
-from faceapi.domain.errors import NoFaceInSource
+from faceapi.domain.errors import NoFaceInSource, NotFound
 from faceapi.domain.faces import FaceDetail
 from faceapi.domain.images import DecodedImage
-from faceapi.domain.policies import Operation, PolicySet
+from faceapi.domain.policies import Operation, Policy, PolicySet, strictest_bound
 from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
 from faceapi.search.index import SearchIndex
 from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
+from faceapi.services.lockout import locked_subjects
 from faceapi.services.ports import UnitOfWork
 from faceapi.services.review import discard_evidence, evidence_images, record_decision
 from faceapi.services.verify import policy_for, remote_probe, screen_faces
@@ -67,12 +70,14 @@ class SearchResult:
 def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
            index: SearchIndex, policies: PolicySet, clock: Clock, blobs: BlobStore,
            settings: Settings, request_id: str | None = None) -> SearchResult:
-    """Search the collection for the probe's largest face and decide under the policy."""
+    """Search the collection for the probe's largest face and decide under the policy,
+    which the collection must bind (403 `policy_not_bound` otherwise)."""
     policy = policy_for(policies, actor, req.policy, Operation.SEARCH)
     threshold = max(policy.min_similarity, req.threshold or 0.0)
     max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
     with uow:
         collection = load_collection(uow, actor, req.collection_id)
+        require_bound(collection, policy.name)
     check_engine(collection, engine)
 
     image = decode_image(req.image, settings)
@@ -86,7 +91,7 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
         face_count = len(embedded)
         if found is not None:
             hits = index.search(req.collection_id, found.embedding, threshold=threshold,
-                                max_faces=max_faces)
+                                max_faces=max_faces + LOCKED_HEADROOM)
             candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity)
                                for h in hits)
     else:
@@ -94,23 +99,69 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
         if probe is not None:
             candidates, reasons = _remote_candidates(remote, uow, req.collection_id, image,
                                                      threshold=threshold,
-                                                     max_faces=max_faces)
+                                                     max_faces=max_faces + LOCKED_HEADROOM)
             probe = probe if not reasons else None
-    # The decision is taken at the threshold actually used (the caller may raise it).
-    effective = replace(policy, min_similarity=threshold) if threshold != policy.min_similarity \
-        else policy
-    best = candidates[0].similarity if candidates else None
-    proposal = decide(effective, best) if probe is not None else rejected_for(reasons)
+    decision, matches = _decide(
+        _Probe(collection_id=req.collection_id, sha256=image.sha256, candidates=candidates,
+               usable=probe is not None, reasons=tuple(reasons), threshold=threshold,
+               max_faces=max_faces, scores={"face_count": face_count}, details={}),
+        policy=policy, actor=actor, engine=engine, uow=uow, clock=clock, blobs=blobs,
+        request_id=request_id,
+        evidence=lambda found: {**evidence_images(image, probe),
+                                **candidate_crops(blobs, req.collection_id, found)})
+    return SearchResult(decision=decision, searched_face=probe, face_matches=matches,
+                        attributes=policy.attributes, model_version=engine.model_version)
 
+
+# Searches ask the index for this many candidates more than they may return, so that
+# leaving out locked subjects rarely shortens the answer.
+LOCKED_HEADROOM = 16
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What a search found, before the policy decides."""
+
+    collection_id: str
+    sha256: str
+    candidates: tuple[Candidate, ...]  # best first; may hold locked subjects
+    usable: bool  # a probe face passed the policy's gates
+    reasons: tuple[str, ...]  # why not, when not usable
+    threshold: float
+    max_faces: int
+    scores: dict[str, float | int | bool | None]
+    details: dict[str, str]
+
+
+def _decide(found: _Probe, *, policy: Policy, actor: Actor, engine: FaceEngine,
+            uow: UnitOfWork, clock: Clock, blobs: BlobStore, request_id: str | None,
+            evidence: Callable[[tuple[Candidate, ...]], dict[str, bytes]]
+            ) -> tuple[Decision, tuple[FaceMatch, ...]]:
+    """Leave out locked subjects, decide under the policy, record the decision (and its
+    review when pending) with its audit event; the matches only on a final match."""
     now = clock.now()
+    candidates = found.candidates
+    if candidates:
+        with uow:
+            # A locked subject is not found by any search, under any policy, until it
+            # unlocks: otherwise a search would walk around the verify lockout.
+            locked = locked_subjects(uow, found.collection_id,
+                                     (c.subject_id for c in candidates), now)
+        candidates = tuple(c for c in candidates if c.subject_id not in locked)
+    candidates = candidates[:found.max_faces]
+    # The decision is taken at the threshold actually used (the caller may raise it).
+    effective = replace(policy, min_similarity=found.threshold) \
+        if found.threshold != policy.min_similarity else policy
+    best = candidates[0].similarity if candidates else None
+    proposal = decide(effective, best) if found.usable else rejected_for(found.reasons)
     decision = Decision(
         id=str(uuid.uuid4()), kind=DecisionKind.SEARCH, outcome=proposal.outcome,
         reasons=proposal.reasons, policy_name=policy.name, policy_version=policy.version,
-        threshold=threshold, collection_id=req.collection_id, subject_id=None,
+        threshold=found.threshold, collection_id=found.collection_id, subject_id=None,
         similarity=best, candidates=candidates,
         matched_face_id=candidates[0].face_id if proposal.outcome is Outcome.MATCH else None,
         review_id=str(uuid.uuid4()) if proposal.needs_review else None,
-        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=image.sha256,
+        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=found.sha256,
         request_id=request_id, created_at=now,
         decided_at=None if proposal.needs_review else now,
         engine=engine.name, model_version=engine.model_version)
@@ -119,31 +170,86 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
         with uow:
             decision = record_decision(uow, blobs, decision, AuditEvent(
                 action=Action.SEARCH_DECISION, outcome=decision.outcome.value, actor=actor,
-                resource=resource(req.collection_id), policy_name=policy.name,
+                resource=resource(found.collection_id), policy_name=policy.name,
                 policy_version=policy.version, engine=engine.name,
                 model_version=engine.model_version,
                 scores={"best_similarity": None if best is None else round(best, 4),
-                        "threshold": threshold, "candidate_count": len(candidates),
-                        "face_count": face_count},
-                input_digests=(image.sha256,), request_id=request_id,
+                        "threshold": found.threshold, "candidate_count": len(candidates),
+                        **found.scores},
+                input_digests=(found.sha256,), request_id=request_id,
                 reason=",".join(decision.reasons)[:256],
-                details={"decision_id": decision.id,
+                details={"decision_id": decision.id, **found.details,
                          **({"review_id": decision.review_id} if decision.review_id else {})}),
                 policy=policy, now=now, actor=actor,
-                evidence=lambda: {**evidence_images(image, probe),
-                                  **candidate_crops(blobs, req.collection_id, candidates)})
+                evidence=lambda: evidence(candidates))
             if decision.outcome is Outcome.MATCH:
                 for candidate in candidates:
-                    face = uow.faces.get(req.collection_id, candidate.face_id)
+                    face = uow.faces.get(found.collection_id, candidate.face_id)
                     if face is not None:  # erased since the index was read
                         matches.append(FaceMatch(candidate.similarity, face))
             uow.commit()
     except BaseException:
         discard_evidence(blobs, decision.review_id)
         raise
-    return SearchResult(decision=decision, searched_face=probe,
-                        face_matches=tuple(matches), attributes=policy.attributes,
-                        model_version=engine.model_version)
+    return decision, tuple(matches)
+
+
+@dataclass(frozen=True)
+class SearchByFaceRequest:
+    """Rekognition's SearchFaces: a face already in the collection is the probe."""
+
+    collection_id: str
+    face_id: str
+    threshold: float | None = None
+    max_faces: int | None = None
+
+
+def search_by_face(req: SearchByFaceRequest, *, actor: Actor, engine: FaceEngine,
+                   uow: UnitOfWork, index: SearchIndex, policies: PolicySet, clock: Clock,
+                   blobs: BlobStore, request_id: str | None = None) -> SearchResult:
+    """Search the collection for faces like one of its own, under the collection's
+    bound search policy (the strictest, when several are bound): its threshold, match
+    limit, lockout filter and human review apply as to any search."""
+    with uow:
+        collection = load_collection(uow, actor, req.collection_id)
+        probe = uow.faces.get(req.collection_id, req.face_id)
+    policy = bound_search_policy(collection, policies, actor)
+    if probe is None or not probe.embedding:
+        raise NotFound(f"face {req.face_id!r} not found in collection "
+                       f"{req.collection_id!r}", details={"collection_id": req.collection_id})
+    threshold = max(policy.min_similarity, req.threshold or 0.0)
+    max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
+    # One more than asked: the probe finds itself first and is left out, as in
+    # Rekognition.
+    hits = [h for h in index.search(req.collection_id, probe.vector(), threshold=threshold,
+                                    max_faces=max_faces + 1 + LOCKED_HEADROOM)
+            if h.face_id != req.face_id]
+    decision, matches = _decide(
+        _Probe(collection_id=req.collection_id, sha256=probe.image_sha256,
+               candidates=tuple(Candidate(h.face_id, h.subject_id, h.similarity)
+                                for h in hits),
+               usable=True, reasons=(), threshold=threshold, max_faces=max_faces,
+               scores={}, details={"searched_face_id": req.face_id}),
+        policy=policy, actor=actor, engine=engine, uow=uow, clock=clock, blobs=blobs,
+        request_id=request_id,
+        evidence=lambda found: candidate_crops(blobs, req.collection_id,
+                                               (Candidate(probe.face_id, probe.subject_id,
+                                                          100.0), *found)))
+    return SearchResult(decision=decision, searched_face=None, face_matches=matches,
+                        attributes=(), model_version=collection.model_version)
+
+
+def bound_search_policy(collection: Collection, policies: PolicySet, actor: Actor) -> Policy:
+    """The policy a search that names none decides under: the collection's bound search
+    policy, the strictest when several are bound; refused when none is."""
+    policy = strictest_bound(collection.policies, policies, Operation.SEARCH)
+    if policy is None:
+        raise PolicyNotBound(
+            f"collection {collection.collection_id!r} is bound to no search policy",
+            details={"collection_id": collection.collection_id,
+                     "refusal": "policy_not_bound", "bound": list(collection.policies)})
+    require_policy_access(actor, policy.name)
+    return policy
 
 
 def _remote_candidates(remote: FaceCollections, uow: UnitOfWork, collection_id: str,

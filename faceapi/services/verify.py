@@ -19,6 +19,7 @@ from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
+from faceapi.domain.collections import require_bound
 from faceapi.domain.decisions import (
     Candidate,
     Decision,
@@ -44,7 +45,7 @@ from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.images import decode_image
 from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
-from faceapi.services.lockout import apply_result, audit_lock, current_lock
+from faceapi.services.lockout import apply_result, audit_lock, subject_lock
 from faceapi.services.ports import UnitOfWork
 from faceapi.services.review import discard_evidence, evidence_images, record_decision
 
@@ -118,7 +119,9 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
     key = LockoutKey(req.collection_id, req.subject_id, policy.name)
     with uow:
         collection = load_collection(uow, actor, req.collection_id)
-        locked = current_lock(uow, key, clock.now()) if policy.lockout else None
+        require_bound(collection, policy.name)
+        # Locked under any policy is locked under this one: the lock is the subject's.
+        locked = subject_lock(uow, req.collection_id, req.subject_id, clock.now())
         if locked is not None:
             _audit_locked(uow, policy, req, actor=actor, engine=engine, request_id=request_id)
             uow.commit()

@@ -34,7 +34,17 @@ def _collection(row: Row[Any]) -> Collection:
                       engine=row.engine, model_version=row.model_version,
                       created_at=_utc(row.created_at), version=int(row.version),
                       consent_required=bool(row.consent_required),
-                      keep_face_crops=bool(row.keep_face_crops))
+                      keep_face_crops=bool(row.keep_face_crops),
+                      policies=policies_from_text(row.policies))
+
+
+def policies_to_text(names: Sequence[str]) -> str:
+    """The stored form of a policy binding: sorted names, comma-separated."""
+    return ",".join(sorted(set(names)))
+
+
+def policies_from_text(text: str | None) -> tuple[str, ...]:
+    return tuple(sorted({n for n in (text or "").split(",") if n}))
 
 
 class SqlCollectionsRepo:
@@ -51,6 +61,7 @@ class SqlCollectionsRepo:
                     model_version=collection.model_version, version=collection.version,
                     consent_required=collection.consent_required,
                     keep_face_crops=collection.keep_face_crops,
+                    policies=policies_to_text(collection.policies),
                     created_at=collection.created_at))
         except IntegrityError as exc:
             raise CollectionExists(f"collection {collection.collection_id!r} already exists",
@@ -86,6 +97,11 @@ class SqlCollectionsRepo:
             select(collections.c.version)
             .where(collections.c.collection_id == collection_id)).scalar_one()
         return int(version)
+
+    def set_policies(self, collection_id: str, policies: Sequence[str]) -> None:
+        self._conn.execute(
+            update(collections).where(collections.c.collection_id == collection_id)
+            .values(policies=policies_to_text(policies)))
 
     def delete(self, collection_id: str) -> None:
         # Children first and explicitly, so nothing depends on the database honouring

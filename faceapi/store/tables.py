@@ -95,6 +95,9 @@ collections = Table(
     # Revision 0005_face_crops: keep a crop of each indexed face for reviewers.
     Column("keep_face_crops", Boolean, nullable=False, default=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Revision 0006_policy_binding: the verify/search policies that may be used on the
+    # collection, sorted and comma-separated ("" binds none: everything is refused).
+    Column("policies", String(1024), nullable=False, default=""),
 )
 
 subjects = Table(

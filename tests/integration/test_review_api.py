@@ -180,13 +180,23 @@ def test_an_expired_review_rejects_the_decision_and_takes_no_more_votes(
     assert "review_expired" in final["reasons"]
 
 
-def test_a_search_without_candidates_is_a_final_no_match(
+def test_a_consequential_search_without_candidates_waits_like_one_with_them(
         client: FlaskClient, fake_engine: FakeEngine,
         auth_headers: HeadersFactory) -> None:
-    decision = watchlist(client, fake_engine, auth_headers("app"), similarity=5.0)["decision"]
-    assert isinstance(decision, dict)
-    assert decision["outcome"] == "no_match"
-    assert decision["review_id"] is None
+    # An immediate no_match would tell the app that nobody on the list scored high.
+    app_key = auth_headers("app")
+    low = watchlist(client, fake_engine, app_key, similarity=5.0)
+    high = watchlist(client, fake_engine, app_key, similarity=99.0)
+    assert low.keys() == high.keys()
+    shown = {k: v for k, v in low["decision"].items()
+             if k not in ("decision_id", "review_id", "audit_event_id", "created_at")}
+    assert shown == {k: v for k, v in high["decision"].items() if k in shown}
+    assert low["decision"]["outcome"] == "pending_review"
+    # Reviewers confirming a review that has no candidate end it as no_match.
+    review_id = low["decision"]["review_id"]
+    vote(client, review_id, auth_headers("reviewer"), "confirm")
+    vote(client, review_id, auth_headers("reviewer", name="second"), "confirm")
+    assert outcome(client, low["decision"]["decision_id"], app_key) == "no_match"
 
 
 def test_a_non_consequential_search_returns_rekognition_shaped_matches(

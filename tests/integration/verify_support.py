@@ -47,10 +47,18 @@ def scripted(engine: FakeEngine, vectors: list[tuple[float, ...]], **face_args: 
     return image
 
 
-def make_collection(app: Flask, collection_id: str) -> None:
+def make_collection(app: Flask, collection_id: str,
+                    policies: tuple[str, ...] | None = None) -> None:
+    """A collection bound to `policies`; by default to every verify and search policy,
+    so a test can decide under any of them (the binding itself is tested in
+    tests/security/test_policy_binding.py)."""
     d = app.extensions["faceapi"]
-    create_collection(CreateCollectionRequest(collection_id, consent_required=False),
-                      actor=OPERATOR, engine=d.engine, uow=d.store.uow(), clock=d.clock)
+    bound = policies if policies is not None else tuple(
+        name for name, p in d.policies.items() if p.operation.value in ("verify", "search"))
+    create_collection(CreateCollectionRequest(collection_id, consent_required=False,
+                                              policies=bound),
+                      actor=OPERATOR, engine=d.engine, uow=d.store.uow(), clock=d.clock,
+                      policies=d.policies)
 
 
 def enroll(app: Flask, collection_id: str, subject_id: str,

@@ -12,6 +12,7 @@ import pytest
 from faceapi.domain.decisions import (
     AlreadyVoted,
     Candidate,
+    Decision,
     DecisionKind,
     Outcome,
     OwnerAlreadyVoted,
@@ -25,6 +26,7 @@ from faceapi.domain.decisions import (
     Vote,
     check_vote,
     decide,
+    requester_view,
     resolve,
 )
 from faceapi.domain.policies import PolicySet
@@ -71,11 +73,38 @@ def test_a_consequential_verify_is_pending_review_whatever_the_score(
     assert Reason.REVIEW_REQUIRED in proposal.reasons
 
 
-def test_a_consequential_search_with_candidates_is_pending_and_without_is_no_match(
+def test_a_consequential_search_is_pending_with_or_without_a_candidate(
         policies: PolicySet) -> None:
+    # An immediate no_match beside a pending review would tell the side of the threshold.
     watchlist = policies["watchlist_search"]
     assert decide(watchlist, 100.0).outcome is Outcome.PENDING_REVIEW
-    assert decide(watchlist, None).outcome is Outcome.NO_MATCH
+    assert decide(watchlist, None).outcome is Outcome.PENDING_REVIEW
+    assert decide(watchlist, 10.0).outcome is Outcome.PENDING_REVIEW
+
+
+def test_a_confirmed_search_review_without_a_candidate_ends_as_no_match() -> None:
+    search_review = replace(review(), kind=DecisionKind.SEARCH)
+    result = resolve(replace(search_review, votes=(vote("rev1", Vote.CONFIRM),)))
+    assert result is not None
+    assert result.outcome is Outcome.NO_MATCH
+    assert result.matched_face_id is None
+
+
+def test_a_pending_decision_shows_its_requester_only_that_review_is_required(
+        policies: PolicySet) -> None:
+    pending = Decision(
+        id="d1", kind=DecisionKind.VERIFY, outcome=Outcome.PENDING_REVIEW,
+        reasons=("similarity_at_or_above_threshold", "consequential_review_required"),
+        policy_name="identity_check", policy_version="0" * 64, threshold=80.0,
+        collection_id="c", subject_id="s", similarity=93.0,
+        candidates=(Candidate("f1", "s", 93.0),), review_id="r1")
+    shown = requester_view(pending)
+    assert shown.reasons == ("review_required",)
+    assert shown.similarity is None
+    assert shown.candidates == ()
+    assert shown.matched_face_id is None
+    final = replace(pending, outcome=Outcome.MATCH, matched_face_id="f1")
+    assert requester_view(final) == final
 
 
 def test_the_review_band_sends_scores_near_the_threshold_to_review(policies: PolicySet) -> None:
