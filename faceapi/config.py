@@ -67,6 +67,10 @@ class Settings:
     upsample: int = 1  # local engine detector upsampling (finds smaller faces, slower)
     max_image_bytes: int = 5 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    # Bytes an image may take once decoded (pixels x channels x bytes per sample, every
+    # frame), judged from its header before decoding; the default is one 8-bit RGB image
+    # at the pixel cap. It bounds a worker's memory for each image (docs/security.md).
+    max_decoded_bytes: int = 120_000_000
     detect_max_side: int = 1600  # large images are downscaled to this for detection
     image_formats: tuple[str, ...] = ("jpeg", "png")
     policies_dir: Path = Path("policies")
@@ -114,6 +118,8 @@ class Settings:
                 f"got {unknown or 'nothing'}")
         if self.max_image_bytes < 1024:
             raise ConfigError("FACEAPI_MAX_IMAGE_BYTES: must be at least 1024")
+        if self.max_decoded_bytes < 1024:
+            raise ConfigError("FACEAPI_MAX_DECODED_BYTES: must be at least 1024")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
 

@@ -2,8 +2,10 @@
 
 Order matters and is deliberate: the byte cap runs before anything is parsed, the
 format is decided from magic bytes (never from a file name or a client's content
-type), the pixel count is checked from the header before pixels are decoded, and only
-then is the image decoded, fully, with every decoder error turned into `invalid_image`.
+type), the pixel count and the decoded size (the decode budget) are checked from the
+header before pixels are decoded, and only then is the image decoded: its first frame
+only, converted to RGB a band of rows at a time so that no full-size intermediate
+exists, with every decoder error turned into `invalid_image`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import base64
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
 
 from faceapi.config import Settings
 from faceapi.domain.errors import (
@@ -24,7 +29,7 @@ from faceapi.domain.errors import (
     InvalidParameter,
     UnsupportedImageFormat,
 )
-from faceapi.domain.images import DecodedImage
+from faceapi.domain.images import DecodedImage, decoded_bytes
 from faceapi.engines.base import FaceEngine, S3ImageReader, S3Object
 
 _MAGIC: tuple[tuple[str, bytes, int], ...] = (
@@ -80,7 +85,7 @@ def decode_image(data: bytes, settings: Settings) -> DecodedImage:
         raise UnsupportedImageFormat(
             f"image format {'not recognised' if fmt is None else fmt + ' not accepted'}; "
             f"accepted: {allowed}", details={"accepted": list(settings.image_formats)})
-    pixels = _decode(data, fmt, settings.max_image_pixels)
+    pixels = _decode(data, fmt, settings)
     return DecodedImage(data=data, sha256=sha256_hex(data), format=fmt, pixels=pixels)
 
 
@@ -101,25 +106,70 @@ def intake(source: bytes | S3Object, settings: Settings, engine: FaceEngine) -> 
     return engine.image_from_s3(source)
 
 
-def _decode(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
+# Bytes one decoded pixel takes in each Pillow mode: (channels, bytes per sample).
+# "1" is unpacked to a byte per pixel; "I" and "F" hold 32-bit samples.
+SAMPLE_LAYOUT: dict[str, tuple[int, int]] = {
+    "1": (1, 1), "L": (1, 1), "P": (1, 1),
+    "LA": (2, 1), "La": (2, 1), "PA": (2, 1),
+    "RGB": (3, 1), "YCbCr": (3, 1), "LAB": (3, 1), "HSV": (3, 1),
+    "RGBA": (4, 1), "RGBa": (4, 1), "RGBX": (4, 1), "CMYK": (4, 1),
+    "I;16": (1, 2), "I;16B": (1, 2), "I;16L": (1, 2), "I;16N": (1, 2),
+    "I": (1, 4), "F": (1, 4),
+}
+# A mode not in the table is costed as the widest one: 4 channels of 4 bytes.
+_UNKNOWN_LAYOUT = (4, 4)
+# A progressive JPEG is decoded through a buffer of every DCT coefficient in the image:
+# 2 bytes per sample of each component (measured: +114 MB for a 6300² 4:2:0 JPEG, +228
+# MB at 4:4:4). Counted for every component, as if none were subsampled.
+_JPEG_COEFFICIENT_BYTES = 2
+# Pillow decodes WebP (still or animated) through libwebp's animation decoder, which
+# keeps an RGBA canvas and hands Pillow a copy of the frame, before Pillow's own image:
+# measured 613 MB for a 6300² RGB WebP, 15.4 bytes a pixel, 4 of them Pillow's image.
+_WEBP_DECODER_BYTES = 12
+# Conversions to RGB run over bands of rows this many pixels large, so the only
+# full-size buffers are the decoded image and the RGB result.
+_BAND_PIXELS = 1 << 20
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ALPHA = ("RGBA", "RGBa", "LA", "La", "PA", "P")
+
+
+def sample_layout(mode: str) -> tuple[int, int]:
+    """(channels, bytes per sample) of a decoded image in Pillow `mode`."""
+    return SAMPLE_LAYOUT.get(mode, _UNKNOWN_LAYOUT)
+
+
+def decode_cost(img: Image.Image) -> int:
+    """Decoded size of an opened, not yet decoded image, from its header alone: every
+    frame it declares counts, though only the first is ever decoded."""
+    width, height = img.size
+    channels, sample = sample_layout(img.mode)
+    # n_frames comes from the header (PNG acTL, WebP) or a scan of the frame headers
+    # (GIF) that decodes no pixels.
+    frames = int(getattr(img, "n_frames", 1))
+    working = 0
+    if img.format == "JPEG" and img.info.get("progressive"):
+        components = len(getattr(img, "layer", ())) or channels
+        working = components * _JPEG_COEFFICIENT_BYTES
+    elif img.format == "WEBP":
+        working = _WEBP_DECODER_BYTES
+    return decoded_bytes(width, height, channels=channels, bytes_per_sample=sample,
+                         frames=frames, decoder_bytes_per_pixel=working)
+
+
+def _decode(data: bytes, fmt: str, settings: Settings) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # Pillow warns (and with filterwarnings=error, raises) on large images; our
             # own pixel cap below is the rule, so its warning is not needed.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as img:
-                width, height = img.size
-                if width <= 0 or height <= 0:
-                    raise InvalidImage("image has no pixels")
-                if width * height > max_pixels:
-                    raise ImageTooManyPixels(
-                        f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
-                        details={"width": width, "height": height, "limit": max_pixels})
-                img.load()
-                oriented = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(oriented if oriented is not None else img)
-                return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
-    except (ImageTooManyPixels, InvalidImage):
+                _check_header(img, settings)
+                img.load()  # the first frame only: nothing here seeks further
+                orientation = _exif_orientation(img)
+                rgb = _rgb_pixels(img)
+        # The decoded image is released before the oriented copy is made.
+        return _oriented(rgb, orientation)
+    except (ImageTooManyPixels, ImageTooLarge, InvalidImage):
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooManyPixels("image exceeds the pixel limit") from exc
@@ -129,26 +179,104 @@ def _decode(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
         raise InvalidImage(f"image could not be decoded ({type(exc).__name__})") from exc
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Grayscale, palette, alpha and 16-bit images to 8-bit RGB."""
+def _check_header(img: Image.Image, settings: Settings) -> None:
+    """The pixel cap and the decode budget, judged from the header before decoding."""
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage("image has no pixels")
+    max_pixels = settings.max_image_pixels
+    if width * height > max_pixels:
+        raise ImageTooManyPixels(
+            f"image is {width}x{height} pixels; the limit is {max_pixels} pixels",
+            details={"width": width, "height": height, "limit": max_pixels})
+    cost = decode_cost(img)
+    limit = settings.max_decoded_bytes
+    if cost > limit:
+        frames = int(getattr(img, "n_frames", 1))
+        raise ImageTooLarge(
+            f"image would take {cost} bytes decoded ({width}x{height} {img.mode}, "
+            f"{frames} frame{'s' if frames != 1 else ''}); the limit is {limit} decoded bytes",
+            details={"decoded_bytes": cost, "limit": limit, "width": width,
+                     "height": height, "frames": frames})
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    orientation = img.getexif().get(0x0112, 1)
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation (2-8) applied as ImageOps.exif_transpose does, on the RGB array:
+    numpy views, then one contiguous copy."""
+    views = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    view = views.get(orientation)
+    return pixels if view is None else np.ascontiguousarray(view(pixels))
+
+
+def _rgb_pixels(img: Image.Image) -> np.ndarray:
+    """The decoded image as RGB uint8 (H, W, 3), converted band by band so that no
+    full-size intermediate (RGBA copy, float array) ever exists."""
+    width, height = img.size
+    convert = _band_converter(img)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, _BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[top:bottom] = convert(img.crop((0, top, width, bottom)))
+    return out
+
+
+def _band_converter(img: Image.Image) -> Callable[[Image.Image], np.ndarray]:
+    """Grayscale, palette, alpha and 16-bit bands to 8-bit RGB (broadcastable)."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = float(arr.max()) or 1.0
+    if mode == "RGB":
+        return np.asarray
+    if mode == "L" and "transparency" not in img.info:
+        return lambda band: np.asarray(band)[..., np.newaxis]
+    if mode in _SIXTEEN_BIT:
         # 16-bit data rarely uses its whole range; stretch to it so faces stay visible.
-        scaled = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(scaled, mode="L").convert("RGB")
+        # Integer arithmetic on one band at a time: no float copy of the image.
+        top = max(int(_extrema(img)[1]), 1)
+        return lambda band: _stretched(np.asarray(band), top)[..., np.newaxis]
     if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
+        lo, hi = _extrema(img)
         span = (hi - lo) or 1.0
-        return Image.fromarray(((arr - lo) / span * 255).astype(np.uint8), mode="L").convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA") or (mode in ("RGB", "L") and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        # Transparent areas become white, like a page background, not black.
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+        return lambda band: ((np.asarray(band, dtype=np.float32) - lo) / span * 255).astype(
+            np.uint8)[..., np.newaxis]
+    if mode in _ALPHA or "transparency" in img.info:
+        return _over_white
+    return lambda band: np.asarray(band.convert("RGB"))
+
+
+def _extrema(img: Image.Image) -> tuple[float, float]:
+    """Smallest and largest sample of a one-band image, without a copy of it."""
+    lo, hi = img.getextrema()
+    if isinstance(lo, tuple) or isinstance(hi, tuple):
+        raise InvalidImage("image has an unexpected band layout")
+    return float(lo), float(hi)
+
+
+def _stretched(samples: np.ndarray, top: int) -> np.ndarray:
+    """floor(samples * 255 / top) clipped to 0-255, in integers, in place on one band."""
+    wide: npt.NDArray[np.integer[Any]] = samples.astype(
+        np.uint32 if samples.dtype.itemsize <= 2 else np.int64)
+    wide *= 255
+    wide //= top
+    np.clip(wide, 0, 255, out=wide)
+    return wide.astype(np.uint8)
+
+
+def _over_white(band: Image.Image) -> np.ndarray:
+    """Transparent areas become white, like a page background, not black."""
+    rgba = np.asarray(band.convert("RGBA"))
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    rgb = rgba[..., :3].astype(np.uint16)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)

@@ -140,19 +140,22 @@ def raw_detections(pixels: Pixels, models: Models, upsample: int,
 MIN_DETECT_SIDE = 16
 
 
-def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int) -> list[RawFace]:
-    """Detect on a downscaled copy, map boxes back, place 68 landmarks at full size."""
-    if min(pixels.shape[:2]) < MIN_DETECT_SIDE:
-        return []
-    small, scale = downscale(pixels, max_side)
+Box = tuple[float, float, float, float, float]
+
+
+def _boxes(small: Pixels, models: Models, upsample: int) -> list[Box]:
+    """Detections above the detector's threshold, in the pixels of `small`."""
     if min(small.shape[:2]) < MIN_DETECT_SIDE:
         return []
     threshold = CNN_SCORE_THRESHOLD if models.detector_kind == CNN else HOG_SCORE_THRESHOLD
+    return [b for b in raw_detections(small, models, upsample) if b[4] >= threshold]
+
+
+def _landmarked(pixels: Pixels, boxes: list[Box], scale: float, models: Models) -> list[RawFace]:
+    """Boxes found at `scale` mapped back to `pixels`, with 68 landmarks placed there."""
     h, w = pixels.shape[:2]
     faces: list[RawFace] = []
-    for left, top, right, bottom, score in raw_detections(small, models, upsample):
-        if score < threshold:
-            continue
+    for left, top, right, bottom, score in boxes:
         # dlib rectangles are inclusive; +1 makes right/bottom exclusive edges.
         box = (left / scale, top / scale, (right + 1) / scale, (bottom + 1) / scale)
         rect = dlib.rectangle(round(box[0]), round(box[1]),
@@ -168,6 +171,14 @@ def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int)
     return faces
 
 
+def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int) -> list[RawFace]:
+    """Detect on a downscaled copy, map boxes back, place 68 landmarks at full size."""
+    if min(pixels.shape[:2]) < MIN_DETECT_SIDE:
+        return []
+    small, scale = downscale(pixels, max_side)
+    return _landmarked(pixels, _boxes(small, models, upsample), scale, models)
+
+
 def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
                orientation_search: bool) -> FoundFaces:
     """Detect faces; when none is upright and orientation search is on, try the three
@@ -180,13 +191,20 @@ def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
     if pixels.ndim == 2:
         pixels = np.stack([pixels] * 3, axis=-1)
     pixels = np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
-    faces = detect_upright(pixels, models, upsample, max_side)
+    if min(pixels.shape[:2]) < MIN_DETECT_SIDE:
+        return FoundFaces(pixels, (), None)
+    small, scale = downscale(pixels, max_side)
+    faces = _landmarked(pixels, _boxes(small, models, upsample), scale, models)
     if faces or not orientation_search:
         return FoundFaces(pixels, tuple(faces),
                           OrientationCorrection.ROTATE_0 if orientation_search and faces else None)
+    # The search turns the downscaled copy; the full-size image is turned (one copy)
+    # only for the rotation that shows a face, so a large image without a face never
+    # costs a full-size rotated copy.
     for k, correction in _SEARCH_ORDER:
-        rotated = np.ascontiguousarray(np.rot90(pixels, k))
-        faces = detect_upright(rotated, models, upsample, max_side)
-        if faces:
-            return FoundFaces(rotated, tuple(faces), correction)
+        boxes = _boxes(np.ascontiguousarray(np.rot90(small, k)), models, upsample)
+        if boxes:
+            rotated = np.ascontiguousarray(np.rot90(pixels, k))
+            return FoundFaces(rotated, tuple(_landmarked(rotated, boxes, scale, models)),
+                              correction)
     return FoundFaces(pixels, (), None)
