@@ -370,3 +370,42 @@ def test_sigv4_secrets_never_reach_the_audit_trail_or_the_logs(
     assert secret not in out + err
     listed = http.get(f"/v1/keys/{body['id']}", key=admin)
     assert secret not in listed.body.decode()
+
+
+def test_the_cli_shows_the_sigv4_credentials_once_and_they_sign(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`faceapi keys create` / `rotate`: the key alone on stdout (so `$(...)` captures
+    it), the SigV4 credentials on stderr; both work against the server."""
+    from click.testing import CliRunner
+
+    from faceapi.app import create_app
+    from faceapi.cli import cli
+    from faceapi.config import Settings
+    from tests.emulator_server import serve
+    from tests.fakes import FakeEngine
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("FACEAPI_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("FACEAPI_ENV", "test")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+
+    def credentials(args: list[str]) -> tuple[str, tuple[str, str]]:
+        result = runner.invoke(cli, ["keys", *args])
+        assert result.exit_code == 0, result.output
+        (bearer,) = result.stdout.split()
+        fields = dict(word.split("=", 1) for word in result.stderr.split() if "=" in word)
+        return bearer, (fields["aws_access_key_id"], fields["aws_secret_access_key"])
+
+    bearer, created = credentials(["create", "--role", "operator", "--name", "sdk",
+                                   "--owner", "sdk@example.org"])
+    assert created[0] == bearer.split("_")[1]
+    _, rotated = credentials(["rotate", created[0]])
+    assert rotated[0] != created[0]
+    server = serve(create_app(Settings(env="test", data_dir=data_dir), engine=FakeEngine()))
+    try:
+        for pair in (created, rotated):
+            assert rekognition_client(server.url, pair).list_collections()["CollectionIds"] == []
+    finally:
+        server.stop()
+        server.app.extensions["faceapi"].store.dispose()
