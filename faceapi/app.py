@@ -24,7 +24,7 @@ from faceapi.api import (
     system,
     verify,
 )
-from faceapi.api.deps import EXTENSION_KEY, Deps
+from faceapi.api.deps import EXTENSION_KEY, Deps, refuse_deep_json
 from faceapi.blobs import DirectoryBlobStore
 from faceapi.config import Settings
 from faceapi.domain.clock import Clock, SystemClock
@@ -116,9 +116,13 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     console.init_app(app, settings)
     errors.register_error_handlers(app)
     _register_request_logging(app)
-    # Access control last: rate limit, then authenticate (see api/limits.py for why).
+    # Access control last: rate limit per address, authenticate, then rate limit per
+    # verified key (see api/limits.py for why this order).
     limits.init_limiter(app, settings)
     auth.register_auth(app)
+    limits.init_key_limits(app, settings)
+    # Before any view parses a body (webargs, Flask, the emulator): see api/deps.py.
+    app.before_request(refuse_deep_json)
     auth.document_security(api, app)
     log.info("app_created", engine=deps.engine.name, model_version=deps.engine.model_version,
              env=settings.env)

@@ -1,28 +1,29 @@
-"""Rate limits (Flask-Limiter): per API key and per client address, tighter on verify.
+"""Rate limits (Flask-Limiter): per client address, and per verified API key; tighter
+on verify.
 
 Counts live in memory by default (per process) and in Redis when `FACEAPI_REDIS_URL`
-is set, so every gunicorn worker and host shares them. The limiter runs before the
-auth hook: a flood of guessed keys is limited per address before it costs a store
-lookup or an audit write. The per-key bucket is named by the key's public id taken
-from the header unverified; that is safe because a forged id only moves the caller
-into another key's bucket, while its address bucket still counts every request.
+is set, so every gunicorn worker and host shares them. Two limiters, two moments:
+- before authentication, per client address only: a flood of guessed or forged keys
+  is limited per address before it costs a store lookup or an audit write;
+- after authentication, per key, named by the id of the key whose secret was just
+  verified. Key ids are public (lists, audit trail), so a bucket chosen from the id in
+  the header would let anyone spend another app's budget with forged requests.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import structlog
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import ApplicationLimit, Limit, Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
 
-from faceapi.api.auth import presented_key
 from faceapi.api.errors import error_response
 from faceapi.config import ConfigError, Settings
 from faceapi.domain import access
-from faceapi.services.keys import key_id_of
 
 log = structlog.get_logger(__name__)
 
@@ -38,11 +39,26 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def _verified_key_id() -> str | None:
+    """The id of the key api/auth.py authenticated for this request, if any. Console
+    sessions set an actor too, but their pages are limited per address as before."""
+    actor = getattr(g, "actor", None)
+    key_id = getattr(actor, "key_id", None)
+    if not isinstance(key_id, str) or not key_id:
+        return None
+    rule = access.rule_for(request.endpoint)
+    if isinstance(rule, (access.Access, access.ConsolePage)):
+        return None
+    return key_id
+
+
 def key_bucket() -> str:
-    """The per-key bucket: the key's public id, or the address for keyless calls."""
-    token = presented_key()
-    key_id = key_id_of(token) if token else None
-    return f"key:{key_id}" if key_id else f"addr:{client_address()}"
+    """The per-key bucket: the verified key's id (never the id a request claims)."""
+    return f"key:{_verified_key_id()}"
+
+
+def _not_verified() -> bool:
+    return _verified_key_id() is None
 
 
 def address_bucket() -> str:
@@ -59,6 +75,10 @@ def _not_tight() -> bool:
     return rule is None or rule.rule not in TIGHT_RULES
 
 
+def _not_verified_or_not_tight() -> bool:
+    return _not_verified() or _not_tight()
+
+
 def _on_breach(limit: RequestLimit) -> None:
     # request_args = [key prefix, bucket, scope]; the bucket holds a key id or an address.
     bucket = limit.request_args[-2] if len(limit.request_args) >= 2 else None
@@ -66,11 +86,20 @@ def _on_breach(limit: RequestLimit) -> None:
                 bucket=bucket)
 
 
+def _breached_limit() -> RequestLimit | None:
+    # Either limiter may have refused the request; the one that did holds the details.
+    limiters: tuple[Limiter, ...] = current_app.extensions[LIMITER_KEY]
+    for limiter in limiters:
+        current = limiter.current_limit
+        if current is not None and current.breached:
+            return current
+    return None
+
+
 def _too_many_requests(exc: RateLimitExceeded) -> Response:
     """429 in our envelope, with Retry-After: when the oldest counted request leaves
     the window of the limit that was hit."""
-    limiter: Limiter = current_app.extensions[LIMITER_KEY]
-    current = limiter.current_limit
+    current = _breached_limit()
     retry_after = 60
     headers: dict[str, str] = {}
     if current is not None:
@@ -87,32 +116,14 @@ def _too_many_requests(exc: RateLimitExceeded) -> Response:
     return response
 
 
-def init_limiter(app: Flask, settings: Settings) -> Limiter:
-    """Attach the limiter; call before the auth hook is registered."""
-    for name in ("rate_limit_default", "rate_limit_verify"):
-        value = getattr(settings, name)
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            # Flask-Limiter parses lazily: a typo would otherwise fail every request.
-            raise ConfigError(f"FACEAPI_{name.upper()}: expected e.g. 600/minute or "
-                              f"10/second;100/hour, got {value!r}") from exc
-    storage_uri = settings.redis_url or "memory://"
+def _limiter(app: Flask, settings: Settings, *,
+             application_limits: list[str | Callable[[], str] | ApplicationLimit],
+             default_limits: list[str | Callable[[], str] | Limit]) -> Limiter:
     limiter = Limiter(
         client_address,
-        application_limits=[
-            # Shared across every endpoint: one budget per key, one per address.
-            ApplicationLimit(settings.rate_limit_default, key_function=key_bucket,
-                             scope="key", exempt_when=_exempt),
-            ApplicationLimit(settings.rate_limit_default, key_function=address_bucket,
-                             scope="address", exempt_when=_exempt),
-        ],
-        default_limits=[
-            Limit(settings.rate_limit_verify, key_function=key_bucket, exempt_when=_not_tight),
-            Limit(settings.rate_limit_verify, key_function=address_bucket,
-                  scope="address", exempt_when=_not_tight),
-        ],
-        storage_uri=storage_uri,
+        application_limits=application_limits,
+        default_limits=default_limits,
+        storage_uri=settings.redis_url or "memory://",
         # Moving window: no double burst at a window edge, which matters for verify.
         strategy="moving-window",
         # No X-RateLimit-* on every response: that costs one more storage round trip
@@ -124,9 +135,46 @@ def init_limiter(app: Flask, settings: Settings) -> Limiter:
         key_prefix="faceapi",
         on_breach=_on_breach,
     )
+    # init_app registers the limiter's before_request hook: where it runs relative to
+    # the auth hook is what decides which buckets may be trusted.
     limiter.init_app(app)
-    app.extensions[LIMITER_KEY] = limiter
+    app.extensions[LIMITER_KEY] = (*app.extensions.get(LIMITER_KEY, ()), limiter)
+    return limiter
+
+
+def init_limiter(app: Flask, settings: Settings) -> Limiter:
+    """The per-address limits; call before the auth hook is registered, so guessed and
+    forged keys are limited before any store work."""
+    for name in ("rate_limit_default", "rate_limit_verify"):
+        value = getattr(settings, name)
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            # Flask-Limiter parses lazily: a typo would otherwise fail every request.
+            raise ConfigError(f"FACEAPI_{name.upper()}: expected e.g. 600/minute or "
+                              f"10/second;100/hour, got {value!r}") from exc
+    limiter = _limiter(
+        app, settings,
+        # Shared across every endpoint: one budget per address.
+        application_limits=[ApplicationLimit(settings.rate_limit_default,
+                                             key_function=address_bucket, scope="address",
+                                             exempt_when=_exempt)],
+        default_limits=[Limit(settings.rate_limit_verify, key_function=address_bucket,
+                              scope="address", exempt_when=_not_tight)])
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
     log.info("rate_limits", storage="redis" if settings.redis_url else "memory",
              default=settings.rate_limit_default, verify=settings.rate_limit_verify)
     return limiter
+
+
+def init_key_limits(app: Flask, settings: Settings) -> Limiter:
+    """The per-key limits; call after the auth hook is registered, so they count only
+    requests whose key was verified (a refused key never reaches them)."""
+    return _limiter(
+        app, settings,
+        # Shared across every endpoint: one budget per verified key.
+        application_limits=[ApplicationLimit(settings.rate_limit_default,
+                                             key_function=key_bucket, scope="key",
+                                             exempt_when=_not_verified)],
+        default_limits=[Limit(settings.rate_limit_verify, key_function=key_bucket,
+                              exempt_when=_not_verified_or_not_tight)])
