@@ -393,7 +393,32 @@ CSV_COLUMNS = ("type", "seq", "id", "time", "action", "outcome", "actor_key_id",
                "prev_hash", "hash", "created_at", "key_id", "signature")
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV
+# Injection"): a review reason `=HYPERLINK(...)` would be a live link in the auditor's
+# sheet. Such a cell gets a leading single quote, which spreadsheets show as plain text.
+# Every column, since ids, reasons and even base64 signatures (`+...`) can start so.
+# JSONL, the format verification reads, is left exactly as hashed.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """One CSV cell, neutralised if a spreadsheet would read it as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_safe(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A CSV row with every cell neutralised (csv_cell)."""
+    return {name: csv_cell(value) for name, value in row.items()}
+
+
 def csv_row(record: RecordedEvent) -> dict[str, Any]:
+    """One event as a (neutralised) CSV row."""
+    return csv_safe(_csv_event(record))
+
+
+def _csv_event(record: RecordedEvent) -> dict[str, Any]:
     e = record.event
     return {"type": "event", "seq": record.seq, "id": record.id, "time": format_time(record.time),
             "action": e.action.value, "outcome": e.outcome, "actor_key_id": e.actor.key_id or "",
@@ -409,9 +434,10 @@ def csv_row(record: RecordedEvent) -> dict[str, Any]:
 
 
 def csv_checkpoint_row(cp: Checkpoint) -> dict[str, Any]:
-    return {"type": "checkpoint", "seq": cp.seq, "hash": cp.event_hash,
-            "created_at": format_time(cp.created_at), "key_id": cp.key_id,
-            "signature": cp.signature}
+    """One checkpoint as a (neutralised) CSV row."""
+    return csv_safe({"type": "checkpoint", "seq": cp.seq, "hash": cp.event_hash,
+                     "created_at": format_time(cp.created_at), "key_id": cp.key_id,
+                     "signature": cp.signature})
 
 
 @dataclass

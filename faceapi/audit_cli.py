@@ -176,16 +176,20 @@ def _line(record: RecordedEvent) -> str:
 def tail_cmd(count: int, follow: bool, as_json: bool, **kw: Any) -> None:
     """Print the newest events, oldest of them first."""
     with _store() as store:
-        head, _ = audit_trail.list_events(AuditQuery(), 1, uow=store.read_uow())
+        # The CLI runs as the system: unscoped, it reads the whole trail.
+        head, _ = audit_trail.list_events(AuditQuery(), 1, uow=store.read_uow(),
+                                          reader=Actor.system())
         last = head[0].seq if head else 0
         page, _ = audit_trail.list_events(replace(_query(kw, newest_first=True), until_seq=last),
-                                          count, uow=store.read_uow())
+                                          count, uow=store.read_uow(),
+                                          reader=Actor.system())
         for record in reversed(page):
             click.echo(json.dumps(record_to_json(record)) if as_json else _line(record))
         while follow:
             time.sleep(1.0)
             query = replace(_query(kw, newest_first=False), after_seq=last)
-            new, _ = audit_trail.list_events(query, audit_trail.MAX_PAGE, uow=store.read_uow())
+            new, _ = audit_trail.list_events(query, audit_trail.MAX_PAGE, uow=store.read_uow(),
+                                             reader=Actor.system())
             for record in new:
                 click.echo(json.dumps(record_to_json(record)) if as_json else _line(record))
                 last = record.seq

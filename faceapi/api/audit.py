@@ -33,6 +33,11 @@ from faceapi.services import audit_trail
 blp = Blueprint("audit", __name__, url_prefix="/v1/audit",
                 description="Tamper-evident audit trail for compliance staff")
 
+# A sequence number is a BIGINT in the database: a larger cursor would overflow the
+# query's parameter (a 500), so it is refused here like any other bad cursor.
+MAX_SEQ = 2**63 - 1
+
+
 def encode_cursor(seq: int, order: str) -> str:
     raw = json.dumps({"s": seq, "o": order}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -45,7 +50,8 @@ def decode_cursor(cursor: str, order: str) -> int:
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise InvalidParameter("cursor is not valid", details={"field": "cursor"}) from exc
     # bool is an int to isinstance: {"s": true} must not reach the query as a bound.
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or cursor_order != order:
+    if (not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ
+            or cursor_order != order):
         raise InvalidParameter("cursor does not belong to this order",
                                details={"field": "cursor"})
     return seq
@@ -55,13 +61,14 @@ def decode_cursor(cursor: str, order: str) -> int:
 @blp.arguments(AuditListArgsSchema, location="query")
 @blp.response(200, AuditPageSchema)
 def list_events(args: dict[str, Any]) -> Any:
-    """List audit events: filters, cursor pagination, newest or oldest first."""
+    """List the audit events inside the key's scope: filters, cursor pagination."""
     order = args["order"]
     after = decode_cursor(args["cursor"], order) if args.get("cursor") else None
     query = AuditQuery(**filters_to_kwargs(args), newest_first=order == "newest",
                        after_seq=after)
     events, next_after = audit_trail.list_events(query, args["limit"],
-                                                 uow=deps().store.read_uow())
+                                                 uow=deps().store.read_uow(),
+                                                 reader=current_actor())
     return {"events": [record_to_json(e) for e in events],
             "next_cursor": None if next_after is None else encode_cursor(next_after, order)}
 
@@ -72,13 +79,15 @@ def get_event(event_id: str) -> Any:
     """Get one audit event by id, with its hashes."""
     if len(event_id) > 64:
         raise NotFound(f"no audit event {event_id[:64]}")
-    return record_to_json(audit_trail.get_event(event_id, uow=deps().store.read_uow()))
+    return record_to_json(audit_trail.get_event(event_id, uow=deps().store.read_uow(),
+                                                reader=current_actor()))
 
 
 @blp.route("/verify", methods=["GET"])
 @blp.response(200, VerifyReportSchema)
 def verify_chain() -> Any:
-    """Verify the whole chain and its signed checkpoints; names the first bad event."""
+    """Verify the whole chain and its signed checkpoints; names the first bad event
+    (a scoped key learns only the kind and sequence number of a problem)."""
     store = deps().store
     report = audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),
                                       public_keys=[store.signer.public_key],
@@ -90,7 +99,8 @@ def verify_chain() -> Any:
 @blp.arguments(AuditExportArgsSchema, location="query")
 @blp.response(200, description="JSONL or CSV stream of events, hashes and checkpoints")
 def export_events(args: dict[str, Any]) -> Any:
-    """Export the filtered events with hashes and checkpoints (JSONL or CSV); audited."""
+    """Export the filtered events inside the key's scope with hashes and checkpoints
+    (JSONL or CSV); audited."""
     store = deps().store
     fmt = args["format"]
     query = AuditQuery(**filters_to_kwargs(args), newest_first=False)

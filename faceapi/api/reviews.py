@@ -94,7 +94,11 @@ class ReviewDetailSchema(ReviewSummarySchema):
 
 class DecideRequestSchema(StrictSchema):
     decision = fields.String(required=True, validate=validate.OneOf([v.value for v in Vote]))
-    reason = fields.String(required=True, validate=validate.Length(min=3, max=256))
+    # One line of text: control characters (CR, tab, newline ...) are refused here (422)
+    # rather than by the audit trail's checks, and cannot open a cell in a CSV export.
+    reason = fields.String(required=True, validate=[
+        validate.Length(min=3, max=256),
+        validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="one line, no control characters")])
     face_id = fields.String(load_default=None, validate=validate.Length(min=1, max=36),
                             metadata={"description": "search: the candidate confirmed "
                                                      "(default: the top one)"})

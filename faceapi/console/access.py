@@ -61,3 +61,13 @@ def record_denial(who: Actor, endpoint: str) -> None:
                 key_id=who.key_id, role=who.role)
     record_refusal(Action.AUTHZ_DENY, "denied", who, endpoint, reason="role_not_allowed",
                    details={"channel": "console"})
+
+
+def record_out_of_scope(who: Actor, endpoint: str, details: dict[str, object]) -> None:
+    """An object outside the key's scope (shown as missing) is an `authz.deny` event,
+    as for the API."""
+    log.warning("authz_deny", reason="out_of_scope", endpoint=endpoint, key_id=who.key_id,
+                role=who.role)
+    record_refusal(Action.AUTHZ_DENY, "out_of_scope", who, endpoint, reason="out_of_scope",
+                   details={"channel": "console",
+                            **{k: v for k, v in details.items() if isinstance(v, str)}})

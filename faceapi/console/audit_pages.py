@@ -72,7 +72,7 @@ def _url(endpoint: str, params: Mapping[str, Any]) -> str:
 
 @bp.route("/audit", methods=["GET"])
 def audit() -> Any:
-    """The audit trail, filtered and paginated, newest first."""
+    """The audit trail inside the key's scope, filtered and paginated, newest first."""
     store = deps().store
     filters = filters_from(request.args)
     after_raw = request.args.get("after", "")
@@ -84,14 +84,16 @@ def audit() -> Any:
     next_after = None
     try:
         query = query_from(filters, after=after)
-        events, next_after = audit_trail.list_events(query, PAGE_SIZE, uow=store.read_uow())
+        events, next_after = audit_trail.list_events(query, PAGE_SIZE, uow=store.read_uow(),
+                                                     reader=g.actor)
     except BadFilter as exc:
         error = exc.message
     return render_template(
         "audit.html", title="Audit trail", events=events, filters=filters, error=error,
         next_url=_url("console.audit", {**filters, "after": next_after}) if next_after else None,
         first_url=_url("console.audit", filters) if after else None,
-        actions=[a.value for a in Action], roles=ROLE_CHOICES, policy_names=list(policy_set()),
+        actions=[a.value for a in Action], roles=ROLE_CHOICES,
+        policy_names=[n for n in policy_set() if access.can_use_policy(g.actor, n)],
         export_jsonl=_url("console.audit_export", {**filters, "format": "jsonl"}),
         export_csv=_url("console.audit_export", {**filters, "format": "csv"}))
 
@@ -99,7 +101,7 @@ def audit() -> Any:
 @bp.route("/audit/events/<event_id>", methods=["GET"])
 def audit_event(event_id: str) -> Any:
     """One audit event with every recorded field and its hashes."""
-    record = audit_trail.get_event(event_id[:64], uow=deps().store.read_uow())
+    record = audit_trail.get_event(event_id[:64], uow=deps().store.read_uow(), reader=g.actor)
     data = record_to_json(record)
     return render_template("audit_event.html", title=f"Audit event {record.seq}",
                            record=record, data=data, back=request.referrer)

@@ -13,6 +13,7 @@ from faceapi.api.deps import deps
 from faceapi.console import backend
 from faceapi.console.present import stacked_bars
 from faceapi.console.views import bp, policy_set, principal
+from faceapi.domain.access import Actor
 from faceapi.domain.audit import Action, AuditQuery
 from faceapi.services import audit_trail
 
@@ -39,7 +40,7 @@ MAX_EVENTS = 50_000
 Counts = tuple[list[str], dict[str, dict[str, int]], Counter[tuple[str, str]], bool]
 
 
-def _decision_counts(policy: str | None, scope: frozenset[str] | None) -> Counts:
+def _decision_counts(policy: str | None, who: Actor) -> Counts:
     store = deps().store
     now = deps().clock.now()
     first = (now - timedelta(days=DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -51,15 +52,13 @@ def _decision_counts(policy: str | None, scope: frozenset[str] | None) -> Counts
     while True:
         query = AuditQuery(since=first, actions=DECISION_ACTIONS, policy_name=policy,
                            newest_first=False, after_seq=after)
+        # The reader's scope keeps other collections' and policies' figures out.
         events, after = audit_trail.list_events(query, audit_trail.MAX_PAGE,
-                                                uow=store.read_uow())
+                                                uow=store.read_uow(), reader=who)
         for record in events:
             event = record.event
             # Stateless compares without a policy are analysis, not decisions.
             if event.policy_name is None:
-                continue
-            # A key scoped to some policies sees the figures of those policies only.
-            if scope is not None and event.policy_name not in scope:
                 continue
             outcome = outcome_of(event.action, event.outcome, event.details)
             if outcome is None:
@@ -73,26 +72,28 @@ def _decision_counts(policy: str | None, scope: frozenset[str] | None) -> Counts
     return days, per_day, per_policy, seen >= MAX_EVENTS
 
 
-def _recent_locks() -> int:
-    """Lockouts (lock events) in the chart's window, from the audit trail."""
+def _recent_locks(who: Actor) -> int:
+    """Lockouts (lock events) in the chart's window and the key's scope, from the trail."""
     now = deps().clock.now()
     events, _ = audit_trail.list_events(
         AuditQuery(since=now - timedelta(days=DAYS), actions=(Action.LOCKOUT_LOCK.value,)),
-        audit_trail.MAX_PAGE, uow=deps().store.read_uow())
+        audit_trail.MAX_PAGE, uow=deps().store.read_uow(), reader=who)
     return len(events)
 
 
-def _last_verification() -> Any:
+def _last_verification(who: Actor) -> Any:
+    # A verification names no collection: scoped keys do not see it (access.can_read).
     store = deps().store
     events, _ = audit_trail.list_events(
         AuditQuery(actions=(Action.AUDIT_VERIFY.value,), newest_first=True), 1,
-        uow=store.read_uow())
+        uow=store.read_uow(), reader=who)
     return events[0] if events else None
 
 
 @bp.route("/overview", methods=["GET"])
 def overview() -> Any:
-    """Decisions over time, pending reviews, lockouts, last chain verification."""
+    """Decisions over time, pending reviews, lockouts, last chain verification: the
+    key's collection and policy scope only."""
     who = principal()
     assert who is not None
     policy = request.args.get("policy") or None
@@ -100,7 +101,7 @@ def overview() -> Any:
     names = [n for n in policy_set() if scope is None or n in scope]
     if policy not in names:
         policy = None
-    days, per_day, per_policy, truncated = _decision_counts(policy, scope)
+    days, per_day, per_policy, truncated = _decision_counts(policy, who)
     outcomes = sorted({o for counts in per_day.values() for o in counts})
     chart = stacked_bars(days, per_day, outcomes)
     table = sorted(per_policy.items())
@@ -108,6 +109,6 @@ def overview() -> Any:
         "overview.html", title="Overview", chart=chart, table=table, days=days,
         policy=policy, policy_names=names, truncated=truncated,
         total=sum(per_policy.values()),
-        pending=backend.pending_review_count(who), locks=_recent_locks(),
+        pending=backend.pending_review_count(who), locks=_recent_locks(who),
         max_locks=audit_trail.MAX_PAGE,
-        last_verify=_last_verification())
+        last_verify=_last_verification(who))

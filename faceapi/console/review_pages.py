@@ -14,6 +14,7 @@ from faceapi.api.deps import deps, request_id
 from faceapi.console import backend
 from faceapi.console.present import age
 from faceapi.console.views import bp, policy_set
+from faceapi.domain.access import OutOfScope, can_use_policy
 from faceapi.domain.audit import Action
 from faceapi.domain.decisions import (
     Decision,
@@ -47,9 +48,9 @@ def candidate_images(evidence: tuple[str, ...]) -> dict[str, str]:
 
 @bp.route("/reviews", methods=["GET"], endpoint="reviews")
 def reviews_page() -> Any:
-    """The review queue: pending items, oldest first, with age and policy."""
+    """The review queue inside the key's scope: pending items, oldest first."""
     policy = request.args.get("policy") or None
-    names = list(policy_set())
+    names = [n for n in policy_set() if can_use_policy(g.actor, n)]
     if policy not in names:
         policy = None
     status_raw = request.args.get("status", "pending")
@@ -98,7 +99,7 @@ def _decision_scores(decision: Decision | None) -> Mapping[str, Any]:
         return {}
     try:
         record = audit_trail.get_event(decision.audit_event_id,
-                                       uow=backend.store().read_uow())
+                                       uow=backend.store().read_uow(), reader=g.actor)
     except NotFound:
         return {}
     return record.event.scores
@@ -138,6 +139,8 @@ def review_decide(review_id: str) -> Any:
             reviews.VoteRequest(review_id=review_id[:64], vote=vote, reason=reason,
                                 face_id=face_id if vote is Vote.CONFIRM else None),
             actor=g.actor, request_id=request_id() or None, **backend.service_deps())
+    except OutOfScope:
+        raise  # a 404 like a missing review, audited by the console's error handler
     except (ReviewerIsRequester, OwnerAlreadyVoted) as exc:
         # A way around the two-person rule: audited here as the API's hook does there.
         record_refusal(Action.AUTHZ_DENY, "denied", g.actor, "console.review_decide",

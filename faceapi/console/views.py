@@ -38,7 +38,7 @@ from faceapi.console.session import (
     timestamp,
     was_ended,
 )
-from faceapi.domain.access import Actor
+from faceapi.domain.access import Actor, OutOfScope
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.policies import PolicySet
 
@@ -163,6 +163,10 @@ def _http_error(exc: HTTPException) -> tuple[str, int] | Response:
 @bp.errorhandler(FaceApiError)
 def _domain_error(exc: FaceApiError) -> tuple[str, int]:
     from faceapi.api.errors import STATUS_BY_CODE
+    who = principal()
+    if isinstance(exc, OutOfScope) and who is not None:
+        # Shown exactly as a missing object, but on record, as the API does.
+        access.record_out_of_scope(who, request.endpoint or "", exc.details)
     status = STATUS_BY_CODE.get(exc.code, 400)
     return _render_error(status, exc.code.replace("_", " "), exc.message)
 

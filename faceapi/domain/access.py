@@ -11,7 +11,7 @@ services call `require_collection_access` / `require_policy_access` / `require_r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -263,6 +263,59 @@ def require_policy_access(actor: audit.Actor, policy_name: str) -> None:
     if not can_use_policy(actor, policy_name):
         raise Forbidden(f"this API key may not use policy {policy_name!r}",
                         details={"policy": policy_name})
+
+
+# --- Read scopes: what a scoped key may read of the audit trail and the review queue ---
+# A key limited in a dimension (collections or policies) reads only what names something
+# inside that limit: a record naming no collection (key management, system jobs, a
+# stateless compare) or no policy is outside every limit of that dimension.
+
+def policy_filter(actor: audit.Actor) -> frozenset[str] | None:
+    """The policy names a listing must be limited to, or None for no limit."""
+    if actor.role == "none":
+        return frozenset()
+    return _scope(actor, "policies")
+
+
+def _inside(limit: frozenset[str] | None, name: str | None) -> bool:
+    return limit is None or (name is not None and name in limit)
+
+
+def can_read(actor: audit.Actor, collection_id: str | None, policy_name: str | None) -> bool:
+    """Whether a record attributed to this collection and policy (None: none) is inside
+    the actor's read scope."""
+    return (_inside(collection_filter(actor), collection_id)
+            and _inside(policy_filter(actor), policy_name))
+
+
+def collection_named(resource: str | None, details: Mapping[str, object]) -> str | None:
+    """The collection an audit event belongs to, read from its hashed content: its
+    resource `collections/<id>[/...]`, else a `collection_id` among its details. The
+    store keeps it in a column at append, so every writer gets it the same way."""
+    if resource is not None and resource.startswith("collections/"):
+        collection_id = resource.split("/", 2)[1]
+        if collection_id:
+            return collection_id
+    named = details.get("collection_id")
+    return named if isinstance(named, str) and named else None
+
+
+def event_collection(event: audit.AuditEvent) -> str | None:
+    """collection_named of an event."""
+    return collection_named(event.resource, event.details)
+
+
+def can_read_event(actor: audit.Actor, event: audit.AuditEvent) -> bool:
+    """Whether the actor's scope covers an audit event (its collection and policy)."""
+    return can_read(actor, event_collection(event), event.policy_name)
+
+
+def out_of_scope_like(missing: FaceApiError) -> OutOfScope:
+    """An OutOfScope refusal that answers exactly as `missing` does (same code, message
+    and details), so the API audits it while the caller learns nothing."""
+    refusal = OutOfScope(missing.message, details=dict(missing.details))
+    refusal.code = missing.code
+    return refusal
 
 
 def require_role(actor: audit.Actor, roles: Iterable[str]) -> None:

@@ -145,11 +145,20 @@ class AuditQuery:
     newest_first: bool = True
     after_seq: int | None = None  # keyset cursor: continue past this sequence number
     until_seq: int | None = None  # inclusive; an export pins the head it started at
+    # The reader's scope (faceapi/domain/access.py, can_read_event): None is no limit; a
+    # limit keeps only events naming a collection (policy) inside it.
+    scope_collections: frozenset[str] | None = None
+    scope_policies: frozenset[str] | None = None
+
+    @property
+    def is_scoped(self) -> bool:
+        """Whether the reader's scope hides part of the trail."""
+        return self.scope_collections is not None or self.scope_policies is not None
 
     @property
     def is_filtered(self) -> bool:
         """Whether any filter narrows the trail (an export of it is not the whole chain)."""
-        return any(v not in (None, ()) for v in (
+        return self.is_scoped or any(v not in (None, ()) for v in (
             self.since, self.until, self.actor_key_id, self.actor_role, self.actions,
             self.outcome, self.policy_name, self.resource, self.subject_id, self.request_id))
 

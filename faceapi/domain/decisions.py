@@ -370,12 +370,17 @@ class ReviewsRepo(Protocol):
 
     def page(self, *, status: ReviewStatus | None, policy_name: str | None,
              created_before: datetime | None, collection_ids: Sequence[str] | None,
-             limit: int, after: str | None) -> list[Review]:
-        """Reviews oldest first (keyset on created_at, id), without votes."""
+             policy_names: Sequence[str] | None = None, limit: int,
+             after: str | None) -> list[Review]:
+        """Reviews oldest first (keyset on created_at, id), without votes, within a
+        reader's collections and policies (None: no limit; a limit on collections
+        excludes reviews of no collection)."""
         ...
 
-    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None) -> int:
-        """Pending reviews not yet past their deadline (what a sweep would leave)."""
+    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None,
+                      policy_names: Sequence[str] | None = None) -> int:
+        """Pending reviews not yet past their deadline (what a sweep would leave),
+        within a reader's collections and policies."""
         ...
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[Review]:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from faceapi.audit import (
     CSV_COLUMNS,
+    Problem,
     VerifyReport,
     csv_checkpoint_row,
     csv_row,
@@ -33,6 +34,7 @@ from faceapi.audit import (
     jsonl_lines,
     verify_chain,
 )
+from faceapi.domain import access
 from faceapi.domain.audit import Action, Actor, AuditEvent, AuditQuery, Checkpoint, RecordedEvent
 from faceapi.domain.errors import NotFound
 from faceapi.services.ports import AuditUnitOfWork
@@ -55,23 +57,34 @@ def record(event: AuditEvent, *, uow: AuditUnitOfWork) -> RecordedEvent:
     return recorded
 
 
-def list_events(query: AuditQuery, limit: int, *,
-                uow: AuditUnitOfWork) -> tuple[list[RecordedEvent], int | None]:
-    """One page of events and the sequence number to continue after (None at the end)."""
+def scoped(query: AuditQuery, reader: Actor) -> AuditQuery:
+    """The query limited to what the reader's collection and policy scope covers."""
+    return replace(query, scope_collections=access.collection_filter(reader),
+                   scope_policies=access.policy_filter(reader))
+
+
+def list_events(query: AuditQuery, limit: int, *, uow: AuditUnitOfWork,
+                reader: Actor) -> tuple[list[RecordedEvent], int | None]:
+    """One page of the events inside the reader's scope and the sequence number to
+    continue after (None at the end)."""
     limit = max(1, min(limit, MAX_PAGE))
     with uow:
         # One extra row tells whether another page exists without a COUNT.
-        rows = uow.audit.query(query, limit + 1)
+        rows = uow.audit.query(scoped(query, reader), limit + 1)
     page = rows[:limit]
     return page, (page[-1].seq if len(rows) > limit else None)
 
 
-def get_event(event_id: str, *, uow: AuditUnitOfWork) -> RecordedEvent:
-    """One event by id; NotFound if there is none."""
+def get_event(event_id: str, *, uow: AuditUnitOfWork, reader: Actor) -> RecordedEvent:
+    """One event by id; NotFound if there is none, and an OutOfScope that answers the
+    same (and is audited) if it lies outside the reader's scope."""
     with uow:
         found = uow.audit.get(event_id)
+    missing = NotFound(f"no audit event {event_id}", details={"event_id": event_id})
     if found is None:
-        raise NotFound(f"no audit event {event_id}", details={"event_id": event_id})
+        raise missing
+    if not access.can_read_event(reader, found.event):
+        raise access.out_of_scope_like(missing)
     return found
 
 
@@ -92,6 +105,8 @@ def verify_trail(*, read_uow: AuditUnitOfWork, uow: AuditUnitOfWork,
         report = verify_chain(read_uow.audit.iter_events(),
                               [*read_uow.audit.checkpoints(), *extra_checkpoints], public_keys)
     problem = report.problem
+    if scoped(AuditQuery(), actor).is_scoped:
+        report = withheld(report)
     record(AuditEvent(
         action=Action.AUDIT_VERIFY, outcome="ok" if report.ok else "failed", actor=actor,
         resource="audit",
@@ -99,6 +114,18 @@ def verify_trail(*, read_uow: AuditUnitOfWork, uow: AuditUnitOfWork,
         details={} if problem is None else {"kind": problem.kind, "seq": problem.seq}),
         uow=uow)
     return report
+
+
+def withheld(report: VerifyReport) -> VerifyReport:
+    """The report a scoped reader gets: the whole chain was checked (a gap or an edit
+    anywhere fails it), but of the first problem only its kind and sequence number are
+    told, never the id or the message, which may describe an event outside its scope."""
+    problem = report.problem
+    if problem is None:
+        return report
+    return replace(report, problem=Problem(
+        problem.kind, problem.seq, None,
+        f"the chain fails verification at seq {problem.seq} ({problem.kind})"))
 
 
 def create_checkpoint(*, uow: AuditUnitOfWork) -> Checkpoint | None:
@@ -123,6 +150,11 @@ def query_as_json(query: AuditQuery) -> dict[str, Any]:
         out["until"] = format_time(query.until)
     if query.actions:
         out["actions"] = list(query.actions)
+    # A scoped reader's export says so: it holds only the events its scope covers.
+    for name in ("scope_collections", "scope_policies"):
+        limit = getattr(query, name)
+        if limit is not None:
+            out[name] = sorted(limit)
     return out
 
 
@@ -136,9 +168,11 @@ def export_trail(query: AuditQuery, fmt: str, *, uow: AuditUnitOfWork, read_uow:
     half-way is still on record."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
+    query = scoped(query, actor)
     filters = query_as_json(query)
     # Details keep only short filter values; the event records what was exported.
-    details: dict[str, Any] = {"format": fmt, "filtered": query.is_filtered}
+    details: dict[str, Any] = {"format": fmt, "filtered": query.is_filtered,
+                               **({"scoped": True} if query.is_scoped else {})}
     with uow:
         head = uow.audit.head()
         pinned = head.seq if head is not None else 0

@@ -28,8 +28,10 @@ from faceapi.domain.access import (
     ADMIN,
     APP,
     AUDITOR,
-    can_access_collection,
+    can_read,
     collection_filter,
+    out_of_scope_like,
+    policy_filter,
 )
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
@@ -237,11 +239,17 @@ def _visible(review: Review, actor: Actor) -> bool:
     return any(v.reviewer_key_id == actor.key_id for v in review.votes)
 
 
+def _missing_review(review_id: str) -> ReviewNotFound:
+    return ReviewNotFound(f"review {review_id[:64]} not found",
+                          details={"review_id": review_id[:64]})
+
+
 def _require_review_access(actor: Actor, review: Review) -> None:
-    # Out of scope answers exactly like missing: no probing for review ids.
-    if review.collection_id is not None and not can_access_collection(actor,
-                                                                       review.collection_id):
-        raise ReviewNotFound(f"review {review.id} not found")
+    # A review carries its request's scope: its collection (None for a compare, which
+    # only collection-unscoped keys see) and its policy. Out of scope answers exactly
+    # like missing (no probing for review ids) and is audited as authz.deny.
+    if not can_read(actor, review.collection_id, review.policy_name):
+        raise out_of_scope_like(_missing_review(review.id))
 
 
 def list_reviews(query: ReviewQuery, *, actor: Actor, uow: UnitOfWork, blobs: BlobStore,
@@ -252,10 +260,12 @@ def list_reviews(query: ReviewQuery, *, actor: Actor, uow: UnitOfWork, blobs: Bl
     before = (now - timedelta(minutes=query.older_than_minutes)
               if query.older_than_minutes is not None else None)
     scope = collection_filter(actor)
+    policies = policy_filter(actor)
     with uow:
         return uow.reviews.page(status=query.status, policy_name=query.policy_name,
                                 created_before=before,
                                 collection_ids=sorted(scope) if scope is not None else None,
+                                policy_names=sorted(policies) if policies is not None else None,
                                 limit=query.limit, after=query.after)
 
 
@@ -263,9 +273,11 @@ def count_waiting_reviews(*, actor: Actor, uow: UnitOfWork, clock: Clock) -> int
     """How many reviews wait for a decision within the key's scope: one count query,
     without the sweep's writes (overdue ones are simply not counted)."""
     scope = collection_filter(actor)
+    policies = policy_filter(actor)
     with uow:
         return uow.reviews.count_waiting(clock.now(),
-                                         sorted(scope) if scope is not None else None)
+                                         sorted(scope) if scope is not None else None,
+                                         sorted(policies) if policies is not None else None)
 
 
 def get_review(review_id: str, *, actor: Actor, uow: UnitOfWork, blobs: BlobStore,
@@ -274,7 +286,7 @@ def get_review(review_id: str, *, actor: Actor, uow: UnitOfWork, blobs: BlobStor
     with uow:
         review = uow.reviews.get(review_id)
         if review is None:
-            raise ReviewNotFound(f"review {review_id[:64]} not found")
+            raise _missing_review(review_id)
         _require_review_access(actor, review)
         return ReviewView(review, uow.decisions.get(review.decision_id),
                           _visible(review, actor))
@@ -296,7 +308,8 @@ def get_evidence(review_id: str, name: str, *, actor: Actor, uow: UnitOfWork,
             action=Action.REVIEW_EVIDENCE_VIEW, outcome="served", actor=actor,
             resource=f"reviews/{review.id}", subject_id=review.subject_id,
             policy_name=review.policy_name, policy_version=review.policy_version,
-            request_id=request_id, details={"evidence": name, "review_id": review.id}))
+            request_id=request_id, details={"evidence": name, "review_id": review.id,
+                                            "collection_id": review.collection_id}))
         uow.commit()
     return data
 
@@ -307,14 +320,16 @@ def get_decision(decision_id: str, *, actor: Actor, uow: UnitOfWork, blobs: Blob
     sweep(uow=uow, blobs=blobs, clock=clock)
     with uow:
         decision = uow.decisions.get(decision_id)
-    missing = DecisionNotFound(f"decision {decision_id[:64]} not found")
+    missing = DecisionNotFound(f"decision {decision_id[:64]} not found",
+                               details={"decision_id": decision_id[:64]})
     if decision is None:
         raise missing
-    if decision.collection_id is not None and not can_access_collection(
-            actor, decision.collection_id):
-        raise missing
-    if actor.role == APP and decision.requester_key_id != actor.key_id:
-        raise missing
+    # Apps read their own decisions only; other roles those their scope covers (a
+    # compare names no collection: collection-scoped keys do not see it).
+    visible = (decision.requester_key_id == actor.key_id if actor.role == APP
+               else can_read(actor, decision.collection_id, decision.policy_name))
+    if not visible:
+        raise out_of_scope_like(missing)
     return decision
 
 
@@ -352,7 +367,7 @@ def decide_review(req: VoteRequest, *, actor: Actor, uow: UnitOfWork, blobs: Blo
     with uow:
         review = uow.reviews.get(req.review_id, for_update=True)
         if review is None:
-            raise ReviewNotFound(f"review {req.review_id[:64]} not found")
+            raise _missing_review(req.review_id)
         _require_review_access(actor, review)
         owners = key_owners(uow, review, actor.key_id)
         check_vote(review, actor.key_id, now, req.face_id, owners)
@@ -368,6 +383,7 @@ def decide_review(req: VoteRequest, *, actor: Actor, uow: UnitOfWork, blobs: Blo
             scores={"votes": len(review.votes), "required": review.required_reviewers},
             request_id=request_id, reason=req.reason,
             details={"decision_id": review.decision_id, "review_id": review.id,
+                     "collection_id": review.collection_id,
                      **({"face_id": req.face_id} if req.face_id else {})}))
         resolution = resolve(review, owners)
         decision: Decision | None

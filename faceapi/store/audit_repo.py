@@ -29,6 +29,7 @@ from faceapi.audit import (
     compute_hash,
     event_fields,
 )
+from faceapi.domain.access import event_collection
 from faceapi.domain.audit import (
     GENESIS_HASH,
     Action,
@@ -87,7 +88,8 @@ def event_row(record: RecordedEvent) -> dict[str, Any]:
         **{name: canonical_json(fields[name]).decode()
            for name in ("scores", "input_digests", "details")},
         "request_id": event.request_id, "reason": event.reason,
-        "prev_hash": record.prev_hash, "hash": record.hash}
+        "prev_hash": record.prev_hash, "hash": record.hash,
+        "collection_id": event_collection(event)}
 
 
 def _row_to_checkpoint(row: Row[Any, Any]) -> Checkpoint:
@@ -126,6 +128,11 @@ def filter_clauses(query: AuditQuery) -> list[ColumnElement[bool]]:
         clauses.append(t.request_id == query.request_id)
     if query.until_seq is not None:
         clauses.append(t.seq <= query.until_seq)
+    # The reader's scope: an event naming no collection (policy) is outside any limit.
+    if query.scope_collections is not None:
+        clauses.append(t.collection_id.in_(sorted(query.scope_collections)))
+    if query.scope_policies is not None:
+        clauses.append(t.policy_name.in_(sorted(query.scope_policies)))
     return clauses
 
 

@@ -116,6 +116,18 @@ def _review(row: Row[Any], votes: tuple[ReviewVote, ...] = ()) -> Review:
         evidence_purged=bool(row.evidence_purged), flagged=bool(row.flagged))
 
 
+def _scope_clauses(collection_ids: Sequence[str] | None,
+                   policy_names: Sequence[str] | None) -> list[Any]:
+    """A reader's scope (None: no limit). IN never matches NULL, so a compare review
+    (no collection) stays out of every collection-limited listing."""
+    clauses: list[Any] = []
+    if collection_ids is not None:
+        clauses.append(reviews.c.collection_id.in_(list(collection_ids)))
+    if policy_names is not None:
+        clauses.append(reviews.c.policy_name.in_(list(policy_names)))
+    return clauses
+
+
 class SqlReviewsRepo:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -166,7 +178,8 @@ class SqlReviewsRepo:
 
     def page(self, *, status: ReviewStatus | None, policy_name: str | None,
              created_before: datetime | None, collection_ids: Sequence[str] | None,
-             limit: int, after: str | None) -> list[Review]:
+             policy_names: Sequence[str] | None = None, limit: int,
+             after: str | None) -> list[Review]:
         stmt = select(reviews).order_by(reviews.c.created_at, reviews.c.id).limit(limit)
         if status is not None:
             stmt = stmt.where(reviews.c.status == status.value)
@@ -174,8 +187,7 @@ class SqlReviewsRepo:
             stmt = stmt.where(reviews.c.policy_name == policy_name)
         if created_before is not None:
             stmt = stmt.where(reviews.c.created_at < created_before)
-        if collection_ids is not None:
-            stmt = stmt.where(reviews.c.collection_id.in_(list(collection_ids)))
+        stmt = stmt.where(*_scope_clauses(collection_ids, policy_names))
         if after is not None:
             cursor = self._conn.execute(
                 select(reviews.c.created_at).where(reviews.c.id == after)).scalar()
@@ -185,11 +197,11 @@ class SqlReviewsRepo:
                                            reviews.c.id > after)))
         return [_review(row) for row in self._conn.execute(stmt)]
 
-    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None) -> int:
+    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None,
+                      policy_names: Sequence[str] | None = None) -> int:
         stmt = select(func.count()).select_from(reviews).where(
-            reviews.c.status == ReviewStatus.PENDING.value, reviews.c.expires_at > now)
-        if collection_ids is not None:
-            stmt = stmt.where(reviews.c.collection_id.in_(list(collection_ids)))
+            reviews.c.status == ReviewStatus.PENDING.value, reviews.c.expires_at > now,
+            *_scope_clauses(collection_ids, policy_names))
         return int(self._conn.execute(stmt).scalar_one())
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[Review]:

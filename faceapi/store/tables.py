@@ -58,8 +58,12 @@ audit_events = Table(
     Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # Revision 0008_review_scope: the collection the event belongs to, derived at append
+    # from its hashed content (access.event_collection), so scoped reads filter in SQL.
+    Column("collection_id", String(128)),
 )
 Index("ix_audit_events_occurred_at", audit_events.c.occurred_at)
+Index("ix_audit_events_collection_id", audit_events.c.collection_id)
 Index("ix_audit_events_action", audit_events.c.action)
 Index("ix_audit_events_actor_key_id", audit_events.c.actor_key_id)
 Index("ix_audit_events_resource", audit_events.c.resource)

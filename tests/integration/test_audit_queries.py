@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from faceapi.domain.audit import Action, Actor, AuditEvent, AuditQuery
+from faceapi.domain import access
+from faceapi.domain.audit import SYSTEM, Action, Actor, AuditEvent, AuditQuery
+from faceapi.domain.errors import NotFound
 from faceapi.services import audit_trail
 from faceapi.store import Store
 
@@ -37,7 +39,8 @@ def filled(store: Store) -> Store:
 
 
 def seqs(store: Store, limit: int = 100, **filters) -> list[int]:
-    page, _ = audit_trail.list_events(AuditQuery(**filters), limit, uow=store.read_uow())
+    page, _ = audit_trail.list_events(AuditQuery(**filters), limit, uow=store.read_uow(),
+                                      reader=SYSTEM)
     return [r.seq for r in page]
 
 
@@ -84,7 +87,7 @@ def test_cursor_pages_cover_every_event_once_in_order(filled: Store, newest_firs
     while True:
         page, after = audit_trail.list_events(
             AuditQuery(outcome="success", newest_first=newest_first, after_seq=after), 3,
-            uow=filled.read_uow())
+            uow=filled.read_uow(), reader=SYSTEM)
         seen += [r.seq for r in page]
         pages += 1
         if after is None:
@@ -95,7 +98,76 @@ def test_cursor_pages_cover_every_event_once_in_order(filled: Store, newest_firs
 
 
 def test_getting_one_event_by_id_returns_it_with_its_hashes(filled: Store) -> None:
-    page, _ = audit_trail.list_events(AuditQuery(request_id="req-9"), 5, uow=filled.read_uow())
-    record = audit_trail.get_event(page[0].id, uow=filled.read_uow())
+    page, _ = audit_trail.list_events(AuditQuery(request_id="req-9"), 5, uow=filled.read_uow(),
+                                      reader=SYSTEM)
+    record = audit_trail.get_event(page[0].id, uow=filled.read_uow(), reader=SYSTEM)
     assert (record.seq, record.event.request_id) == (9, "req-9")
     assert len(record.hash) == 64
+
+
+def scoped_reader(**scope: frozenset[str] | None) -> access.Actor:
+    return access.Actor(role="auditor", key_id="scoped", **scope)
+
+
+@pytest.mark.parametrize(("scope", "pred"), [
+    ({"collections": frozenset({"c1"})},
+     lambda i, e: (e.resource or "").startswith("collections/c1/")),
+    ({"collections": frozenset({"c10", "c0"})},
+     lambda i, e: e.resource == "collections/c10" or (e.resource or "").startswith(
+         "collections/c0/")),
+    ({"policies": frozenset({"login"})}, lambda i, e: e.policy_name == "login"),
+    ({"collections": frozenset({"c1"}), "policies": frozenset({"identity_check"})},
+     lambda i, e: (e.resource or "").startswith("collections/c1/")
+     and e.policy_name == "identity_check"),
+    ({"collections": frozenset()}, lambda i, e: False),
+], ids=["one collection", "two collections", "one policy", "both", "empty scope"])
+def test_a_scoped_reader_lists_only_the_events_its_scope_covers(filled: Store, scope,
+                                                                 pred) -> None:
+    page, _ = audit_trail.list_events(AuditQuery(), 100, uow=filled.read_uow(),
+                                      reader=scoped_reader(**scope))
+    assert [r.seq for r in page] == expected(pred)
+
+
+def test_a_scoped_reader_gets_an_event_outside_its_scope_as_missing(filled: Store) -> None:
+    reader = scoped_reader(collections=frozenset({"c0"}))
+    inside = audit_trail.get_event(
+        audit_trail.list_events(AuditQuery(request_id="req-2"), 1, uow=filled.read_uow(),
+                                reader=SYSTEM)[0][0].id, uow=filled.read_uow(), reader=reader)
+    assert inside.event.resource.startswith("collections/c0/")
+    outside = audit_trail.list_events(AuditQuery(request_id="req-1"), 1,
+                                      uow=filled.read_uow(), reader=SYSTEM)[0][0]
+    with pytest.raises(access.OutOfScope) as refused:
+        audit_trail.get_event(outside.id, uow=filled.read_uow(), reader=reader)
+    with pytest.raises(NotFound) as missing:
+        audit_trail.get_event("no-such-event", uow=filled.read_uow(), reader=reader)
+    assert refused.value.code == missing.value.code == "not_found"
+
+
+def test_migration_0008_attributes_existing_events_and_keeps_the_trail_append_only(
+        filled: Store) -> None:
+    from sqlalchemy import select, text
+    from sqlalchemy.exc import DBAPIError
+
+    from faceapi.store.migrate import downgrade_engine
+    from faceapi.store.tables import audit_events
+
+    def attributed() -> dict[int, str | None]:
+        with filled.engine.connect() as conn:
+            rows = conn.execute(select(audit_events.c.seq, audit_events.c.collection_id))
+            return {row.seq: row.collection_id for row in rows}
+
+    at_append = attributed()
+    assert at_append[1] == "c1"
+    assert at_append[7] == "c10"
+    downgrade_engine(filled.engine, "0007_key_owners")
+    filled.upgrade()
+    # Filled again from each event's hashed content: the same as at append.
+    assert attributed() == at_append
+    with pytest.raises(DBAPIError), filled.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET outcome = 'x' WHERE seq = 1"))
+    with filled.read_uow() as uow:
+        from faceapi.audit import verify_chain
+
+        report = verify_chain(uow.audit.iter_events(), uow.audit.checkpoints(),
+                              [filled.signer.public_key])
+    assert report.ok, report.problem
