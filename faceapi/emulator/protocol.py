@@ -49,6 +49,9 @@ EXCEPTION_BY_CODE: dict[str, str] = {
     "no_face_in_source": "InvalidParameterException",
     "invalid_parameter": "InvalidParameterException",
     "validation_error": "InvalidParameterException",
+    # A 400 from werkzeug before the view: the body could not be read as JSON (the
+    # nesting guard in faceapi/api/deps.py), which Rekognition calls a serialization error.
+    "bad_request": "SerializationException",
     "consent_required": "InvalidParameterException",
     "engine_mismatch": "InvalidParameterException",
     "not_found": "ResourceNotFoundException",
