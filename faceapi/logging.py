@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from faceapi.config import Settings
+from faceapi.domain.audit import InvalidAuditEvent, check_text
 
 _REDACTED_KEYS = re.compile(
     r"(image|embedding|descriptor|vector|api_key|apikey|authorization|secret|password"
@@ -81,10 +82,23 @@ def configure_logging(settings: Settings) -> None:
 
 
 def new_request_id(incoming: str | None) -> str:
-    """Keep a caller's well-formed X-Request-ID, else make one."""
-    if incoming and _REQUEST_ID.match(incoming):
+    """Keep a caller's well-formed X-Request-ID, else make one.
+
+    The id goes into every audit event of the request, refusals included, so a value
+    the audit schema would refuse (a key-shaped `fa_...`, a long mixed-case run that
+    looks like encoded data) must never get this far: such a write would fail and the
+    refusal would go unrecorded. Those values are replaced, never stored or logged."""
+    if incoming and _REQUEST_ID.match(incoming) and _audit_safe(incoming):
         return incoming
     return uuid.uuid4().hex
+
+
+def _audit_safe(value: str) -> bool:
+    try:
+        check_text("request_id", value, limit=64)
+    except InvalidAuditEvent:
+        return False
+    return True
 
 
 def bind_request(request_id: str, **values: Any) -> None:

@@ -12,6 +12,7 @@ trail in its own transaction and logged, with the key's public id only, never th
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import structlog
@@ -21,7 +22,14 @@ from faceapi.api import sigv4
 from faceapi.api.deps import deps, request_id
 from faceapi.api.errors import error_response
 from faceapi.domain import access
-from faceapi.domain.audit import ANONYMOUS, Action, AuditEvent, check_text
+from faceapi.domain.audit import (
+    ANONYMOUS,
+    Action,
+    AuditEvent,
+    InvalidAuditEvent,
+    check_text,
+    validate_event,
+)
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.sigv4 import is_sigv4
 from faceapi.services.keys import AuthenticationFailed, authenticate
@@ -182,24 +190,56 @@ def record_refusal(action: Action, outcome: str, actor: AuditActor, endpoint: st
                    reason: str, details: dict[str, Any]) -> None:
     """Write one refusal to the audit trail in a transaction of its own (the request's
     own work, if any, has already rolled back). A failing write is logged, not raised:
-    the caller is refused either way."""
+    the caller is refused either way.
+
+    Every value the client chose (path, method, ids in details) is normalised first, so
+    no request can make this write fail and keep its refusal out of the trail; if the
+    event is still refused by the schema, a stripped event is written instead."""
     g.setdefault(_RECORDED, True)
-    path = request.path[:200]
+    safe_details: dict[str, Any] = {key: audit_safe_text(value, limit=128)
+                                    if isinstance(value, str) else value
+                                    for key, value in details.items()}
+    safe_details["method"] = audit_safe_text(request.method, limit=16)
+    safe_details["path"] = audit_safe_text(request.path, limit=200)
+    event = AuditEvent(action=action, outcome=outcome, actor=actor,
+                       resource=f"endpoint/{endpoint}" if endpoint else None,
+                       # Server-made or checked by new_request_id (faceapi/logging.py).
+                       request_id=request_id() or None, reason=reason,
+                       details=safe_details)
     try:
-        check_text("path", path)
-        details = {**details, "method": request.method, "path": path}
-    except Exception:
-        # An attacker-chosen path the audit schema refuses: keep the event, drop the path.
-        details = {**details, "method": request.method}
+        validate_event(event)
+    except InvalidAuditEvent as exc:
+        # A value we did not foresee: the refusal is still recorded, without it.
+        log.warning("auth_audit_stripped", action=action.value, error=str(exc)[:200])
+        event = AuditEvent(action=action, outcome=outcome, actor=actor,
+                           resource=f"endpoint/{endpoint}" if endpoint else None,
+                           request_id=uuid.uuid4().hex,
+                           reason=reason if _CODE_RE.match(reason) else "refused",
+                           details={"withheld": "fields refused by the audit schema"})
     try:
         with deps().store.uow() as uow:
-            uow.audit.append(AuditEvent(action=action, outcome=outcome, actor=actor,
-                                        resource=f"endpoint/{endpoint}" if endpoint else None,
-                                        request_id=request_id() or None, reason=reason,
-                                        details=details))
+            uow.audit.append(event)
             uow.commit()
     except Exception:
         log.exception("auth_audit_failed", action=action.value)
+
+
+# What survives of a client-chosen string in an audit event: printable ASCII of the
+# kinds URLs and ids use; anything else becomes "?".
+_UNSAFE_CHARS_RE = re.compile(r"[^A-Za-z0-9._~:/@!$&'()*+,;=%-]")
+WITHHELD = "[withheld]"
+
+
+def audit_safe_text(value: str, *, limit: int) -> str:
+    """A client-chosen string as an audit field may hold it: restricted to a safe
+    charset and truncated; one that still looks like a key or encoded data (which the
+    schema refuses, and which must not be stored anyway) is withheld entirely."""
+    text = _UNSAFE_CHARS_RE.sub("?", value[:limit])
+    try:
+        check_text("value", text, limit=limit)
+    except InvalidAuditEvent:
+        return WITHHELD
+    return text
 
 
 SECURITY_SCHEME = "bearerAuth"
