@@ -10,6 +10,7 @@ signature.
 
 from __future__ import annotations
 
+import hmac
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from faceapi.api.deps import EXTENSION_KEY
 from faceapi.domain.audit import SYSTEM
-from faceapi.services.keys import NewKey, create_key
+from faceapi.services.keys import NewKey, create_key, hash_key, key_id_of
 
 REGION = "us-east-1"
 
@@ -103,15 +104,33 @@ def rekognition_client(url: str, key: Signer, *, max_attempts: int = 3) -> Any:
     return key_session(key).client("rekognition", endpoint_url=url, config=config)
 
 
-def sigv4_headers(key: Signer, body: bytes, *, target: str, url: str = "http://localhost/",
+def holder_credentials(app: Flask, bearer: str) -> tuple[str, str]:
+    """The SigV4 credentials shown to whoever holds this Bearer key, read back from the
+    store (as only a test may); anything that is not a real key gets credentials nobody
+    issued. For tests that speak Bearer to every endpoint, the emulator included."""
+    key_id, secret = key_id_of(bearer), "not-the-sigv4-secret"
+    if key_id is None:
+        return "NoSuchId", secret
+    deps = app.extensions[EXTENSION_KEY]
+    with deps.store.read_uow() as uow:
+        key = uow.api_keys.get(key_id)
+        if key is not None and hmac.compare_digest(key.key_hash, hash_key(bearer)):
+            secret = uow.api_keys.sigv4_secret(key_id) or secret
+    return key_id, secret
+
+
+def sigv4_headers(key: Signer, body: bytes, *, target: str | None,
+                  url: str = "http://localhost/",
                   content_type: str = "application/x-amz-json-1.1",
                   signed_at: datetime | None = None) -> dict[str, str]:
     """The headers botocore's own SigV4 signer puts on a Rekognition request (for
     requests sent without boto3: Flask's test client, raw HTTP). `signed_at` signs as
     of another time, through botocore's clock at the boundary."""
     access_key_id, secret = _credentials(key)
-    request = AWSRequest(method="POST", url=url, data=body,
-                         headers={"Content-Type": content_type, "X-Amz-Target": target})
+    headers = {"Content-Type": content_type}
+    if target is not None:
+        headers["X-Amz-Target"] = target
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
     signer = SigV4Auth(Credentials(access_key_id, secret), "rekognition", REGION)
     if signed_at is None:
         signer.add_auth(request)

@@ -21,6 +21,7 @@ from werkzeug.test import TestResponse
 
 from faceapi.domain import access
 from tests.conftest import HeadersFactory, KeyFactory
+from tests.emulator_server import holder_credentials, sigv4_headers
 
 MISSING_ID = "matrix-missing-1"
 SKIP_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -53,7 +54,23 @@ def calls(app: Flask, *, collection_id: str = MISSING_ID) -> list[Call]:
 
 # The Rekognition-compatible endpoint answers refusals in AWS's shape (SDKs need it);
 # these are its 401 and 403.
-AWS_REFUSALS = {"UnrecognizedClientException": 401, "AccessDeniedException": 403}
+AWS_REFUSALS = {"UnrecognizedClientException": 401, "MissingAuthenticationTokenException": 401,
+                "IncompleteSignatureException": 401, "InvalidSignatureException": 401,
+                "AccessDeniedException": 403}
+EMULATOR = "rekognition.dispatch"
+
+
+def as_signed(client: FlaskClient, headers: dict[str, str], *,
+              target: str | None = None) -> dict[str, str]:
+    """The emulator takes SigV4, not Bearer: a Bearer header becomes a request signed
+    with the same key's SigV4 credentials (a key that is not usable signs with
+    credentials that are not, so the matrix asks the same question of both doors)."""
+    bearer = headers.get("Authorization", "").removeprefix("Bearer ")
+    if not bearer:
+        return {**headers, "Content-Type": "application/x-amz-json-1.1",
+                **({"X-Amz-Target": target} if target else {})}
+    return sigv4_headers(holder_credentials(client.application, bearer), b"{}",
+                         target=target)
 
 
 def outcome(response: TestResponse) -> int:
@@ -66,7 +83,9 @@ def outcome(response: TestResponse) -> int:
 
 def send(client: FlaskClient, call: Call, headers: dict[str, str] | None = None) -> int:
     kwargs: dict[str, object] = {"headers": headers or {}}
-    if call.method in ("POST", "PUT", "PATCH"):
+    if call.endpoint == EMULATOR:
+        kwargs = {"headers": as_signed(client, headers or {}), "data": b"{}"}
+    elif call.method in ("POST", "PUT", "PATCH"):
         kwargs["json"] = {}
     response = client.open(call.url, method=call.method, **kwargs)  # type: ignore[arg-type]
     assert response.status_code < 500, f"{call}: {response.status_code} {response.get_data()!r}"
@@ -192,9 +211,8 @@ def test_rekognition_operations_follow_their_own_role_table(
         pytest.skip("no Rekognition-compatible endpoint")
     failures = []
     for operation, roles in access.REKOGNITION_OPERATIONS.items():
-        response = client.post("/", data="{}", headers={
-            **auth_headers(role), "X-Amz-Target": f"RekognitionService.{operation}",
-            "Content-Type": "application/x-amz-json-1.1"})
+        response = client.post("/", data=b"{}", headers=as_signed(
+            client, auth_headers(role), target=f"RekognitionService.{operation}"))
         assert response.status_code < 500, operation
         status = outcome(response)
         if role in roles and status in (401, 403):
