@@ -27,12 +27,16 @@ blp = Blueprint("reviews", __name__, url_prefix="/v1/reviews",
                 description="Human review of consequential decisions")
 
 _STATUSES = [s.value for s in ReviewStatus]
+MAX_AGE_MINUTES = 10 * 366 * 24 * 60
 
 
 class ReviewListArgsSchema(Schema):
     status = fields.String(load_default="pending", validate=validate.OneOf([*_STATUSES, "all"]))
     policy = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
-    older_than_minutes = fields.Float(load_default=None, validate=validate.Range(min=0))
+    # Bounded (ten years) so "now minus this" stays a date: 1e12 overflowed into a 500.
+    # Float refuses nan and inf by itself (allow_nan defaults to False).
+    older_than_minutes = fields.Float(load_default=None,
+                                      validate=validate.Range(min=0, max=MAX_AGE_MINUTES))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     after = fields.String(load_default=None, validate=validate.Length(max=36),
                           metadata={"description": "the last id of the previous page"})

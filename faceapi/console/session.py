@@ -9,6 +9,7 @@ contents (key id, role, timestamps, CSRF token) cannot be forged by the browser.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +85,24 @@ def csrf_ok(session: Any, req: Request) -> bool:
 # list a copy of it taken before sign-out would stay usable until idle expiry; the
 # blob store is shared by every worker (the review evidence lives there too).
 ENDED_PREFIX = "console-sessions"
+
+
+# Where sign-in may send a person back to: a path inside the console, written in the
+# characters a URL path and query use. No scheme or host (https://evil, //evil), no
+# backslash (/\evil, which browsers read as //evil), no whitespace or control bytes
+# (CR/LF would split the Location header), no ".." segment.
+_CONSOLE_PATH_RE = re.compile(r"^/console(?:[/?#][A-Za-z0-9._~!$&'()*+,;=:@%/?#-]*)?$")
+MAX_NEXT_LENGTH = 2048
+
+
+def safe_console_path(target: str | None) -> str | None:
+    """`target` when it is a safe place to redirect to after sign-in, else None."""
+    if not target or len(target) > MAX_NEXT_LENGTH or not _CONSOLE_PATH_RE.match(target):
+        return None
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if "//" in path or ".." in path.split("/"):
+        return None
+    return target
 
 
 def new_session_id() -> str:

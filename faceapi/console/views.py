@@ -9,7 +9,6 @@ API, so the console can do nothing the signed-in key could not do over HTTP.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from flask import (
@@ -35,6 +34,7 @@ from faceapi.console.session import (
     expired,
     new_csrf_token,
     new_session_id,
+    safe_console_path,
     timestamp,
     was_ended,
 )
@@ -182,14 +182,9 @@ def _unexpected(exc: Exception) -> tuple[str, int] | Response:
 
 def _safe_next(target: str | None) -> str:
     """Only a path inside the console: an open redirect would let a phishing link
-    bounce a freshly signed-in reviewer to another site."""
-    if not target:
-        return url_for("console.home")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console") \
-            or target.startswith("//") or "\\" in target:
-        return url_for("console.home")
-    return target
+    bounce a freshly signed-in reviewer to another site, and CR/LF in the Location
+    header would be a 500 (or a split response)."""
+    return safe_console_path(target) or url_for("console.home")
 
 
 @bp.route("/signin", methods=["GET", "POST"])
