@@ -164,9 +164,9 @@ PERMISSIONS: dict[str, Rule] = {
 
 
 # Operations of the Rekognition-compatible endpoint (POST / with X-Amz-Target) -> roles.
-# Unknown operations: nobody. Analysis matches /v1/faces. Searches return raw 1:N
-# similarities outside any policy and human review, so they are operators' tools
-# (deduplication, checks); apps search through /v1 under a policy.
+# Unknown operations: nobody. Analysis matches /v1/faces. Searches decide under the
+# collection's bound search policy (its review included) but name no policy, so they
+# are operators' tools (deduplication, checks); apps search through /v1 under a policy.
 REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
     "DetectFaces": frozenset({APP, OPERATOR, ADMIN}),
     "CompareFaces": frozenset({APP, OPERATOR, ADMIN}),

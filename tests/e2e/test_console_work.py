@@ -29,7 +29,8 @@ def make_collection(server: Server) -> str:
     collection_id = ref("e2e")
     status, body = server.api("POST", "/v1/collections", key=server.keys["operator"],
                               body={"collection_id": collection_id,
-                                    "description": "console end-to-end test"})
+                                    "description": "console end-to-end test",
+                                    "policies": ["identity_check", "watchlist_search"]})
     assert status in (200, 201), body
     return collection_id
 

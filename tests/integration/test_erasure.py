@@ -56,7 +56,9 @@ def operator(auth_headers: HeadersFactory) -> dict[str, str]:
 
 @pytest.fixture
 def enrolled(client: FlaskClient, operator: dict[str, str], fake_engine: FakeEngine) -> str:
-    client.post("/v1/collections", json={"collection_id": "watch"}, headers=operator)
+    client.post("/v1/collections", headers=operator, json={
+        "collection_id": "watch",
+        "policies": ["identity_check", "login", "photo_tagging", "watchlist_search"]})
     for subject, vector in (("alice", ALICE), ("bob", BOB)):
         for _ in range(2):
             response = client.post("/v1/collections/watch/faces", headers=operator, json={
@@ -108,7 +110,8 @@ def test_erasing_a_subject_leaves_nothing_of_it_in_the_store_blobs_or_index(
     body = response.get_json()
     assert (body["DeletedFaceCount"], body["DeletedConsentCount"]) == (2, 1)
     assert body["DeletedOther"]["review_evidence"] == 1
-    assert body["DeletedOther"]["lockout"] == 1
+    # login's failures and identity_check's pending attempt: each policy's count
+    assert body["DeletedOther"]["lockout"] == 2
 
     for table in (faces, subjects, consents, lockouts):
         assert rows(app, table, "alice") == [], table.name

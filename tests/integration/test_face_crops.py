@@ -57,8 +57,11 @@ def operator(auth_headers: HeadersFactory) -> dict[str, str]:
 
 def create(client: FlaskClient, headers: dict[str, str], collection_id: str,
            **options: Any) -> None:
+    # Bound to every verify and search policy: these tests decide under several.
     response = client.post("/v1/collections", headers=headers,
-                           json={"collection_id": collection_id, **options})
+                           json={"collection_id": collection_id, "policies": [
+                               "identity_check", "login", "photo_tagging",
+                               "watchlist_search"], **options})
     assert response.status_code == 201, response.get_json()
 
 

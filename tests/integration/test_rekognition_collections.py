@@ -230,7 +230,8 @@ def test_a_consequential_verify_goes_to_review_with_the_candidates_crop(
         rig: Rig, photos: Photos) -> None:
     app, client, emulator, collection_id = rig.app, rig.client, rig.emulator, rig.collection_id
     operator = bearer(app, "operator")
-    client.post("/v1/collections", headers=operator, json={"collection_id": collection_id})
+    client.post("/v1/collections", headers=operator,
+                json={"collection_id": collection_id, "policies": ["identity_check"]})
     remote_consent(emulator, collection_id, "jack")
     face_id = enroll(client, operator, collection_id, "jack",
                      photos.jack_a)["FaceRecords"][0]["Face"]["FaceId"]
