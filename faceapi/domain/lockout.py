@@ -13,6 +13,7 @@ after the last failure or lock.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -100,4 +101,9 @@ class LockoutsRepo(Protocol):
 
     def for_subject(self, collection_id: str, subject_id: str) -> list[LockoutState]:
         """Every policy's state for one subject."""
+        ...
+
+    def for_subjects(self, collection_id: str,
+                     subject_ids: Sequence[str]) -> list[LockoutState]:
+        """Every policy's state for these subjects, in one read (a search's candidates)."""
         ...

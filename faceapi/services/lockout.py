@@ -41,8 +41,9 @@ def locked_subjects(uow: UnitOfWork, collection_id: str, subject_ids: Iterable[s
                     now: datetime) -> set[str]:
     """Which of these subjects are locked now (under any policy): searches leave them
     out of every answer, so a lock cannot be walked around by searching instead."""
-    return {s for s in set(subject_ids)
-            if subject_lock(uow, collection_id, s, now) is not None}
+    return {s.key.subject_id for s in uow.lockouts.for_subjects(collection_id,
+                                                                list(set(subject_ids)))
+            if s.retry_after(now) is not None}
 
 
 @dataclass(frozen=True)

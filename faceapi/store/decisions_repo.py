@@ -284,3 +284,11 @@ class SqlLockoutsRepo:
         stmt = select(lockouts).where(lockouts.c.collection_id == collection_id,
                                       lockouts.c.subject_id == subject_id)
         return [_lockout(row) for row in self._conn.execute(stmt)]
+
+    def for_subjects(self, collection_id: str,
+                     subject_ids: Sequence[str]) -> list[LockoutState]:
+        if not subject_ids:
+            return []
+        stmt = select(lockouts).where(lockouts.c.collection_id == collection_id,
+                                      lockouts.c.subject_id.in_(sorted(set(subject_ids))))
+        return [_lockout(row) for row in self._conn.execute(stmt)]
