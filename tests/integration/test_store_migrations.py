@@ -133,3 +133,26 @@ def test_0007_gives_existing_keys_their_name_as_owner_and_the_bootstrap_key_boot
     with store.engine.connect() as conn:
         owners = dict(conn.execute(text("SELECT id, owner FROM api_keys")).all())
     assert owners == {"BootKey1": "bootstrap", "AppKey01": "door app"}
+
+
+@pytest.mark.parametrize(("configured", "bound"), [
+    (None, "login,photo_tagging"),
+    ("watchlist_search, identity_check", "identity_check,watchlist_search"),
+])
+def test_0006_binds_existing_collections_to_the_default_binding(
+        store: Store, monkeypatch: pytest.MonkeyPatch, configured: str | None,
+        bound: str) -> None:
+    from datetime import UTC, datetime
+
+    if configured is not None:
+        monkeypatch.setenv("FACEAPI_DEFAULT_COLLECTION_POLICIES", configured)
+    downgrade_engine(store.engine, "0005_face_crops")
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO collections (collection_id, description, engine, "
+                          "model_version, version, consent_required, keep_face_crops, "
+                          "created_at) VALUES ('old', '', 'fake', 'fake-1', 0, true, true, "
+                          ":at)"), {"at": datetime(2026, 1, 1, tzinfo=UTC)})
+    store.upgrade()
+    with store.engine.connect() as conn:
+        policies = conn.execute(text("SELECT policies FROM collections")).scalar_one()
+    assert policies == bound
