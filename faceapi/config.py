@@ -96,6 +96,9 @@ class Settings:
     # client cannot spoof its address for rate limits or claim HTTPS.
     proxy_hops: int = 0
     secret_key: str = ""  # console session signing; default generated in data_dir
+    # Path to the server key that seals stored SigV4 secrets (faceapi/secret_box.py);
+    # default generated in data_dir as credentials.key.
+    credentials_key_file: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,9 +107,6 @@ class Settings:
                 f"FACEAPI_ENV: expected development|production|test, got {self.env!r}")
         if self.log_format not in ("", "json", "console"):
             raise ConfigError(f"FACEAPI_LOG_FORMAT: expected json|console, got {self.log_format!r}")
-    # Path to the server key that seals stored SigV4 secrets (faceapi/secret_box.py);
-    # default generated in data_dir as credentials.key.
-    credentials_key_file: str = ""
         if self.engine not in ("local", "rekognition"):
             raise ConfigError(f"FACEAPI_ENGINE: expected local|rekognition, got {self.engine!r}")
         if self.detector not in ("hog", "cnn"):

@@ -182,6 +182,9 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
     Column("last_used_at", DateTime(timezone=True)),
     Column("created_by", String(64)),
+    # Revision 0009_sigv4_secrets: the key's SigV4 secret access key, sealed with the
+    # server key (faceapi/secret_box.py), never in clear; NULL for keys made before it.
+    Column("sigv4_secret_sealed", Text),
 )
 
 # --- Decisions, reviews, lockouts (revision 0004_decisions) ----------------------------
@@ -189,9 +192,6 @@ api_keys = Table(
 # evidence (probe image, face crops) lives in the blob store, never in these rows.
 decisions = Table(
     "decisions", metadata,
-    # Revision 0009_sigv4_secrets: the key's SigV4 secret access key, sealed with the
-    # server key (faceapi/secret_box.py), never in clear; NULL for keys made before it.
-    Column("sigv4_secret_sealed", Text),
     Column("id", String(36), primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("outcome", String(32), nullable=False),
