@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,14 +14,14 @@ REKOGNITION_MAX_IMAGE_BYTES = 5 * 1024 * 1024
 
 
 def decoded_bytes(width: int, height: int, *, channels: int, bytes_per_sample: int,
-                  frames: int = 1, decoder_bytes_per_pixel: int = 0) -> int:
+                  frames: int = 1, decoder_bytes_per_pixel: float = 0) -> int:
     """What an image costs once decoded: pixels x channels x bytes per sample, for
     every frame it declares, plus the whole-image working memory its decoder needs per
     pixel for the one frame decoded (a progressive JPEG's coefficients, WebP's canvas).
     The intake compares this, read from the header, with `max_decoded_bytes` before
     decoding anything."""
     samples = channels * bytes_per_sample * max(1, frames)
-    return width * height * (samples + decoder_bytes_per_pixel)
+    return math.ceil(width * height * (samples + decoder_bytes_per_pixel))
 
 
 @dataclass(frozen=True, eq=False)

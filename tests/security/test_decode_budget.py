@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,9 +167,28 @@ def test_the_cost_is_read_from_the_header_of_each_format() -> None:
     # WebP: libwebp's RGBA canvas and the frame copy Pillow receives, 12 bytes a pixel.
     assert decode_cost(_opened(crafted.webp_lossless_flat(100, "RGB"))) == 100 * 100 * 15
     assert decode_cost(_opened(crafted.webp_animated(100, 3))) == 100 * 100 * (3 * 3 + 12)
-    # A progressive JPEG also pays 2 bytes per sample of each component for its
-    # coefficient buffer.
-    assert decode_cost(_opened(crafted.jpeg_flat(100, progressive=True))) == 100 * 100 * 9
+    # A progressive JPEG also pays 2 bytes per coefficient for its coefficient buffer,
+    # each component at its own resolution: 1.5 samples a pixel at 4:2:0 (Pillow's
+    # default), 3 at 4:4:4.
+    assert decode_cost(_opened(crafted.jpeg_flat(100, progressive=True))) == 100 * 100 * 6
+    progressive_444 = _pillow_jpeg(100, progressive=True, subsampling=0)
+    assert decode_cost(_opened(progressive_444)) == 100 * 100 * 9
+
+
+def _pillow_jpeg(side: int, **save: Any) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 120, 150)).save(buffer, "JPEG", **save)
+    return buffer.getvalue()
+
+
+def test_an_ordinary_14_megapixel_progressive_phone_photo_is_within_the_budget() -> None:
+    # The shared set's img40.jpg (3061x4600, progressive 4:2:0) was refused when every
+    # component was costed at full resolution (126.7 MB against the 120 MB default).
+    buffer = io.BytesIO()
+    Image.new("RGB", (3061, 4600), (90, 120, 150)).save(buffer, "JPEG", quality=30,
+                                                        progressive=True)
+    assert decode_cost(_opened(buffer.getvalue())) == 3061 * 4600 * 6
+    assert Settings().max_decoded_bytes >= 3061 * 4600 * 6
 
 
 def test_the_limit_is_a_setting_and_the_message_says_it() -> None:
