@@ -17,6 +17,7 @@ from PIL import Image
 from faceapi.app import create_app
 from faceapi.config import Settings
 from tests.fakes import FakeClock, FakeEngine
+from tests.support.databases import build_sqlite_template, copy_sqlite_template, sqlite_path
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_FACES = REPO / "tests" / "data" / "faces"
@@ -62,8 +63,22 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to head once per session; tests get copies of it
+    (tests/support/databases.py)."""
+    return build_sqlite_template(tmp_path_factory.mktemp("template") / "faceapi.db")
+
+
 @pytest.fixture
-def app(settings: Settings, fake_engine: FakeEngine, clock: FakeClock) -> Iterator[Flask]:
+def app(request: pytest.FixtureRequest, settings: Settings, fake_engine: FakeEngine,
+        clock: FakeClock) -> Iterator[Flask]:
+    # A SQLite database that does not exist yet starts as a copy of the migrated
+    # template (what create_app's own migration would make, without its cost).
+    path = sqlite_path(settings.resolved_database_url)
+    if path is not None and not path.exists() \
+            and request.node.get_closest_marker("empty_database") is None:
+        copy_sqlite_template(request.getfixturevalue("sqlite_template"), path)
     app = create_app(settings, engine=fake_engine, clock=clock)
     yield app
     # Close the pool now: PostgreSQL connections left to the garbage collector warn.

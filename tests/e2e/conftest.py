@@ -36,6 +36,18 @@ WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 KEY_RE = re.compile(r"\bfa_[A-Za-z0-9]+_[A-Za-z0-9]+\b")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under pytest-xdist (`make test` runs `--dist loadgroup`) the browser tests stay in
+    # one worker: they share the session's gunicorn and chromium, which every worker
+    # would otherwise start (and load the engine's models into) again.
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
 def chromium_path() -> str | None:
     configured = os.environ.get("FACEAPI_TEST_CHROMIUM")
     if configured:

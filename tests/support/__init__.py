@@ -1,0 +1,1 @@
+"""Plumbing shared by the test suites (not tests themselves)."""
