@@ -30,7 +30,7 @@ def make_collection(server: Server) -> str:
     status, body = server.api("POST", "/v1/collections", key=server.keys["operator"],
                               body={"collection_id": collection_id,
                                     "description": "console end-to-end test",
-                                    "policies": ["identity_check", "watchlist_search"]})
+                                    "policies": ["login", "identity_check", "watchlist_search"]})
     assert status in (200, 201), body
     return collection_id
 
