@@ -1,3 +1,3 @@
-from faceapi.app import create_app
+from faceapi.entrypoints.web.app import create_app
 
 app = create_app()

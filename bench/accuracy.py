@@ -8,7 +8,7 @@ then every pair of PAIRS.csv and every pair formed from LABELS.csv (identity set
 not `none`) is scored by euclidean descriptor distance. Printed and written to
 bench/results/accuracy.json: images without a face, ROC AUC, EER, FNMR at FMR 1e-2 and
 1e-3, per source, for both engines; the calibration table (written to
-faceapi/engines/local/calibration.json); the detector-score to confidence fit; the
+faceapi/adapters/engines/local/calibration.json); the detector-score to confidence fit; the
 similarity threshold for FMR <= 1e-3.
 
 The baseline is dlib used the plain way: PIL decode without EXIF handling,
@@ -32,24 +32,24 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from faceapi.config import KNOWN_FORMATS, Settings
-from faceapi.domain.faces import OrientationCorrection
-from faceapi.engines.local import LocalEngine
-from faceapi.engines.local import attributes as attrs
-from faceapi.engines.local.detection import (
+from faceapi.adapters.engines.local import LocalEngine
+from faceapi.adapters.engines.local import attributes as attrs
+from faceapi.adapters.engines.local.detection import (
     HOG_SCORE_THRESHOLD,
     downscale,
     raw_detections,
     score_to_confidence,
 )
-from faceapi.engines.local.engine import DESCRIPTOR_ALIGNMENT, DESCRIPTOR_JITTERS
-from faceapi.engines.local.models import Models, load_models
-from faceapi.engines.local.similarity import (
+from faceapi.adapters.engines.local.engine import DESCRIPTOR_ALIGNMENT, DESCRIPTOR_JITTERS
+from faceapi.adapters.engines.local.models import Models, load_models
+from faceapi.adapters.engines.local.similarity import (
     CALIBRATION_FILE,
     SimilarityMap,
     calibration_document,
 )
-from faceapi.images import decode_image
+from faceapi.adapters.images import decode_image
+from faceapi.config import KNOWN_FORMATS, Settings
+from faceapi.domain.faces import OrientationCorrection
 
 if __package__ in (None, ""):  # run as a script (`python bench/accuracy.py`, make bench)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

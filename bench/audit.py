@@ -28,9 +28,9 @@ try:
 except ModuleNotFoundError:  # run as a script: bench/ is on sys.path, the repo is not
     from common import environment, table, write_json  # type: ignore[no-redef]
 
+from faceapi.adapters.store import Store
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
-from faceapi.store import Store
 
 
 def event(i: int) -> AuditEvent:

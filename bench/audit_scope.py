@@ -18,11 +18,11 @@ try:
 except ModuleNotFoundError:  # run as a script: bench/ is on sys.path, the repo is not
     from audit import postgres_store, sqlite_store  # type: ignore[no-redef]
 
+from faceapi.adapters.store import Store
+from faceapi.adapters.store.migrate import downgrade_engine
 from faceapi.domain import access
 from faceapi.domain.audit import SYSTEM, Action, Actor, AuditEvent, AuditQuery
 from faceapi.services import audit_trail
-from faceapi.store import Store
-from faceapi.store.migrate import downgrade_engine
 
 
 def fill(store: Store, events: int) -> None:

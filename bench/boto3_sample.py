@@ -49,10 +49,10 @@ def local_server() -> Iterator[tuple[str, tuple[str, str]]]:
     """faceapi on a free port with a fresh database; yields (url, operator credentials)."""
     from werkzeug.serving import make_server
 
-    from faceapi.api.deps import EXTENSION_KEY
-    from faceapi.app import create_app
     from faceapi.config import Settings
     from faceapi.domain.audit import SYSTEM
+    from faceapi.entrypoints.web.api.deps import EXTENSION_KEY
+    from faceapi.entrypoints.web.app import create_app
     from faceapi.services.keys import NewKey, create_key
 
     with tempfile.TemporaryDirectory(prefix="faceapi-sample-") as tmp:

@@ -34,9 +34,9 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import environment, table, write_json
+from faceapi.adapters.images import decode_image
 from faceapi.config import KNOWN_FORMATS, Settings
 from faceapi.domain.errors import FaceApiError
-from faceapi.images import decode_image
 
 SIDE = 6300  # 39.7 million pixels: just under the default 40 million pixel cap
 PEAK_LIMIT_MB = 600.0

@@ -24,10 +24,10 @@ import time
 import uuid
 from pathlib import Path
 
+from faceapi.adapters.engines.local import LocalEngine
+from faceapi.adapters.images import decode_image
 from faceapi.config import KNOWN_FORMATS, Settings
 from faceapi.domain.faces import Attributes
-from faceapi.engines.local import LocalEngine
-from faceapi.images import decode_image
 
 if __package__ in (None, ""):  # run as a script (`python bench/latency.py`, make bench)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import environment, faces_dir, table, write_json
 from faceapi.config import Settings
 from faceapi.domain.errors import FaceApiError
-from faceapi.engines.local.detection import _SEARCH_ORDER, _boxes, downscale
-from faceapi.engines.local.models import Models, load_models
-from faceapi.images import decode_image
+from faceapi.adapters.engines.local.detection import _SEARCH_ORDER, _boxes, downscale
+from faceapi.adapters.engines.local.models import Models, load_models
+from faceapi.adapters.images import decode_image
 
 SKIP_SUFFIXES = (".csv", ".md", ".txt")
 

@@ -1,4 +1,4 @@
-"""Search index benchmark: brute force (faceapi.search.index) against ANN libraries.
+"""Search index benchmark: brute force (faceapi.adapters.search.index) against ANN libraries.
 
     python -m bench.search [--sizes 10000,100000,1000000] [--queries 200] [--out FILE]
 
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from faceapi.search.index import nearest, snapshot_from_rows
+from faceapi.adapters.search.index import nearest, snapshot_from_rows
 
 if __package__ in (None, ""):  # run as a script (`python bench/search.py`, make bench)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

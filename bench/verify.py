@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import environment, faces_dir, read_csv, write_json
-from faceapi.blobs import DirectoryBlobStore
+from faceapi.adapters.blobs import DirectoryBlobStore
+from faceapi.adapters.engines.base import FaceEngine
+from faceapi.adapters.engines.factory import build_engine
+from faceapi.adapters.policy_files import load_policies
+from faceapi.adapters.store import Store
 from faceapi.config import Settings
 from faceapi.domain.access import Actor
 from faceapi.domain.clock import SystemClock
@@ -38,9 +42,6 @@ from faceapi.domain.decisions import Decision, Outcome
 from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import PolicySet
-from faceapi.engines.base import FaceEngine
-from faceapi.engines.factory import build_engine
-from faceapi.policy_files import load_policies
 from faceapi.services.collections import (
     CreateCollectionRequest,
     create_collection,
@@ -48,7 +49,6 @@ from faceapi.services.collections import (
 )
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.verify import VerifyRequest, verify
-from faceapi.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTION = "bench"

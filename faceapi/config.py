@@ -96,7 +96,7 @@ class Settings:
     # client cannot spoof its address for rate limits or claim HTTPS.
     proxy_hops: int = 0
     secret_key: str = ""  # console session signing; default generated in data_dir
-    # Path to the server key that seals stored SigV4 secrets (faceapi/secret_box.py);
+    # Path to the server key that seals stored SigV4 secrets (faceapi/adapters/secret_box.py);
     # default generated in data_dir as credentials.key.
     credentials_key_file: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)

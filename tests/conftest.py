@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from faceapi.app import create_app
 from faceapi.config import Settings
+from faceapi.entrypoints.web.app import create_app
 from tests.fakes import FakeClock, FakeEngine
 from tests.support.databases import build_sqlite_template, copy_sqlite_template, sqlite_path
 

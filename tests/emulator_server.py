@@ -25,8 +25,8 @@ from botocore.credentials import Credentials
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from faceapi.api.deps import EXTENSION_KEY
 from faceapi.domain.audit import SYSTEM
+from faceapi.entrypoints.web.api.deps import EXTENSION_KEY
 from faceapi.services.keys import NewKey, create_key, hash_key, key_id_of
 
 REGION = "us-east-1"

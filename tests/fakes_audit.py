@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import TracebackType
 
-from faceapi.audit import compute_hash
 from faceapi.domain.audit import (
     GENESIS_HASH,
     AuditEvent,
@@ -22,6 +21,7 @@ from faceapi.domain.audit import (
     RecordedEvent,
     validate_event,
 )
+from faceapi.domain.audit_chain import compute_hash
 
 
 @dataclass

@@ -5,7 +5,7 @@ Deny by default: an endpoint missing from `PERMISSIONS` is refused for everyone,
 tests/unit/test_access_table.py walks the app's URL map so a new endpoint that nobody
 added here fails the build instead of shipping unprotected.
 
-No Flask here: the API layer (faceapi/api/auth.py) looks rules up by endpoint name;
+No Flask here: the API layer (faceapi/entrypoints/web/api/auth.py) looks rules up by endpoint name;
 services call `require_collection_access` / `require_policy_access` / `require_role`.
 """
 
@@ -56,7 +56,7 @@ class Access(Enum):
 
     # No key needed: liveness/readiness probes and the API description.
     PUBLIC = "public"
-    # The web console authenticates with its own session cookie (faceapi/console/),
+    # The web console authenticates with its own session cookie (faceapi/entrypoints/web/console/),
     # exchanging an API key through faceapi.services.keys.authenticate.
     CONSOLE = "console"
 
@@ -181,7 +181,7 @@ REKOGNITION_OPERATIONS: dict[str, frozenset[str]] = {
     "SearchFaces": _OPERATOR_PLUS,
 }
 
-# The console's view of the table (faceapi/console/access.py reads it).
+# The console's view of the table (faceapi/entrypoints/web/console/access.py reads it).
 CONSOLE_PAGES: dict[str, frozenset[str]] = {
     endpoint: rule.roles for endpoint, rule in PERMISSIONS.items()
     if isinstance(rule, ConsolePage)

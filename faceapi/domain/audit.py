@@ -2,8 +2,8 @@
 records, the event as stored (with its place in the hash chain), and the value checks
 that keep images, embeddings and API keys out of the trail.
 
-Nothing here touches SQL or Flask; `faceapi/audit.py` hashes, signs and verifies, and
-`faceapi/store/audit_repo.py` writes.
+Nothing here touches SQL or Flask; `faceapi/domain/audit_chain.py` hashes, signs and verifies, and
+`faceapi/adapters/store/audit_repo.py` writes.
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ def quality_reasons(detail: FaceDetail, level: QualityFilter) -> list[UnindexedR
 
 
 # --- Repository ports ----------------------------------------------------------------
-# The store implements these (faceapi/store/collections_repo.py); the unit of work
+# The store implements these (faceapi/adapters/store/collections_repo.py); the unit of work
 # exposes them as `uow.collections`, `uow.subjects`, `uow.faces`, `uow.consents`.
 
 class CollectionsRepo(Protocol):

@@ -335,7 +335,7 @@ def erasure() -> Resolution:
     return Resolution(ReviewStatus.ERASED, Outcome.REJECTED, (Reason.SUBJECT_ERASED,))
 
 
-# --- Repository ports (faceapi/store/decisions_repo.py; `uow.decisions`, `uow.reviews`)
+# --- Repository ports (faceapi/adapters/store/decisions_repo.py; `uow.decisions`, `uow.reviews`)
 
 class DecisionsRepo(Protocol):
     def add(self, decision: Decision) -> None:

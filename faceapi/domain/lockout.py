@@ -75,7 +75,7 @@ def locked_error(state: LockoutState, now: datetime) -> Locked:
 
 
 class LockoutsRepo(Protocol):
-    """Lockout state in the store (faceapi/store/decisions_repo.py; `uow.lockouts`)."""
+    """Lockout state in the store (faceapi/adapters/store/decisions_repo.py; `uow.lockouts`)."""
 
     def get(self, key: LockoutKey) -> LockoutState | None:
         """The state of one key, or None."""

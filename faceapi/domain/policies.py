@@ -1,6 +1,6 @@
 """Policies: the rule for one use case (verify, search or compare), as plain values.
 
-A policy is read from `policies/<name>.yaml` by faceapi/policy_files.py (YAML +
+A policy is read from `policies/<name>.yaml` by faceapi/adapters/policy_files.py (YAML +
 marshmallow, which the domain may not import); this module holds the model, the
 invariants every policy must keep, the canonical form and its version, and the
 quality gate. The invariants are checked here as well as in the schema so that a

@@ -5,7 +5,7 @@ Written from AWS's published description of SigV4 ("Create a signed AWS API
 request": canonical request, string to sign, signing key kSecret -> kDate -> kRegion ->
 kService -> kSigning) and checked against AWS's published example values and against
 botocore's signer in tests/security/test_sigv4.py. No Flask here: the API layer
-(faceapi/api/sigv4.py) hands in what arrived on the wire, byte for byte.
+(faceapi/entrypoints/web/api/sigv4.py) hands in what arrived on the wire, byte for byte.
 """
 
 from __future__ import annotations

@@ -23,19 +23,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from faceapi.audit import (
+from faceapi.domain import access
+from faceapi.domain.audit import Action, Actor, AuditEvent, AuditQuery, Checkpoint, RecordedEvent
+from faceapi.domain.audit_chain import Problem, VerifyReport, format_time, verify_chain
+from faceapi.domain.audit_export import (
     CSV_COLUMNS,
-    Problem,
-    VerifyReport,
     csv_checkpoint_row,
     csv_row,
     export_header,
-    format_time,
     jsonl_lines,
-    verify_chain,
 )
-from faceapi.domain import access
-from faceapi.domain.audit import Action, Actor, AuditEvent, AuditQuery, Checkpoint, RecordedEvent
 from faceapi.domain.errors import NotFound
 from faceapi.services.ports import AuditUnitOfWork
 

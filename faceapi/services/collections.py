@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from faceapi.blobs import BlobStore
+from faceapi.adapters.blobs import BlobStore
+from faceapi.adapters.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.domain.access import (
     ADMIN,
     Forbidden,
@@ -32,7 +33,6 @@ from faceapi.domain.collections import (
 )
 from faceapi.domain.errors import FaceApiError, InvalidParameter, NotFound
 from faceapi.domain.policies import PolicySet, check_binding
-from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.services.erase import (
     ErasedData,
     SubjectEraser,

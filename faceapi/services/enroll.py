@@ -7,7 +7,14 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from faceapi.blobs import BlobStore
+from faceapi.adapters.blobs import BlobStore
+from faceapi.adapters.engines.base import (
+    FaceCollections,
+    FaceEngine,
+    NotIndexedFace,
+    remote_collections,
+)
+from faceapi.adapters.images import decode_image
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
@@ -24,13 +31,6 @@ from faceapi.domain.collections import (
 from faceapi.domain.errors import InvalidParameter
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
 from faceapi.domain.images import DecodedImage
-from faceapi.engines.base import (
-    FaceCollections,
-    FaceEngine,
-    NotIndexedFace,
-    remote_collections,
-)
-from faceapi.images import decode_image
 from faceapi.services.collections import (
     ConsentInput,
     check_consent_reference,

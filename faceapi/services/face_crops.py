@@ -29,7 +29,7 @@ import numpy.typing as npt
 import structlog
 from PIL import Image
 
-from faceapi.blobs import BlobStore
+from faceapi.adapters.blobs import BlobStore
 from faceapi.domain.decisions import Candidate
 from faceapi.domain.faces import BoundingBox, OrientationCorrection
 from faceapi.domain.images import DecodedImage

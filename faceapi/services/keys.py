@@ -19,13 +19,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from faceapi.adapters.private_files import write_private_file
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey, InvalidScope
 from faceapi.domain.audit import API_KEY_RE, Action, AuditEvent
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.clock import Clock
 from faceapi.domain.errors import Conflict, FaceApiError, InvalidParameter, NotFound
-from faceapi.private_files import write_private_file
 from faceapi.services.ports import UnitOfWork, UnitOfWorkFactory
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -81,7 +81,7 @@ class NewKey:
 class CreatedKey:
     """The stored key and the key itself, which exists only in this value; with its
     SigV4 secret access key for the Rekognition-compatible endpoint (the access key id
-    is `key.id`), shown once like the key and kept only sealed (faceapi/secret_box.py)."""
+    is `key.id`), shown once like the key and kept only sealed (faceapi/adapters/secret_box.py)."""
 
     key: ApiKey
     secret: str

@@ -1,10 +1,10 @@
 """Ports the services type against: the unit of work and its repositories.
 
 Free of SQLAlchemy and Flask on purpose: services and their unit tests import only
-this. The SQLAlchemy adapters live in faceapi/store/; fakes in tests/fakes.py.
+this. The SQLAlchemy adapters live in faceapi/adapters/store/; fakes in tests/fakes.py.
 
 To add a repository: declare its Protocol here, add a read-only property with the same
-name to `UnitOfWork` below, and implement it in faceapi/store/ (see store/uow.py).
+name to `UnitOfWork` below, and implement it in faceapi/adapters/store/ (see store/uow.py).
 """
 
 from __future__ import annotations

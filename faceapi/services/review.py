@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from faceapi.blobs import BlobStore
+from faceapi.adapters.blobs import BlobStore
 from faceapi.domain.access import (
     ADMIN,
     APP,

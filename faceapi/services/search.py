@@ -13,7 +13,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from faceapi.blobs import BlobStore
+from faceapi.adapters.blobs import BlobStore
+from faceapi.adapters.engines.base import FaceCollections, FaceEngine, remote_collections
+from faceapi.adapters.images import decode_image
+from faceapi.adapters.search.index import SearchIndex
 from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
@@ -32,9 +35,6 @@ from faceapi.domain.errors import NoFaceInSource, NotFound
 from faceapi.domain.faces import FaceDetail
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Operation, Policy, PolicySet, strictest_bound
-from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
-from faceapi.images import decode_image
-from faceapi.search.index import SearchIndex
 from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import locked_subjects

@@ -44,7 +44,8 @@ UNRECOGNIZED_MESSAGE = "The security token included in the request is invalid."
 
 class SignatureRefused(AuthenticationFailed):
     """A SigV4 request refused. `code` picks the AWS exception the emulator answers
-    with (faceapi/emulator/protocol.py); `reason` is for the audit trail and logs."""
+    with (faceapi/entrypoints/web/emulator/protocol.py); `reason` is for the audit trail and
+    logs."""
 
     def __init__(self, code: str, reason: str, message: str, *, key_id: str | None = None,
                  role: str | None = None) -> None:

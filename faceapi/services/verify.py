@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from faceapi.blobs import BlobStore
+from faceapi.adapters.blobs import BlobStore
+from faceapi.adapters.engines.base import FaceCollections, FaceEngine, remote_collections
+from faceapi.adapters.images import decode_image
 from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
@@ -41,8 +43,6 @@ from faceapi.domain.policies import (
     ReviewMode,
     quality_reasons,
 )
-from faceapi.engines.base import FaceCollections, FaceEngine, remote_collections
-from faceapi.images import decode_image
 from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import apply_result, audit_lock, subject_lock

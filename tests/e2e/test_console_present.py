@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from faceapi.console.present import age, policy_rules, stacked_bars
-from faceapi.policy_files import load_policies
+from faceapi.adapters.policy_files import load_policies
+from faceapi.entrypoints.web.console.present import age, policy_rules, stacked_bars
 
 pytestmark = pytest.mark.e2e
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -78,7 +78,7 @@ def test_every_console_page_opens_for_exactly_the_roles_of_its_api() -> None:
 
 
 def test_candidate_crops_are_found_by_face_id_and_nothing_else_is() -> None:
-    from faceapi.console.review_pages import candidate_images
+    from faceapi.entrypoints.web.console.review_pages import candidate_images
 
     names = ("probe.jpg", "probe_face.jpg", "candidate_f-1.jpg", "candidate_f/2.jpg",
              "other.jpg", "candidate_.jpg")

@@ -11,10 +11,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.app import create_app
 from faceapi.config import Settings
-from faceapi.console.session import SIGNING_FILE_NAME, load_or_create_secret_key
 from faceapi.domain.audit import Actor
+from faceapi.entrypoints.web.app import create_app
+from faceapi.entrypoints.web.console.session import SIGNING_FILE_NAME, load_or_create_secret_key
 from faceapi.services import keys
 from tests.fakes import FakeClock, FakeEngine
 

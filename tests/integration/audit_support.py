@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
+from faceapi.adapters.store import Store
 from faceapi.domain.audit import Action, Actor, AuditEvent
-from faceapi.store import Store
 
 
 def sample_event(i: int) -> AuditEvent:

@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from faceapi.adapters.store import Store, db
 from faceapi.config import Settings
-from faceapi.store import Store, db
 from tests.support.databases import PgSchemas, copy_sqlite_template
 
 PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -12,10 +12,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.audit import load_public_key, read_jsonl_export, verify_export
+from faceapi.adapters.store import Store
 from faceapi.domain.audit import AuditQuery
+from faceapi.domain.audit_chain import load_public_key
+from faceapi.domain.audit_export import read_jsonl_export, verify_export
 from faceapi.services import audit_trail
-from faceapi.store import Store
 from tests.integration.audit_support import drop_append_only_triggers, sample_event
 
 

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+from faceapi.adapters.store import Store
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
-from faceapi.store import Store
 
 PER_WORKER = 100
 

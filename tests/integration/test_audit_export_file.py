@@ -11,10 +11,15 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from faceapi.audit import compute_hash, public_key_pem, record_from_json, record_to_json
-from faceapi.audit_cli import audit
+from faceapi.adapters.store import Store
 from faceapi.config import Settings
-from faceapi.store import Store
+from faceapi.domain.audit_chain import (
+    compute_hash,
+    public_key_pem,
+    record_from_json,
+    record_to_json,
+)
+from faceapi.entrypoints.cli.audit import audit
 from tests.integration.audit_support import fill
 
 N = 1000

@@ -12,10 +12,10 @@ from flask import Flask
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from faceapi.app import create_app
+from faceapi.adapters.store import Store
+from faceapi.adapters.store.tables import audit_events
 from faceapi.config import Settings
-from faceapi.store import Store
-from faceapi.store.tables import audit_events
+from faceapi.entrypoints.web.app import create_app
 
 # 100+ characters of the base64 alphabet: no id, digest or path in our output is that long.
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{100,}={0,2}")

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from faceapi.adapters.store import Store
 from faceapi.domain import access
 from faceapi.domain.audit import SYSTEM, Action, Actor, AuditEvent, AuditQuery
 from faceapi.domain.errors import NotFound
 from faceapi.services import audit_trail
-from faceapi.store import Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -148,8 +148,8 @@ def test_migration_0008_attributes_existing_events_and_keeps_the_trail_append_on
     from sqlalchemy import select, text
     from sqlalchemy.exc import DBAPIError
 
-    from faceapi.store.migrate import downgrade_engine
-    from faceapi.store.tables import audit_events
+    from faceapi.adapters.store.migrate import downgrade_engine
+    from faceapi.adapters.store.tables import audit_events
 
     def attributed() -> dict[int, str | None]:
         with filled.engine.connect() as conn:
@@ -166,7 +166,7 @@ def test_migration_0008_attributes_existing_events_and_keeps_the_trail_append_on
     with pytest.raises(DBAPIError), filled.engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET outcome = 'x' WHERE seq = 1"))
     with filled.read_uow() as uow:
-        from faceapi.audit import verify_chain
+        from faceapi.domain.audit_chain import verify_chain
 
         report = verify_chain(uow.audit.iter_events(), uow.audit.checkpoints(),
                               [filled.signer.public_key])

@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Connection, select, text
 
-from faceapi.audit import checkpoint_to_json, compute_hash
-from faceapi.audit_cli import audit
+from faceapi.adapters.store import Store
+from faceapi.adapters.store.audit_repo import as_utc, event_row
+from faceapi.adapters.store.tables import audit_events
 from faceapi.config import Settings
 from faceapi.domain.audit import RecordedEvent
-from faceapi.store import Store
-from faceapi.store.audit_repo import as_utc, event_row
-from faceapi.store.tables import audit_events
+from faceapi.domain.audit_chain import checkpoint_to_json, compute_hash
+from faceapi.entrypoints.cli.audit import audit
 from tests.integration.audit_support import drop_append_only_triggers, fill, sample_event
 
 N = 1000

@@ -16,9 +16,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
+from faceapi.adapters.store.tables import api_keys, audit_events
 from faceapi.config import Settings
 from faceapi.domain import access
-from faceapi.store.tables import api_keys, audit_events
 from tests.conftest import HeadersFactory, KeyFactory, solid_image
 
 DETECT = "/v1/faces/detect"
@@ -216,7 +216,7 @@ def test_openapi_documents_the_bearer_scheme_and_each_operations_roles(
 
 def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from faceapi.cli import cli
+    from faceapi.entrypoints.cli import cli
 
     data_dir = tmp_path / "data"
     monkeypatch.setenv("FACEAPI_DATA_DIR", str(data_dir))
@@ -261,7 +261,7 @@ def test_bootstrap_creates_the_first_admin_key_once(tmp_path: Path,
     assert refused.exit_code != 0
     assert "last active unscoped admin" in refused.output
     # The keys made by the CLI work against an app on the same data dir.
-    from faceapi.app import create_app
+    from faceapi.entrypoints.web.app import create_app
     from tests.fakes import FakeEngine
 
     app = create_app(Settings.from_env(), engine=FakeEngine())
@@ -331,8 +331,8 @@ def test_concurrent_first_starts_create_exactly_one_admin_key(store, tmp_path: P
 ])
 def test_the_key_is_read_from_bearer_headers_only(app: Flask, header: str,
                                                            expected: str | None) -> None:
-    from faceapi.api.auth import presented_key
-    from faceapi.api.limits import key_bucket
+    from faceapi.entrypoints.web.api.auth import presented_key
+    from faceapi.entrypoints.web.api.limits import key_bucket
 
     with app.test_request_context("/v1/engine", headers={"Authorization": header},
                                   environ_base={"REMOTE_ADDR": "10.1.2.3"}):

@@ -14,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from faceapi.adapters.store.tables import audit_events, collections, consents, faces, subjects
 from faceapi.domain.audit import Actor
 from faceapi.services.collections import CreateCollectionRequest, create_collection
-from faceapi.store.tables import audit_events, collections, consents, faces, subjects
 from tests.botocore_shapes import assert_conforms
 from tests.conftest import HeadersFactory, solid_image
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector

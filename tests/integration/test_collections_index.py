@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from faceapi.app import create_app
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
+from faceapi.entrypoints.web.app import create_app
 from faceapi.services.collections import CreateCollectionRequest, create_collection, delete_faces
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.erase import erase_subject

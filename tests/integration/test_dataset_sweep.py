@@ -12,11 +12,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.api.errors import STATUS_BY_CODE
-from faceapi.app import create_app
+from faceapi.adapters.engines.local import LocalEngine
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
-from faceapi.engines.local import LocalEngine
+from faceapi.entrypoints.web.api.errors import STATUS_BY_CODE
+from faceapi.entrypoints.web.app import create_app
 from faceapi.services import keys
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]

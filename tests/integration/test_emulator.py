@@ -17,10 +17,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.app import create_app
 from faceapi.config import Settings
-from faceapi.emulator import control
-from faceapi.emulator.operations import CONSENT_TAG, HANDLERS
+from faceapi.entrypoints.web.app import create_app
+from faceapi.entrypoints.web.emulator import control
+from faceapi.entrypoints.web.emulator.operations import CONSENT_TAG, HANDLERS
 from tests.botocore_shapes import ShapeChecker, output_shape, problems, service_model
 from tests.conftest import REPO, shared_faces_dir
 from tests.emulator_server import (
@@ -50,7 +50,7 @@ def read(name: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def emulator_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    from faceapi.engines.local import LocalEngine
+    from faceapi.adapters.engines.local import LocalEngine
 
     settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("emulator"),
                         log_format="json", policies_dir=REPO / "policies")
@@ -407,8 +407,8 @@ def test_faceapis_rate_limit_answers_as_rekognition_throttling(tmp_path: Path) -
 def test_emulator_calls_are_audited_like_the_rest_api(emulator_app: Flask) -> None:
     import hashlib
 
-    from faceapi.api.deps import EXTENSION_KEY
     from faceapi.domain.audit import Action
+    from faceapi.entrypoints.web.api.deps import EXTENSION_KEY
 
     key = api_key(emulator_app, "app")
     data = read(PORTRAIT)

@@ -13,10 +13,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.app import create_app
+from faceapi.adapters.engines.rekognition import RekognitionEngine
 from faceapi.config import Settings
-from faceapi.emulator import control
-from faceapi.engines.rekognition import RekognitionEngine
+from faceapi.entrypoints.web.app import create_app
+from faceapi.entrypoints.web.emulator import control
 from tests.conftest import REPO, shared_faces_dir
 from tests.emulator_server import LiveServer, api_key, key_session, serve
 from tests.fakes import FakeEngine
@@ -35,7 +35,7 @@ def image(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    from faceapi.engines.local import LocalEngine
+    from faceapi.adapters.engines.local import LocalEngine
 
     settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("back"),
                         log_format="json", policies_dir=REPO / "policies")

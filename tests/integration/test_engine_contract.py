@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from faceapi.api.deps import EXTENSION_KEY
-from faceapi.app import create_app
+from faceapi.adapters.engines.base import FaceCollections, FaceEngine
+from faceapi.adapters.engines.rekognition import RekognitionEngine
+from faceapi.adapters.images import decode_image
 from faceapi.config import Settings
 from faceapi.domain.access import Actor
 from faceapi.domain.audit import SYSTEM
@@ -39,12 +40,11 @@ from faceapi.domain.errors import (
     UnsupportedImageFormat,
 )
 from faceapi.domain.faces import Attributes, FaceDetail
-from faceapi.emulator import control
-from faceapi.emulator.collections import StoreCollections
-from faceapi.emulator.operations import CONSENT_TAG
-from faceapi.engines.base import FaceCollections, FaceEngine
-from faceapi.engines.rekognition import RekognitionEngine
-from faceapi.images import decode_image
+from faceapi.entrypoints.web.api.deps import EXTENSION_KEY
+from faceapi.entrypoints.web.app import create_app
+from faceapi.entrypoints.web.emulator import control
+from faceapi.entrypoints.web.emulator.collections import StoreCollections
+from faceapi.entrypoints.web.emulator.operations import CONSENT_TAG
 from faceapi.services.detect import DetectRequest, detect
 from tests.botocore_shapes import ShapeChecker, service_model
 from tests.conftest import REPO
@@ -95,7 +95,7 @@ def images() -> Images:
 
 @pytest.fixture(scope="module")
 def local_engine() -> Any:
-    from faceapi.engines.local import LocalEngine
+    from faceapi.adapters.engines.local import LocalEngine
 
     engine = LocalEngine(Settings(env="test"))
     ok, why = engine.ready()

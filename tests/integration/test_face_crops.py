@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import select
 
+from faceapi.adapters.store.tables import audit_events
 from faceapi.domain.audit import SYSTEM
 from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.store.tables import audit_events
 from tests.conftest import HeadersFactory, solid_image
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
 

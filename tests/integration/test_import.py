@@ -11,11 +11,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Table, func, select
 
-from faceapi.cli import cli
+from faceapi.adapters.store import Store
+from faceapi.adapters.store.tables import audit_events, consents, faces
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.domain.collections import ConsentBasis
-from faceapi.import_cli import (
+from faceapi.entrypoints.cli import cli
+from faceapi.entrypoints.cli.imports import (
     Importer,
     ImportItem,
     import_items,
@@ -27,8 +29,6 @@ from faceapi.services.collections import (
     CreateCollectionRequest,
     create_collection,
 )
-from faceapi.store import Store
-from faceapi.store.tables import audit_events, consents, faces
 from tests.conftest import FIXTURE_FACES, solid_image
 from tests.fakes import FakeClock, FakeEngine, ScriptedFace, face, unit_vector
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from faceapi.adapters.engines.local import LocalEngine
+from faceapi.adapters.images import decode_image
 from faceapi.config import KNOWN_FORMATS, Settings
 from faceapi.domain.faces import Attributes, OrientationCorrection
-from faceapi.engines.local import LocalEngine
-from faceapi.images import decode_image
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from faceapi.store.tables import audit_events
+from faceapi.adapters.store.tables import audit_events
 from tests.conftest import HeadersFactory
 from tests.fakes import FakeClock, FakeEngine, unit_vector
 from tests.integration.verify_support import b64, enroll, make_collection, scripted, vector_at

@@ -24,14 +24,14 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from faceapi.blobs import DirectoryBlobStore
+from faceapi.adapters.blobs import DirectoryBlobStore
+from faceapi.adapters.engines.factory import build_engine
+from faceapi.adapters.store import Store
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
-from faceapi.engines.factory import build_engine
 from faceapi.services import keys
 from faceapi.services.collections import CreateCollectionRequest, create_collection
 from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.store import Store
 from tests.fakes import FakeClock
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

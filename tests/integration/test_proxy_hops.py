@@ -6,8 +6,8 @@ from pathlib import Path
 
 from flask import request
 
-from faceapi.app import create_app
 from faceapi.config import Settings
+from faceapi.entrypoints.web.app import create_app
 from tests.fakes import FakeEngine
 
 

@@ -87,7 +87,7 @@ def test_key_guessing_is_limited_per_address_before_lookup(app: Flask,
     with app.extensions["faceapi"].store.engine.connect() as conn:
         from sqlalchemy import func, select
 
-        from faceapi.store.tables import audit_events
+        from faceapi.adapters.store.tables import audit_events
         fails = conn.execute(select(func.count()).select_from(audit_events)
                              .where(audit_events.c.action == "auth.fail")).scalar_one()
     assert fails == 5  # the limited ones cost no store work
@@ -238,8 +238,8 @@ def test_without_redis_each_worker_counts_alone(gunicorn: Gunicorn) -> None:
 
 def test_with_redis_down_limits_fall_back_to_memory(settings: Settings, fake_engine,
                                                     clock) -> None:
-    from faceapi.app import create_app
     from faceapi.domain.audit import Actor
+    from faceapi.entrypoints.web.app import create_app
     from faceapi.services import keys
 
     # Port 1 on loopback: nothing listens, so every Redis call fails at once.
@@ -259,8 +259,8 @@ def test_with_redis_down_limits_fall_back_to_memory(settings: Settings, fake_eng
 
 @pytest.mark.parametrize("bad", ["lots", "10/fortnight", ""])
 def test_a_bad_limit_setting_stops_the_start(settings: Settings, fake_engine, bad: str) -> None:
-    from faceapi.app import create_app
     from faceapi.config import ConfigError
+    from faceapi.entrypoints.web.app import create_app
 
     with pytest.raises(ConfigError, match="FACEAPI_RATE_LIMIT_VERIFY"):
         create_app(settings.with_overrides(rate_limit_verify=bad), engine=fake_engine)

@@ -24,15 +24,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from faceapi.api.deps import EXTENSION_KEY
-from faceapi.app import create_app
+from faceapi.adapters.engines.rekognition import RekognitionEngine
+from faceapi.adapters.store.tables import faces
 from faceapi.config import Settings
 from faceapi.domain.audit import SYSTEM
 from faceapi.domain.errors import NotFound
-from faceapi.engines.rekognition import RekognitionEngine
+from faceapi.entrypoints.web.api.deps import EXTENSION_KEY
+from faceapi.entrypoints.web.app import create_app
 from faceapi.services.collections import CreateCollectionRequest, create_collection
 from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.store.tables import faces
 from tests.botocore_shapes import ShapeChecker
 from tests.conftest import REPO
 from tests.emulator_server import LiveServer, api_key, key_session, serve
@@ -64,7 +64,7 @@ def photos() -> Photos:
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    from faceapi.engines.local import LocalEngine
+    from faceapi.adapters.engines.local import LocalEngine
 
     local = LocalEngine(Settings(env="test"))
     ok, why = local.ready()

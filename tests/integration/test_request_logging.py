@@ -9,7 +9,7 @@ import json
 import pytest
 from flask.testing import FlaskClient
 
-from faceapi.logging import redact
+from faceapi.entrypoints.web.logging import redact
 from tests.conftest import HeadersFactory, solid_image
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
 

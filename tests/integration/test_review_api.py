@@ -11,10 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from faceapi.adapters.store.tables import audit_events
 from faceapi.domain.access import Actor
 from faceapi.domain.decisions import ReviewerIsRequester, Vote
 from faceapi.services.review import ReviewEvidenceEraser, VoteRequest, decide_review
-from faceapi.store.tables import audit_events
 from tests.conftest import HeadersFactory
 from tests.fakes import FakeClock, FakeEngine, unit_vector
 from tests.integration.verify_support import (

@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.cli import cli
 from faceapi.config import Settings
+from faceapi.entrypoints.cli import cli
 from tests.conftest import HeadersFactory
 from tests.fakes import FakeEngine
 from tests.integration.test_review_api import identity_check, people

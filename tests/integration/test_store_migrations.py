@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from faceapi.audit import load_or_create_signing_key
+from faceapi.adapters.signing_keys import load_or_create_signing_key
+from faceapi.adapters.store import Store, make_engine, upgrade
+from faceapi.adapters.store.migrate import current_revision, downgrade_engine, head_revision
 from faceapi.config import Settings
 from faceapi.domain.audit import SYSTEM, Action, AuditEvent
-from faceapi.store import Store, make_engine, upgrade
-from faceapi.store.migrate import current_revision, downgrade_engine, head_revision
 
 
 def test_upgrade_creates_the_audit_tables_and_is_safe_to_repeat(settings: Settings) -> None:
@@ -107,7 +107,7 @@ def test_a_production_app_on_an_unmigrated_postgresql_refuses_to_start(
         settings: Settings, db_backend: str) -> None:
     if db_backend != "postgresql":
         pytest.skip("SQLite apps migrate themselves on start; runs in the PostgreSQL pass")
-    from faceapi.app import create_app
+    from faceapi.entrypoints.web.app import create_app
     from tests.fakes import FakeEngine
 
     production = settings.with_overrides(env="production")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faceapi.app import create_app
 from faceapi.config import Settings
+from faceapi.entrypoints.web.app import create_app
 from tests.fakes import FakeEngine
 
 

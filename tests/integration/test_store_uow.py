@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from faceapi.adapters.store import Store
+from faceapi.adapters.store.db import UNAUDITED
+from faceapi.adapters.store.tables import audit_checkpoints, audit_events
+from faceapi.adapters.store.uow import UnauditedChange
 from faceapi.domain.audit import SYSTEM, Action, AuditEvent
-from faceapi.store import Store
-from faceapi.store.db import UNAUDITED
-from faceapi.store.tables import audit_checkpoints, audit_events
-from faceapi.store.uow import UnauditedChange
 
 # A stand-in for any domain table: the rule under test is the unit of work's, not a repo's.
 scratch = Table("scratch_changes", MetaData(), Column("id", Integer, primary_key=True),

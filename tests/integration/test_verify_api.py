@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from faceapi.store.tables import audit_events
+from faceapi.adapters.store.tables import audit_events
 from tests.conftest import HeadersFactory
 from tests.fakes import FakeEngine, unit_vector
 from tests.integration.verify_support import (

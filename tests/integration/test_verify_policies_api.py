@@ -10,9 +10,9 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.app import create_app
 from faceapi.config import Settings
 from faceapi.domain.policies import PolicyError
+from faceapi.entrypoints.web.app import create_app
 from tests.conftest import HeadersFactory
 from tests.fakes import FakeClock, FakeEngine, unit_vector
 from tests.integration.verify_support import b64, enroll, make_collection, row_counts, scripted

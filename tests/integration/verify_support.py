@@ -11,10 +11,10 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import func, select
 
+from faceapi.adapters.store.tables import audit_events, decisions, reviews
 from faceapi.domain.audit import Actor
 from faceapi.services.collections import CreateCollectionRequest, create_collection
 from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.store.tables import audit_events, decisions, reviews
 from tests.conftest import solid_image
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
 

@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from faceapi.adapters.store.tables import audit_events, decisions, reviews
 from faceapi.config import Settings
-from faceapi.store.tables import audit_events, decisions, reviews
 from tests.fakes import unit_vector
 
 ALICE = unit_vector(1)

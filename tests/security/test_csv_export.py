@@ -11,7 +11,7 @@ import json
 import pytest
 from flask import Flask
 
-from faceapi.audit import FORMULA_STARTS, csv_cell
+from faceapi.domain.audit_export import FORMULA_STARTS, csv_cell
 from tests.conftest import KeyFactory
 from tests.fakes import FakeEngine
 from tests.security.conftest import Http

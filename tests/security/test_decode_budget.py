@@ -25,10 +25,10 @@ import pytest
 from PIL import Image, ImageOps, WebPImagePlugin
 
 from bench import decode_budget as crafted
+from faceapi.adapters.images import SAMPLE_LAYOUT, decode_cost, decode_image, sample_layout
 from faceapi.config import KNOWN_FORMATS, Settings
 from faceapi.domain.errors import ImageTooLarge
 from faceapi.domain.images import decoded_bytes
-from faceapi.images import SAMPLE_LAYOUT, decode_cost, decode_image, sample_layout
 from tests.security.conftest import Http
 
 DEFAULTS = Settings(env="test", image_formats=KNOWN_FORMATS)
@@ -293,9 +293,9 @@ def test_the_local_engine_takes_the_accepted_worst_cases_without_copies_of_them(
     """Detection on the largest images the budget accepts (orientation search off and
     no upsampling, to keep the test to seconds): no face, no error, and the engine keeps
     working on the intake's array rather than a copy of it."""
+    from faceapi.adapters.engines.local import LocalEngine
+    from faceapi.adapters.engines.local.detection import find_faces
     from faceapi.domain.faces import Attributes
-    from faceapi.engines.local import LocalEngine
-    from faceapi.engines.local.detection import find_faces
 
     engine = LocalEngine(DEFAULTS.with_overrides(orientation_search=False, upsample=0))
     for name in ("jpeg_rgb_6300", "png_gray16_6300"):

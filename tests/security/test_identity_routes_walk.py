@@ -25,7 +25,7 @@ from flask import Flask
 
 from faceapi.domain.access import PERMISSIONS, REKOGNITION_OPERATIONS
 from faceapi.domain.policies import Operation
-from faceapi.emulator.operations import HANDLERS
+from faceapi.entrypoints.web.emulator.operations import HANDLERS
 from tests.conftest import KeyFactory
 from tests.emulator_server import IssuedKey, LiveServer, api_key, rekognition_client
 from tests.fakes import FakeEngine

@@ -122,8 +122,8 @@ def test_identity_check_locks_after_its_failures_though_each_waits_for_review(
 
 def test_a_verify_policy_without_a_lockout_is_refused_when_policies_load(
         tmp_path: Any) -> None:
+    from faceapi.adapters.policy_files import parse_policy
     from faceapi.domain.policies import PolicyError
-    from faceapi.policy_files import parse_policy
 
     text = """
 name: probe

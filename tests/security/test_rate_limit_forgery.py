@@ -18,10 +18,10 @@ import urllib3
 from flask import Flask
 from sqlalchemy import func, select
 
-from faceapi.app import create_app
+from faceapi.adapters.store.tables import audit_events
 from faceapi.config import Settings
+from faceapi.entrypoints.web.app import create_app
 from faceapi.services.keys import key_id_of
-from faceapi.store.tables import audit_events
 from tests.conftest import KeyFactory
 from tests.emulator_server import serve
 from tests.fakes import FakeClock, FakeEngine

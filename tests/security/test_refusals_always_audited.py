@@ -20,9 +20,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from faceapi.adapters.store.tables import audit_events
 from faceapi.config import Settings
 from faceapi.domain.audit import API_KEY_RE
-from faceapi.store.tables import audit_events
 from tests.conftest import KeyFactory
 from tests.emulator_server import LiveServer
 from tests.integration.conftest import (  # noqa: F401 (fixtures: --db=postgresql)

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from faceapi.store.tables import audit_events
+from faceapi.adapters.store.tables import audit_events
 from tests.conftest import KeyFactory
 from tests.security.conftest import Http, Reply
 

@@ -25,11 +25,11 @@ from flask import Flask
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
+from faceapi.adapters.secret_box import KEY_FILE_NAME
+from faceapi.adapters.store.tables import api_keys, audit_events
 from faceapi.domain import sigv4
-from faceapi.secret_box import KEY_FILE_NAME
 from faceapi.services.keys import rotate_key
 from faceapi.services.sigv4 import SignatureRefused, SignedRequest, authenticate_signed
-from faceapi.store.tables import api_keys, audit_events
 from tests.conftest import KeyFactory
 from tests.emulator_server import (
     REGION,
@@ -378,9 +378,9 @@ def test_the_cli_shows_the_sigv4_credentials_once_and_they_sign(
     it), the SigV4 credentials on stderr; both work against the server."""
     from click.testing import CliRunner
 
-    from faceapi.app import create_app
-    from faceapi.cli import cli
     from faceapi.config import Settings
+    from faceapi.entrypoints.cli import cli
+    from faceapi.entrypoints.web.app import create_app
     from tests.emulator_server import serve
     from tests.fakes import FakeEngine
 

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from faceapi.store.tables import audit_events
+from faceapi.adapters.store.tables import audit_events
 from tests.conftest import KeyFactory
 from tests.fakes import FakeEngine, unit_vector
 from tests.integration.verify_support import b64, enroll, scripted, vector_at

@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from faceapi.store.db import make_engine
-from faceapi.store.migrate import MIGRATION_LOCK_KEY, upgrade_engine
+from faceapi.adapters.store.db import make_engine
+from faceapi.adapters.store.migrate import MIGRATION_LOCK_KEY, upgrade_engine
 
 
 def sqlite_url(path: Path) -> str:

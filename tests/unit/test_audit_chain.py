@@ -12,17 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from faceapi.audit import (
-    CheckpointSigner,
-    compute_hash,
-    export_header,
-    jsonl_lines,
-    read_jsonl_export,
-    record_from_json,
-    record_to_json,
-    verify_chain,
-    verify_export,
-)
+from faceapi.adapters.signing_keys import CheckpointSigner
 from faceapi.domain.audit import (
     ANONYMOUS,
     GENESIS_HASH,
@@ -34,6 +24,8 @@ from faceapi.domain.audit import (
     RecordedEvent,
     validate_event,
 )
+from faceapi.domain.audit_chain import compute_hash, record_from_json, record_to_json, verify_chain
+from faceapi.domain.audit_export import export_header, jsonl_lines, read_jsonl_export, verify_export
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 

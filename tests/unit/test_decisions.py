@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from faceapi.adapters.policy_files import load_policies
 from faceapi.domain.decisions import (
     AlreadyVoted,
     Candidate,
@@ -30,7 +31,6 @@ from faceapi.domain.decisions import (
     resolve,
 )
 from faceapi.domain.policies import PolicySet
-from faceapi.policy_files import load_policies
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceapi.adapters.images import decode_image, sniff_format
 from faceapi.config import Settings
 from faceapi.domain.errors import (
     ImageTooLarge,
@@ -17,7 +18,6 @@ from faceapi.domain.errors import (
     InvalidImage,
     UnsupportedImageFormat,
 )
-from faceapi.images import decode_image, sniff_format
 from tests.conftest import encode, solid_image
 
 SETTINGS = Settings(env="test")

@@ -1,4 +1,5 @@
-"""Dependencies point inward: domain and services import no framework, SQL or SDK."""
+"""Dependencies point inward: entry points -> services -> domain, adapters implement the
+ports in services/ports.py. Domain and services import no framework, SQL or SDK."""
 
 from __future__ import annotations
 
@@ -10,6 +11,36 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "faceapi"
 FORBIDDEN = ("flask", "werkzeug", "sqlalchemy", "alembic", "boto3", "botocore", "dlib",
              "psycopg", "flask_smorest", "marshmallow")
+# Where services may reach inside the package: the domain, the ports and each other.
+SERVICE_IMPORTS = ("faceapi.domain", "faceapi.services")
+# Known imports of services from outside those, each to be replaced by a port (issue 13);
+# the list may only shrink: a listed import that is gone fails too, so it gets removed here.
+SERVICE_IMPORTS_PENDING = {
+    ("collections.py", "faceapi.adapters.blobs"),
+    ("collections.py", "faceapi.adapters.engines.base"),
+    ("compare.py", "faceapi.adapters.engines.base"),
+    ("compare.py", "faceapi.adapters.images"),
+    ("compare.py", "faceapi.config"),
+    ("detect.py", "faceapi.adapters.engines.base"),
+    ("detect.py", "faceapi.adapters.images"),
+    ("detect.py", "faceapi.config"),
+    ("enroll.py", "faceapi.adapters.blobs"),
+    ("enroll.py", "faceapi.adapters.engines.base"),
+    ("enroll.py", "faceapi.adapters.images"),
+    ("enroll.py", "faceapi.config"),
+    ("face_crops.py", "faceapi.adapters.blobs"),
+    ("keys.py", "faceapi.adapters.private_files"),
+    ("review.py", "faceapi.adapters.blobs"),
+    ("search.py", "faceapi.adapters.blobs"),
+    ("search.py", "faceapi.adapters.engines.base"),
+    ("search.py", "faceapi.adapters.images"),
+    ("search.py", "faceapi.adapters.search.index"),
+    ("search.py", "faceapi.config"),
+    ("verify.py", "faceapi.adapters.blobs"),
+    ("verify.py", "faceapi.adapters.engines.base"),
+    ("verify.py", "faceapi.adapters.images"),
+    ("verify.py", "faceapi.config"),
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -23,8 +54,21 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def layer(name: str) -> list[Path]:
+    return sorted((PACKAGE / name).rglob("*.py"))
+
+
+def ours(path: Path) -> set[str]:
+    return {name for name in imported_modules(path) if name.split(".")[0] == "faceapi"}
+
+
 def inner_modules() -> list[Path]:
-    return sorted([*(PACKAGE / "domain").rglob("*.py"), *(PACKAGE / "services").rglob("*.py")])
+    return [*layer("domain"), *layer("services")]
+
+
+def test_the_package_root_holds_only_its_face_configuration_and_composition_root() -> None:
+    loose = {p.name for p in PACKAGE.iterdir() if p.is_file() and p.suffix == ".py"}
+    assert loose <= {"__init__.py", "config.py", "bootstrap.py"}, sorted(loose)
 
 
 @pytest.mark.parametrize("path", inner_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -34,15 +78,36 @@ def test_domain_and_services_import_no_framework_sql_or_sdk(path: Path) -> None:
 
 
 def test_domain_imports_nothing_of_ours_outside_the_domain() -> None:
-    for path in (PACKAGE / "domain").rglob("*.py"):
-        ours = {name for name in imported_modules(path)
-                if name.startswith("faceapi.") and not name.startswith("faceapi.domain")}
-        assert not ours, f"{path.name} imports {sorted(ours)}"
+    for path in layer("domain"):
+        outside = {name for name in ours(path) if not name.startswith("faceapi.domain")}
+        assert not outside, f"{path.name} imports {sorted(outside)}"
+
+
+def test_services_import_only_the_domain_the_ports_and_other_services() -> None:
+    found = set()
+    for path in layer("services"):
+        for name in ours(path):
+            if not name.startswith(SERVICE_IMPORTS):
+                found.add((path.name, name))
+    assert found - SERVICE_IMPORTS_PENDING == set(), "services reach outside their layer"
+    assert SERVICE_IMPORTS_PENDING - found == set(), "gone: remove from SERVICE_IMPORTS_PENDING"
+
+
+def test_adapters_never_import_entry_points() -> None:
+    for path in layer("adapters"):
+        bad = {name for name in ours(path) if name.startswith("faceapi.entrypoints")}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+def test_only_entry_points_and_the_composition_root_import_entry_points() -> None:
+    for path in [*inner_modules(), *layer("adapters"), PACKAGE / "config.py"]:
+        bad = {name for name in ours(path) if name.startswith("faceapi.entrypoints")}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 
 def test_boto3_is_imported_only_by_the_rekognition_adapter() -> None:
     for path in PACKAGE.rglob("*.py"):
-        if path.name == "rekognition.py":
+        if path.relative_to(PACKAGE).as_posix() == "adapters/engines/rekognition.py":
             continue
         roots = {name.split(".")[0] for name in imported_modules(path)}
         assert "boto3" not in roots, f"{path.relative_to(PACKAGE)} imports boto3"

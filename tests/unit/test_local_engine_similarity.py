@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from faceapi.engines.local.similarity import (
+from faceapi.adapters.engines.local.similarity import (
     SimilarityMap,
     calibration_document,
     fit_curve,
@@ -75,7 +75,7 @@ def test_too_few_impostor_pairs_cannot_be_calibrated() -> None:
 
 
 def test_the_calibration_math_does_not_load_dlib() -> None:
-    probe = ("import sys, faceapi.engines.local.similarity; "
+    probe = ("import sys, faceapi.adapters.engines.local.similarity; "
              "print('dlib' in sys.modules, 'cv2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout.split()

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from faceapi.adapters.policy_files import load_policies, parse_policy
 from faceapi.domain.policies import (
     HumanReview,
     Operation,
@@ -17,8 +18,7 @@ from faceapi.domain.policies import (
     UnknownPolicy,
     WrongPolicyOperation,
 )
-from faceapi.policies_cli import policies as policies_cli
-from faceapi.policy_files import load_policies, parse_policy
+from faceapi.entrypoints.cli.policies import policies as policies_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "policies"

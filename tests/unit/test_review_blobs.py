@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceapi.blobs import DirectoryBlobStore
+from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.domain.images import DecodedImage
 from faceapi.services.review import PROBE, PROBE_FACE, evidence_images
 from tests.fakes import face

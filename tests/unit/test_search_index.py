@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from faceapi.adapters.search.index import BruteForceIndex, Delta, Snapshot, snapshot_from_rows
 from faceapi.domain.collections import embedding_to_bytes
 from faceapi.domain.errors import InvalidParameter, NotFound
-from faceapi.search.index import BruteForceIndex, Delta, Snapshot, snapshot_from_rows
 from tests.fakes import FakeEngine, unit_vector
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from faceapi.adapters.policy_files import load_policies
 from faceapi.domain.faces import EmbeddedFace
 from faceapi.domain.policies import PolicySet
-from faceapi.policy_files import load_policies
 from faceapi.services.verify import screen_faces
 from tests.fakes import face, unit_vector
 

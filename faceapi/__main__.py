@@ -1,3 +1,0 @@
-from faceapi.cli import main
-
-main()

@@ -1,0 +1,97 @@
+"""The blob store: review evidence (probe images, face crops) and the crops of enrolled
+faces (faceapi/services/face_crops.py), kept outside the database.
+
+A port (`BlobStore`) and one adapter, a directory (settings.resolved_blob_dir). Keys are
+`/`-separated names from a small alphabet, so a key can never climb out of the root.
+Files are written to a temporary name and renamed, so a reader sees a whole file or
+none, and are readable by the service's user only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from faceapi.adapters.private_files import write_private_file
+
+_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any previous blob."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The blob, or None if there is none."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether there is a blob under `key` (without reading it)."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Delete one blob; False if there was none."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob under `prefix/`; returns how many files went."""
+        ...
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix/`."""
+        ...
+
+
+def _parts(key: str) -> list[str]:
+    parts = key.split("/")
+    if not parts or any(not _PART_RE.match(p) or p in (".", "..") for p in parts):
+        raise ValueError("invalid blob key")
+    return parts
+
+
+class DirectoryBlobStore:
+    """Blobs as files under one directory (mode 0700 directories, 0600 files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*_parts(key))
+
+    def put(self, key: str, data: bytes) -> None:
+        write_private_file(self._path(key), data)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return 0
+        count = sum(1 for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder)
+        return count
+
+    def keys(self, prefix: str) -> list[str]:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)).replace(os.sep, "/")
+                      for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))

@@ -1,0 +1,214 @@
+"""Face detection with dlib: HOG (default) or MMOD CNN, downscaling for big images,
+orientation search, and the detector-score to Confidence map.
+
+Coordinates: every rectangle here is in pixels of the (orientation-corrected) full
+resolution image, as floats (left, top, right, bottom).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import dlib
+import numpy as np
+import numpy.typing as npt
+
+from faceapi.adapters.engines.local.models import CNN, Models
+from faceapi.domain.faces import OrientationCorrection
+
+Pixels = npt.NDArray[np.uint8]
+
+# HOG detections scoring below this are dropped. 0.0 is dlib's own default threshold.
+# Measured on the shared data set (bench/accuracy.py, threshold lowered to -1): the 123
+# known faces scored 0.004 to 3.2; of 302 false detections one scored 0.097 and the
+# rest <= -0.18. A higher cut-off would lose real faces (0.004, 0.12) for one false one.
+HOG_SCORE_THRESHOLD = 0.0
+# MMOD CNN detections scoring below this are dropped (dlib's default for the CNN too).
+CNN_SCORE_THRESHOLD = 0.0
+
+# Confidence = 100 / (1 + exp(-slope * (score - midpoint))): a logistic on the
+# detector's score. HOG: fitted by bench/accuracy.py (logistic regression of "is a face"
+# on the score, L2 penalty 1 on the slope, faces vs. false detections), giving 22.8 at
+# the drop threshold, 50 at 0.28, 95 at 0.96, 99 at 1.34. CNN: not fitted (the CNN is
+# too slow on this CPU to run over the data set in the bench); provisional values
+# centred on dlib's threshold. Both maps are monotone in the score.
+HOG_CONFIDENCE_SLOPE = 4.35
+HOG_CONFIDENCE_MIDPOINT = 0.28
+CNN_CONFIDENCE_SLOPE = 4.0
+CNN_CONFIDENCE_MIDPOINT = 0.0
+
+# np.rot90 turns counter-clockwise by 90 degrees * k. An image whose content is turned
+# N degrees clockwise (the data set's `rotated_N`) is made upright by k = N / 90; the
+# correction reported is the rotation found in the input (docs/accuracy.md).
+_SEARCH_ORDER = (
+    (1, OrientationCorrection.ROTATE_90),
+    (3, OrientationCorrection.ROTATE_270),
+    (2, OrientationCorrection.ROTATE_180),
+)
+
+
+@dataclass(frozen=True)
+class RawFace:
+    """A detection in full-resolution pixels with its 68 landmarks."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+    score: float
+    confidence: float
+    shape68: Any  # dlib.full_object_detection, 68 parts
+    points: npt.NDArray[np.float64]  # (68, 2) x, y
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def dlib_rect(self) -> Any:
+        return dlib.rectangle(round(self.left), round(self.top),
+                              round(self.right), round(self.bottom))
+
+
+@dataclass(frozen=True)
+class FoundFaces:
+    """Detection result on one (possibly rotated) image."""
+
+    pixels: Pixels  # the image the faces refer to (rotated when a correction applies)
+    faces: tuple[RawFace, ...]
+    orientation_correction: OrientationCorrection | None
+
+
+def score_to_confidence(score: float, detector: str) -> float:
+    """Detector score -> Confidence 0-100 (logistic, monotone increasing)."""
+    slope, midpoint = ((CNN_CONFIDENCE_SLOPE, CNN_CONFIDENCE_MIDPOINT) if detector == CNN
+                       else (HOG_CONFIDENCE_SLOPE, HOG_CONFIDENCE_MIDPOINT))
+    z = slope * (score - midpoint)
+    # Written so neither branch overflows for extreme scores.
+    if z >= 0:
+        return 100.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return 100.0 * e / (1.0 + e)
+
+
+def downscale(pixels: Pixels, max_side: int) -> tuple[Pixels, float]:
+    """Shrink so the longer side is at most max_side; returns the image and the scale."""
+    h, w = pixels.shape[:2]
+    longest = max(h, w)
+    if max_side <= 0 or longest <= max_side:
+        return pixels, 1.0
+    scale = max_side / longest
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(small, dtype=np.uint8), scale
+
+
+def raw_detections(pixels: Pixels, models: Models, upsample: int,
+                   adjust_threshold: float = 0.0) -> list[tuple[float, float, float, float, float]]:
+    """Run the detector on `pixels` as given: (left, top, right, bottom, score) in its
+    pixels. `adjust_threshold` lowers HOG's cut-off (used by the bench to see false
+    detections); the CNN ignores it."""
+    if models.cnn is not None:
+        found = []
+        with models.lock:
+            detections = models.cnn(pixels, upsample)
+        for det in detections:
+            r = det.rect
+            found.append((float(r.left()), float(r.top()), float(r.right()),
+                          float(r.bottom()), float(det.confidence)))
+        return found
+    with models.lock:
+        rects, scores, _ = models.hog.run(pixels, upsample, adjust_threshold)
+    return [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()), float(s))
+            for r, s in zip(rects, scores, strict=True)]
+
+
+# HOG's smallest face window is 80 px, halved by each upsampling step (20 px at
+# upsample 2), and the CNN's is similar: an image with a side under this cannot hold a
+# detectable face. Skipping it also keeps degenerate arrays (1 px wide, whose numpy
+# strides dlib rejects) away from dlib.
+MIN_DETECT_SIDE = 16
+
+
+Box = tuple[float, float, float, float, float]
+
+
+def _boxes(small: Pixels, models: Models, upsample: int) -> list[Box]:
+    """Detections above the detector's threshold, in the pixels of `small`."""
+    if min(small.shape[:2]) < MIN_DETECT_SIDE:
+        return []
+    threshold = CNN_SCORE_THRESHOLD if models.detector_kind == CNN else HOG_SCORE_THRESHOLD
+    return [b for b in raw_detections(small, models, upsample) if b[4] >= threshold]
+
+
+def _landmarked(pixels: Pixels, boxes: list[Box], scale: float, models: Models) -> list[RawFace]:
+    """Boxes found at `scale` mapped back to `pixels`, with 68 landmarks placed there."""
+    h, w = pixels.shape[:2]
+    faces: list[RawFace] = []
+    for left, top, right, bottom, score in boxes:
+        # dlib rectangles are inclusive; +1 makes right/bottom exclusive edges.
+        box = (left / scale, top / scale, (right + 1) / scale, (bottom + 1) / scale)
+        rect = dlib.rectangle(round(box[0]), round(box[1]),
+                              round(box[2]) - 1, round(box[3]) - 1)
+        shape = models.shape68(pixels, rect)
+        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        faces.append(RawFace(
+            left=max(0.0, box[0]), top=max(0.0, box[1]),
+            right=min(float(w), box[2]), bottom=min(float(h), box[3]),
+            score=score, confidence=score_to_confidence(score, models.detector_kind),
+            shape68=shape, points=points))
+    faces.sort(key=lambda f: f.score, reverse=True)
+    return faces
+
+
+def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int) -> list[RawFace]:
+    """Detect on a downscaled copy, map boxes back, place 68 landmarks at full size."""
+    if min(pixels.shape[:2]) < MIN_DETECT_SIDE:
+        return []
+    small, scale = downscale(pixels, max_side)
+    return _landmarked(pixels, _boxes(small, models, upsample), scale, models)
+
+
+def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
+               orientation_search: bool) -> FoundFaces:
+    """Detect faces; when none is upright and orientation search is on, try the three
+    other right-angle rotations and keep the first that has a face.
+
+    orientation_correction: ROTATE_0 when the search is on and faces were found as
+    given; the rotation found otherwise; None when the search is off or no rotation
+    shows a face (we then know nothing about the orientation)."""
+    # dlib needs C-contiguous uint8 RGB; intake guarantees it, other callers may not.
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    pixels = np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
+    if min(pixels.shape[:2]) < MIN_DETECT_SIDE:
+        return FoundFaces(pixels, (), None)
+    small, scale = downscale(pixels, max_side)
+    faces = _landmarked(pixels, _boxes(small, models, upsample), scale, models)
+    if faces or not orientation_search:
+        return FoundFaces(pixels, tuple(faces),
+                          OrientationCorrection.ROTATE_0 if orientation_search and faces else None)
+    # The search turns the downscaled copy; the full-size image is turned (one copy)
+    # only for the rotation that shows a face, so a large image without a face never
+    # costs a full-size rotated copy. The turned passes upsample one step less: a
+    # sideways phone photo's face is large, and at upsample 1 each pass costs ~4x the
+    # upright one, so a face-less 1600 px image took four full passes (~5 s on 2 busy
+    # cores, over the 5 s request budget of docs/security.md); now ~2 s.
+    turned_upsample = max(0, upsample - 1)
+    for k, correction in _SEARCH_ORDER:
+        boxes = _boxes(np.ascontiguousarray(np.rot90(small, k)), models, turned_upsample)
+        if boxes:
+            rotated = np.ascontiguousarray(np.rot90(pixels, k))
+            return FoundFaces(rotated, tuple(_landmarked(rotated, boxes, scale, models)),
+                              correction)
+    return FoundFaces(pixels, (), None)

@@ -1,0 +1,178 @@
+"""LocalEngine: the FaceEngine port on dlib (HOG or MMOD detector, 68-point
+landmarks, ResNet 128-d descriptor) with a calibrated Similarity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dlib
+import numpy as np
+
+from faceapi.adapters.engines.local import attributes as attrs
+from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
+from faceapi.adapters.engines.local.models import Models, load_models
+from faceapi.adapters.engines.local.similarity import CALIBRATION_FILE, SimilarityMap
+from faceapi.config import Settings
+from faceapi.domain.errors import EngineUnavailable, InvalidParameter, NoFaceInSource
+from faceapi.domain.faces import (
+    DETAIL_ATTRIBUTES,
+    UNCARRIED_ATTRIBUTES,
+    Attributes,
+    BoundingBox,
+    Capabilities,
+    CompareFaceMatch,
+    Comparison,
+    Detection,
+    EmbeddedFace,
+    FaceDetail,
+)
+from faceapi.domain.images import DecodedImage
+
+# Descriptor settings, chosen by bench/accuracy.py measurements (docs/accuracy.md):
+# the face chip is aligned with the 68-point shape, and each descriptor is the mean of
+# DESCRIPTOR_JITTERS randomly jittered chips (1 = no jitter).
+DESCRIPTOR_ALIGNMENT = "68"
+DESCRIPTOR_JITTERS = 1
+CHIP_PADDING = 0.25
+
+
+class LocalEngine:
+    """Face detection, attributes and comparison with dlib, on this machine."""
+
+    def __init__(self, settings: Settings, *, alignment: str = DESCRIPTOR_ALIGNMENT,
+                 jitters: int = DESCRIPTOR_JITTERS) -> None:
+        if alignment not in ("68", "5"):
+            raise ValueError("alignment must be '68' or '5'")
+        self._settings = settings
+        self._models: Models = load_models(settings.detector)
+        self._alignment = alignment
+        self._jitters = max(1, jitters)
+        self._calibration: SimilarityMap | None = None
+        self._calibration_problem = ""
+        try:
+            self._calibration = SimilarityMap.load(CALIBRATION_FILE)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            # Detection still works; readiness reports the problem and similarity refuses.
+            self._calibration_problem = f"{CALIBRATION_FILE.name}: {type(exc).__name__}"
+
+    @property
+    def name(self) -> str:
+        return "local"
+
+    @property
+    def model_version(self) -> str:
+        return self._models.version
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            engine=self.name,
+            model_version=self.model_version,
+            detector=self._settings.detector,
+            attributes=DETAIL_ATTRIBUTES,
+            unsupported=UNCARRIED_ATTRIBUTES,
+            similarity=("calibrated on false-match rate: similarity 20 * -log10(FMR) up to 90, "
+                        "compressed above; 60 = FMR 1e-3, 80 = FMR 1e-4 (docs/accuracy.md)"),
+            notes=(
+                "Landmark left/right are the image's left/right "
+                "(eyeLeft is the subject's right eye).",
+                "leftPupil/rightPupil are eye-contour centres; "
+                "the 68-point model has no pupil point.",
+                "OrientationCorrection: ROTATE_N means the input was turned N degrees clockwise; "
+                "boxes refer to the corrected image.",
+            ),
+        )
+
+    def ready(self) -> tuple[bool, str]:
+        if self._calibration is None:
+            return False, f"similarity calibration unusable ({self._calibration_problem})"
+        return True, "models loaded"
+
+    # Detection -------------------------------------------------------------------
+
+    def _find(self, image: DecodedImage) -> FoundFaces:
+        return find_faces(image.pixels, self._models, upsample=self._settings.upsample,
+                          max_side=self._settings.detect_max_side,
+                          orientation_search=self._settings.orientation_search)
+
+    def _detail(self, pixels: Pixels, face: RawFace, attributes: Attributes) -> FaceDetail:
+        h, w = pixels.shape[:2]
+        left, top = face.left / w, face.top / h
+        box = BoundingBox(width=min(1.0, face.right / w) - left,
+                          height=min(1.0, face.bottom / h) - top, left=left, top=top)
+        full = attributes == Attributes.ALL
+        names = tuple(attrs.LANDMARK_POINTS) if full else attrs.DEFAULT_LANDMARKS
+        return FaceDetail(
+            bounding_box=box,
+            confidence=round(face.confidence, 4),
+            landmarks=attrs.landmarks(face.points, w, h, names),
+            pose=attrs.pose(face.points, w, h),
+            quality=attrs.quality(pixels, face.left, face.top, face.right, face.bottom),
+            eyes_open=attrs.eyes_open(face.points) if full else None,
+            mouth_open=attrs.mouth_open(face.points) if full else None,
+            width_px=round(face.width),
+            height_px=round(face.height),
+        )
+
+    def detect_faces(self, image: DecodedImage, attributes: Attributes) -> Detection:
+        found = self._find(image)
+        faces = tuple(self._detail(found.pixels, f, attributes) for f in found.faces)
+        return Detection(faces=faces, orientation_correction=found.orientation_correction)
+
+    # Descriptors and comparison --------------------------------------------------
+
+    def _descriptor(self, pixels: Pixels, face: RawFace) -> tuple[float, ...]:
+        shape: Any = face.shape68
+        if self._alignment == "5":
+            shape = self._models.shape5(pixels, face.dlib_rect())
+        with self._models.lock:
+            vector = self._models.recognizer.compute_face_descriptor(
+                pixels, shape, self._jitters, CHIP_PADDING)
+        return tuple(float(v) for v in vector)
+
+    def _embedded(self, pixels: Pixels, face: RawFace) -> EmbeddedFace:
+        return EmbeddedFace(detail=self._detail(pixels, face, Attributes.ALL),
+                            embedding=self._descriptor(pixels, face))
+
+    def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
+        found = self._find(image)
+        embedded = [self._embedded(found.pixels, f) for f in found.faces]
+        detection = Detection(faces=tuple(e.detail for e in embedded),
+                              orientation_correction=found.orientation_correction)
+        return detection, embedded
+
+    def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
+        if self._calibration is None:
+            raise EngineUnavailable("the local engine's similarity calibration is missing")
+        if len(a) != len(b) or not a:
+            raise InvalidParameter("descriptors of different lengths cannot be compared")
+        diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+        distance = float(np.linalg.norm(diff))
+        return self._calibration.similarity(distance)
+
+    def compare_faces(self, source: DecodedImage, target: DecodedImage,
+                      similarity_threshold: float) -> Comparison:
+        if not 0.0 <= similarity_threshold <= 100.0:  # NaN fails the comparison too
+            raise InvalidParameter("similarity_threshold must be between 0 and 100")
+        found = self._find(source)
+        if not found.faces:
+            raise NoFaceInSource("no face was found in the source image")
+        # Only the largest source face is compared, so only it needs a descriptor.
+        largest = max(found.faces, key=lambda f: f.area)
+        probe = self._embedded(found.pixels, largest)
+        target_detection, target_faces = self.embed_faces(target)
+        scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
+        matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
+                          for s, d in scored if s >= similarity_threshold),
+                         key=lambda m: m.similarity, reverse=True)
+        unmatched = tuple(d for s, d in scored if s < similarity_threshold)
+        return Comparison(
+            source_face=probe.detail,
+            face_matches=tuple(matches),
+            unmatched_faces=unmatched,
+            source_orientation_correction=found.orientation_correction,
+            target_orientation_correction=target_detection.orientation_correction,
+        )
+
+
+def dlib_version() -> str:
+    return str(dlib.__version__)

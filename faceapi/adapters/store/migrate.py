@@ -1,0 +1,69 @@
+"""Running the Alembic migrations from Python (create_app, `faceapi db upgrade`, tests).
+
+The revision chain is linear with fixed ids so parallel work cannot collide:
+0001_audit -> 0002_api_keys -> 0003_collections -> ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+from faceapi.adapters.store.db import make_engine
+from faceapi.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Separate from the audit append lock: only one process migrates at a time.
+MIGRATION_LOCK_KEY = 0x0FACEA91
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+    """Bring the database at `engine` up to `revision`, in one transaction."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def downgrade_engine(engine: Engine, revision: str) -> None:
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Migrate the database named by `settings` (its data dir is created if needed)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        upgrade_engine(engine, revision)
+    finally:
+        engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def is_up_to_date(engine: Engine) -> bool:
+    """Whether the database is at the newest revision (production start check)."""
+    return current_revision(engine) == head_revision()

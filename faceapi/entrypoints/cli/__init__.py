@@ -1,0 +1,38 @@
+"""The `faceapi` command. Subcommands live next to what they operate on and are
+registered here; each builds its own Settings from the environment once."""
+
+from __future__ import annotations
+
+import click
+
+from faceapi import __version__
+from faceapi.entrypoints.cli.audit import audit
+from faceapi.entrypoints.cli.collections import collections
+from faceapi.entrypoints.cli.db import db
+from faceapi.entrypoints.cli.imports import import_cmd
+from faceapi.entrypoints.cli.keys import keys
+from faceapi.entrypoints.cli.policies import policies
+from faceapi.entrypoints.cli.reviews import reviews
+
+
+@click.group()
+@click.version_option(__version__, prog_name="faceapi")
+def cli() -> None:
+    """faceapi: face verification under named policies, with review and audit."""
+
+
+cli.add_command(db)
+cli.add_command(audit)
+cli.add_command(keys)
+cli.add_command(policies)
+cli.add_command(import_cmd)
+cli.add_command(collections)
+cli.add_command(reviews)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

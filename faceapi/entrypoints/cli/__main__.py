@@ -1,0 +1,3 @@
+from faceapi.entrypoints.cli import main
+
+main()

@@ -1,0 +1,205 @@
+"""Per-app dependencies and request helpers shared by the blueprints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flask import current_app, g, request
+from marshmallow import Schema
+from werkzeug.exceptions import BadRequest
+
+from faceapi.adapters.blobs import BlobStore
+from faceapi.adapters.engines.base import FaceEngine, S3Object
+from faceapi.adapters.images import decode_base64_image
+from faceapi.adapters.search.index import SearchIndex
+from faceapi.adapters.store.db import Store
+from faceapi.config import Settings
+from faceapi.domain.audit import ANONYMOUS, Actor
+from faceapi.domain.clock import Clock
+from faceapi.domain.errors import ImageTooLarge, MissingImage
+from faceapi.domain.policies import PolicySet
+from faceapi.entrypoints.web.api.errors import ValidationFailed
+from faceapi.services.erase import SubjectEraser
+
+EXTENSION_KEY = "faceapi"
+
+
+@dataclass
+class Deps:
+    """Everything the views need, built once by create_app."""
+
+    settings: Settings
+    engine: FaceEngine
+    clock: Clock
+    store: Store  # the database: units of work for every use case
+    policies: PolicySet  # policies/*.yaml, validated at start
+    blobs: BlobStore  # review evidence (settings.resolved_blob_dir)
+    index: SearchIndex  # this worker's copy of the collections' descriptors
+    # What other subsystems delete when a subject is erased (reviews, lockouts).
+    erasers: tuple[SubjectEraser, ...] = ()
+    # name -> check returning (ok, why); /readyz runs them all
+    readiness: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def deps() -> Deps:
+    value: Deps = current_app.extensions[EXTENSION_KEY]
+    return value
+
+
+def current_actor() -> Actor:
+    """The caller authenticated by api/auth.py: a `faceapi.domain.access.Actor` (key id,
+    role, scope). On public endpoints there is none and this is the anonymous actor,
+    which every scope check refuses."""
+    actor = getattr(g, "actor", None)
+    return actor if isinstance(actor, Actor) else ANONYMOUS
+
+
+def request_id() -> str:
+    return str(getattr(g, "request_id", ""))
+
+
+# No request of ours nests anywhere near this deep; Python's json parsers recurse per
+# level and raise RecursionError (a 500) somewhere near a thousand levels.
+MAX_JSON_DEPTH = 64
+_STRUCTURE = b'"[]{}'
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in _STRUCTURE)
+_CHUNK = 1 << 20
+_FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, without parsing it (a
+    bracket inside a string does not count). Only C-speed passes (bytes.replace,
+    translate, numpy over fixed-size chunks), so a 15 MB body costs milliseconds and
+    a few MB of memory."""
+    opens = body.count(b"[") + body.count(b"{")
+    if opens <= MAX_JSON_DEPTH:
+        return opens
+    # Escapes first, left to right as JSON reads them: an escaped backslash, then an
+    # escaped quote; what remains of quotes delimits strings.
+    structure = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    deepest = depth = 0
+    in_string = 0
+    for start in range(0, len(structure), _CHUNK):
+        codes = np.frombuffer(structure, dtype=np.uint8, count=min(_CHUNK, len(structure) - start),
+                              offset=start)
+        quotes = (codes == ord('"')).view(np.uint8)
+        inside = np.bitwise_xor.accumulate(quotes) ^ in_string
+        in_string = int(inside[-1])
+        outside = inside == 0
+        steps = (((codes == ord("[")) | (codes == ord("{"))) & outside).astype(np.int32) - \
+            (((codes == ord("]")) | (codes == ord("}"))) & outside)
+        levels = np.cumsum(steps, dtype=np.int32) + depth
+        deepest = max(deepest, int(levels.max()))
+        depth = int(levels[-1])
+    return deepest
+
+
+def refuse_deep_json() -> None:
+    """A before_request guard for every route and parser (ours, webargs', Flask's, the
+    emulator's): a body nested deeper than MAX_JSON_DEPTH is a 400 before anything
+    parses it. Form posts are not JSON; every other body may be parsed as JSON
+    somewhere (the emulator parses whatever it is sent)."""
+    if request.mimetype in _FORM_TYPES or (not request.content_length and \
+            not request.headers.get("Transfer-Encoding")):
+        return
+    body = request.get_data(cache=True)
+    if body and json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def json_body(*, force: bool = False) -> Any:
+    """The request's JSON body, or None when there is none or it is not JSON. Nesting
+    too deep for the parser (RecursionError, which werkzeug's `silent` does not catch)
+    counts as not JSON, so it is a 400 like any other unreadable body, never a 500."""
+    try:
+        return request.get_json(force=force, silent=True)
+    except RecursionError:
+        return None
+
+
+def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
+    """Load a request body sent as JSON or as multipart/form-data.
+
+    In JSON an image is `{"bytes": "<base64>"}`; in multipart it is a file part of the
+    same name. Either way the schema receives `{"bytes": <raw bytes>}` for each image,
+    and the byte limit is enforced before base64 is decoded.
+    """
+    limit = deps().settings.max_image_bytes
+    raw: dict[str, Any]
+    if request.mimetype == "multipart/form-data":
+        raw = {key: request.form.get(key) for key in request.form}
+        for key in request.form:
+            values = request.form.getlist(key)
+            if len(values) > 1:
+                raw[key] = values
+        for name in image_fields:
+            upload = request.files.get(name)
+            if upload is not None:
+                data = upload.stream.read(limit + 1)
+                raw[name] = {"bytes": data}
+    else:
+        payload = json_body()
+        if payload is None:
+            if request.get_data(cache=True):
+                raise ValidationFailed("the body must be JSON or multipart/form-data")
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed("the JSON body must be an object")
+        raw = dict(payload)
+        for name in image_fields:
+            if name in raw:
+                raw[name] = _decode_json_image(name, raw[name], limit)
+    for name in image_fields:
+        image = raw.get(name)
+        if isinstance(image, dict) and isinstance(image.get("bytes"), bytes) and \
+                len(image["bytes"]) > limit:
+            raise ImageTooLarge(f"{name} is larger than {limit} bytes",
+                                details={"field": name, "limit": limit})
+    loaded: dict[str, Any] = schema.load(raw)
+    return loaded
+
+
+def _decode_json_image(name: str, value: Any, limit: int) -> Any:
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"{name} must be an object like {{\"bytes\": \"<base64>\"}}",
+                               details={"fields": {name: ["must be an object"]}})
+    encoded = value.get("bytes")
+    if encoded is None:
+        return value
+    if not isinstance(encoded, str):
+        raise ValidationFailed(f"{name}.bytes must be a base64 string",
+                               details={"fields": {name: {"bytes": ["must be a base64 string"]}}})
+    try:
+        data = decode_base64_image(name, encoded, limit)
+    except ValueError as exc:
+        raise ValidationFailed(f"{name}.bytes is not valid base64",
+                               details={"fields": {name: {"bytes": ["not valid base64"]}}}) from exc
+    return {**value, "bytes": data}
+
+
+def require_image_source(loaded: dict[str, Any], name: str) -> bytes | S3Object:
+    """The image's bytes, or its S3 object (`{"S3Object": {"Bucket", "Name"}}`); which
+    engines accept S3 is the intake's business (faceapi/adapters/images.py)."""
+    image = loaded.get(name) or {}
+    ref = image.get("s3_object")
+    if ref is None:
+        return require_image(loaded, name)
+    if image.get("bytes") is not None:
+        raise ValidationFailed(f"{name}: send bytes or S3Object, not both",
+                               details={"fields": {name: ["bytes or S3Object, not both"]}})
+    return S3Object(bucket=ref["bucket"], name=ref["name"], version=ref.get("version"))
+
+
+def require_image(loaded: dict[str, Any], name: str) -> bytes:
+    image = loaded.get(name)
+    if not image or image.get("bytes") is None:
+        raise MissingImage(f"{name} is required: send it as a file part or as "
+                           f"{{\"{name}\": {{\"bytes\": \"<base64>\"}}}}",
+                           details={"field": name})
+    data: bytes = image["bytes"]
+    return data

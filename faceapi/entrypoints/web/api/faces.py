@@ -1,0 +1,60 @@
+"""Face analysis endpoints: DetectFaces and CompareFaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+
+from faceapi.domain.faces import Attributes
+from faceapi.entrypoints.web.api.deps import current_actor, deps, load_body, require_image_source
+from faceapi.entrypoints.web.api.schemas import (
+    CompareRequestSchema,
+    CompareResponseSchema,
+    DetectRequestSchema,
+    DetectResponseSchema,
+)
+from faceapi.services.compare import CompareRequest, compare
+from faceapi.services.detect import DetectRequest, detect
+
+blp = Blueprint("faces", __name__, url_prefix="/v1/faces",
+                description="Face detection and 1:1 comparison")
+
+
+def image_request_body(schema: type, image_fields: tuple[str, ...]) -> dict[str, Any]:
+    """OpenAPI requestBody for an endpoint taking images as JSON or multipart."""
+    multipart_props = {name: {"type": "string", "format": "binary"} for name in image_fields}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema},
+            "multipart/form-data": {"schema": {"type": "object", "properties": multipart_props}},
+        },
+    }
+
+
+@blp.route("/detect", methods=["POST"])
+@blp.doc(requestBody=image_request_body(DetectRequestSchema, ("image",)))
+@blp.response(200, DetectResponseSchema)
+def detect_faces() -> Any:
+    """Detect faces (DetectFaces): boxes, confidence and, with ALL, landmarks, pose, quality."""
+    loaded = load_body(DetectRequestSchema(), ("image",))
+    attributes = Attributes.ALL if "ALL" in loaded["attributes"] else Attributes.DEFAULT
+    d = deps()
+    req = DetectRequest(image=require_image_source(loaded, "image"), attributes=attributes)
+    return detect(req, engine=d.engine, settings=d.settings, uow=d.store.uow(),
+                  actor=current_actor())
+
+
+@blp.route("/compare", methods=["POST"])
+@blp.doc(requestBody=image_request_body(CompareRequestSchema, ("source", "target")))
+@blp.response(200, CompareResponseSchema)
+def compare_faces() -> Any:
+    """Compare the largest source face with every target face (CompareFaces)."""
+    loaded = load_body(CompareRequestSchema(), ("source", "target"))
+    d = deps()
+    req = CompareRequest(source=require_image_source(loaded, "source"),
+                         target=require_image_source(loaded, "target"),
+                         similarity_threshold=loaded["similarity_threshold"])
+    return compare(req, engine=d.engine, settings=d.settings, uow=d.store.uow(),
+                   actor=current_actor())

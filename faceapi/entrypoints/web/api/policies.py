@@ -1,0 +1,82 @@
+"""Policies in force: list and read, each with its version (SHA-256 of its canonical form)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from faceapi.domain.errors import NotFound
+from faceapi.domain.policies import Policy
+from faceapi.entrypoints.web.api.deps import deps
+
+blp = Blueprint("policies", __name__, url_prefix="/v1/policies",
+                description="The policies decisions are made under")
+
+
+class QualityGateSchema(Schema):
+    min_face_px = fields.Integer()
+    max_yaw = fields.Float()
+    max_pitch = fields.Float()
+    max_roll = fields.Float()
+    min_sharpness = fields.Float()
+    min_brightness = fields.Float()
+
+
+class HumanReviewSchema(Schema):
+    mode = fields.String(metadata={"description": "always | band | never"})
+    band = fields.List(fields.Float(), allow_none=True,
+                       metadata={"description": "[low, high): scores here go to review"})
+    reviewers = fields.Integer(metadata={"description": "distinct reviewers who must agree"})
+    max_wait_hours = fields.Float(metadata={"description": "then the review expires, rejected"})
+
+
+class LockoutSchema(Schema):
+    failures = fields.Integer()
+    window_minutes = fields.Float()
+    base_delay_seconds = fields.Float()
+    max_delay_seconds = fields.Float()
+
+
+class PolicySchema(Schema):
+    name = fields.String()
+    version = fields.String(metadata={"description": "SHA-256 of the canonical form"})
+    description = fields.String()
+    operation = fields.String(metadata={"description": "verify | search | compare"})
+    consequential = fields.Boolean()
+    min_similarity = fields.Float()
+    min_face_confidence = fields.Float()
+    quality = fields.Nested(QualityGateSchema)
+    max_faces = fields.Integer(metadata={"description": "faces the probe image may contain"})
+    max_matches = fields.Integer(metadata={"description": "search: most candidates returned"})
+    human_review = fields.Nested(HumanReviewSchema)
+    lockout = fields.Nested(LockoutSchema, allow_none=True)
+    retention_days = fields.Integer(
+        metadata={"description": "days review evidence is kept after the review ends"})
+    attributes = fields.List(fields.String())
+
+
+class PolicyListSchema(Schema):
+    policies = fields.List(fields.Nested(PolicySchema))
+
+
+def policy_json(policy: Policy) -> dict[str, Any]:
+    return {"version": policy.version, **policy.canonical()}
+
+
+@blp.route("", methods=["GET"])
+@blp.response(200, PolicyListSchema)
+def list_policies() -> Any:
+    """List the policies in force with their versions."""
+    return {"policies": [policy_json(p) for p in deps().policies.values()]}
+
+
+@blp.route("/<string:name>", methods=["GET"])
+@blp.response(200, PolicySchema)
+def get_policy(name: str) -> Any:
+    """Read one policy: every rule and its version."""
+    policy = deps().policies.get(name)
+    if policy is None:
+        raise NotFound(f"no policy named {name[:64]!r}")
+    return policy_json(policy)

@@ -1,0 +1,96 @@
+"""SearchFacesByImage under a policy: Rekognition's response shape plus our decision."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, post_dump, validate
+
+from faceapi.domain.decisions import requester_view
+from faceapi.entrypoints.web.api.deps import (
+    current_actor,
+    deps,
+    load_body,
+    request_id,
+    require_image,
+)
+from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.schemas import (
+    BoundingBoxSchema,
+    FaceDetailSchema,
+    ImageSchema,
+    StrictSchema,
+)
+from faceapi.entrypoints.web.api.verify import DecisionSchema
+from faceapi.services.search import SearchRequest, SearchResult, search
+
+blp = Blueprint("search", __name__, url_prefix="/v1/collections",
+                description="Search a collection for a face (SearchFacesByImage) under a policy")
+
+class SearchRequestSchema(StrictSchema):
+    policy = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    image = fields.Nested(ImageSchema)
+    threshold = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, max=100),
+        metadata={"description": "FaceMatchThreshold; never below the policy's min_similarity"})
+    max_faces = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=4096),
+        metadata={"description": "MaxFaces; never above the policy's max_matches"})
+
+
+class StoredFaceSchema(Schema):
+    face_id = fields.String(data_key="FaceId")
+    bounding_box = fields.Nested(BoundingBoxSchema, data_key="BoundingBox")
+    image_id = fields.String(data_key="ImageId")
+    subject_id = fields.String(data_key="ExternalImageId")
+    confidence = fields.Float(data_key="Confidence")
+
+
+class FaceMatchSchema(Schema):
+    similarity = fields.Float(data_key="Similarity")
+    face = fields.Nested(StoredFaceSchema, data_key="Face")
+
+
+def _allowed_attributes(result: SearchResult) -> dict[str, Any] | None:
+    if result.searched_face is None:
+        return None
+    dumped: dict[str, Any] = FaceDetailSchema().dump(result.searched_face)
+    return {k: v for k, v in dumped.items() if k in result.attributes}
+
+
+class SearchResponseSchema(Schema):
+    searched_face_bounding_box = fields.Function(
+        lambda r: BoundingBoxSchema().dump(r.searched_face.bounding_box)
+        if r.searched_face else None, data_key="SearchedFaceBoundingBox")
+    searched_face_confidence = fields.Function(
+        lambda r: r.searched_face.confidence if r.searched_face else None,
+        data_key="SearchedFaceConfidence")
+    face_matches = fields.List(fields.Nested(FaceMatchSchema), data_key="FaceMatches")
+    model_version = fields.String(data_key="FaceModelVersion")
+    searched_face = fields.Function(
+        _allowed_attributes, data_key="SearchedFace",
+        metadata={"description": "the searched face's attributes the policy allows"})
+    decision = fields.Nested(DecisionSchema)
+
+    @post_dump
+    def _drop_none(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if v is not None}
+
+
+@blp.route("/<string:collection_id>/search", methods=["POST"])
+@blp.doc(requestBody=image_request_body(SearchRequestSchema, ("image",)))
+@blp.response(200, SearchResponseSchema)
+def search_faces_by_image(collection_id: str) -> SearchResult:
+    """Search the collection for the image's largest face, under a policy."""
+    loaded = load_body(SearchRequestSchema(), ("image",))
+    d = deps()
+    req = SearchRequest(collection_id=collection_id, image=require_image(loaded, "image"),
+                        policy=loaded["policy"], threshold=loaded["threshold"],
+                        max_faces=loaded["max_faces"])
+    result = search(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
+                    index=d.index, policies=d.policies, clock=d.clock, blobs=d.blobs,
+                    settings=d.settings, request_id=request_id())
+    # Until reviewers decide, the caller learns only that review is required.
+    return replace(result, decision=requester_view(result.decision))

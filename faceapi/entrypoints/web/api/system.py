@@ -1,0 +1,84 @@
+"""Health, readiness, engine capabilities and the API docs page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask_smorest import Blueprint
+
+from faceapi.entrypoints.web.api.deps import deps
+from faceapi.entrypoints.web.api.schemas import CapabilitiesSchema, HealthSchema
+
+blp = Blueprint("system", __name__, description="Health, readiness and engine facts")
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.response(200, HealthSchema)
+def healthz() -> Any:
+    """Liveness: the process answers."""
+    return {"status": "ok", "checks": {}}
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.response(200, HealthSchema)
+@blp.alt_response(503, schema=HealthSchema, description="not ready; checks say why")
+def readyz() -> Any:
+    """Readiness: the engine and the store can serve requests."""
+    d = deps()
+    checks: dict[str, str] = {}
+    ok = True
+    engine_ok, engine_why = d.engine.ready()
+    checks["engine"] = engine_why
+    ok &= engine_ok
+    for name, check in d.readiness.items():
+        try:
+            passed, why = check()
+        except Exception as exc:  # a failing check must report, not crash readiness
+            passed, why = False, f"{type(exc).__name__}"
+        checks[name] = why
+        ok &= passed
+    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    return body, (200 if ok else 503)
+
+
+@blp.route("/v1/engine", methods=["GET"])
+@blp.response(200, CapabilitiesSchema)
+def engine_info() -> Any:
+    """The active engine: what it computes and what it never returns."""
+    return deps().engine.capabilities()
+
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>faceapi API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
+h2{border-bottom:1px solid #ccc}code,pre{background:#f4f4f4;padding:.1rem .3rem}
+.m{font-weight:bold;text-transform:uppercase;margin-right:.5rem}</style></head>
+<body><h1>faceapi API</h1><p>The machine-readable spec is at
+<a href="/openapi.json">/openapi.json</a>. Every error is
+<code>{"error": {"code", "message", "request_id"}}</code>.</p><div id="ops">Loading…</div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(spec => {
+  const out = document.getElementById('ops'); out.textContent = '';
+  for (const [path, ops] of Object.entries(spec.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      if (typeof op !== 'object' || !op.responses) continue;
+      const h = document.createElement('h2');
+      const m = document.createElement('span'); m.className = 'm'; m.textContent = method;
+      h.append(m, document.createTextNode(path)); out.append(h);
+      const p = document.createElement('p'); p.textContent = op.summary || ''; out.append(p);
+      const pre = document.createElement('pre');
+      pre.textContent = 'responses: ' + Object.keys(op.responses).join(', ');
+      out.append(pre);
+    }
+  }
+});
+</script></body></html>"""
+
+
+@blp.route("/docs", methods=["GET"])
+@blp.doc(hide=True)
+def docs_page() -> Response:
+    """Human-readable API reference rendered from /openapi.json (no CDN needed)."""
+    return Response(_DOCS_PAGE, mimetype="text/html")

@@ -1,0 +1,160 @@
+"""Verify (1:1 under a policy), the decisions apps read back, and operators' unlock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from faceapi.domain.access import APP
+from faceapi.domain.decisions import Decision, Outcome, requester_view
+from faceapi.entrypoints.web.api.deps import (
+    current_actor,
+    deps,
+    load_body,
+    request_id,
+    require_image,
+)
+from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.schemas import ImageSchema, StrictSchema
+from faceapi.services import lockout as lockout_service
+from faceapi.services.review import get_decision
+from faceapi.services.verify import CompareRequest, VerifyRequest, compare_under_policy, verify
+
+blp = Blueprint("verify", __name__, url_prefix="/v1",
+                description="Verify a claimed subject under a policy; read decisions")
+lockouts_blp = Blueprint("lockouts", __name__, url_prefix="/v1/collections",
+                         description="Failed-verify lockouts (operators)")
+
+_ID = validate.Regexp(r"^[A-Za-z0-9_.\-]{1,128}$", error="letters, digits, _ . - (1-128)")
+
+
+class VerifyRequestSchema(StrictSchema):
+    collection_id = fields.String(required=True, validate=_ID)
+    subject_id = fields.String(required=True, validate=_ID,
+                               metadata={"description": "the claimed subject"})
+    policy = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                           metadata={"description": "e.g. login or identity_check"})
+    image = fields.Nested(ImageSchema)
+
+
+class PolicyCompareRequestSchema(StrictSchema):
+    policy = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                           metadata={"description": "a compare policy, e.g. dataset_cleaning"})
+    source = fields.Nested(ImageSchema)
+    target = fields.Nested(ImageSchema)
+
+
+class DecisionSchema(Schema):
+    decision_id = fields.String(attribute="id")
+    kind = fields.Function(lambda d: d.kind.value,
+                           metadata={"description": "verify | search | compare"})
+    outcome = fields.Function(
+        lambda d: d.outcome.value,
+        metadata={"description": "match | no_match | pending_review | rejected"})
+    final = fields.Boolean(metadata={"description": "false while a review is pending"})
+    reasons = fields.List(fields.String())
+    similarity = fields.Function(
+        lambda d: round(d.similarity, 4) if d.outcome is Outcome.MATCH and d.similarity
+        is not None else None,
+        metadata={"description": "best similarity; given on a final match only"})
+    threshold = fields.Float()
+    policy = fields.Function(lambda d: {"name": d.policy_name, "version": d.policy_version})
+    collection_id = fields.String(allow_none=True)
+    subject_id = fields.String(allow_none=True)
+    matched_face_id = fields.String(allow_none=True)
+    review_id = fields.String(allow_none=True)
+    audit_event_id = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
+
+
+class LockoutStatusSchema(Schema):
+    policy = fields.String(attribute="policy_name")
+    failures = fields.Integer(metadata={"description": "consecutive failures counted"})
+    lock_count = fields.Integer(metadata={"description": "locks since the last success"})
+    locked_until = fields.DateTime(allow_none=True)
+    retry_after = fields.Integer(allow_none=True, metadata={"description": "seconds"})
+
+
+class LockoutListSchema(Schema):
+    lockouts = fields.List(fields.Nested(LockoutStatusSchema))
+
+
+class UnlockArgsSchema(Schema):
+    policy = fields.String(load_default=None, validate=validate.Length(min=1, max=64),
+                           metadata={"description": "one policy; absent: all"})
+
+
+class UnlockedSchema(Schema):
+    unlocked = fields.Integer()
+
+
+@blp.route("/verify", methods=["POST"])
+@blp.doc(requestBody=image_request_body(VerifyRequestSchema, ("image",)))
+@blp.response(200, DecisionSchema)
+@blp.alt_response(423, description="locked: too many failures; see Retry-After")
+def verify_subject() -> Any:
+    """Verify that the image shows the claimed subject, under a policy."""
+    loaded = load_body(VerifyRequestSchema(), ("image",))
+    d = deps()
+    req = VerifyRequest(collection_id=loaded["collection_id"], subject_id=loaded["subject_id"],
+                        image=require_image(loaded, "image"), policy=loaded["policy"])
+    return requester_view(verify(req, actor=current_actor(), engine=d.engine,
+                                 uow=d.store.uow(), policies=d.policies, clock=d.clock,
+                                 blobs=d.blobs, settings=d.settings,
+                                 request_id=request_id()))
+
+
+@blp.route("/compare", methods=["POST"])
+@blp.doc(requestBody=image_request_body(PolicyCompareRequestSchema, ("source", "target")))
+@blp.response(200, DecisionSchema)
+def compare_pair() -> Any:
+    """Decide whether two images show the same person, under a compare policy."""
+    loaded = load_body(PolicyCompareRequestSchema(), ("source", "target"))
+    d = deps()
+    req = CompareRequest(source=require_image(loaded, "source"),
+                         target=require_image(loaded, "target"), policy=loaded["policy"])
+    return requester_view(compare_under_policy(
+        req, actor=current_actor(), engine=d.engine, uow=d.store.uow(), policies=d.policies,
+        clock=d.clock, blobs=d.blobs, settings=d.settings, request_id=request_id()))
+
+
+@blp.route("/decisions/<string:decision_id>", methods=["GET"])
+@blp.response(200, DecisionSchema)
+def get_decision_view(decision_id: str) -> Decision:
+    """Read a decision: its final outcome once its review has ended."""
+    d = deps()
+    actor = current_actor()
+    decision = get_decision(decision_id, actor=actor, uow=d.store.uow(), blobs=d.blobs,
+                            clock=d.clock)
+    # Apps, and whoever requested it, learn nothing from a decision until it is final;
+    # reviewers, auditors and admins who did not request it see it whole.
+    if actor.role == APP or actor.key_id == decision.requester_key_id:
+        return requester_view(decision)
+    return decision
+
+
+@lockouts_blp.route("/<string:collection_id>/subjects/<string:subject_id>/lockout",
+                    methods=["GET"])
+@lockouts_blp.response(200, LockoutListSchema)
+def get_lockout(collection_id: str, subject_id: str) -> Any:
+    """Show a subject's failed-verify count and lock, per policy."""
+    d = deps()
+    states = lockout_service.lockout_status(collection_id, subject_id, actor=current_actor(),
+                                            uow=d.store.uow(), clock=d.clock)
+    return {"lockouts": states}
+
+
+@lockouts_blp.route("/<string:collection_id>/subjects/<string:subject_id>/lockout",
+                    methods=["DELETE"])
+@lockouts_blp.arguments(UnlockArgsSchema, location="query")
+@lockouts_blp.response(200, UnlockedSchema)
+def unlock_subject(args: dict[str, Any], collection_id: str, subject_id: str) -> Any:
+    """Unlock a subject (operators): clears the failure count; audited."""
+    d = deps()
+    count = lockout_service.unlock(collection_id, subject_id, args["policy"],
+                                   actor=current_actor(), uow=d.store.uow(), clock=d.clock,
+                                   request_id=request_id())
+    return {"unlocked": count}

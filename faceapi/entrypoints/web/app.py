@@ -1,0 +1,153 @@
+"""The composition root: the only place that picks adapters and wires the app."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from flask import Flask, Response, g, request
+from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from faceapi import __version__
+from faceapi.adapters.blobs import DirectoryBlobStore
+from faceapi.adapters.engines.base import FaceEngine, remote_collections
+from faceapi.adapters.engines.factory import build_engine
+from faceapi.adapters.policy_files import check_default_binding, load_policies
+from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
+from faceapi.adapters.store import Store
+from faceapi.config import Settings
+from faceapi.domain.clock import Clock, SystemClock
+from faceapi.entrypoints.web import console, emulator
+from faceapi.entrypoints.web.api import (
+    audit,
+    auth,
+    collections,
+    errors,
+    faces,
+    keys,
+    limits,
+    policies,
+    reviews,
+    search,
+    system,
+    verify,
+)
+from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, Deps, refuse_deep_json
+from faceapi.entrypoints.web.logging import bind_request, configure_logging, new_request_id
+from faceapi.services.collections import RemoteFacesEraser
+from faceapi.services.erase import SubjectEraser
+from faceapi.services.face_crops import FaceCropEraser
+from faceapi.services.review import ReviewEvidenceEraser
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = None,
+               clock: Clock | None = None) -> Flask:
+    """Build the Flask app. Tests pass their own settings and fakes of our ports."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Flask("faceapi")
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
+    app.config.update(
+        API_TITLE="faceapi",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        # Two images plus base64 overhead and form fields; larger bodies are refused
+        # by werkzeug before they are read into memory.
+        MAX_CONTENT_LENGTH=3 * settings.max_image_bytes + 64 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    engine = engine or build_engine(settings)
+    clock = clock or SystemClock()
+    # Audit events carry wall-clock time from the store, not the app's (injectable) clock.
+    store = Store.from_settings(settings)
+    if settings.env == "test" or store.dialect == "sqlite":
+        # Zero set-up for SQLite and tests; production PostgreSQL is migrated by
+        # `faceapi db upgrade` (make serve) before the workers start.
+        store.upgrade()
+    else:
+        # A worker must not serve from a schema older than its code.
+        store.require_current_schema()
+    if settings.env != "test":
+        # Signs the chain head every audit_checkpoint_seconds even when no event arrives,
+        # so the newest events do not stay unsigned through a quiet period.
+        store.start_checkpoint_timer()
+    blobs = DirectoryBlobStore(settings.resolved_blob_dir)
+    # What a subject's erasure (and a collection's deletion) also deletes: review
+    # evidence and lockout state, enrolled-face crops, and the engine's own copy of
+    # the faces when it keeps them (Rekognition).
+    erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(blobs, clock),
+                                          FaceCropEraser(blobs))
+    remote = remote_collections(engine)
+    if remote is not None:
+        erasers = (*erasers, RemoteFacesEraser(engine, remote))
+    deps = Deps(settings=settings, engine=engine, clock=clock, store=store,
+                # A bad policy file raises PolicyError here: the app does not start.
+                policies=load_policies(settings.policies_dir),
+                blobs=blobs,
+                index=BruteForceIndex(StoreIndexSource(store.read_uow), engine.similarity),
+                erasers=erasers)
+    app.extensions[EXTENSION_KEY] = deps
+    # FACEAPI_DEFAULT_COLLECTION_POLICIES must name loaded verify/search policies.
+    check_default_binding(settings, deps.policies)
+
+    api = Api(app)
+    api.register_blueprint(system.blp)
+    api.register_blueprint(faces.blp)
+    api.register_blueprint(collections.blp)
+    api.register_blueprint(keys.blp)
+    api.register_blueprint(policies.blp)
+    api.register_blueprint(verify.blp)
+    api.register_blueprint(verify.lockouts_blp)
+    api.register_blueprint(search.blp)
+    api.register_blueprint(reviews.blp)
+    api.register_blueprint(audit.blp)
+    # Rekognition-compatible endpoint for AWS SDKs (POST /); kept out of the OpenAPI spec.
+    emulator.init_app(app, enabled_faults=settings.env == "test")
+    console.init_app(app, settings)
+    errors.register_error_handlers(app)
+    _register_request_logging(app)
+    # Access control last: rate limit per address, authenticate, then rate limit per
+    # verified key (see api/limits.py for why this order).
+    limits.init_limiter(app, settings)
+    auth.register_auth(app)
+    limits.init_key_limits(app, settings)
+    # Before any view parses a body (webargs, Flask, the emulator): see api/deps.py.
+    app.before_request(refuse_deep_json)
+    auth.document_security(api, app)
+    log.info("app_created", engine=deps.engine.name, model_version=deps.engine.model_version,
+             env=settings.env)
+    return app
+
+
+def _register_request_logging(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.request_id = new_request_id(request.headers.get("X-Request-ID"))
+        g.started = time.perf_counter()
+        bind_request(g.request_id, method=request.method, path=request.path)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        started = getattr(g, "started", None)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        route = request.url_rule.rule if request.url_rule is not None else None
+        log.info("request", route=route, status=response.status_code, duration_ms=duration_ms)
+        return response
+
+    @app.teardown_request
+    def _forget(_exc: BaseException | None) -> None:
+        # Work done after the request on this thread (a CLI call, a test helper) must
+        # not carry this request's id into its logs or audit events.
+        structlog.contextvars.clear_contextvars()

@@ -1,0 +1,73 @@
+"""The console's bridge to access control: sign-in through the keys service, the role
+rules from the one permission table, and audit events for refused sign-ins and pages."""
+
+from __future__ import annotations
+
+import structlog
+
+from faceapi.domain import access as rules
+from faceapi.domain.access import Actor
+from faceapi.domain.audit import Action
+from faceapi.domain.audit import Actor as AuditActor
+from faceapi.domain.errors import NotFound
+from faceapi.entrypoints.web.api.auth import record_auth_failure, record_refusal
+from faceapi.entrypoints.web.api.deps import deps
+from faceapi.services import keys
+
+log = structlog.get_logger(__name__)
+
+CONSOLE_ACTOR = AuditActor.system("console")
+
+
+def allowed(role: str, endpoint: str) -> bool:
+    """Deny by default: an endpoint missing from the table opens for nobody."""
+    return role in rules.CONSOLE_PAGES.get(endpoint, frozenset())
+
+
+def needs_no_session(endpoint: str) -> bool:
+    return rules.rule_for(endpoint) is rules.Access.CONSOLE
+
+
+def authenticate(raw_key: str) -> Actor | None:
+    """The key's actor if the keys service accepts it (known, not revoked, not
+    expired); a refusal is an `auth.fail` event, as for the API."""
+    d = deps()
+    try:
+        return keys.authenticate(raw_key, read_uow=d.store.read_uow, write_uow=d.store.uow,
+                                 clock=d.clock)
+    except keys.AuthenticationFailed as exc:
+        log.warning("console_auth_fail", reason=exc.reason, key_id=exc.key_id)
+        record_auth_failure(exc, "console.signin", details={"channel": "console"})
+        return None
+
+
+def reload_principal(key_id: str) -> Actor | None:
+    """The key's actor again for a live session, or None once the key was revoked or
+    expired: revoking a key ends its console sessions on the next click."""
+    d = deps()
+    try:
+        # The session's own key: read as the console itself, not through a key's scope.
+        key = keys.get_key(key_id, uow=d.store.read_uow(), actor=CONSOLE_ACTOR)
+    except NotFound:
+        return None
+    if key.status(d.clock.now()) != "active":
+        return None
+    return key.actor()
+
+
+def record_denial(who: Actor, endpoint: str) -> None:
+    """A page the role may not open is an `authz.deny` event, as for the API."""
+    log.warning("authz_deny", reason="role_not_allowed", endpoint=endpoint,
+                key_id=who.key_id, role=who.role)
+    record_refusal(Action.AUTHZ_DENY, "denied", who, endpoint, reason="role_not_allowed",
+                   details={"channel": "console"})
+
+
+def record_out_of_scope(who: Actor, endpoint: str, details: dict[str, object]) -> None:
+    """An object outside the key's scope (shown as missing) is an `authz.deny` event,
+    as for the API."""
+    log.warning("authz_deny", reason="out_of_scope", endpoint=endpoint, key_id=who.key_id,
+                role=who.role)
+    record_refusal(Action.AUTHZ_DENY, "out_of_scope", who, endpoint, reason="out_of_scope",
+                   details={"channel": "console",
+                            **{k: v for k, v in details.items() if isinstance(v, str)}})
