@@ -26,10 +26,8 @@ from faceapi.domain.audit_export import (
     read_jsonl_export,
     verify_export,
 )
-from faceapi.entrypoints.cli.keys import cli_store
+from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_store
 from faceapi.services import audit_trail
-
-CLI_ACTOR = Actor.system("cli")
 
 
 @contextmanager

@@ -3,12 +3,17 @@ operators preparing a bulk import). Changes are audited with the `system` actor.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from faceapi.config import Settings
-from faceapi.domain.audit import Actor
-from faceapi.domain.clock import SystemClock
+from faceapi.bootstrap import Container
+from faceapi.domain.collections import Collection
 from faceapi.domain.errors import FaceApiError
+from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_container
+
+if TYPE_CHECKING:
+    from faceapi.services.collections import CreateCollectionRequest
 
 
 @click.group()
@@ -31,42 +36,39 @@ def create_cmd(collection_id: str, description: str, no_consent: bool,
                no_crops: bool, policy_names: str | None) -> None:
     """Create a collection bound to the configured engine and model version, and to the
     policies that may be used on it."""
-    from faceapi.adapters.engines.factory import build_engine
-    from faceapi.adapters.policy_files import load_policies
-    from faceapi.adapters.store import Store
-    from faceapi.services.collections import CreateCollectionRequest, create_collection
+    from faceapi.services.collections import CreateCollectionRequest
 
-    settings = Settings.from_env()
-    store = Store.from_settings(settings)
-    try:
-        engine = build_engine(settings)
-        collection = create_collection(
-            CreateCollectionRequest(collection_id, description, consent_required=not no_consent,
-                                    keep_face_crops=not no_crops,
-                                    policies=None if policy_names is None else
-                                    tuple(policy_names.split(","))),
-            actor=Actor.system("cli"), engine=engine, uow=store.uow(), clock=SystemClock(),
-            policies=load_policies(settings.policies_dir),
-            default_policies=settings.default_collection_policies)
-    except FaceApiError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
-    finally:
-        store.dispose()
+    request = CreateCollectionRequest(
+        collection_id, description, consent_required=not no_consent, keep_face_crops=not no_crops,
+        policies=None if policy_names is None else tuple(policy_names.split(",")))
+    with cli_container() as container:
+        try:
+            collection = _create(container, request)
+        except FaceApiError as exc:
+            raise click.ClickException(f"{exc.code}: {exc.message}") from exc
     click.echo(f"created {collection.collection_id} ({collection.engine} "
                f"{collection.model_version}, consent required: {collection.consent_required}, "
                f"policies: {','.join(collection.policies)})")
 
 
+def _create(container: Container, request: CreateCollectionRequest) -> Collection:
+    from faceapi.services.collections import create_collection
+
+    settings = container.settings
+    engine = container.engine
+    return create_collection(
+        request, actor=CLI_ACTOR, engine=engine, uow=container.store.uow(), clock=container.clock,
+        policies=container.policies, default_policies=settings.default_collection_policies)
+
+
 @collections.command("list")
 def list_cmd() -> None:
     """List collections with their face and subject counts."""
-    from faceapi.adapters.store import Store
     from faceapi.services.collections import list_collections
 
-    settings = Settings.from_env()
-    store = Store.from_settings(settings)
-    actor = Actor.system("cli")
-    try:
+    with cli_container() as container:
+        store = container.store
+        actor = CLI_ACTOR
         token: str | None = None
         while True:
             page = list_collections(actor=actor, uow=store.read_uow(), next_token=token)
@@ -80,5 +82,3 @@ def list_cmd() -> None:
             token = page.next_token
             if token is None:
                 break
-    finally:
-        store.dispose()

@@ -31,6 +31,7 @@ from faceapi.domain.clock import Clock, SystemClock
 from faceapi.domain.collections import ConsentBasis, QualityFilter, valid_id
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Attributes
+from faceapi.entrypoints.cli.common import cli_container
 from faceapi.services.collections import ConsentInput, resource
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.ports import UnitOfWorkFactory
@@ -257,16 +258,12 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         consent_basis: str | None, consent_reference: str | None,
         report_path: Path | None) -> None:
     """Index every image under FOLDER into a collection; resumable, with a CSV report."""
-    from faceapi.adapters.engines.factory import build_engine
-    from faceapi.adapters.store import Store
-
     if subject_from == "csv" and csv_file is None:
         raise click.UsageError("--subject-from csv needs --csv FILE")
     if (consent_basis is None) != (consent_reference is None):
         raise click.UsageError("give --consent-basis and --consent-reference together")
-    settings = Settings.from_env()
-    store = Store.from_settings(settings)
-    try:
+    with cli_container() as container:
+        settings, store = container.settings, container.store
         with store.read_uow() as uow:
             if uow.collections.get(collection_id) is None:
                 raise click.ClickException(f"collection {collection_id!r} not found")
@@ -275,9 +272,9 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
                      subject_column=subject_column)
         actor = Actor.system("import")
         importer = Importer(
-            collection_id=collection_id, actor=actor, engine=build_engine(settings),
-            uow=store.uow, settings=settings, quality_filter=QualityFilter(quality_filter),
-            max_faces=max_faces,
+            collection_id=collection_id, actor=actor, engine=container.engine,
+            uow=store.uow, settings=settings, blobs=container.blobs, clock=container.clock,
+            quality_filter=QualityFilter(quality_filter), max_faces=max_faces,
             consent=ConsentInput(ConsentBasis(consent_basis), consent_reference)
             if consent_basis and consent_reference else None)
         report_path = report_path or Path(f"import-report-{collection_id}.csv")
@@ -291,7 +288,5 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         with report, bar:
             counts = import_items(items, importer, report, progress=iter(bar))
         audit_run(store.uow, actor, collection_id, counts)
-    finally:
-        store.dispose()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no files"
     click.echo(f"{summary}; report: {report_path}")

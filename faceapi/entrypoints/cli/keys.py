@@ -8,39 +8,13 @@ FACEAPI_* settings), so it works before any key exists; its audit actor is
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
-from faceapi.adapters.store.db import Store
-from faceapi.config import Settings
 from faceapi.domain import access
-from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.clock import SystemClock
-from faceapi.domain.errors import FaceApiError
+from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_store
 from faceapi.services import keys as key_service
-
-CLI_ACTOR = AuditActor.system("cli")
-
-
-@contextmanager
-def cli_store() -> Iterator[tuple[Settings, Store]]:
-    """The settings and a store for one CLI command; an unmigrated schema or a
-    FaceApiError (the database is unreachable, a key is not found ...) ends the command
-    with `Error: ...`, exit 1."""
-    settings = Settings.from_env()
-    store = Store.from_settings(settings)
-    try:
-        try:
-            store.require_current_schema()
-        except RuntimeError as exc:  # not migrated: `faceapi db upgrade` first
-            raise click.ClickException(str(exc)) from exc
-        yield settings, store
-    except FaceApiError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        store.dispose()
 
 
 @click.group()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from faceapi.adapters.policy_files import load_policies, read_policy_file
+from faceapi.adapters.policy_files import read_policy_file
+from faceapi.bootstrap import bootstrap
 from faceapi.config import Settings
 from faceapi.domain.policies import PolicyError, UnknownPolicy
 
@@ -45,7 +46,7 @@ def check(paths: tuple[Path, ...]) -> None:
 def show(name: str | None) -> None:
     """Print the policies in force (or one) as canonical JSON with their versions."""
     try:
-        loaded = load_policies(Settings.from_env().policies_dir)
+        loaded = bootstrap().policies
         chosen = [loaded.require(name)] if name else list(loaded.values())
     except (PolicyError, UnknownPolicy) as exc:
         click.echo(exc.message, err=True)

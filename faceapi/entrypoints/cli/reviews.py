@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import click
 
-from faceapi.adapters.blobs import DirectoryBlobStore
-from faceapi.adapters.store import Store
-from faceapi.config import Settings
-from faceapi.domain.clock import SystemClock
+from faceapi.entrypoints.cli.common import cli_container
 from faceapi.services.review import sweep
 
 
@@ -23,11 +20,7 @@ def reviews() -> None:
 @reviews.command("sweep")
 def sweep_cmd() -> None:
     """Expire reviews past their deadline as rejected; delete evidence past retention."""
-    settings = Settings.from_env()
-    store = Store.from_settings(settings)
-    try:
-        expired, purged = sweep(uow=store.uow(), blobs=DirectoryBlobStore(
-            settings.resolved_blob_dir), clock=SystemClock())
-    finally:
-        store.dispose()
+    with cli_container() as container:
+        expired, purged = sweep(uow=container.store.uow(), blobs=container.blobs,
+                                clock=container.clock)
     click.echo(f"expired {expired} review(s); purged evidence of {purged} review(s)")

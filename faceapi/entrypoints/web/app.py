@@ -1,4 +1,5 @@
-"""The composition root: the only place that picks adapters and wires the app."""
+"""The web app: `create_app` takes the adapters from the composition root
+(faceapi/bootstrap.py) and wires Flask: blueprints, error handlers, access control."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from faceapi import __version__
-from faceapi.adapters.blobs import DirectoryBlobStore
-from faceapi.adapters.engines.base import FaceEngine, remote_collections
-from faceapi.adapters.engines.factory import build_engine
-from faceapi.adapters.policy_files import check_default_binding, load_policies
-from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
-from faceapi.adapters.store import Store
+from faceapi.adapters.engines.base import FaceEngine
+from faceapi.adapters.policy_files import check_default_binding
+from faceapi.bootstrap import bootstrap
 from faceapi.config import Settings
-from faceapi.domain.clock import Clock, SystemClock
+from faceapi.domain.clock import Clock
 from faceapi.entrypoints.web import console, emulator
 from faceapi.entrypoints.web.api import (
     audit,
@@ -35,10 +33,6 @@ from faceapi.entrypoints.web.api import (
 )
 from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, Deps, refuse_deep_json
 from faceapi.entrypoints.web.logging import bind_request, configure_logging, new_request_id
-from faceapi.services.collections import RemoteFacesEraser
-from faceapi.services.erase import SubjectEraser
-from faceapi.services.face_crops import FaceCropEraser
-from faceapi.services.review import ReviewEvidenceEraser
 
 log = structlog.get_logger(__name__)
 
@@ -67,10 +61,11 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    engine = engine or build_engine(settings)
-    clock = clock or SystemClock()
-    # Audit events carry wall-clock time from the store, not the app's (injectable) clock.
-    store = Store.from_settings(settings)
+    # The adapters come from the composition root; what follows is the web process's
+    # own start-up: the schema check and the checkpoint timer.
+    container = bootstrap(settings, engine=engine, clock=clock)
+    engine = container.engine
+    store = container.store
     if settings.env == "test" or store.dialect == "sqlite":
         # Zero set-up for SQLite and tests; production PostgreSQL is migrated by
         # `faceapi db upgrade` (make serve) before the workers start.
@@ -82,21 +77,13 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
         # Signs the chain head every audit_checkpoint_seconds even when no event arrives,
         # so the newest events do not stay unsigned through a quiet period.
         store.start_checkpoint_timer()
-    blobs = DirectoryBlobStore(settings.resolved_blob_dir)
-    # What a subject's erasure (and a collection's deletion) also deletes: review
-    # evidence and lockout state, enrolled-face crops, and the engine's own copy of
-    # the faces when it keeps them (Rekognition).
-    erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(blobs, clock),
-                                          FaceCropEraser(blobs))
-    remote = remote_collections(engine)
-    if remote is not None:
-        erasers = (*erasers, RemoteFacesEraser(engine, remote))
-    deps = Deps(settings=settings, engine=engine, clock=clock, store=store,
+    deps = Deps(settings=settings, engine=engine, clock=container.clock,
+                store=store,
                 # A bad policy file raises PolicyError here: the app does not start.
-                policies=load_policies(settings.policies_dir),
-                blobs=blobs,
-                index=BruteForceIndex(StoreIndexSource(store.read_uow), engine.similarity),
-                erasers=erasers)
+                policies=container.policies,
+                blobs=container.blobs,
+                index=container.index,
+                erasers=container.erasers)
     app.extensions[EXTENSION_KEY] = deps
     # FACEAPI_DEFAULT_COLLECTION_POLICIES must name loaded verify/search policies.
     check_default_binding(settings, deps.policies)

@@ -1,0 +1,46 @@
+"""What every `faceapi` command shares: the adapters from the composition root, and the
+store opener that turns an unmigrated schema or a FaceApiError into `Error: ...`, exit 1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from faceapi.adapters.store import Store
+from faceapi.bootstrap import Container, bootstrap
+from faceapi.config import Settings
+from faceapi.domain.audit import Actor
+
+CLI_ACTOR = Actor.system("cli")
+
+
+@contextmanager
+def cli_container() -> Iterator[Container]:
+    """The adapters for one command (built from FACEAPI_* once, on first use); the
+    database connections are released when the command ends."""
+    container = bootstrap()
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+@contextmanager
+def cli_store() -> Iterator[tuple[Settings, Store]]:
+    """The settings and a store for one CLI command; an unmigrated schema or a
+    FaceApiError (the database is unreachable, a key is not found ...) ends the command
+    with `Error: ...`, exit 1."""
+    from faceapi.domain.errors import FaceApiError
+
+    with cli_container() as container:
+        store = container.store
+        try:
+            try:
+                store.require_current_schema()
+            except RuntimeError as exc:  # not migrated: `faceapi db upgrade` first
+                raise click.ClickException(str(exc)) from exc
+            yield container.settings, store
+        except FaceApiError as exc:
+            raise click.ClickException(exc.message) from exc
