@@ -31,7 +31,6 @@ from typing import Any
 
 from bench.common import environment, faces_dir, read_csv, write_json
 from faceapi.adapters.blobs import DirectoryBlobStore
-from faceapi.adapters.engines.base import FaceEngine
 from faceapi.adapters.engines.factory import build_engine
 from faceapi.adapters.policy_files import load_policies
 from faceapi.adapters.store import Store
@@ -48,6 +47,7 @@ from faceapi.services.collections import (
     delete_faces,
 )
 from faceapi.services.enroll import IndexFacesRequest, index_faces
+from faceapi.services.ports import FaceEngine
 from faceapi.services.verify import VerifyRequest, verify
 
 REPO = Path(__file__).resolve().parent.parent

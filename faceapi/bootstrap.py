@@ -10,19 +10,24 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from faceapi.adapters.blobs import BlobStore, DirectoryBlobStore
-from faceapi.adapters.engines.base import FaceEngine, remote_collections
+from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
 from faceapi.adapters.policy_files import load_policies
-from faceapi.adapters.search.index import BruteForceIndex, SearchIndex, StoreIndexSource
+from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
 from faceapi.adapters.signing_keys import CheckpointSigner
 from faceapi.adapters.store import Store
 from faceapi.config import Settings
 from faceapi.domain.clock import Clock, SystemClock
 from faceapi.domain.policies import PolicySet
 from faceapi.services.collections import RemoteFacesEraser
-from faceapi.services.erase import SubjectEraser
 from faceapi.services.face_crops import FaceCropEraser
+from faceapi.services.ports import (
+    BlobStore,
+    FaceEngine,
+    SearchIndex,
+    SubjectEraser,
+    remote_collections,
+)
 from faceapi.services.review import ReviewEvidenceEraser
 
 

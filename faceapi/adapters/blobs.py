@@ -13,37 +13,10 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Protocol
 
 from faceapi.adapters.private_files import write_private_file
 
 _PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-
-
-class BlobStore(Protocol):
-    def put(self, key: str, data: bytes) -> None:
-        """Store `data` under `key`, replacing any previous blob."""
-        ...
-
-    def get(self, key: str) -> bytes | None:
-        """The blob, or None if there is none."""
-        ...
-
-    def exists(self, key: str) -> bool:
-        """Whether there is a blob under `key` (without reading it)."""
-        ...
-
-    def delete(self, key: str) -> bool:
-        """Delete one blob; False if there was none."""
-        ...
-
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every blob under `prefix/`; returns how many files went."""
-        ...
-
-    def keys(self, prefix: str) -> list[str]:
-        """Every key under `prefix/`."""
-        ...
 
 
 def _parts(key: str) -> list[str]:

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from faceapi.adapters.engines.base import FaceEngine, S3ImageReader, S3Object
 from faceapi.config import Settings
+from faceapi.domain.engine_values import S3Object
 from faceapi.domain.errors import (
     ImageTooLarge,
     ImageTooManyPixels,
@@ -31,6 +31,7 @@ from faceapi.domain.errors import (
     UnsupportedImageFormat,
 )
 from faceapi.domain.images import DecodedImage, decoded_bytes
+from faceapi.services.ports import FaceEngine, S3ImageReader
 
 _MAGIC: tuple[tuple[str, bytes, int], ...] = (
     ("jpeg", b"\xff\xd8\xff", 0),

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Protocol
 
 from faceapi.domain import audit
 from faceapi.domain.errors import FaceApiError, NotFound
@@ -381,43 +380,3 @@ class ApiKey:
         return self.collections is None and self.policies is None
 
 
-class ApiKeyRepository(Protocol):
-    """The api_keys table inside one unit of work."""
-
-    def add(self, key: ApiKey) -> None:
-        """Insert a new key (its audit event is the service's job)."""
-        ...
-
-    def get(self, key_id: str) -> ApiKey | None:
-        """One key by id (its public prefix), revoked or not."""
-        ...
-
-    def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
-        """Every key, oldest first."""
-        ...
-
-    def count(self) -> int:
-        """How many keys exist, revoked ones included."""
-        ...
-
-    def lock(self) -> None:
-        """Hold the key table's writer lock until the transaction ends, so two first
-        starts cannot both see an empty table and both create an admin key."""
-        ...
-
-    def revoke(self, key_id: str, at: datetime) -> None:
-        """Mark a key revoked at `at`."""
-        ...
-
-    def touch(self, key_id: str, at: datetime) -> None:
-        """Record the last use. Bookkeeping, not a change: no audit event needed."""
-        ...
-
-    def set_sigv4_secret(self, key_id: str, secret: str) -> None:
-        """Keep the key's SigV4 secret access key, sealed with the server key (never in
-        clear, never hashed-only: verifying a signature needs the secret itself)."""
-        ...
-
-    def sigv4_secret(self, key_id: str) -> str | None:
-        """The key's SigV4 secret in clear, or None (keys made before revision 0009)."""
-        ...

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
 from faceapi.domain.access import Forbidden
 from faceapi.domain.errors import FaceApiError
@@ -263,122 +262,9 @@ def quality_reasons(detail: FaceDetail, level: QualityFilter) -> list[UnindexedR
 # The store implements these (faceapi/adapters/store/collections_repo.py); the unit of work
 # exposes them as `uow.collections`, `uow.subjects`, `uow.faces`, `uow.consents`.
 
-class CollectionsRepo(Protocol):
-    def add(self, collection: Collection) -> None:
-        """Insert a new collection; raises CollectionExists if the id is taken."""
-        ...
-
-    def get(self, collection_id: str) -> Collection | None:
-        """One collection, or None."""
-        ...
-
-    def page(self, *, limit: int, after: str | None = None) -> list[Collection]:
-        """Collections ordered by id, after the id `after` (keyset pagination)."""
-        ...
-
-    def stats(self, collection_id: str) -> CollectionStats:
-        """Face and subject counts."""
-        ...
-
-    def bump_version(self, collection_id: str) -> int:
-        """Add one to the collection's version (every face change does) and return it."""
-        ...
-
-    def delete(self, collection_id: str) -> None:
-        """Delete the collection with its subjects, faces and consents."""
-        ...
-
-    def set_policies(self, collection_id: str, policies: Sequence[str]) -> None:
-        """Replace the policies bound to the collection."""
-        ...
 
 
-class SubjectsRepo(Protocol):
-    def get(self, collection_id: str, subject_id: str) -> Subject | None:
-        """One subject, or None."""
-        ...
-
-    def ensure(self, subject: Subject) -> Subject:
-        """Insert the subject unless it exists; return the stored one."""
-        ...
-
-    def delete(self, collection_id: str, subject_id: str) -> bool:
-        """Delete the subject row; False if there was none."""
-        ...
-
-    def ids(self, collection_id: str) -> list[str]:
-        """Every subject id of a collection."""
-        ...
 
 
-class FacesRepo(Protocol):
-    def add(self, face: StoredFace) -> None:
-        """Insert one face."""
-        ...
-
-    def get(self, collection_id: str, face_id: str) -> StoredFace | None:
-        """One face (with its embedding), or None."""
-        ...
-
-    def page(self, collection_id: str, *, subject_id: str | None = None, limit: int,
-             after: str | None = None) -> list[StoredFace]:
-        """Faces ordered by face id after `after`, without embeddings."""
-        ...
-
-    def list_for_subject(self, collection_id: str, subject_id: str) -> list[StoredFace]:
-        """Every face of one subject, with embeddings (what verify compares against)."""
-        ...
-
-    def find_by_image(self, collection_id: str, image_sha256: str) -> list[StoredFace]:
-        """Faces indexed from the image with this SHA-256 (imports resume with it)."""
-        ...
-
-    def delete(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
-        """Delete these faces; return the ids that existed and were deleted."""
-        ...
-
-    def delete_for_subject(self, collection_id: str, subject_id: str) -> list[str]:
-        """Delete every face of a subject; return their ids."""
-        ...
-
-    def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
-        """(face_id, subject_id, float32 bytes) for every face with an embedding."""
-        ...
-
-    def embeddings_since(self, collection_id: str,
-                         version: int) -> list[tuple[str, str, bytes]]:
-        """Like `embeddings`, for the faces added after collection version `version`."""
-        ...
-
-    def embedding_count(self, collection_id: str) -> int:
-        """How many faces of the collection have an embedding."""
-        ...
-
-    def by_engine_face_ids(self, collection_id: str,
-                           engine_face_ids: Sequence[str]) -> dict[str, StoredFace]:
-        """Faces kept by a remote engine, by the engine's face id (without embeddings)."""
-        ...
-
-    def subject_face_ids(self, collection_id: str,
-                         subject_id: str) -> list[tuple[str, str | None]]:
-        """(face id, engine face id or None) of every face of a subject: what erasers
-        need, without reading the embeddings."""
-        ...
-
-    def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
-        """The remote engine's face ids of these faces (those that have one)."""
-        ...
 
 
-class ConsentsRepo(Protocol):
-    def record(self, consent: Consent) -> None:
-        """Append a consent record for a subject (the latest one is in force)."""
-        ...
-
-    def current(self, collection_id: str, subject_id: str) -> Consent | None:
-        """The latest consent record of a subject, or None."""
-        ...
-
-    def delete_for_subject(self, collection_id: str, subject_id: str) -> int:
-        """Delete every consent record of a subject; return how many."""
-        ...

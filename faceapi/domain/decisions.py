@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.policies import Policy, ReviewMode
@@ -337,64 +336,5 @@ def erasure() -> Resolution:
 
 # --- Repository ports (faceapi/adapters/store/decisions_repo.py; `uow.decisions`, `uow.reviews`)
 
-class DecisionsRepo(Protocol):
-    def add(self, decision: Decision) -> None:
-        """Insert a new decision."""
-        ...
-
-    def get(self, decision_id: str) -> Decision | None:
-        """One decision, or None."""
-        ...
-
-    def update(self, decision: Decision) -> None:
-        """Store a decision's final outcome, reasons, matched face and time."""
-        ...
 
 
-class ReviewsRepo(Protocol):
-    def add(self, review: Review) -> None:
-        """Insert a new pending review."""
-        ...
-
-    def get(self, review_id: str, *, for_update: bool = False) -> Review | None:
-        """One review with its votes; for_update locks it until the transaction ends."""
-        ...
-
-    def add_vote(self, review_id: str, vote: ReviewVote) -> None:
-        """Record one reviewer's vote (one per reviewer key, enforced by the store)."""
-        ...
-
-    def close(self, review: Review) -> None:
-        """Store a review's end: status, closed and evidence-expiry times, flag."""
-        ...
-
-    def page(self, *, status: ReviewStatus | None, policy_name: str | None,
-             created_before: datetime | None, collection_ids: Sequence[str] | None,
-             policy_names: Sequence[str] | None = None, limit: int,
-             after: str | None) -> list[Review]:
-        """Reviews oldest first (keyset on created_at, id), without votes, within a
-        reader's collections and policies (None: no limit; a limit on collections
-        excludes reviews of no collection)."""
-        ...
-
-    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None,
-                      policy_names: Sequence[str] | None = None) -> int:
-        """Pending reviews not yet past their deadline (what a sweep would leave),
-        within a reader's collections and policies."""
-        ...
-
-    def due_for_expiry(self, now: datetime, limit: int) -> list[Review]:
-        """Pending reviews whose deadline has passed."""
-        ...
-
-    def evidence_due(self, now: datetime, limit: int) -> list[Review]:
-        """Closed reviews whose evidence retention has ended and is not yet purged."""
-        ...
-
-    def mark_evidence_purged(self, review_id: str) -> None:
-        """Record that a review's evidence blobs are gone."""
-        ...
-
-    def with_evidence_in(self, collection_id: str) -> list[Review]:
-        """Reviews of a collection that are pending or still hold evidence."""
-        ...

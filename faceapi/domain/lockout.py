@@ -13,10 +13,8 @@ after the last failure or lock.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.policies import Lockout
@@ -74,36 +72,3 @@ def locked_error(state: LockoutState, now: datetime) -> Locked:
                   details={"retry_after_seconds": retry_after}, retry_after=retry_after)
 
 
-class LockoutsRepo(Protocol):
-    """Lockout state in the store (faceapi/adapters/store/decisions_repo.py; `uow.lockouts`)."""
-
-    def get(self, key: LockoutKey) -> LockoutState | None:
-        """The state of one key, or None."""
-        ...
-
-    def get_for_update(self, key: LockoutKey) -> LockoutState:
-        """The state of one key, created if missing and locked until the transaction
-        ends, so concurrent failures from several workers are all counted."""
-        ...
-
-    def save(self, state: LockoutState) -> None:
-        """Write the state of one key (it exists: get_for_update made it)."""
-        ...
-
-    def delete(self, key: LockoutKey) -> bool:
-        """Forget one key (a success or an unlock); False if there was nothing."""
-        ...
-
-    def delete_for_subject(self, collection_id: str, subject_id: str | None) -> int:
-        """Forget every policy's state for one subject (None: every subject of the
-        collection) on erasure; returns how many."""
-        ...
-
-    def for_subject(self, collection_id: str, subject_id: str) -> list[LockoutState]:
-        """Every policy's state for one subject."""
-        ...
-
-    def for_subjects(self, collection_id: str,
-                     subject_ids: Sequence[str]) -> list[LockoutState]:
-        """Every policy's state for these subjects, in one read (a search's candidates)."""
-        ...

@@ -9,8 +9,6 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from faceapi.adapters.blobs import BlobStore
-from faceapi.adapters.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.domain.access import (
     ADMIN,
     Forbidden,
@@ -33,14 +31,17 @@ from faceapi.domain.collections import (
 )
 from faceapi.domain.errors import FaceApiError, InvalidParameter, NotFound
 from faceapi.domain.policies import PolicySet, check_binding
-from faceapi.services.erase import (
-    ErasedData,
-    SubjectEraser,
-    erase_collection_data,
-    run_cleanups,
-)
+from faceapi.services.erase import erase_collection_data, run_cleanups
 from faceapi.services.face_crops import discard_crops
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import (
+    BlobStore,
+    ErasedData,
+    FaceCollections,
+    FaceEngine,
+    SubjectEraser,
+    UnitOfWork,
+    remote_collections,
+)
 
 log = structlog.get_logger(__name__)
 

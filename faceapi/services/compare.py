@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from faceapi.adapters.engines.base import FaceEngine, S3Object
 from faceapi.adapters.images import image_digest, intake
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.engine_values import S3Object
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Comparison
 from faceapi.services.audit_trail import record
-from faceapi.services.ports import AuditUnitOfWork
+from faceapi.services.ports import AuditUnitOfWork, FaceEngine
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,6 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from faceapi.adapters.blobs import BlobStore
-from faceapi.adapters.engines.base import (
-    FaceCollections,
-    FaceEngine,
-    NotIndexedFace,
-    remote_collections,
-)
 from faceapi.adapters.images import decode_image
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
@@ -28,6 +21,7 @@ from faceapi.domain.collections import (
     embedding_to_bytes,
     quality_reasons,
 )
+from faceapi.domain.engine_values import NotIndexedFace
 from faceapi.domain.errors import InvalidParameter
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
 from faceapi.domain.images import DecodedImage
@@ -42,7 +36,13 @@ from faceapi.services.collections import (
     resource,
 )
 from faceapi.services.face_crops import discard_crops, face_crop, write_crops
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import (
+    BlobStore,
+    FaceCollections,
+    FaceEngine,
+    UnitOfWork,
+    remote_collections,
+)
 
 # Rekognition's IndexFaces MaxFaces range.
 MAX_FACES_LIMIT = 100

@@ -13,35 +13,15 @@ already gone, so nothing can read it in the meantime.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import structlog
 
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.errors import NotFound
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import SubjectEraser, UnitOfWork
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class ErasedData:
-    """What one eraser deleted: counts by kind, and clean-ups to run after commit."""
-
-    counts: Mapping[str, int] = field(default_factory=dict)
-    after_commit: tuple[Callable[[], None], ...] = ()
-
-
-class SubjectEraser(Protocol):
-    """Deletes one subsystem's data about a subject inside the erasure's unit of work.
-
-    `subject_id` None means every subject of the collection (the collection is being
-    deleted). It must not commit; it must not raise for a subject it knows nothing of."""
-
-    def __call__(self, uow: UnitOfWork, collection_id: str,
-                 subject_id: str | None) -> ErasedData:
-        ...
 
 
 @dataclass(frozen=True)

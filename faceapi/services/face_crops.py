@@ -29,12 +29,10 @@ import numpy.typing as npt
 import structlog
 from PIL import Image
 
-from faceapi.adapters.blobs import BlobStore
 from faceapi.domain.decisions import Candidate
 from faceapi.domain.faces import BoundingBox, OrientationCorrection
 from faceapi.domain.images import DecodedImage
-from faceapi.services.erase import ErasedData
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import BlobStore, ErasedData, UnitOfWork
 
 log = structlog.get_logger(__name__)
 

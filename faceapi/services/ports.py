@@ -1,7 +1,9 @@
-"""Ports the services type against: the unit of work and its repositories.
+"""Every port the services type against: the unit of work and its repositories, the
+face engine and its collections, the search index, the blob store, erasure hooks.
 
-Free of SQLAlchemy and Flask on purpose: services and their unit tests import only
-this. The SQLAlchemy adapters live in faceapi/adapters/store/; fakes in tests/fakes.py.
+Free of SQLAlchemy, Flask and SDKs on purpose: services and their unit tests import
+only this and the domain. Adapters implement these in faceapi/adapters/ (store/,
+engines/, search/, blobs.py); fakes live in tests/fakes.py.
 
 To add a repository: declare its Protocol here, add a read-only property with the same
 name to `UnitOfWork` below, and implement it in faceapi/adapters/store/ (see store/uow.py).
@@ -9,15 +11,35 @@ name to `UnitOfWork` below, and implement it in faceapi/adapters/store/ (see sto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
-from faceapi.domain.access import ApiKeyRepository
+from faceapi.domain.access import ApiKey
 from faceapi.domain.audit import AuditEvent, AuditQuery, Checkpoint, RecordedEvent
-from faceapi.domain.collections import CollectionsRepo, ConsentsRepo, FacesRepo, SubjectsRepo
-from faceapi.domain.decisions import DecisionsRepo, ReviewsRepo
-from faceapi.domain.lockout import LockoutsRepo
+from faceapi.domain.collections import (
+    Collection,
+    CollectionStats,
+    Consent,
+    QualityFilter,
+    StoredFace,
+    Subject,
+)
+from faceapi.domain.decisions import Decision, Review, ReviewStatus, ReviewVote
+from faceapi.domain.engine_values import (
+    CollectionIdPage,
+    CollectionInfo,
+    CollectionSearch,
+    FaceDeletion,
+    IndexedFacePage,
+    IndexResult,
+    S3Object,
+)
+from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
+from faceapi.domain.images import DecodedImage
+from faceapi.domain.lockout import LockoutKey, LockoutState
 
 
 class AuditLog(Protocol):
@@ -130,3 +152,458 @@ class UnitOfWork(AuditUnitOfWork, Protocol):
 
 # What the composition root hands to services: a fresh unit of work per use case call.
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+# --- Erasure hooks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErasedData:
+    """What one eraser deleted: counts by kind, and clean-ups to run after commit."""
+
+    counts: Mapping[str, int] = field(default_factory=dict)
+    after_commit: tuple[Callable[[], None], ...] = ()
+
+
+class SubjectEraser(Protocol):
+    """Deletes one subsystem's data about a subject inside the erasure's unit of work.
+
+    `subject_id` None means every subject of the collection (the collection is being
+    deleted). It must not commit; it must not raise for a subject it knows nothing of."""
+
+    def __call__(self, uow: UnitOfWork, collection_id: str,
+                 subject_id: str | None) -> ErasedData:
+        ...
+
+
+# --- Decisions and reviews ---------------------------------------------------------------
+
+
+class DecisionsRepo(Protocol):
+    def add(self, decision: Decision) -> None:
+        """Insert a new decision."""
+        ...
+
+    def get(self, decision_id: str) -> Decision | None:
+        """One decision, or None."""
+        ...
+
+    def update(self, decision: Decision) -> None:
+        """Store a decision's final outcome, reasons, matched face and time."""
+        ...
+
+
+class ReviewsRepo(Protocol):
+    def add(self, review: Review) -> None:
+        """Insert a new pending review."""
+        ...
+
+    def get(self, review_id: str, *, for_update: bool = False) -> Review | None:
+        """One review with its votes; for_update locks it until the transaction ends."""
+        ...
+
+    def add_vote(self, review_id: str, vote: ReviewVote) -> None:
+        """Record one reviewer's vote (one per reviewer key, enforced by the store)."""
+        ...
+
+    def close(self, review: Review) -> None:
+        """Store a review's end: status, closed and evidence-expiry times, flag."""
+        ...
+
+    def page(self, *, status: ReviewStatus | None, policy_name: str | None,
+             created_before: datetime | None, collection_ids: Sequence[str] | None,
+             policy_names: Sequence[str] | None = None, limit: int,
+             after: str | None) -> list[Review]:
+        """Reviews oldest first (keyset on created_at, id), without votes, within a
+        reader's collections and policies (None: no limit; a limit on collections
+        excludes reviews of no collection)."""
+        ...
+
+    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None,
+                      policy_names: Sequence[str] | None = None) -> int:
+        """Pending reviews not yet past their deadline (what a sweep would leave),
+        within a reader's collections and policies."""
+        ...
+
+    def due_for_expiry(self, now: datetime, limit: int) -> list[Review]:
+        """Pending reviews whose deadline has passed."""
+        ...
+
+    def evidence_due(self, now: datetime, limit: int) -> list[Review]:
+        """Closed reviews whose evidence retention has ended and is not yet purged."""
+        ...
+
+    def mark_evidence_purged(self, review_id: str) -> None:
+        """Record that a review's evidence blobs are gone."""
+        ...
+
+    def with_evidence_in(self, collection_id: str) -> list[Review]:
+        """Reviews of a collection that are pending or still hold evidence."""
+        ...
+
+
+# --- Collections, subjects, faces, consents ----------------------------------------------
+
+
+class CollectionsRepo(Protocol):
+    def add(self, collection: Collection) -> None:
+        """Insert a new collection; raises CollectionExists if the id is taken."""
+        ...
+
+    def get(self, collection_id: str) -> Collection | None:
+        """One collection, or None."""
+        ...
+
+    def page(self, *, limit: int, after: str | None = None) -> list[Collection]:
+        """Collections ordered by id, after the id `after` (keyset pagination)."""
+        ...
+
+    def stats(self, collection_id: str) -> CollectionStats:
+        """Face and subject counts."""
+        ...
+
+    def bump_version(self, collection_id: str) -> int:
+        """Add one to the collection's version (every face change does) and return it."""
+        ...
+
+    def delete(self, collection_id: str) -> None:
+        """Delete the collection with its subjects, faces and consents."""
+        ...
+
+    def set_policies(self, collection_id: str, policies: Sequence[str]) -> None:
+        """Replace the policies bound to the collection."""
+        ...
+
+
+class SubjectsRepo(Protocol):
+    def get(self, collection_id: str, subject_id: str) -> Subject | None:
+        """One subject, or None."""
+        ...
+
+    def ensure(self, subject: Subject) -> Subject:
+        """Insert the subject unless it exists; return the stored one."""
+        ...
+
+    def delete(self, collection_id: str, subject_id: str) -> bool:
+        """Delete the subject row; False if there was none."""
+        ...
+
+    def ids(self, collection_id: str) -> list[str]:
+        """Every subject id of a collection."""
+        ...
+
+
+class FacesRepo(Protocol):
+    def add(self, face: StoredFace) -> None:
+        """Insert one face."""
+        ...
+
+    def get(self, collection_id: str, face_id: str) -> StoredFace | None:
+        """One face (with its embedding), or None."""
+        ...
+
+    def page(self, collection_id: str, *, subject_id: str | None = None, limit: int,
+             after: str | None = None) -> list[StoredFace]:
+        """Faces ordered by face id after `after`, without embeddings."""
+        ...
+
+    def list_for_subject(self, collection_id: str, subject_id: str) -> list[StoredFace]:
+        """Every face of one subject, with embeddings (what verify compares against)."""
+        ...
+
+    def find_by_image(self, collection_id: str, image_sha256: str) -> list[StoredFace]:
+        """Faces indexed from the image with this SHA-256 (imports resume with it)."""
+        ...
+
+    def delete(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        """Delete these faces; return the ids that existed and were deleted."""
+        ...
+
+    def delete_for_subject(self, collection_id: str, subject_id: str) -> list[str]:
+        """Delete every face of a subject; return their ids."""
+        ...
+
+    def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
+        """(face_id, subject_id, float32 bytes) for every face with an embedding."""
+        ...
+
+    def embeddings_since(self, collection_id: str,
+                         version: int) -> list[tuple[str, str, bytes]]:
+        """Like `embeddings`, for the faces added after collection version `version`."""
+        ...
+
+    def embedding_count(self, collection_id: str) -> int:
+        """How many faces of the collection have an embedding."""
+        ...
+
+    def by_engine_face_ids(self, collection_id: str,
+                           engine_face_ids: Sequence[str]) -> dict[str, StoredFace]:
+        """Faces kept by a remote engine, by the engine's face id (without embeddings)."""
+        ...
+
+    def subject_face_ids(self, collection_id: str,
+                         subject_id: str) -> list[tuple[str, str | None]]:
+        """(face id, engine face id or None) of every face of a subject: what erasers
+        need, without reading the embeddings."""
+        ...
+
+    def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        """The remote engine's face ids of these faces (those that have one)."""
+        ...
+
+
+class ConsentsRepo(Protocol):
+    def record(self, consent: Consent) -> None:
+        """Append a consent record for a subject (the latest one is in force)."""
+        ...
+
+    def current(self, collection_id: str, subject_id: str) -> Consent | None:
+        """The latest consent record of a subject, or None."""
+        ...
+
+    def delete_for_subject(self, collection_id: str, subject_id: str) -> int:
+        """Delete every consent record of a subject; return how many."""
+        ...
+
+
+# --- Lockouts ----------------------------------------------------------------------------
+
+
+class LockoutsRepo(Protocol):
+    """Lockout state in the store (faceapi/adapters/store/decisions_repo.py; `uow.lockouts`)."""
+
+    def get(self, key: LockoutKey) -> LockoutState | None:
+        """The state of one key, or None."""
+        ...
+
+    def get_for_update(self, key: LockoutKey) -> LockoutState:
+        """The state of one key, created if missing and locked until the transaction
+        ends, so concurrent failures from several workers are all counted."""
+        ...
+
+    def save(self, state: LockoutState) -> None:
+        """Write the state of one key (it exists: get_for_update made it)."""
+        ...
+
+    def delete(self, key: LockoutKey) -> bool:
+        """Forget one key (a success or an unlock); False if there was nothing."""
+        ...
+
+    def delete_for_subject(self, collection_id: str, subject_id: str | None) -> int:
+        """Forget every policy's state for one subject (None: every subject of the
+        collection) on erasure; returns how many."""
+        ...
+
+    def for_subject(self, collection_id: str, subject_id: str) -> list[LockoutState]:
+        """Every policy's state for one subject."""
+        ...
+
+    def for_subjects(self, collection_id: str,
+                     subject_ids: Sequence[str]) -> list[LockoutState]:
+        """Every policy's state for these subjects, in one read (a search's candidates)."""
+        ...
+
+
+# --- API keys ----------------------------------------------------------------------------
+
+
+class ApiKeyRepository(Protocol):
+    """The api_keys table inside one unit of work."""
+
+    def add(self, key: ApiKey) -> None:
+        """Insert a new key (its audit event is the service's job)."""
+        ...
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """One key by id (its public prefix), revoked or not."""
+        ...
+
+    def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
+        """Every key, oldest first."""
+        ...
+
+    def count(self) -> int:
+        """How many keys exist, revoked ones included."""
+        ...
+
+    def lock(self) -> None:
+        """Hold the key table's writer lock until the transaction ends, so two first
+        starts cannot both see an empty table and both create an admin key."""
+        ...
+
+    def revoke(self, key_id: str, at: datetime) -> None:
+        """Mark a key revoked at `at`."""
+        ...
+
+    def touch(self, key_id: str, at: datetime) -> None:
+        """Record the last use. Bookkeeping, not a change: no audit event needed."""
+        ...
+
+    def set_sigv4_secret(self, key_id: str, secret: str) -> None:
+        """Keep the key's SigV4 secret access key, sealed with the server key (never in
+        clear, never hashed-only: verifying a signature needs the secret itself)."""
+        ...
+
+    def sigv4_secret(self, key_id: str) -> str | None:
+        """The key's SigV4 secret in clear, or None (keys made before revision 0009)."""
+        ...
+
+
+# --- Blob store (adapters/blobs.py) ------------------------------------------------------
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any previous blob."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The blob, or None if there is none."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether there is a blob under `key` (without reading it)."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Delete one blob; False if there was none."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob under `prefix/`; returns how many files went."""
+        ...
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix/`."""
+        ...
+
+
+# --- Search index (adapters/search/) -----------------------------------------------------
+
+
+class SearchHit(NamedTuple):
+    face_id: str
+    subject_id: str
+    similarity: float
+
+
+class SearchIndex(Protocol):
+    """Nearest stored faces of a collection; always current with the store."""
+
+    def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
+               max_faces: int) -> list[SearchHit]:
+        """Up to `max_faces` faces with similarity >= threshold, best first.
+
+        Raises NotFound for an unknown collection."""
+        ...
+
+    def invalidate(self, collection_id: str) -> None:
+        """Forget this process's copy of a collection (the next search rebuilds it)."""
+        ...
+
+
+# --- Face engines (adapters/engines/) ----------------------------------------------------
+
+
+@runtime_checkable
+class S3ImageReader(Protocol):
+    """Engines that can take images straight from S3 (the Rekognition engine)."""
+
+    def image_from_s3(self, ref: S3Object) -> DecodedImage:
+        """An image handle the engine's operations accept in place of decoded bytes."""
+        ...
+
+
+class FaceEngine(Protocol):
+    """Face analysis: detection with attributes, 1:1 comparison, descriptors."""
+
+    @property
+    def name(self) -> str:
+        """Short engine name, e.g. `local` or `rekognition`."""
+        ...
+
+    @property
+    def model_version(self) -> str:
+        """Version of the models in use; recorded on collections and audit events."""
+        ...
+
+    def capabilities(self) -> Capabilities:
+        """What this engine computes and what it does not."""
+        ...
+
+    def detect_faces(self, image: DecodedImage, attributes: Attributes) -> Detection:
+        """Find every face; ALL adds landmarks, pose, quality, eyes/mouth open."""
+        ...
+
+    def compare_faces(self, source: DecodedImage, target: DecodedImage,
+                      similarity_threshold: float) -> Comparison:
+        """Compare the largest face of `source` with every face of `target`.
+
+        Raises NoFaceInSource when the source has no face."""
+        ...
+
+    def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
+        """Detect faces with ALL attributes and compute each one's descriptor."""
+        ...
+
+    def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
+        """Calibrated similarity 0-100 between two descriptors of this engine."""
+        ...
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the engine can serve requests now, and why not."""
+        ...
+
+
+@runtime_checkable
+class FaceCollections(Protocol):
+    """Collections of indexed faces, searched 1:N (Rekognition's collection API)."""
+
+    def create_collection(self, collection_id: str) -> CollectionInfo:
+        """Create an empty collection; Conflict/CollectionExists if the id is taken."""
+        ...
+
+    def delete_collection(self, collection_id: str) -> None:
+        """Delete a collection and every face in it; NotFound if there is none."""
+        ...
+
+    def describe_collection(self, collection_id: str) -> CollectionInfo:
+        """Face count and model version of one collection; NotFound if unknown."""
+        ...
+
+    def list_collections(self, max_results: int = 100,
+                         next_token: str | None = None) -> CollectionIdPage:
+        """Collection ids, a page at a time."""
+        ...
+
+    def index_faces(self, collection_id: str, image: DecodedImage, external_image_id: str,
+                    max_faces: int | None = None,
+                    quality_filter: QualityFilter = QualityFilter.AUTO) -> IndexResult:
+        """Detect and keep the faces of an image under `external_image_id` (subject)."""
+        ...
+
+    def search_faces_by_image(self, collection_id: str, image: DecodedImage,
+                              threshold: float, max_faces: int) -> CollectionSearch:
+        """Search the collection for the largest face of `image`, best match first."""
+        ...
+
+    def search_faces(self, collection_id: str, face_id: str, threshold: float,
+                     max_faces: int) -> CollectionSearch:
+        """Search the collection for a face already in it (the face itself excluded)."""
+        ...
+
+    def list_faces(self, collection_id: str, max_results: int = 100,
+                   next_token: str | None = None) -> IndexedFacePage:
+        """Faces of a collection, a page at a time."""
+        ...
+
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
+        """Delete faces by id; ids that were not there are reported, not raised."""
+        ...
+
+
+def remote_collections(engine: FaceEngine) -> FaceCollections | None:
+    """The engine itself when it keeps collections' faces remotely (Rekognition): the
+    collection services then index, search and delete through this port and keep only
+    ids, boxes and subjects in our store. None when descriptors live in our store."""
+    return engine if isinstance(engine, FaceCollections) else None

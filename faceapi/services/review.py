@@ -23,7 +23,6 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from faceapi.adapters.blobs import BlobStore
 from faceapi.domain.access import (
     ADMIN,
     APP,
@@ -54,9 +53,8 @@ from faceapi.domain.decisions import (
 from faceapi.domain.faces import FaceDetail
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Policy
-from faceapi.services.erase import ErasedData
 from faceapi.services.face_crops import face_region
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import BlobStore, ErasedData, UnitOfWork
 
 log = structlog.get_logger(__name__)
 

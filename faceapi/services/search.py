@@ -13,10 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from faceapi.adapters.blobs import BlobStore
-from faceapi.adapters.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.adapters.images import decode_image
-from faceapi.adapters.search.index import SearchIndex
 from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
@@ -38,7 +35,14 @@ from faceapi.domain.policies import Operation, Policy, PolicySet, strictest_boun
 from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import locked_subjects
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import (
+    BlobStore,
+    FaceCollections,
+    FaceEngine,
+    SearchIndex,
+    UnitOfWork,
+    remote_collections,
+)
 from faceapi.services.review import discard_evidence, evidence_images, record_decision
 from faceapi.services.verify import policy_for, remote_probe, screen_faces
 

@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from faceapi.adapters.blobs import BlobStore
-from faceapi.adapters.engines.base import FaceCollections, FaceEngine, remote_collections
 from faceapi.adapters.images import decode_image
 from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
@@ -46,7 +44,13 @@ from faceapi.domain.policies import (
 from faceapi.services.collections import check_engine, load_collection, resource
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import apply_result, audit_lock, subject_lock
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import (
+    BlobStore,
+    FaceCollections,
+    FaceEngine,
+    UnitOfWork,
+    remote_collections,
+)
 from faceapi.services.review import discard_evidence, evidence_images, record_decision
 
 # Rekognition's largest SearchFacesByImage MaxFaces: a verify filters the matches by

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from faceapi.adapters.engines.base import FaceCollections, FaceEngine
 from faceapi.adapters.engines.rekognition import RekognitionEngine
 from faceapi.adapters.images import decode_image
 from faceapi.config import Settings
@@ -46,6 +45,7 @@ from faceapi.entrypoints.web.emulator import control
 from faceapi.entrypoints.web.emulator.collections import StoreCollections
 from faceapi.entrypoints.web.emulator.operations import CONSENT_TAG
 from faceapi.services.detect import DetectRequest, detect
+from faceapi.services.ports import FaceCollections, FaceEngine
 from tests.botocore_shapes import ShapeChecker, service_model
 from tests.conftest import REPO
 from tests.emulator_server import (

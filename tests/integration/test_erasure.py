@@ -16,8 +16,7 @@ from sqlalchemy import select
 
 from faceapi.adapters.store.tables import audit_events, consents, faces, lockouts, reviews, subjects
 from faceapi.domain.collections import embedding_to_bytes
-from faceapi.services.erase import ErasedData
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import ErasedData, UnitOfWork
 from tests.conftest import HeadersFactory, solid_image
 from tests.fakes import FakeEngine, ScriptedFace, face, unit_vector
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceapi.adapters.engines.base import FaceEngine
 from faceapi.adapters.engines.local import LocalEngine
 from faceapi.adapters.engines.local.similarity import SimilarityMap
 from faceapi.adapters.images import decode_image, sha256_hex
@@ -18,6 +17,7 @@ from faceapi.config import KNOWN_FORMATS, Settings
 from faceapi.domain.errors import InvalidParameter, NoFaceInSource
 from faceapi.domain.faces import Attributes, BoundingBox, OrientationCorrection
 from faceapi.domain.images import DecodedImage
+from faceapi.services.ports import FaceEngine
 
 FACES = Path(__file__).resolve().parent.parent / "data" / "faces"
 DEEPFACE = "deepface/tests/unit/dataset"

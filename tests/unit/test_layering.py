@@ -16,28 +16,15 @@ SERVICE_IMPORTS = ("faceapi.domain", "faceapi.services")
 # Known imports of services from outside those, each to be replaced by a port (issue 13);
 # the list may only shrink: a listed import that is gone fails too, so it gets removed here.
 SERVICE_IMPORTS_PENDING = {
-    ("collections.py", "faceapi.adapters.blobs"),
-    ("collections.py", "faceapi.adapters.engines.base"),
-    ("compare.py", "faceapi.adapters.engines.base"),
     ("compare.py", "faceapi.adapters.images"),
     ("compare.py", "faceapi.config"),
-    ("detect.py", "faceapi.adapters.engines.base"),
     ("detect.py", "faceapi.adapters.images"),
     ("detect.py", "faceapi.config"),
-    ("enroll.py", "faceapi.adapters.blobs"),
-    ("enroll.py", "faceapi.adapters.engines.base"),
     ("enroll.py", "faceapi.adapters.images"),
     ("enroll.py", "faceapi.config"),
-    ("face_crops.py", "faceapi.adapters.blobs"),
     ("keys.py", "faceapi.adapters.private_files"),
-    ("review.py", "faceapi.adapters.blobs"),
-    ("search.py", "faceapi.adapters.blobs"),
-    ("search.py", "faceapi.adapters.engines.base"),
     ("search.py", "faceapi.adapters.images"),
-    ("search.py", "faceapi.adapters.search.index"),
     ("search.py", "faceapi.config"),
-    ("verify.py", "faceapi.adapters.blobs"),
-    ("verify.py", "faceapi.adapters.engines.base"),
     ("verify.py", "faceapi.adapters.images"),
     ("verify.py", "faceapi.config"),
 }

@@ -3,8 +3,8 @@ the local engine is chosen and boto3 only when Rekognition is."""
 
 from __future__ import annotations
 
-from faceapi.adapters.engines.base import FaceEngine
 from faceapi.config import Settings
+from faceapi.services.ports import FaceEngine
 
 
 def build_engine(settings: Settings) -> FaceEngine:

@@ -21,7 +21,10 @@ import botocore.exceptions
 import numpy as np
 from botocore.config import Config
 
-from faceapi.adapters.engines.base import (
+from faceapi.adapters.images import image_digest
+from faceapi.config import Settings
+from faceapi.domain.collections import CollectionExists, QualityFilter, UnindexedReason
+from faceapi.domain.engine_values import (
     CollectionIdPage,
     CollectionInfo,
     CollectionMatch,
@@ -35,9 +38,6 @@ from faceapi.adapters.engines.base import (
     S3Image,
     S3Object,
 )
-from faceapi.adapters.images import image_digest
-from faceapi.config import Settings
-from faceapi.domain.collections import CollectionExists, QualityFilter, UnindexedReason
 from faceapi.domain.errors import (
     Conflict,
     EngineAccessDenied,

@@ -17,40 +17,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from faceapi.domain.errors import InvalidParameter, NotFound
-from faceapi.services.ports import UnitOfWorkFactory
+from faceapi.services.ports import SearchHit, UnitOfWorkFactory
 
 # Rekognition's SearchFacesByImage allows MaxFaces up to 4096.
 MAX_FACES_LIMIT = 4096
 
 Vectors = npt.NDArray[np.float32]
 Similarity = Callable[[tuple[float, ...], tuple[float, ...]], float]
-
-
-class SearchHit(NamedTuple):
-    face_id: str
-    subject_id: str
-    similarity: float
-
-
-class SearchIndex(Protocol):
-    """Nearest stored faces of a collection; always current with the store."""
-
-    def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
-               max_faces: int) -> list[SearchHit]:
-        """Up to `max_faces` faces with similarity >= threshold, best first.
-
-        Raises NotFound for an unknown collection."""
-        ...
-
-    def invalidate(self, collection_id: str) -> None:
-        """Forget this process's copy of a collection (the next search rebuilds it)."""
-        ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,8 +23,7 @@ from typing import TextIO
 import click
 import structlog
 
-from faceapi.adapters.blobs import BlobStore, DirectoryBlobStore
-from faceapi.adapters.engines.base import FaceEngine
+from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock, SystemClock
@@ -34,7 +33,7 @@ from faceapi.domain.faces import Attributes
 from faceapi.entrypoints.cli.common import cli_container
 from faceapi.services.collections import ConsentInput, resource
 from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.services.ports import UnitOfWorkFactory
+from faceapi.services.ports import BlobStore, FaceEngine, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,6 @@ from flask_smorest import Api
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from faceapi import __version__
-from faceapi.adapters.engines.base import FaceEngine
 from faceapi.adapters.policy_files import check_default_binding
 from faceapi.bootstrap import bootstrap
 from faceapi.config import Settings
@@ -33,6 +32,7 @@ from faceapi.entrypoints.web.api import (
 )
 from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, Deps, refuse_deep_json
 from faceapi.entrypoints.web.logging import bind_request, configure_logging, new_request_id
+from faceapi.services.ports import FaceEngine
 
 log = structlog.get_logger(__name__)
 

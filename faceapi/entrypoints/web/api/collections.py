@@ -6,7 +6,6 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from faceapi.adapters.search.index import SearchIndex
 from faceapi.domain.collections import ConsentBasis, QualityFilter
 from faceapi.domain.faces import Attributes
 from faceapi.entrypoints.web.api.collections_schemas import (
@@ -40,7 +39,8 @@ from faceapi.entrypoints.web.api.deps import (
 from faceapi.entrypoints.web.api.faces import image_request_body
 from faceapi.services import collections as service
 from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.services.erase import SubjectEraser, erase_subject
+from faceapi.services.erase import erase_subject
+from faceapi.services.ports import SearchIndex, SubjectEraser
 
 blp = Blueprint("collections", __name__, url_prefix="/v1/collections",
                 description="Face collections, indexed faces, subjects and consent")

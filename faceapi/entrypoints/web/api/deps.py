@@ -11,18 +11,16 @@ from flask import current_app, g, request
 from marshmallow import Schema
 from werkzeug.exceptions import BadRequest
 
-from faceapi.adapters.blobs import BlobStore
-from faceapi.adapters.engines.base import FaceEngine, S3Object
 from faceapi.adapters.images import decode_base64_image
-from faceapi.adapters.search.index import SearchIndex
 from faceapi.adapters.store.db import Store
 from faceapi.config import Settings
 from faceapi.domain.audit import ANONYMOUS, Actor
 from faceapi.domain.clock import Clock
+from faceapi.domain.engine_values import S3Object
 from faceapi.domain.errors import ImageTooLarge, MissingImage
 from faceapi.domain.policies import PolicySet
 from faceapi.entrypoints.web.api.errors import ValidationFailed
-from faceapi.services.erase import SubjectEraser
+from faceapi.services.ports import BlobStore, FaceEngine, SearchIndex, SubjectEraser
 
 EXTENSION_KEY = "faceapi"
 

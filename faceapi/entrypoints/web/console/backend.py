@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from faceapi.adapters.blobs import BlobStore
 from faceapi.adapters.store.db import Store
 from faceapi.domain.access import Actor
 from faceapi.entrypoints.web.api.collections import search_index, subject_erasers
 from faceapi.entrypoints.web.api.deps import deps
-from faceapi.services.erase import SubjectEraser
+from faceapi.services.ports import BlobStore, SubjectEraser
 
 
 def store() -> Store:

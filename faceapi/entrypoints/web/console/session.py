@@ -18,9 +18,9 @@ from typing import Any
 from flask import Flask, Request, request
 from flask.sessions import SecureCookieSessionInterface
 
-from faceapi.adapters.blobs import BlobStore
 from faceapi.adapters.private_files import create_private_file_once
 from faceapi.config import Settings
+from faceapi.services.ports import BlobStore
 
 SIGNING_FILE_NAME = "console_secret_key"
 COOKIE_NAME = "faceapi_console"

@@ -17,26 +17,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from faceapi.adapters.blobs import BlobStore
-from faceapi.adapters.engines.base import (
+from faceapi.config import Settings
+from faceapi.domain.audit import Actor
+from faceapi.domain.clock import Clock
+from faceapi.domain.collections import QualityFilter, StoredFace
+from faceapi.domain.decisions import Decision
+from faceapi.domain.engine_values import (
     CollectionIdPage,
     CollectionInfo,
     CollectionMatch,
     CollectionSearch,
     FaceDeletion,
-    FaceEngine,
     IndexedFace,
     IndexedFacePage,
     IndexedFaceRecord,
     IndexResult,
     NotIndexedFace,
 )
-from faceapi.adapters.search.index import SearchIndex
-from faceapi.config import Settings
-from faceapi.domain.audit import Actor
-from faceapi.domain.clock import Clock
-from faceapi.domain.collections import QualityFilter, StoredFace
-from faceapi.domain.decisions import Decision
 from faceapi.domain.errors import InvalidParameter, NoFaceInSource
 from faceapi.domain.faces import Attributes
 from faceapi.domain.images import DecodedImage
@@ -44,8 +41,7 @@ from faceapi.domain.policies import PolicySet
 from faceapi.services import collections as svc
 from faceapi.services import enroll
 from faceapi.services import search as search_svc
-from faceapi.services.erase import SubjectEraser
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import BlobStore, FaceEngine, SearchIndex, SubjectEraser, UnitOfWork
 
 
 def indexed_face(face: StoredFace) -> IndexedFace:

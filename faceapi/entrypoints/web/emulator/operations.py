@@ -12,15 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from faceapi.adapters.engines.base import (
-    CollectionInfo,
-    CollectionMatch,
-    FaceEngine,
-    IndexedFace,
-)
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.domain.collections import QualityFilter
+from faceapi.domain.engine_values import CollectionInfo, CollectionMatch, IndexedFace
 from faceapi.domain.faces import Attributes, BoundingBox, FaceDetail
 from faceapi.entrypoints.web.api.schemas import (
     BoundingBoxSchema,
@@ -32,7 +27,7 @@ from faceapi.entrypoints.web.emulator import protocol as p
 from faceapi.entrypoints.web.emulator.collections import StoreCollections
 from faceapi.services.compare import CompareRequest, compare
 from faceapi.services.detect import DetectRequest, detect
-from faceapi.services.ports import UnitOfWork
+from faceapi.services.ports import FaceEngine, UnitOfWork
 
 
 @dataclass(frozen=True)
