@@ -41,11 +41,7 @@ from faceapi.domain.decisions import Decision, Outcome
 from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import PolicySet
-from faceapi.services.collections import (
-    CreateCollectionRequest,
-    create_collection,
-    delete_faces,
-)
+from faceapi.services.collections import CreateCollectionRequest, create_collection, delete_faces
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.ports import FaceEngine
 from faceapi.services.verify import VerifyRequest, verify

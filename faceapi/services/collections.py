@@ -13,7 +13,6 @@ from faceapi.domain.access import (
     ADMIN,
     Forbidden,
     collection_filter,
-    collection_not_found_message,
     require_collection_access,
 )
 from faceapi.domain.audit import Action, Actor, AuditEvent
@@ -31,6 +30,7 @@ from faceapi.domain.collections import (
 )
 from faceapi.domain.errors import FaceApiError, InvalidParameter, NotFound
 from faceapi.domain.policies import PolicySet, check_binding
+from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.erase import erase_collection_data, run_cleanups
 from faceapi.services.face_crops import discard_crops
 from faceapi.services.ports import (
@@ -51,27 +51,11 @@ DEFAULT_BINDING: tuple[str, ...] = ("login", "photo_tagging")
 SYSTEM_ROLE = "system"  # the CLI and jobs (domain.audit.Actor.system)
 
 
-def resource(collection_id: str, subject_id: str | None = None) -> str:
-    """The audit `resource` of a collection or one of its subjects."""
-    base = f"collections/{collection_id}"
-    return base if subject_id is None else f"{base}/subjects/{subject_id}"
-
-
 def check_id(kind: str, value: str) -> None:
     if not valid_id(value):
         raise InvalidParameter(
             f"{kind} must be 1-128 characters of letters, digits, '_', '.' or '-'",
             details={"field": kind})
-
-
-def load_collection(uow: UnitOfWork, actor: Actor, collection_id: str) -> Collection:
-    """The collection, after the object-level access check; NotFound either way."""
-    require_collection_access(actor, collection_id)
-    collection = uow.collections.get(collection_id)
-    if collection is None:
-        raise NotFound(collection_not_found_message(collection_id),
-                       details={"collection_id": collection_id})
-    return collection
 
 
 def check_engine(collection: Collection, engine: FaceEngine) -> None:

@@ -25,15 +25,14 @@ from faceapi.domain.engine_values import NotIndexedFace
 from faceapi.domain.errors import InvalidParameter
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
 from faceapi.domain.images import DecodedImage
+from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import (
     ConsentInput,
     check_consent_reference,
     check_engine,
     check_id,
     compensate,
-    load_collection,
     record_consent_in,
-    resource,
 )
 from faceapi.services.face_crops import discard_crops, face_crop, write_crops
 from faceapi.services.ports import (

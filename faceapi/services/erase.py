@@ -19,6 +19,7 @@ import structlog
 
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.errors import NotFound
+from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.ports import SubjectEraser, UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,6 @@ def erase_subject(collection_id: str, subject_id: str, *, actor: Actor, uow: Uni
     `on_erased(collection_id)` runs after commit (the app drops this worker's search
     index copy so the descriptors leave memory at once; other workers rebuild theirs on
     their next search of the collection, when they see the new version)."""
-    from faceapi.services.collections import load_collection, resource
 
     with uow:
         collection = load_collection(uow, actor, collection_id)

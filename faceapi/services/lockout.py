@@ -17,7 +17,7 @@ from faceapi.domain.decisions import Outcome
 from faceapi.domain.errors import NotFound
 from faceapi.domain.lockout import LockoutKey, LockoutState, after_failure
 from faceapi.domain.policies import Policy
-from faceapi.services.collections import load_collection, resource
+from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.ports import UnitOfWork
 
 

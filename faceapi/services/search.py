@@ -32,7 +32,8 @@ from faceapi.domain.errors import NoFaceInSource, NotFound
 from faceapi.domain.faces import FaceDetail
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Operation, Policy, PolicySet, strictest_bound
-from faceapi.services.collections import check_engine, load_collection, resource
+from faceapi.services.collection_lookup import load_collection, resource
+from faceapi.services.collections import check_engine
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import locked_subjects
 from faceapi.services.ports import (

@@ -41,7 +41,8 @@ from faceapi.domain.policies import (
     ReviewMode,
     quality_reasons,
 )
-from faceapi.services.collections import check_engine, load_collection, resource
+from faceapi.services.collection_lookup import load_collection, resource
+from faceapi.services.collections import check_engine
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import apply_result, audit_lock, subject_lock
 from faceapi.services.ports import (

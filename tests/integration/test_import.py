@@ -24,11 +24,7 @@ from faceapi.entrypoints.cli.imports import (
     plan,
     subject_from_filename,
 )
-from faceapi.services.collections import (
-    ConsentInput,
-    CreateCollectionRequest,
-    create_collection,
-)
+from faceapi.services.collections import ConsentInput, CreateCollectionRequest, create_collection
 from tests.conftest import FIXTURE_FACES, solid_image
 from tests.fakes import FakeClock, FakeEngine, ScriptedFace, face, unit_vector
 

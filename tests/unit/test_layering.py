@@ -98,3 +98,50 @@ def test_boto3_is_imported_only_by_the_rekognition_adapter() -> None:
             continue
         roots = {name.split(".")[0] for name in imported_modules(path)}
         assert "boto3" not in roots, f"{path.relative_to(PACKAGE)} imports boto3"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> modules of ours it imports, at any depth of the file (function-level and
+    TYPE_CHECKING imports count: a cycle hidden in a function is still a cycle).
+    `from pkg import sub` points at pkg.sub when sub is a module, not at pkg."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names if a.name in paths)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & paths.keys()
+                if subs:
+                    targets |= subs
+                if len(subs) < len(node.names) and node.module in paths:
+                    targets.add(node.module)
+        graph[name] = targets - {name}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    graph = import_graph()
+    done: set[str] = set()
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in stack:
+            cycle = [*stack[stack.index(name):], name]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        if name in done:
+            return
+        stack.append(name)
+        for target in sorted(graph[name]):
+            visit(target)
+        stack.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)

@@ -4,7 +4,8 @@
 `store.uow` (a UnitOfWorkFactory) and never see SQLAlchemy.
 """
 
-from faceapi.adapters.store.db import Store, make_engine
+from faceapi.adapters.store.db import make_engine
 from faceapi.adapters.store.migrate import upgrade
+from faceapi.adapters.store.store import Store
 
 __all__ = ["Store", "make_engine", "upgrade"]

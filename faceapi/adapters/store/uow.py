@@ -31,12 +31,17 @@ Adding a repository (collections, faces, subjects, reviews, lockouts, api_keys .
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from faceapi.adapters.secret_box import SecretBox
+from faceapi.adapters.signing_keys import CheckpointSigner
 from faceapi.adapters.store.audit_repo import SqlAuditLog
 from faceapi.adapters.store.collections_repo import (
     SqlCollectionsRepo,
@@ -44,7 +49,7 @@ from faceapi.adapters.store.collections_repo import (
     SqlFacesRepo,
     SqlSubjectsRepo,
 )
-from faceapi.adapters.store.db import CHANGES_KEY, READ_ONLY, Store, store_unavailable
+from faceapi.adapters.store.db import CHANGES_KEY, READ_ONLY, store_unavailable
 from faceapi.adapters.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsRepo, SqlReviewsRepo
 from faceapi.adapters.store.keys_repo import SqlApiKeyRepository
 from faceapi.domain.errors import FaceApiError
@@ -58,13 +63,24 @@ class UnauditedChange(FaceApiError):
     code = "unaudited_change"
 
 
+class StoreParts(Protocol):
+    """What a unit of work takes from the Store (store/store.py), which builds it."""
+
+    engine: Engine
+    signer: CheckpointSigner
+    now: Callable[[], datetime]
+    checkpoint_every: int
+    checkpoint_seconds: int
+    secret_box: SecretBox | None
+
+
 class SqlAlchemyUnitOfWork:
     """UnitOfWork adapter. Build one per use case call with `store.uow()`.
 
     The transaction begins with the block's first statement (SQLAlchemy autobegin), so
     work done in the block before touching the database holds no lock."""
 
-    def __init__(self, store: Store, *, read_only: bool = False) -> None:
+    def __init__(self, store: StoreParts, *, read_only: bool = False) -> None:
         self._store = store
         self._read_only = read_only
         self._conn: Connection | None = None

@@ -31,7 +31,8 @@ from faceapi.domain.collections import ConsentBasis, QualityFilter, valid_id
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Attributes
 from faceapi.entrypoints.cli.common import cli_container
-from faceapi.services.collections import ConsentInput, resource
+from faceapi.services.collection_lookup import resource
+from faceapi.services.collections import ConsentInput
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.ports import BlobStore, FaceEngine, UnitOfWorkFactory
 

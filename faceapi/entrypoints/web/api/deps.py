@@ -12,7 +12,7 @@ from marshmallow import Schema
 from werkzeug.exceptions import BadRequest
 
 from faceapi.adapters.images import decode_base64_image
-from faceapi.adapters.store.db import Store
+from faceapi.adapters.store.store import Store
 from faceapi.config import Settings
 from faceapi.domain.audit import ANONYMOUS, Actor
 from faceapi.domain.clock import Clock

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from faceapi.adapters.store.db import Store
+from faceapi.adapters.store.store import Store
 from faceapi.domain.access import Actor
 from faceapi.entrypoints.web.api.collections import search_index, subject_erasers
 from faceapi.entrypoints.web.api.deps import deps

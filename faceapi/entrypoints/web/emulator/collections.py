@@ -41,6 +41,7 @@ from faceapi.domain.policies import PolicySet
 from faceapi.services import collections as svc
 from faceapi.services import enroll
 from faceapi.services import search as search_svc
+from faceapi.services.collection_lookup import load_collection
 from faceapi.services.ports import BlobStore, FaceEngine, SearchIndex, SubjectEraser, UnitOfWork
 
 
@@ -145,7 +146,7 @@ class StoreCollections:
         """SearchFacesByImage on undecoded bytes: the search service runs the intake
         itself, once, after its policy and access checks (the emulator calls this one)."""
         with self.uow() as uow:
-            collection = svc.load_collection(uow, self.actor, collection_id)
+            collection = load_collection(uow, self.actor, collection_id)
         policy = search_svc.bound_search_policy(collection, self.policies, self.actor)
         result = search_svc.search(
             search_svc.SearchRequest(collection_id=collection_id, image=data,
