@@ -86,6 +86,13 @@ def test_adapters_never_import_entry_points() -> None:
         assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 
+def test_adapters_import_only_the_domain_the_ports_config_and_other_adapters() -> None:
+    allowed = ("faceapi.domain", "faceapi.services.ports", "faceapi.config", "faceapi.adapters")
+    for path in layer("adapters"):
+        bad = {name for name in ours(path) if not name.startswith(allowed)}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
 def test_only_entry_points_and_the_composition_root_import_entry_points() -> None:
     for path in [*inner_modules(), *layer("adapters"), PACKAGE / "config.py"]:
         bad = {name for name in ours(path) if name.startswith("faceapi.entrypoints")}
