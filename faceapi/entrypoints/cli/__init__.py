@@ -1,5 +1,6 @@
-"""The `faceapi` command. Subcommands live next to what they operate on and are
-registered here; each builds its own Settings from the environment once."""
+"""The `faceapi` command: the click group. Each command group is a module of this
+package (audit, collections, db, imports, keys, policies, reviews), registered here;
+each command takes its adapters from the composition root (common.py, bootstrap.py)."""
 
 from __future__ import annotations
 
