@@ -17,11 +17,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import environment, faces_dir, table, write_json
-from faceapi.config import Settings
-from faceapi.domain.errors import FaceApiError
 from faceapi.adapters.engines.local.detection import _SEARCH_ORDER, _boxes, downscale
 from faceapi.adapters.engines.local.models import Models, load_models
 from faceapi.adapters.images import decode_image
+from faceapi.config import Settings
+from faceapi.domain.errors import FaceApiError
 
 SKIP_SUFFIXES = (".csv", ".md", ".txt")
 
