@@ -32,6 +32,7 @@ from typing import Any
 from bench.common import environment, faces_dir, read_csv, write_json
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
+from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.policy_files import load_policies
 from faceapi.adapters.store import Store
 from faceapi.config import Settings
@@ -163,7 +164,7 @@ def main() -> None:
             result = index_faces(IndexFacesRequest(
                 collection_id=COLLECTION, image=(data / file).read_bytes(),
                 subject_id=identity, max_faces=1), actor=operator, engine=engine,
-                uow=store.uow(), clock=clock, settings=settings)
+                uow=store.uow(), clock=clock, decoder=PillowImageDecoder(settings))
             if len(result.face_records) == 1 and not result.unindexed_faces:
                 enrolled[identity] = file
                 break
@@ -176,7 +177,8 @@ def main() -> None:
         return verify(VerifyRequest(COLLECTION, claimed, (data / file).read_bytes(),
                                         "login"),
                           actor=app_actor, engine=engine, uow=store.uow(),
-                          policies=policies, clock=clock, blobs=blobs, settings=settings)
+                          policies=policies, clock=clock, blobs=blobs,
+                          decoder=PillowImageDecoder(settings))
 
     genuine, impostor = Tally(), Tally()
     rng = random.Random(args.seed)

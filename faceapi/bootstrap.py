@@ -12,6 +12,7 @@ from functools import cached_property
 
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
+from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.policy_files import load_policies
 from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
 from faceapi.adapters.signing_keys import CheckpointSigner
@@ -24,6 +25,7 @@ from faceapi.services.face_crops import FaceCropEraser
 from faceapi.services.ports import (
     BlobStore,
     FaceEngine,
+    ImageDecoder,
     SearchIndex,
     SubjectEraser,
     remote_collections,
@@ -60,6 +62,11 @@ class Container:
     def policies(self) -> PolicySet:
         """policies/*.yaml; a bad file raises PolicyError here."""
         return load_policies(self.settings.policies_dir)
+
+    @cached_property
+    def decoder(self) -> ImageDecoder:
+        """Image intake under the configured byte, pixel and decode limits."""
+        return PillowImageDecoder(self.settings)
 
     @cached_property
     def blobs(self) -> BlobStore:

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from faceapi.domain.errors import NoFaceInSource
+import numpy as np
+
+from faceapi.domain.errors import InvalidImage, NoFaceInSource
 from faceapi.domain.faces import (
     Attributes,
     BoundingBox,
@@ -117,3 +119,51 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.current += timedelta(**delta)
+
+
+@dataclass
+class FakeBlobStore:
+    """The BlobStore port in a dict; `fail_puts` makes every put raise (a full disk)."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    fail_puts: bool = False
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.fail_puts:
+            raise OSError("fake blob store refuses writes")
+        self.blobs[key] = data
+
+    def get(self, key: str) -> bytes | None:
+        return self.blobs.get(key)
+
+    def exists(self, key: str) -> bool:
+        return key in self.blobs
+
+    def delete(self, key: str) -> bool:
+        return self.blobs.pop(key, None) is not None
+
+    def delete_prefix(self, prefix: str) -> int:
+        gone = self.keys(prefix)
+        for key in gone:
+            del self.blobs[key]
+        return len(gone)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.blobs if k.startswith(prefix.rstrip("/") + "/"))
+
+
+@dataclass
+class FakeImageDecoder:
+    """The ImageDecoder port without PIL: any bytes are a 64x48 grey PNG, except those
+    starting with `refuse_prefix` (InvalidImage, like a truncated file)."""
+
+    refuse_prefix: bytes = b"broken"
+    decoded: list[str] = field(default_factory=list)
+
+    def decode(self, data: bytes) -> DecodedImage:
+        if data.startswith(self.refuse_prefix):
+            raise InvalidImage("the image could not be decoded")
+        digest = hashlib.sha256(data).hexdigest()
+        self.decoded.append(digest)
+        return DecodedImage(data=data, sha256=digest, format="PNG",
+                            pixels=np.full((48, 64, 3), 128, dtype=np.uint8))

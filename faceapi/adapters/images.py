@@ -22,16 +22,13 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from faceapi.config import Settings
-from faceapi.domain.engine_values import S3Object
 from faceapi.domain.errors import (
     ImageTooLarge,
     ImageTooManyPixels,
     InvalidImage,
-    InvalidParameter,
     UnsupportedImageFormat,
 )
 from faceapi.domain.images import DecodedImage, decoded_bytes
-from faceapi.services.ports import FaceEngine, S3ImageReader
 
 _MAGIC: tuple[tuple[str, bytes, int], ...] = (
     ("jpeg", b"\xff\xd8\xff", 0),
@@ -90,21 +87,15 @@ def decode_image(data: bytes, settings: Settings) -> DecodedImage:
     return DecodedImage(data=data, sha256=sha256_hex(data), format=fmt, pixels=pixels)
 
 
-def image_digest(source: bytes | S3Object) -> str:
-    """SHA-256 of the image bytes, or of the S3 object's URI (audit events carry it)."""
-    return sha256_hex(source.uri().encode() if isinstance(source, S3Object) else source)
+class PillowImageDecoder:
+    """The `ImageDecoder` port: `decode_image` with the limits of `settings`."""
 
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
 
-def intake(source: bytes | S3Object, settings: Settings, engine: FaceEngine) -> DecodedImage:
-    """Bytes go through `decode_image`; an S3 object is handed to an engine that reads
-    S3 itself (Rekognition) and refused by any other, which has no way to fetch it."""
-    if not isinstance(source, S3Object):
-        return decode_image(source, settings)
-    if not isinstance(engine, S3ImageReader):
-        raise InvalidParameter(
-            f"S3Object images need the rekognition engine; the {engine.name} engine "
-            "takes image bytes", details={"accepted": ["bytes"]})
-    return engine.image_from_s3(source)
+    def decode(self, data: bytes) -> DecodedImage:
+        """Validate and decode `data` into RGB pixels with EXIF orientation applied."""
+        return decode_image(data, self._settings)
 
 
 # Bytes one decoded pixel takes in each Pillow mode: (channels, bytes per sample).

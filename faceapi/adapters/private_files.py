@@ -36,3 +36,15 @@ def create_private_file_once(path: Path, data: bytes) -> None:
         pass  # another worker won the race; use its file
     finally:
         os.unlink(tmp)
+
+
+class PrivateFiles:
+    """The `SecretFileWriter` port: `write_private_file` and its removal."""
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Write (or replace) `path` atomically with mode 0600."""
+        write_private_file(path, data)
+
+    def remove(self, path: Path) -> None:
+        """Delete `path` if it exists."""
+        path.unlink(missing_ok=True)

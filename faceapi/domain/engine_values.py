@@ -5,6 +5,7 @@ collection operations, shaped like Rekognition's. The ports themselves (`FaceEng
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,12 @@ class S3Object:
     def uri(self) -> str:
         suffix = f"?versionId={self.version}" if self.version else ""
         return f"s3://{self.bucket}/{self.name}{suffix}"
+
+
+def image_digest(source: bytes | S3Object) -> str:
+    """SHA-256 of the image bytes, or of the S3 object's URI (audit events carry it)."""
+    return hashlib.sha256(source.uri().encode() if isinstance(source, S3Object)
+                          else source).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)

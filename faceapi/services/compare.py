@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from faceapi.adapters.images import image_digest, intake
-from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
-from faceapi.domain.engine_values import S3Object
+from faceapi.domain.engine_values import S3Object, image_digest
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Comparison
 from faceapi.services.audit_trail import record
-from faceapi.services.ports import AuditUnitOfWork, FaceEngine
+from faceapi.services.image_intake import intake
+from faceapi.services.ports import AuditUnitOfWork, FaceEngine, ImageDecoder
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,8 @@ class CompareRequest:
     similarity_threshold: float
 
 
-def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings, uow: AuditUnitOfWork,
+def compare(req: CompareRequest, *, engine: FaceEngine, decoder: ImageDecoder,
+            uow: AuditUnitOfWork,
             actor: Actor) -> Comparison:
     """Intake both images (source first, so its errors are reported first), then compare;
     the call is audited with both digests and the best similarity, never the images."""
@@ -29,8 +29,8 @@ def compare(req: CompareRequest, *, engine: FaceEngine, settings: Settings, uow:
                       engine=engine.name, model_version=engine.model_version,
                       scores={"threshold": req.similarity_threshold})
     try:
-        source = intake(req.source, settings, engine)
-        target = intake(req.target, settings, engine)
+        source = intake(req.source, decoder, engine)
+        target = intake(req.target, decoder, engine)
         comparison = engine.compare_faces(source, target, req.similarity_threshold)
     except FaceApiError as exc:
         record(replace(base, outcome="rejected", reason=exc.code, input_digests=(

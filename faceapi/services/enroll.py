@@ -7,8 +7,6 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from faceapi.adapters.images import decode_image
-from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import (
@@ -39,6 +37,7 @@ from faceapi.services.ports import (
     BlobStore,
     FaceCollections,
     FaceEngine,
+    ImageDecoder,
     UnitOfWork,
     remote_collections,
 )
@@ -126,79 +125,30 @@ def _is_new_consent(uow: UnitOfWork, collection_id: str, subject_id: str,
 
 
 def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
-                clock: Clock, settings: Settings, blobs: BlobStore) -> IndexFacesResult:
+                clock: Clock, decoder: ImageDecoder, blobs: BlobStore) -> IndexFacesResult:
     """Detect, filter and store the faces of one image under a subject, audited; on an
     engine that keeps faces itself, index them there and keep their ids."""
-    check_id("subject_id", req.subject_id)
-    if req.max_faces is not None and not 1 <= req.max_faces <= MAX_FACES_LIMIT:
-        raise InvalidParameter(f"max_faces must be between 1 and {MAX_FACES_LIMIT}",
-                               details={"field": "max_faces"})
-    if req.consent is not None:
-        check_consent_reference(req.consent.reference)
-
+    _check_request(req)
     # Cheap checks first, in a short read, so a doomed request costs no engine time.
     with uow:
-        collection = load_collection(uow, actor, req.collection_id)
-        check_engine(collection, engine)
-        _require_consent(uow, collection, req.subject_id, req.consent)
+        collection = _writable_collection(uow, req, actor=actor, engine=engine)
 
-    image = decode_image(req.image, settings)
+    image = decoder.decode(req.image)
     remote = remote_collections(engine)
     found = (_index_remote(remote, req, image) if remote is not None
              else _index_local(engine, req, image))
     remote_ids = [f.engine_face_id for f, _ in found.faces if f.engine_face_id]
     now = clock.now()
-    image_id = str(uuid.uuid4())
+    records: list[FaceRecord] = []
     crops: dict[str, bytes] = {}
     try:
-        records = [FaceRecord(replace(face, collection_id=collection.collection_id,
-                                      subject_id=req.subject_id, image_id=image_id,
-                                      image_sha256=image.sha256, created_at=now),
-                              shown(detail, req.attributes))
-                   for face, detail in found.faces]
-        unindexed = [replace(u, detail=shown(u.detail, req.attributes))
-                     for u in found.unindexed]
+        records, unindexed = _face_records(req, collection, image, found, now)
         if collection.keep_face_crops:
-            for record in records:
-                crop = face_crop(image, record.face.bounding_box,
-                                 found.orientation_correction)
-                if crop is not None:
-                    crops[record.face.face_id] = crop
-
-        with uow:
-            # Again inside the write: the collection may have gone, or the consent been
-            # erased, while the engine ran.
-            collection = load_collection(uow, actor, req.collection_id)
-            check_engine(collection, engine)
-            _require_consent(uow, collection, req.subject_id, req.consent)
-            if records:
-                version = uow.collections.bump_version(collection.collection_id)
-                records = [FaceRecord(replace(r.face, added_version=version), r.detail)
-                           for r in records]
-                consent = req.consent
-                if consent is not None and _is_new_consent(uow, collection.collection_id,
-                                                           req.subject_id, consent):
-                    record_consent_in(uow, collection, req.subject_id, consent, actor=actor,
-                                      clock=clock)
-                else:
-                    uow.subjects.ensure(Subject(collection.collection_id, req.subject_id,
-                                                now))
-                for record in records:
-                    uow.faces.add(record.face)
-                if collection.keep_face_crops:
-                    # Before the commit, deleted again below if it does not happen
-                    # (services/face_crops.py explains why not after).
-                    write_crops(blobs, collection.collection_id, crops)
-            event = uow.audit.append(AuditEvent(
-                action=Action.FACE_INDEX, outcome="indexed" if records else "no_face_indexed",
-                actor=actor, resource=resource(collection.collection_id, req.subject_id),
-                subject_id=req.subject_id, engine=engine.name,
-                model_version=engine.model_version, input_digests=(image.sha256,),
-                scores={"face_count": found.face_count, "indexed_count": len(records),
-                        "unindexed_count": len(unindexed)},
-                details={"face_ids": [r.face.face_id for r in records][:16],
-                         "quality_filter": req.quality_filter.value}))
-            uow.commit()
+            crops = _face_crops(image, records, found)
+        records, event_id = _write_enrollment(req, records, unindexed, crops=crops,
+                                              image=image, found=found, actor=actor,
+                                              engine=engine, uow=uow, clock=clock,
+                                              blobs=blobs, now=now)
     except BaseException:
         discard_crops(blobs, req.collection_id, crops)
         if remote is not None and remote_ids:
@@ -209,7 +159,94 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
     return IndexFacesResult(face_records=records, unindexed_faces=unindexed,
                             face_model_version=engine.model_version,
                             orientation_correction=found.orientation_correction,
-                            image_sha256=image.sha256, audit_event_id=event.id)
+                            image_sha256=image.sha256, audit_event_id=event_id)
+
+
+def _check_request(req: IndexFacesRequest) -> None:
+    """Pre-checks on the request alone: ids, the face limit, the consent reference."""
+    check_id("subject_id", req.subject_id)
+    if req.max_faces is not None and not 1 <= req.max_faces <= MAX_FACES_LIMIT:
+        raise InvalidParameter(f"max_faces must be between 1 and {MAX_FACES_LIMIT}",
+                               details={"field": "max_faces"})
+    if req.consent is not None:
+        check_consent_reference(req.consent.reference)
+
+
+def _writable_collection(uow: UnitOfWork, req: IndexFacesRequest, *, actor: Actor,
+                         engine: FaceEngine) -> Collection:
+    """The collection, if this caller may enroll the subject in it with this engine."""
+    collection = load_collection(uow, actor, req.collection_id)
+    check_engine(collection, engine)
+    _require_consent(uow, collection, req.subject_id, req.consent)
+    return collection
+
+
+def _face_records(req: IndexFacesRequest, collection: Collection, image: DecodedImage,
+                  found: _Found, now: datetime
+                  ) -> tuple[list[FaceRecord], list[NotIndexedFace]]:
+    """The found faces as stored rows of this subject and image, and the faces not
+    indexed, both with the details the caller asked to see."""
+    image_id = str(uuid.uuid4())
+    records = [FaceRecord(replace(face, collection_id=collection.collection_id,
+                                  subject_id=req.subject_id, image_id=image_id,
+                                  image_sha256=image.sha256, created_at=now),
+                          shown(detail, req.attributes))
+               for face, detail in found.faces]
+    unindexed = [replace(u, detail=shown(u.detail, req.attributes)) for u in found.unindexed]
+    return records, unindexed
+
+
+def _face_crops(image: DecodedImage, records: list[FaceRecord],
+                found: _Found) -> dict[str, bytes]:
+    """A small crop of each indexed face, by face id (for reviewers)."""
+    crops: dict[str, bytes] = {}
+    for record in records:
+        crop = face_crop(image, record.face.bounding_box, found.orientation_correction)
+        if crop is not None:
+            crops[record.face.face_id] = crop
+    return crops
+
+
+def _write_enrollment(req: IndexFacesRequest, records: list[FaceRecord],
+                      unindexed: list[NotIndexedFace], *, crops: dict[str, bytes],
+                      image: DecodedImage, found: _Found, actor: Actor,
+                      engine: FaceEngine, uow: UnitOfWork, clock: Clock, blobs: BlobStore,
+                      now: datetime) -> tuple[list[FaceRecord], str]:
+    """One unit of work: the faces (with the collection's new version), the subject or
+    its consent, the crops and the audit event. Returns the stored records and the
+    event's id; the caller discards crops and compensates if this raises."""
+    with uow:
+        # Again inside the write: the collection may have gone, or the consent been
+        # erased, while the engine ran.
+        collection = _writable_collection(uow, req, actor=actor, engine=engine)
+        if records:
+            version = uow.collections.bump_version(collection.collection_id)
+            records = [FaceRecord(replace(r.face, added_version=version), r.detail)
+                       for r in records]
+            consent = req.consent
+            if consent is not None and _is_new_consent(uow, collection.collection_id,
+                                                       req.subject_id, consent):
+                record_consent_in(uow, collection, req.subject_id, consent, actor=actor,
+                                  clock=clock)
+            else:
+                uow.subjects.ensure(Subject(collection.collection_id, req.subject_id, now))
+            for record in records:
+                uow.faces.add(record.face)
+            if collection.keep_face_crops:
+                # Before the commit, deleted again by the caller if it does not happen
+                # (services/face_crops.py explains why not after).
+                write_crops(blobs, collection.collection_id, crops)
+        event = uow.audit.append(AuditEvent(
+            action=Action.FACE_INDEX, outcome="indexed" if records else "no_face_indexed",
+            actor=actor, resource=resource(collection.collection_id, req.subject_id),
+            subject_id=req.subject_id, engine=engine.name,
+            model_version=engine.model_version, input_digests=(image.sha256,),
+            scores={"face_count": found.face_count, "indexed_count": len(records),
+                    "unindexed_count": len(unindexed)},
+            details={"face_ids": [r.face.face_id for r in records][:16],
+                     "quality_filter": req.quality_filter.value}))
+        uow.commit()
+    return records, event.id
 
 
 @dataclass(frozen=True)

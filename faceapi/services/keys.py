@@ -19,14 +19,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from faceapi.adapters.private_files import write_private_file
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey, InvalidScope
 from faceapi.domain.audit import API_KEY_RE, Action, AuditEvent
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.clock import Clock
 from faceapi.domain.errors import Conflict, FaceApiError, InvalidParameter, NotFound
-from faceapi.services.ports import UnitOfWork, UnitOfWorkFactory
+from faceapi.services.ports import SecretFileWriter, UnitOfWork, UnitOfWorkFactory
 
 _ALPHABET = string.ascii_letters + string.digits
 ID_LENGTH = 8
@@ -386,7 +385,8 @@ class BootstrapResult:
     key_id: str | None = None
 
 
-def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock) -> BootstrapResult:
+def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock,
+              files: SecretFileWriter) -> BootstrapResult:
     """On an empty key table, create the first admin key into `<data_dir>/admin-key.txt`
     (mode 0600). With any key present it does nothing: there is never a default key."""
     path = data_dir / BOOTSTRAP_FILE_NAME
@@ -400,11 +400,11 @@ def bootstrap(data_dir: Path, *, uow: UnitOfWork, clock: Clock) -> BootstrapResu
                            now=now, actor=AuditActor.system("bootstrap"))
         # The file first: a key committed but never written would leave nobody able
         # to use it, and bootstrap would not run again.
-        write_private_file(path, (created.secret + "\n").encode("ascii"))
+        files.write(path, (created.secret + "\n").encode("ascii"))
         try:
             uow.commit()
         except BaseException:
-            path.unlink(missing_ok=True)
+            files.remove(path)
             raise
     return BootstrapResult(created=True, path=path, key_id=created.key.id)
 

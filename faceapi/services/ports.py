@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -499,6 +500,33 @@ class SearchIndex(Protocol):
 
     def invalidate(self, collection_id: str) -> None:
         """Forget this process's copy of a collection (the next search rebuilds it)."""
+        ...
+
+
+# --- Secret files (adapters/private_files.py) --------------------------------------------
+
+
+class SecretFileWriter(Protocol):
+    """Files only this service's user may read (the bootstrap admin key)."""
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Write (or replace) `path` atomically with mode 0600."""
+        ...
+
+    def remove(self, path: Path) -> None:
+        """Delete `path` if it exists."""
+        ...
+
+
+# --- Image intake (adapters/images.py) ---------------------------------------------------
+
+
+class ImageDecoder(Protocol):
+    """Image intake with this process's limits bound at construction."""
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """Validate and decode `data` into RGB pixels (EXIF orientation applied); raises
+        ImageTooLarge, ImageTooManyPixels, UnsupportedImageFormat or InvalidImage."""
         ...
 
 

@@ -117,21 +117,6 @@ def open_review(uow: UnitOfWork, blobs: BlobStore, *, decision: Decision, policy
     return review
 
 
-def record_decision(uow: UnitOfWork, blobs: BlobStore, decision: Decision,
-                    event: AuditEvent, *, policy: Policy,
-                    evidence: Callable[[], dict[str, bytes]], now: datetime,
-                    actor: Actor) -> Decision:
-    """Write a decision with its audit event inside the caller's unit of work, and open
-    its review (with `evidence()`) when it waits for reviewers. Returns the decision
-    carrying its audit event id; on failure the caller calls discard_evidence."""
-    decision = replace(decision, audit_event_id=uow.audit.append(event).id)
-    uow.decisions.add(decision)
-    if decision.review_id is not None:
-        open_review(uow, blobs, decision=decision, policy=policy, evidence=evidence(),
-                    now=now, actor=actor, request_id=decision.request_id)
-    return decision
-
-
 def discard_evidence(blobs: BlobStore, review_id: str | None) -> None:
     if review_id is not None:
         blobs.delete_prefix(evidence_prefix(review_id))

@@ -9,14 +9,11 @@ agree) is read later at GET /v1/decisions/{id}.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from faceapi.adapters.images import decode_image
-from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
-from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.audit import Action, Actor
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import Collection, PolicyNotBound, StoredFace, require_bound
 from faceapi.domain.decisions import (
@@ -25,8 +22,6 @@ from faceapi.domain.decisions import (
     DecisionKind,
     Outcome,
     Reason,
-    decide,
-    rejected_for,
 )
 from faceapi.domain.errors import NoFaceInSource, NotFound
 from faceapi.domain.faces import FaceDetail
@@ -34,17 +29,19 @@ from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Operation, Policy, PolicySet, strictest_bound
 from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import check_engine
+from faceapi.services.decision_pipeline import DecisionAudit, Finding, take_decision
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import locked_subjects
 from faceapi.services.ports import (
     BlobStore,
     FaceCollections,
     FaceEngine,
+    ImageDecoder,
     SearchIndex,
     UnitOfWork,
     remote_collections,
 )
-from faceapi.services.review import discard_evidence, evidence_images, record_decision
+from faceapi.services.review import evidence_images
 from faceapi.services.verify import policy_for, remote_probe, screen_faces
 
 
@@ -74,18 +71,40 @@ class SearchResult:
 
 def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
            index: SearchIndex, policies: PolicySet, clock: Clock, blobs: BlobStore,
-           settings: Settings, request_id: str | None = None) -> SearchResult:
+           decoder: ImageDecoder, request_id: str | None = None) -> SearchResult:
     """Search the collection for the probe's largest face and decide under the policy,
     which the collection must bind (403 `policy_not_bound` otherwise)."""
     policy = policy_for(policies, actor, req.policy, Operation.SEARCH)
     threshold = max(policy.min_similarity, req.threshold or 0.0)
     max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
+    _check_collection(req.collection_id, policy, actor=actor, engine=engine, uow=uow)
+    image = decoder.decode(req.image)
+    probe, found = _search_probe(req.collection_id, image, policy, engine=engine, uow=uow,
+                                 index=index, threshold=threshold, max_faces=max_faces)
+    decision, matches = _decide(
+        found, policy=policy, actor=actor, engine=engine, uow=uow, clock=clock, blobs=blobs,
+        request_id=request_id,
+        evidence=lambda found: {**evidence_images(image, probe),
+                                **candidate_crops(blobs, req.collection_id, found)})
+    return SearchResult(decision=decision, searched_face=probe, face_matches=matches,
+                        attributes=policy.attributes, model_version=engine.model_version)
+
+
+def _check_collection(collection_id: str, policy: Policy, *, actor: Actor,
+                      engine: FaceEngine, uow: UnitOfWork) -> None:
+    """Pre-checks, before any image work: the collection exists for this caller, binds
+    the policy and was built by this engine."""
     with uow:
-        collection = load_collection(uow, actor, req.collection_id)
+        collection = load_collection(uow, actor, collection_id)
         require_bound(collection, policy.name)
     check_engine(collection, engine)
 
-    image = decode_image(req.image, settings)
+
+def _search_probe(collection_id: str, image: DecodedImage, policy: Policy, *,
+                  engine: FaceEngine, uow: UnitOfWork, index: SearchIndex, threshold: float,
+                  max_faces: int) -> tuple[FaceDetail | None, _Probe]:
+    """Engine work: screen the probe's largest face, then search for it in our index
+    (or in the engine's own collection)."""
     remote = remote_collections(engine)
     probe: FaceDetail | None
     candidates: tuple[Candidate, ...] = ()
@@ -95,27 +114,21 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
         probe = found.detail if found is not None else None
         face_count = len(embedded)
         if found is not None:
-            hits = index.search(req.collection_id, found.embedding, threshold=threshold,
+            hits = index.search(collection_id, found.embedding, threshold=threshold,
                                 max_faces=max_faces + LOCKED_HEADROOM)
             candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity)
                                for h in hits)
     else:
         probe, reasons, face_count = remote_probe(engine, image, policy)
         if probe is not None:
-            candidates, reasons = _remote_candidates(remote, uow, req.collection_id, image,
+            candidates, reasons = _remote_candidates(remote, uow, collection_id, image,
                                                      threshold=threshold,
                                                      max_faces=max_faces + LOCKED_HEADROOM)
             probe = probe if not reasons else None
-    decision, matches = _decide(
-        _Probe(collection_id=req.collection_id, sha256=image.sha256, candidates=candidates,
-               usable=probe is not None, reasons=tuple(reasons), threshold=threshold,
-               max_faces=max_faces, scores={"face_count": face_count}, details={}),
-        policy=policy, actor=actor, engine=engine, uow=uow, clock=clock, blobs=blobs,
-        request_id=request_id,
-        evidence=lambda found: {**evidence_images(image, probe),
-                                **candidate_crops(blobs, req.collection_id, found)})
-    return SearchResult(decision=decision, searched_face=probe, face_matches=matches,
-                        attributes=policy.attributes, model_version=engine.model_version)
+    return probe, _Probe(collection_id=collection_id, sha256=image.sha256,
+                         candidates=candidates, usable=probe is not None,
+                         reasons=tuple(reasons), threshold=threshold, max_faces=max_faces,
+                         scores={"face_count": face_count}, details={})
 
 
 # Searches ask the index for this many candidates more than they may return, so that
@@ -142,61 +155,44 @@ def _decide(found: _Probe, *, policy: Policy, actor: Actor, engine: FaceEngine,
             uow: UnitOfWork, clock: Clock, blobs: BlobStore, request_id: str | None,
             evidence: Callable[[tuple[Candidate, ...]], dict[str, bytes]]
             ) -> tuple[Decision, tuple[FaceMatch, ...]]:
-    """Leave out locked subjects, decide under the policy, record the decision (and its
-    review when pending) with its audit event; the matches only on a final match."""
-    now = clock.now()
-    candidates = found.candidates
-    if candidates:
-        with uow:
-            # A locked subject is not found by any search, under any policy, until it
-            # unlocks: otherwise a search would walk around the verify lockout.
-            locked = locked_subjects(uow, found.collection_id,
-                                     (c.subject_id for c in candidates), now)
-        candidates = tuple(c for c in candidates if c.subject_id not in locked)
-    candidates = candidates[:found.max_faces]
-    # The decision is taken at the threshold actually used (the caller may raise it).
-    effective = replace(policy, min_similarity=found.threshold) \
-        if found.threshold != policy.min_similarity else policy
+    """Leave out locked subjects, then the decision pipeline; the matches only on a
+    final match."""
+    candidates = _without_locked_subjects(found, uow=uow, clock=clock)[:found.max_faces]
     best = candidates[0].similarity if candidates else None
-    proposal = decide(effective, best) if found.usable else rejected_for(found.reasons)
-    decision = Decision(
-        id=str(uuid.uuid4()), kind=DecisionKind.SEARCH, outcome=proposal.outcome,
-        reasons=proposal.reasons, policy_name=policy.name, policy_version=policy.version,
-        threshold=found.threshold, collection_id=found.collection_id, subject_id=None,
-        similarity=best, candidates=candidates,
-        matched_face_id=candidates[0].face_id if proposal.outcome is Outcome.MATCH else None,
-        review_id=str(uuid.uuid4()) if proposal.needs_review else None,
-        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=found.sha256,
-        request_id=request_id, created_at=now,
-        decided_at=None if proposal.needs_review else now,
-        engine=engine.name, model_version=engine.model_version)
+    finding = Finding(kind=DecisionKind.SEARCH, usable=found.usable, reasons=found.reasons,
+                      threshold=found.threshold, similarity=best, probe_sha256=found.sha256,
+                      candidates=candidates, collection_id=found.collection_id)
+    audit = DecisionAudit(
+        action=Action.SEARCH_DECISION, resource=resource(found.collection_id),
+        scores={"best_similarity": None if best is None else round(best, 4),
+                "threshold": found.threshold, "candidate_count": len(candidates),
+                **found.scores},
+        input_digests=(found.sha256,), details=found.details)
     matches: list[FaceMatch] = []
-    try:
-        with uow:
-            decision = record_decision(uow, blobs, decision, AuditEvent(
-                action=Action.SEARCH_DECISION, outcome=decision.outcome.value, actor=actor,
-                resource=resource(found.collection_id), policy_name=policy.name,
-                policy_version=policy.version, engine=engine.name,
-                model_version=engine.model_version,
-                scores={"best_similarity": None if best is None else round(best, 4),
-                        "threshold": found.threshold, "candidate_count": len(candidates),
-                        **found.scores},
-                input_digests=(found.sha256,), request_id=request_id,
-                reason=",".join(decision.reasons)[:256],
-                details={"decision_id": decision.id, **found.details,
-                         **({"review_id": decision.review_id} if decision.review_id else {})}),
-                policy=policy, now=now, actor=actor,
-                evidence=lambda: evidence(candidates))
-            if decision.outcome is Outcome.MATCH:
-                for candidate in candidates:
-                    face = uow.faces.get(found.collection_id, candidate.face_id)
-                    if face is not None:  # erased since the index was read
-                        matches.append(FaceMatch(candidate.similarity, face))
-            uow.commit()
-    except BaseException:
-        discard_evidence(blobs, decision.review_id)
-        raise
+
+    def read_matched_faces(uow: UnitOfWork, decision: Decision) -> None:
+        if decision.outcome is Outcome.MATCH:
+            for candidate in candidates:
+                face = uow.faces.get(found.collection_id, candidate.face_id)
+                if face is not None:  # erased since the index was read
+                    matches.append(FaceMatch(candidate.similarity, face))
+
+    decision = take_decision(finding, audit, policy=policy, actor=actor, engine=engine,
+                             uow=uow, blobs=blobs, clock=clock, request_id=request_id,
+                             evidence=lambda: evidence(candidates), after=read_matched_faces)
     return decision, tuple(matches)
+
+
+def _without_locked_subjects(found: _Probe, *, uow: UnitOfWork,
+                             clock: Clock) -> tuple[Candidate, ...]:
+    """A locked subject is not found by any search, under any policy, until it unlocks:
+    otherwise a search would walk around the verify lockout."""
+    if not found.candidates:
+        return ()
+    with uow:
+        locked = locked_subjects(uow, found.collection_id,
+                                 (c.subject_id for c in found.candidates), clock.now())
+    return tuple(c for c in found.candidates if c.subject_id not in locked)
 
 
 @dataclass(frozen=True)

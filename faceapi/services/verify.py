@@ -10,12 +10,10 @@ its failures lock like anyone's, so answers never tell who is enrolled.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from faceapi.adapters.images import decode_image
-from faceapi.config import Settings
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
@@ -25,15 +23,12 @@ from faceapi.domain.decisions import (
     Decision,
     DecisionKind,
     Outcome,
-    Proposal,
     Reason,
-    decide,
-    rejected_for,
 )
 from faceapi.domain.errors import NoFaceInSource
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail
 from faceapi.domain.images import DecodedImage
-from faceapi.domain.lockout import LockoutKey, locked_error
+from faceapi.domain.lockout import LockoutKey, LockoutState, locked_error
 from faceapi.domain.policies import (
     Operation,
     Policy,
@@ -43,16 +38,18 @@ from faceapi.domain.policies import (
 )
 from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import check_engine
+from faceapi.services.decision_pipeline import DecisionAudit, Finding, take_decision
 from faceapi.services.face_crops import candidate_crops
 from faceapi.services.lockout import apply_result, audit_lock, subject_lock
 from faceapi.services.ports import (
     BlobStore,
     FaceCollections,
     FaceEngine,
+    ImageDecoder,
     UnitOfWork,
     remote_collections,
 )
-from faceapi.services.review import discard_evidence, evidence_images, record_decision
+from faceapi.services.review import evidence_images
 
 # Rekognition's largest SearchFacesByImage MaxFaces: a verify filters the matches by
 # the claimed subject, so it asks for as many as the engine gives.
@@ -117,11 +114,62 @@ def remote_probe(engine: FaceEngine, image: DecodedImage,
 
 
 def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
-           policies: PolicySet, clock: Clock, blobs: BlobStore, settings: Settings,
+           policies: PolicySet, clock: Clock, blobs: BlobStore, decoder: ImageDecoder,
            request_id: str | None = None) -> Decision:
     """Decide whether the image shows the claimed subject; raises Locked (423)."""
     policy = policy_for(policies, actor, req.policy, Operation.VERIFY)
-    key = LockoutKey(req.collection_id, req.subject_id, policy.name)
+    _check_claim(req, policy, actor=actor, engine=engine, uow=uow, clock=clock,
+                 request_id=request_id)
+    image = decoder.decode(req.image)
+    probe, finding = _compare_with_claimed_subject(req, image, policy, engine=engine, uow=uow)
+    lockout = _LockoutCount(LockoutKey(req.collection_id, req.subject_id, policy.name),
+                            policy, req, actor=actor, engine=engine, request_id=request_id)
+    return take_decision(
+        finding, _decision_audit(finding, probe), policy=policy, actor=actor, engine=engine,
+        uow=uow, blobs=blobs, clock=clock, request_id=request_id,
+        evidence=lambda: {**evidence_images(image, probe),
+                          **candidate_crops(blobs, req.collection_id, finding.candidates)},
+        before=lockout.count, after=lockout.audit_new_lock)
+
+
+class _LockoutCount:
+    """The writes a verify adds to its decision's unit of work: the subject's failure
+    count (refusing a guess that raced a concurrent lock), then the audit of a lock this
+    decision caused."""
+
+    def __init__(self, key: LockoutKey, policy: Policy, req: VerifyRequest, *, actor: Actor,
+                 engine: FaceEngine, request_id: str | None) -> None:
+        self.key, self.policy, self.req = key, policy, req
+        self.actor, self.engine, self.request_id = actor, engine, request_id
+        self.locked_now: LockoutState | None = None
+
+    def count(self, uow: UnitOfWork, decision: Decision) -> None:
+        now = _decided_at(decision)
+        update = apply_result(uow, self.policy, self.key, decision.outcome, now)
+        if update.was_locked and update.state is not None:
+            # Locked by a concurrent request while this one was comparing: never
+            # let a guess that raced the lock through, whatever its score.
+            _audit_locked(uow, self.policy, self.req, actor=self.actor, engine=self.engine,
+                          request_id=self.request_id)
+            uow.commit()
+            raise locked_error(update.state, now)
+        self.locked_now = update.state if update.locked_now else None
+
+    def audit_new_lock(self, uow: UnitOfWork, decision: Decision) -> None:
+        if self.locked_now is not None:
+            audit_lock(uow, self.locked_now, self.policy, actor=self.actor,
+                       now=_decided_at(decision), request_id=self.request_id)
+
+
+def _decided_at(decision: Decision) -> datetime:
+    assert decision.created_at is not None  # the pipeline always sets it
+    return decision.created_at
+
+
+def _check_claim(req: VerifyRequest, policy: Policy, *, actor: Actor, engine: FaceEngine,
+                 uow: UnitOfWork, clock: Clock, request_id: str | None) -> None:
+    """Pre-checks, before any image work: the collection exists for this caller, binds
+    the policy, and the claimed subject is not locked (a refusal is audited)."""
     with uow:
         collection = load_collection(uow, actor, req.collection_id)
         require_bound(collection, policy.name)
@@ -133,7 +181,12 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
             raise locked_error(locked, clock.now())
     check_engine(collection, engine)
 
-    image = decode_image(req.image, settings)
+
+def _compare_with_claimed_subject(req: VerifyRequest, image: DecodedImage, policy: Policy, *,
+                                  engine: FaceEngine, uow: UnitOfWork
+                                  ) -> tuple[FaceDetail | None, Finding]:
+    """Engine work: screen the probe, then score it against every enrolled face of the
+    claimed subject (in our store, or in the engine's own collection)."""
     remote = remote_collections(engine)
     probe: FaceDetail | None
     scored: list[Candidate] = []
@@ -153,46 +206,11 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
             scored, reasons = _remote_scores(remote, uow, req, image, policy)
             probe = probe if not reasons else None
     scored.sort(key=lambda c: -c.similarity)
-    candidates = tuple(scored)
-    similarity = scored[0].similarity if scored else None
-    proposal: Proposal = decide(policy, similarity) if probe is not None else \
-        rejected_for(reasons)
-
-    now = clock.now()
-    decision = Decision(
-        id=str(uuid.uuid4()), kind=DecisionKind.VERIFY, outcome=proposal.outcome,
-        reasons=proposal.reasons, policy_name=policy.name, policy_version=policy.version,
-        threshold=policy.min_similarity, collection_id=req.collection_id,
-        subject_id=req.subject_id, similarity=similarity, candidates=candidates,
-        matched_face_id=candidates[0].face_id if proposal.outcome is Outcome.MATCH else None,
-        review_id=str(uuid.uuid4()) if proposal.needs_review else None,
-        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=image.sha256,
-        request_id=request_id, created_at=now,
-        decided_at=None if proposal.needs_review else now,
-        engine=engine.name, model_version=engine.model_version)
-    try:
-        with uow:
-            update = apply_result(uow, policy, key, decision.outcome, now)
-            if update.was_locked and update.state is not None:
-                # Locked by a concurrent request while this one was comparing: never
-                # let a guess that raced the lock through, whatever its score.
-                _audit_locked(uow, policy, req, actor=actor, engine=engine,
-                              request_id=request_id)
-                uow.commit()
-                raise locked_error(update.state, now)
-            decision = record_decision(
-                uow, blobs, decision, _decision_event(decision, actor, policy, probe),
-                policy=policy, now=now, actor=actor,
-                evidence=lambda: {**evidence_images(image, probe),
-                                  **candidate_crops(blobs, req.collection_id, candidates)})
-            if update.locked_now and update.state is not None:
-                audit_lock(uow, update.state, policy, actor=actor, now=now,
-                           request_id=request_id)
-            uow.commit()
-    except BaseException:
-        discard_evidence(blobs, decision.review_id)
-        raise
-    return decision
+    return probe, Finding(
+        kind=DecisionKind.VERIFY, usable=probe is not None, reasons=tuple(reasons),
+        threshold=policy.min_similarity,
+        similarity=scored[0].similarity if scored else None, probe_sha256=image.sha256,
+        candidates=tuple(scored), collection_id=req.collection_id, subject_id=req.subject_id)
 
 
 def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
@@ -216,23 +234,18 @@ def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
             for m in found.matches if m.face.face_id in ours], []
 
 
-def _decision_event(decision: Decision, actor: Actor, policy: Policy,
-                    probe: FaceDetail | None) -> AuditEvent:
-    return AuditEvent(
-        action=Action.VERIFY_DECISION, outcome=decision.outcome.value, actor=actor,
-        resource=resource(decision.collection_id or "", decision.subject_id),
-        subject_id=decision.subject_id, policy_name=policy.name,
-        policy_version=policy.version, engine=decision.engine,
-        model_version=decision.model_version,
-        scores={"similarity": None if decision.similarity is None
-                else round(decision.similarity, 4),
-                "threshold": decision.threshold,
-                "compared_faces": len(decision.candidates),
+def _decision_audit(finding: Finding, probe: FaceDetail | None) -> DecisionAudit:
+    similarity = finding.similarity
+    return DecisionAudit(
+        action=Action.VERIFY_DECISION,
+        resource=resource(finding.collection_id or "", finding.subject_id),
+        subject_id=finding.subject_id,
+        scores={"similarity": None if similarity is None else round(similarity, 4),
+                "threshold": finding.threshold,
+                "compared_faces": len(finding.candidates),
                 "face_confidence": None if probe is None else round(probe.confidence, 2)},
-        input_digests=(decision.probe_sha256,) if decision.probe_sha256 else (),
-        request_id=decision.request_id, reason=",".join(decision.reasons)[:256],
-        details={"decision_id": decision.id, "collection_id": decision.collection_id,
-                 **({"review_id": decision.review_id} if decision.review_id else {})})
+        input_digests=(finding.probe_sha256,) if finding.probe_sha256 else (),
+        details={"collection_id": finding.collection_id or ""})
 
 
 def _audit_locked(uow: UnitOfWork, policy: Policy, req: VerifyRequest, *, actor: Actor,
@@ -254,48 +267,30 @@ class CompareRequest:
 
 def compare_under_policy(req: CompareRequest, *, actor: Actor, engine: FaceEngine,
                          uow: UnitOfWork, policies: PolicySet, clock: Clock,
-                         blobs: BlobStore, settings: Settings,
+                         blobs: BlobStore, decoder: ImageDecoder,
                          request_id: str | None = None) -> Decision:
     """Decide whether two images show the same person, under a compare policy (e.g.
     dataset_cleaning: scores in the review band wait for a reviewer)."""
     policy = policy_for(policies, actor, req.policy, Operation.COMPARE)
-    source = decode_image(req.source, settings)
-    target = decode_image(req.target, settings)
+    source = decoder.decode(req.source)
+    target = decoder.decode(req.target)
     source_face, reasons = screen_faces(engine.embed_faces(source)[1], policy)
     target_face, target_reasons = screen_faces(engine.embed_faces(target)[1], policy)
     reasons += [f"target_{r}" for r in target_reasons]
     similarity: float | None = None
     if source_face is not None and target_face is not None:
         similarity = engine.similarity(source_face.embedding, target_face.embedding)
-    proposal = decide(policy, similarity) if similarity is not None else rejected_for(reasons)
-    now = clock.now()
-    decision = Decision(
-        id=str(uuid.uuid4()), kind=DecisionKind.COMPARE, outcome=proposal.outcome,
-        reasons=proposal.reasons, policy_name=policy.name, policy_version=policy.version,
-        threshold=policy.min_similarity, collection_id=None, subject_id=None,
-        similarity=similarity, review_id=str(uuid.uuid4()) if proposal.needs_review else None,
-        requester_key_id=actor.key_id, requester_role=actor.role, probe_sha256=source.sha256,
-        request_id=request_id, created_at=now,
-        decided_at=None if proposal.needs_review else now,
-        engine=engine.name, model_version=engine.model_version)
-    try:
-        with uow:
-            decision = record_decision(uow, blobs, decision, AuditEvent(
-                action=Action.FACE_COMPARE, outcome=decision.outcome.value, actor=actor,
-                resource="compare", policy_name=policy.name, policy_version=policy.version,
-                engine=engine.name, model_version=engine.model_version,
-                scores={"similarity": None if similarity is None else round(similarity, 4),
-                        "threshold": policy.min_similarity},
-                input_digests=(source.sha256, target.sha256), request_id=request_id,
-                reason=",".join(decision.reasons)[:256],
-                details={"decision_id": decision.id,
-                         **({"review_id": decision.review_id} if decision.review_id else {})}),
-                policy=policy, now=now, actor=actor, evidence=lambda: {
-                    **evidence_images(source, source_face.detail if source_face else None),
-                    **evidence_images(target, target_face.detail if target_face else None,
-                                      prefix="target")})
-            uow.commit()
-    except BaseException:
-        discard_evidence(blobs, decision.review_id)
-        raise
-    return decision
+    finding = Finding(kind=DecisionKind.COMPARE, usable=similarity is not None,
+                      reasons=tuple(reasons), threshold=policy.min_similarity,
+                      similarity=similarity, probe_sha256=source.sha256)
+    audit = DecisionAudit(
+        action=Action.FACE_COMPARE, resource="compare",
+        scores={"similarity": None if similarity is None else round(similarity, 4),
+                "threshold": policy.min_similarity},
+        input_digests=(source.sha256, target.sha256))
+    return take_decision(
+        finding, audit, policy=policy, actor=actor, engine=engine, uow=uow, blobs=blobs,
+        clock=clock, request_id=request_id, evidence=lambda: {
+            **evidence_images(source, source_face.detail if source_face else None),
+            **evidence_images(target, target_face.detail if target_face else None,
+                              prefix="target")})

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
+from faceapi.adapters.private_files import PrivateFiles
 from faceapi.adapters.store.tables import api_keys, audit_events
 from faceapi.config import Settings
 from faceapi.domain import access
@@ -309,7 +310,8 @@ def test_concurrent_first_starts_create_exactly_one_admin_key(store, tmp_path: P
     from faceapi.services import keys
 
     def boot(i: int) -> bool:
-        return keys.bootstrap(tmp_path / f"d{i}", uow=store.uow(), clock=SystemClock()).created
+        return keys.bootstrap(tmp_path / f"d{i}", uow=store.uow(), clock=SystemClock(),
+                              files=PrivateFiles()).created
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         created = list(pool.map(boot, range(4)))

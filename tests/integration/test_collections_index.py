@@ -35,7 +35,7 @@ def enroll(app: Flask, subject: str, seed: int) -> str:
     image = solid_image(20, 20, color=(seed, 3, 3))
     d.engine.script(image, [ScriptedFace(face(), unit_vector(seed))])
     result = index_faces(IndexFacesRequest("c", image, subject), actor=OPERATOR,
-                         engine=d.engine, uow=d.store.uow(), clock=d.clock, settings=d.settings,
+                         engine=d.engine, uow=d.store.uow(), clock=d.clock, decoder=d.decoder,
                          blobs=d.blobs)
     return result.face_records[0].face.face_id
 

@@ -24,7 +24,7 @@ import pytest
 from flask import Flask
 
 from faceapi.adapters.engines.rekognition import RekognitionEngine
-from faceapi.adapters.images import decode_image
+from faceapi.adapters.images import PillowImageDecoder, decode_image
 from faceapi.config import Settings
 from faceapi.domain.access import Actor
 from faceapi.domain.audit import SYSTEM
@@ -234,7 +234,7 @@ def test_a_bad_image_is_refused_before_any_engine_work(engine: FaceEngine) -> No
     uow: Any = FakeUnitOfWork()
     with pytest.raises(UnsupportedImageFormat):
         detect(DetectRequest(image=b"this is not an image", attributes=Attributes.DEFAULT),
-               engine=engine, settings=SETTINGS, uow=uow, actor=SYSTEM)
+               engine=engine, decoder=PillowImageDecoder(SETTINGS), uow=uow, actor=SYSTEM)
     assert [r.event.outcome for r in uow.audit.committed] == ["rejected"]
 
 
@@ -386,7 +386,7 @@ def _store_collections(app: Flask, role: str, *, consent_required: bool = True
     d = app.extensions[EXTENSION_KEY]
     return StoreCollections(engine=d.engine, uow=d.store.uow, index=d.index,
                             policies=d.policies, blobs=d.blobs, clock=d.clock,
-                            settings=d.settings, actor=_actor(role),
+                            settings=d.settings, decoder=d.decoder, actor=_actor(role),
                             erasers=d.erasers, consent_required=consent_required)
 
 

@@ -208,7 +208,7 @@ def test_a_rolled_back_enrollment_leaves_no_crop_behind(
     with pytest.raises(RuntimeError):
         index_faces(request, actor=SYSTEM, engine=fake_engine,
                     uow=FailingCommit(d.store.uow()),  # type: ignore[arg-type]
-                    clock=d.clock, settings=d.settings, blobs=d.blobs)
+                    clock=d.clock, decoder=d.decoder, blobs=d.blobs)
     assert crop_files(app, "c") == {}
     assert client.get("/v1/collections/c", headers=operator).get_json()["FaceCount"] == 0
 

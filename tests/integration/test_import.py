@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Table, func, select
 
+from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.store import Store
 from faceapi.adapters.store.tables import audit_events, consents, faces
 from faceapi.config import Settings
@@ -57,7 +58,8 @@ def people(tmp_path: Path, fake_engine: FakeEngine) -> Path:
 def importer(store: Store, settings: Settings, engine: FakeEngine,
              consent: ConsentInput | None = BATCH) -> Importer:
     return Importer(collection_id="staff", actor=ACTOR, engine=engine, uow=store.uow,
-                    settings=settings, consent=consent, clock=FakeClock())
+                    settings=settings, decoder=PillowImageDecoder(settings), consent=consent,
+                    clock=FakeClock())
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
+from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.store import Store
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
@@ -137,7 +138,8 @@ def two_workers(db_backend: str, tmp_path: Path,
         index_faces(IndexFacesRequest(collection_id="door", image=ENROLLED.read_bytes(),
                                       subject_id=subject),
                     actor=system, engine=engine, uow=store.uow(), clock=clock,
-                    settings=settings, blobs=DirectoryBlobStore(settings.resolved_blob_dir))
+                    decoder=PillowImageDecoder(settings),
+                    blobs=DirectoryBlobStore(settings.resolved_blob_dir))
     key = keys.create_key(keys.NewKey(name="door app", role="app"), uow=store.uow(),
                           clock=clock, actor=system).secret
     store.dispose()

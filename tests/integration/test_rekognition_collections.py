@@ -258,7 +258,7 @@ def test_a_failed_commit_after_a_remote_index_deletes_the_remote_faces(
                                       subject_id="jack"),
                     actor=SYSTEM, engine=engine,
                     uow=FailingCommit(d.store.uow()),  # type: ignore[arg-type]
-                    clock=d.clock, settings=d.settings, blobs=d.blobs)
+                    clock=d.clock, decoder=d.decoder, blobs=d.blobs)
     assert remote_faces(engine, collection_id) == []  # compensated
     assert our_faces(app, collection_id) == []
     crops = Path(d.settings.resolved_blob_dir) / "faces" / collection_id

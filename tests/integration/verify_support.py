@@ -69,7 +69,7 @@ def enroll(app: Flask, collection_id: str, subject_id: str,
     result = index_faces(IndexFacesRequest(collection_id=collection_id, image=image,
                                            subject_id=subject_id),
                          actor=OPERATOR, engine=d.engine, uow=d.store.uow(), clock=d.clock,
-                         settings=d.settings, blobs=d.blobs)
+                         decoder=d.decoder, blobs=d.blobs)
     return result.face_records[0].face.face_id
 
 

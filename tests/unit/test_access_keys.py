@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from faceapi.adapters.private_files import PrivateFiles
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey
 from faceapi.domain.audit import API_KEY_RE, SYSTEM, Action
@@ -209,13 +210,13 @@ def test_invalid_new_keys_are_refused(uow: FakeUnitOfWork, clock: FakeClock,
 
 def test_bootstrap_creates_one_owner_only_admin_key_and_is_idempotent(
         uow: FakeUnitOfWork, clock: FakeClock, tmp_path: Path) -> None:
-    result = keys.bootstrap(tmp_path, uow=uow, clock=clock)
+    result = keys.bootstrap(tmp_path, uow=uow, clock=clock, files=PrivateFiles())
     assert result.created
     assert stat.S_IMODE(result.path.stat().st_mode) == 0o600
     secret = result.path.read_text().strip()
     actor = auth(uow, clock, secret)
     assert actor.role == "admin"
-    again = keys.bootstrap(tmp_path, uow=uow, clock=clock)
+    again = keys.bootstrap(tmp_path, uow=uow, clock=clock, files=PrivateFiles())
     assert not again.created
     assert uow.api_keys.count() == 1
     assert result.path.read_text().strip() == secret
@@ -224,7 +225,7 @@ def test_bootstrap_creates_one_owner_only_admin_key_and_is_idempotent(
 def test_bootstrap_does_nothing_when_any_key_exists(uow: FakeUnitOfWork, clock: FakeClock,
                                                    tmp_path: Path) -> None:
     make(uow, clock, "app")
-    assert not keys.bootstrap(tmp_path, uow=uow, clock=clock).created
+    assert not keys.bootstrap(tmp_path, uow=uow, clock=clock, files=PrivateFiles()).created
     assert not (tmp_path / keys.BOOTSTRAP_FILE_NAME).exists()
 
 
@@ -379,6 +380,6 @@ def test_invalid_owners_are_refused(uow: FakeUnitOfWork, clock: FakeClock, owner
 
 def test_the_bootstrap_key_is_owned_by_bootstrap(uow: FakeUnitOfWork, clock: FakeClock,
                                                  tmp_path: Path) -> None:
-    result = keys.bootstrap(tmp_path, uow=uow, clock=clock)
+    result = keys.bootstrap(tmp_path, uow=uow, clock=clock, files=PrivateFiles())
     assert result.key_id is not None
     assert uow.api_keys.rows[result.key_id].owner == "bootstrap"

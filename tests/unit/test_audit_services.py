@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from faceapi.adapters.images import PillowImageDecoder
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.domain.errors import InvalidImage, NoFaceInSource
@@ -30,7 +31,7 @@ def test_detect_records_the_face_count_and_the_image_digest_only() -> None:
     engine.script(image, [ScriptedFace(face(), unit_vector(1)),
                           ScriptedFace(face(), unit_vector(2))])
     detect(DetectRequest(image=image, attributes=Attributes.ALL), engine=engine,
-           settings=SETTINGS, uow=uow, actor=ACTOR)
+           decoder=PillowImageDecoder(SETTINGS), uow=uow, actor=ACTOR)
     [recorded] = uow.audit.committed
     e = recorded.event
     assert (e.action.value, e.outcome, e.actor) == ("face.detect", "success", ACTOR)
@@ -44,7 +45,7 @@ def test_a_refused_image_is_recorded_as_rejected_with_its_error_code() -> None:
     bad = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
     with pytest.raises(InvalidImage):
         detect(DetectRequest(image=bad, attributes=Attributes.DEFAULT), engine=FakeEngine(),
-               settings=SETTINGS, uow=uow, actor=ACTOR)
+               decoder=PillowImageDecoder(SETTINGS), uow=uow, actor=ACTOR)
     [recorded] = uow.audit.committed
     assert (recorded.event.outcome, recorded.event.reason) == ("rejected", "invalid_image")
     assert recorded.event.input_digests == (sha(bad),)
@@ -57,7 +58,7 @@ def test_compare_records_both_digests_the_threshold_and_the_best_similarity() ->
     engine.script(target, [ScriptedFace(face(), unit_vector(7)),
                            ScriptedFace(face(left=0.1), unit_vector(8))])
     compare(CompareRequest(source=source, target=target, similarity_threshold=80.0),
-            engine=engine, settings=SETTINGS, uow=uow, actor=ACTOR)
+            engine=engine, decoder=PillowImageDecoder(SETTINGS), uow=uow, actor=ACTOR)
     [recorded] = uow.audit.committed
     e = recorded.event
     assert e.outcome == "match"
@@ -72,6 +73,6 @@ def test_compare_without_a_source_face_is_recorded_and_still_raises() -> None:
     source, target = solid_image(color=(5, 5, 5)), solid_image(color=(6, 6, 6))
     with pytest.raises(NoFaceInSource):
         compare(CompareRequest(source=source, target=target, similarity_threshold=80.0),
-                engine=FakeEngine(), settings=SETTINGS, uow=uow, actor=ACTOR)
+                engine=FakeEngine(), decoder=PillowImageDecoder(SETTINGS), uow=uow, actor=ACTOR)
     [recorded] = uow.audit.committed
     assert (recorded.event.outcome, recorded.event.reason) == ("rejected", "no_face_in_source")

@@ -13,21 +13,6 @@ FORBIDDEN = ("flask", "werkzeug", "sqlalchemy", "alembic", "boto3", "botocore", 
              "psycopg", "flask_smorest", "marshmallow")
 # Where services may reach inside the package: the domain, the ports and each other.
 SERVICE_IMPORTS = ("faceapi.domain", "faceapi.services")
-# Known imports of services from outside those, each to be replaced by a port (issue 13);
-# the list may only shrink: a listed import that is gone fails too, so it gets removed here.
-SERVICE_IMPORTS_PENDING = {
-    ("compare.py", "faceapi.adapters.images"),
-    ("compare.py", "faceapi.config"),
-    ("detect.py", "faceapi.adapters.images"),
-    ("detect.py", "faceapi.config"),
-    ("enroll.py", "faceapi.adapters.images"),
-    ("enroll.py", "faceapi.config"),
-    ("keys.py", "faceapi.adapters.private_files"),
-    ("search.py", "faceapi.adapters.images"),
-    ("search.py", "faceapi.config"),
-    ("verify.py", "faceapi.adapters.images"),
-    ("verify.py", "faceapi.config"),
-}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -77,8 +62,7 @@ def test_services_import_only_the_domain_the_ports_and_other_services() -> None:
         for name in ours(path):
             if not name.startswith(SERVICE_IMPORTS):
                 found.add((path.name, name))
-    assert found - SERVICE_IMPORTS_PENDING == set(), "services reach outside their layer"
-    assert SERVICE_IMPORTS_PENDING - found == set(), "gone: remove from SERVICE_IMPORTS_PENDING"
+    assert found == set(), f"services reach outside their layer: {sorted(found)}"
 
 
 def test_adapters_never_import_entry_points() -> None:

@@ -21,7 +21,6 @@ import botocore.exceptions
 import numpy as np
 from botocore.config import Config
 
-from faceapi.adapters.images import image_digest
 from faceapi.config import Settings
 from faceapi.domain.collections import CollectionExists, QualityFilter, UnindexedReason
 from faceapi.domain.engine_values import (
@@ -37,6 +36,7 @@ from faceapi.domain.engine_values import (
     NotIndexedFace,
     S3Image,
     S3Object,
+    image_digest,
 )
 from faceapi.domain.errors import (
     Conflict,

@@ -34,7 +34,7 @@ from faceapi.entrypoints.cli.common import cli_container
 from faceapi.services.collection_lookup import resource
 from faceapi.services.collections import ConsentInput
 from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.services.ports import BlobStore, FaceEngine, UnitOfWorkFactory
+from faceapi.services.ports import BlobStore, FaceEngine, ImageDecoder, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +138,7 @@ class Importer:
     engine: FaceEngine
     uow: UnitOfWorkFactory
     settings: Settings
+    decoder: ImageDecoder
     quality_filter: QualityFilter = QualityFilter.AUTO
     max_faces: int | None = None
     consent: ConsentInput | None = None
@@ -185,7 +186,7 @@ class Importer:
                                   quality_filter=self.quality_filter, consent=consent,
                                   attributes=Attributes.DEFAULT),
                 actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
-                settings=self.settings, blobs=self._blobs)
+                decoder=self.decoder, blobs=self._blobs)
         except FaceApiError as exc:
             return Outcome("failed", reason=exc.code)
         if result.face_records:  # the consent (if any) was recorded with the faces
@@ -273,7 +274,8 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         actor = Actor.system("import")
         importer = Importer(
             collection_id=collection_id, actor=actor, engine=container.engine,
-            uow=store.uow, settings=settings, blobs=container.blobs, clock=container.clock,
+            uow=store.uow, settings=settings, decoder=container.decoder,
+            blobs=container.blobs, clock=container.clock,
             quality_filter=QualityFilter(quality_filter), max_faces=max_faces,
             consent=ConsentInput(ConsentBasis(consent_basis), consent_reference)
             if consent_basis and consent_reference else None)

@@ -11,6 +11,7 @@ import os
 
 import click
 
+from faceapi.adapters.private_files import PrivateFiles
 from faceapi.domain import access
 from faceapi.domain.clock import SystemClock
 from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_store
@@ -119,7 +120,8 @@ def bootstrap_cmd() -> None:
     """First start: with no key at all, create an admin key into <data dir>/admin-key.txt
     (mode 0600). Does nothing once any key exists; there is never a default key."""
     with cli_store() as (settings, store):
-        result = key_service.bootstrap(settings.data_dir, uow=store.uow(), clock=SystemClock())
+        result = key_service.bootstrap(settings.data_dir, uow=store.uow(), clock=SystemClock(),
+                                       files=PrivateFiles())
     if not result.created:
         click.echo("API keys exist: nothing to bootstrap (manage them with `faceapi keys`)")
         return

@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
                 policies=container.policies,
                 blobs=container.blobs,
                 index=container.index,
+                decoder=container.decoder,
                 erasers=container.erasers)
     app.extensions[EXTENSION_KEY] = deps
     # FACEAPI_DEFAULT_COLLECTION_POLICIES must name loaded verify/search policies.

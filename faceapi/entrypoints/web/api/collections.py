@@ -144,7 +144,7 @@ def index_collection_faces(collection_id: str) -> Any:
         attributes=Attributes.ALL if "ALL" in loaded["detection_attributes"]
         else Attributes.DEFAULT)
     return index_faces(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
-                       clock=d.clock, settings=d.settings, blobs=d.blobs)
+                       clock=d.clock, decoder=d.decoder, blobs=d.blobs)
 
 
 @blp.route("/<collection_id>/faces", methods=["GET"])

@@ -20,7 +20,13 @@ from faceapi.domain.engine_values import S3Object
 from faceapi.domain.errors import ImageTooLarge, MissingImage
 from faceapi.domain.policies import PolicySet
 from faceapi.entrypoints.web.api.errors import ValidationFailed
-from faceapi.services.ports import BlobStore, FaceEngine, SearchIndex, SubjectEraser
+from faceapi.services.ports import (
+    BlobStore,
+    FaceEngine,
+    ImageDecoder,
+    SearchIndex,
+    SubjectEraser,
+)
 
 EXTENSION_KEY = "faceapi"
 
@@ -36,6 +42,7 @@ class Deps:
     policies: PolicySet  # policies/*.yaml, validated at start
     blobs: BlobStore  # review evidence (settings.resolved_blob_dir)
     index: SearchIndex  # this worker's copy of the collections' descriptors
+    decoder: ImageDecoder  # image intake under the configured limits
     # What other subsystems delete when a subject is erased (reviews, lockouts).
     erasers: tuple[SubjectEraser, ...] = ()
     # name -> check returning (ok, why); /readyz runs them all

@@ -42,7 +42,7 @@ def detect_faces() -> Any:
     attributes = Attributes.ALL if "ALL" in loaded["attributes"] else Attributes.DEFAULT
     d = deps()
     req = DetectRequest(image=require_image_source(loaded, "image"), attributes=attributes)
-    return detect(req, engine=d.engine, settings=d.settings, uow=d.store.uow(),
+    return detect(req, engine=d.engine, decoder=d.decoder, uow=d.store.uow(),
                   actor=current_actor())
 
 
@@ -56,5 +56,5 @@ def compare_faces() -> Any:
     req = CompareRequest(source=require_image_source(loaded, "source"),
                          target=require_image_source(loaded, "target"),
                          similarity_threshold=loaded["similarity_threshold"])
-    return compare(req, engine=d.engine, settings=d.settings, uow=d.store.uow(),
+    return compare(req, engine=d.engine, decoder=d.decoder, uow=d.store.uow(),
                    actor=current_actor())

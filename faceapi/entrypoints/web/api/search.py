@@ -91,6 +91,6 @@ def search_faces_by_image(collection_id: str) -> SearchResult:
                         max_faces=loaded["max_faces"])
     result = search(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
                     index=d.index, policies=d.policies, clock=d.clock, blobs=d.blobs,
-                    settings=d.settings, request_id=request_id())
+                    decoder=d.decoder, request_id=request_id())
     # Until reviewers decide, the caller learns only that review is required.
     return replace(result, decision=requester_view(result.decision))

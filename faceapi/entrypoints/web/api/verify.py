@@ -103,7 +103,7 @@ def verify_subject() -> Any:
                         image=require_image(loaded, "image"), policy=loaded["policy"])
     return requester_view(verify(req, actor=current_actor(), engine=d.engine,
                                  uow=d.store.uow(), policies=d.policies, clock=d.clock,
-                                 blobs=d.blobs, settings=d.settings,
+                                 blobs=d.blobs, decoder=d.decoder,
                                  request_id=request_id()))
 
 
@@ -118,7 +118,7 @@ def compare_pair() -> Any:
                          target=require_image(loaded, "target"), policy=loaded["policy"])
     return requester_view(compare_under_policy(
         req, actor=current_actor(), engine=d.engine, uow=d.store.uow(), policies=d.policies,
-        clock=d.clock, blobs=d.blobs, settings=d.settings, request_id=request_id()))
+        clock=d.clock, blobs=d.blobs, decoder=d.decoder, request_id=request_id()))
 
 
 @blp.route("/decisions/<string:decision_id>", methods=["GET"])

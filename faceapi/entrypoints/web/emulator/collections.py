@@ -42,7 +42,14 @@ from faceapi.services import collections as svc
 from faceapi.services import enroll
 from faceapi.services import search as search_svc
 from faceapi.services.collection_lookup import load_collection
-from faceapi.services.ports import BlobStore, FaceEngine, SearchIndex, SubjectEraser, UnitOfWork
+from faceapi.services.ports import (
+    BlobStore,
+    FaceEngine,
+    ImageDecoder,
+    SearchIndex,
+    SubjectEraser,
+    UnitOfWork,
+)
 
 
 def indexed_face(face: StoredFace) -> IndexedFace:
@@ -62,6 +69,7 @@ class StoreCollections:
     blobs: BlobStore
     clock: Clock
     settings: Settings
+    decoder: ImageDecoder
     actor: Actor
     erasers: tuple[SubjectEraser, ...] = ()
     request_id: str | None = None
@@ -128,7 +136,7 @@ class StoreCollections:
                                      subject_id=external_image_id, max_faces=max_faces,
                                      quality_filter=quality_filter, attributes=attributes),
             actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
-            settings=self.settings, blobs=self.blobs)
+            decoder=self.decoder, blobs=self.blobs)
         return IndexResult(
             records=tuple(IndexedFaceRecord(face=indexed_face(r.face), detail=r.detail)
                           for r in result.face_records),
@@ -154,7 +162,7 @@ class StoreCollections:
                                      max_faces=max_faces),
             actor=self.actor, engine=self.engine, uow=self.uow(), index=self.index,
             policies=self.policies, clock=self.clock, blobs=self.blobs,
-            settings=self.settings, request_id=self.request_id)
+            decoder=self.decoder, request_id=self.request_id)
         self.last_decision = result.decision
         if result.searched_face is None:
             # Rekognition answers a search image without a face with InvalidParameter.

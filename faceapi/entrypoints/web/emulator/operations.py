@@ -27,12 +27,13 @@ from faceapi.entrypoints.web.emulator import protocol as p
 from faceapi.entrypoints.web.emulator.collections import StoreCollections
 from faceapi.services.compare import CompareRequest, compare
 from faceapi.services.detect import DetectRequest, detect
-from faceapi.services.ports import FaceEngine, UnitOfWork
+from faceapi.services.ports import FaceEngine, ImageDecoder, UnitOfWork
 
 
 @dataclass(frozen=True)
 class OperationContext:
     settings: Settings
+    decoder: ImageDecoder
     engine: FaceEngine
     actor: Actor
     uow: Callable[[], UnitOfWork]
@@ -58,7 +59,7 @@ def detect_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, An
     attributes = _attributes(body, "Attributes")
     # The same use case as POST /v1/faces/detect, so the call is audited the same way.
     detection = detect(DetectRequest(image=data, attributes=attributes), engine=ctx.engine,
-                       settings=ctx.settings, uow=ctx.uow(), actor=ctx.actor)
+                       decoder=ctx.decoder, uow=ctx.uow(), actor=ctx.actor)
     dumped: dict[str, Any] = DetectResponseSchema().dump(detection)
     return dumped
 
@@ -80,7 +81,7 @@ def compare_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, A
     _quality_filter(body)
     comparison = compare(CompareRequest(source=source, target=target,
                                         similarity_threshold=threshold),
-                         engine=ctx.engine, settings=ctx.settings, uow=ctx.uow(),
+                         engine=ctx.engine, decoder=ctx.decoder, uow=ctx.uow(),
                          actor=ctx.actor)
     dumped: dict[str, Any] = CompareResponseSchema().dump(comparison)
     return dumped

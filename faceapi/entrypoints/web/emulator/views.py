@@ -104,7 +104,7 @@ def dispatch() -> Response:
         if not isinstance(body, dict):
             raise p.AwsError("SerializationException", "the body must be a JSON object")
         d = deps()
-        ctx = OperationContext(settings=d.settings, engine=d.engine, actor=actor,
+        ctx = OperationContext(settings=d.settings, decoder=d.decoder, engine=d.engine, actor=actor,
                                uow=d.store.uow,
                                collections=lambda consent: _collections(actor, consent))
         result = handler(body, ctx)
@@ -136,7 +136,8 @@ def _collections(actor: Actor, consent_required: bool) -> StoreCollections:
     d = deps()
     return StoreCollections(engine=d.engine, uow=d.store.uow, index=d.index,
                             policies=d.policies, blobs=d.blobs, clock=d.clock,
-                            settings=d.settings, actor=actor, erasers=d.erasers,
+                            settings=d.settings, decoder=d.decoder, actor=actor,
+                            erasers=d.erasers,
                             request_id=request_id() or None,
                             consent_required=consent_required)
 

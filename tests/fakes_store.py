@@ -1,0 +1,544 @@
+"""An in-memory store for unit tests: `FakeStore` holds committed state and hands out
+`FakeStoreUnitOfWork`s whose repositories implement every repository port of
+faceapi/services/ports.py, with the SQL implementations' semantics
+(faceapi/adapters/store/*_repo.py, uow.py):
+
+- `with uow:` works on a private copy of the committed state; `commit()` publishes it
+  with the block's audit events, leaving the block without commit discards both;
+- `commit()` refuses a change without an audit event (`unaudited_change`, then rolls
+  back), like SqlAlchemyUnitOfWork; `api_keys.touch` and `api_keys.lock` are exempt;
+- the same orderings, filters and return values as the SQL repositories.
+
+tests/contract/ runs one set of repository tests over this and over the SQL store, so
+the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import TracebackType
+
+from faceapi.domain.access import ApiKey
+from faceapi.domain.collections import (
+    Collection,
+    CollectionExists,
+    CollectionStats,
+    Consent,
+    StoredFace,
+    Subject,
+)
+from faceapi.domain.decisions import AlreadyVoted, Decision, Review, ReviewStatus, ReviewVote
+from faceapi.domain.errors import FaceApiError, NotFound
+from faceapi.domain.lockout import LockoutKey, LockoutState
+from faceapi.services.ports import SearchHit
+from tests.fakes_audit import FakeAuditLog
+
+
+class FakeUnauditedChange(FaceApiError):
+    """The fake's twin of adapters/store/uow.py's UnauditedChange (same code)."""
+
+    code = "unaudited_change"
+
+
+@dataclass
+class StoreState:
+    """Every table of the store, as plain dicts of domain objects."""
+
+    collections: dict[str, Collection] = field(default_factory=dict)
+    subjects: dict[tuple[str, str], Subject] = field(default_factory=dict)
+    faces: dict[tuple[str, str], StoredFace] = field(default_factory=dict)
+    consents: list[Consent] = field(default_factory=list)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    reviews: dict[str, Review] = field(default_factory=dict)
+    votes: dict[str, list[ReviewVote]] = field(default_factory=dict)
+    lockouts: dict[LockoutKey, LockoutState] = field(default_factory=dict)
+    api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    sigv4_secrets: dict[str, str] = field(default_factory=dict)
+
+
+class _Repo:
+    def __init__(self, uow: FakeStoreUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _s(self) -> StoreState:
+        return self._uow.state
+
+    def _changed(self, table: str) -> None:
+        self._uow.changed_tables.add(table)
+
+
+def _no_embedding(face: StoredFace) -> StoredFace:
+    return replace(face, embedding=None)
+
+
+class FakeCollectionsRepo(_Repo):
+    def add(self, collection: Collection) -> None:
+        if collection.collection_id in self._s.collections:
+            raise CollectionExists(f"collection {collection.collection_id!r} already exists",
+                                   details={"collection_id": collection.collection_id})
+        self._changed("collections")
+        self._s.collections[collection.collection_id] = replace(
+            collection, policies=tuple(sorted(set(collection.policies))))
+
+    def get(self, collection_id: str) -> Collection | None:
+        return self._s.collections.get(collection_id)
+
+    def page(self, *, limit: int, after: str | None = None) -> list[Collection]:
+        ids = sorted(i for i in self._s.collections if after is None or i > after)
+        return [self._s.collections[i] for i in ids[:limit]]
+
+    def stats(self, collection_id: str) -> CollectionStats:
+        return CollectionStats(
+            face_count=sum(1 for c, _ in self._s.faces if c == collection_id),
+            subject_count=sum(1 for c, _ in self._s.subjects if c == collection_id))
+
+    def bump_version(self, collection_id: str) -> int:
+        self._changed("collections")
+        collection = self._s.collections[collection_id]  # SQL: NoResultFound
+        self._s.collections[collection_id] = replace(collection,
+                                                     version=collection.version + 1)
+        return collection.version + 1
+
+    def delete(self, collection_id: str) -> None:
+        self._changed("collections")
+        s = self._s
+        s.consents = [c for c in s.consents if c.collection_id != collection_id]
+        s.faces = {k: f for k, f in s.faces.items() if k[0] != collection_id}
+        s.subjects = {k: v for k, v in s.subjects.items() if k[0] != collection_id}
+        s.collections.pop(collection_id, None)
+
+    def set_policies(self, collection_id: str, policies: Sequence[str]) -> None:
+        self._changed("collections")
+        collection = self._s.collections.get(collection_id)
+        if collection is not None:
+            self._s.collections[collection_id] = replace(
+                collection, policies=tuple(sorted(set(policies))))
+
+
+class FakeSubjectsRepo(_Repo):
+    def get(self, collection_id: str, subject_id: str) -> Subject | None:
+        return self._s.subjects.get((collection_id, subject_id))
+
+    def ensure(self, subject: Subject) -> Subject:
+        existing = self.get(subject.collection_id, subject.subject_id)
+        if existing is not None:
+            return existing
+        self._changed("subjects")
+        self._s.subjects[(subject.collection_id, subject.subject_id)] = subject
+        return subject
+
+    def delete(self, collection_id: str, subject_id: str) -> bool:
+        self._changed("subjects")
+        return self._s.subjects.pop((collection_id, subject_id), None) is not None
+
+    def ids(self, collection_id: str) -> list[str]:
+        return sorted(s for c, s in self._s.subjects if c == collection_id)
+
+
+class FakeFacesRepo(_Repo):
+    def _of(self, collection_id: str) -> list[StoredFace]:
+        return sorted((f for (c, _), f in self._s.faces.items() if c == collection_id),
+                      key=lambda f: f.face_id)
+
+    def add(self, face: StoredFace) -> None:
+        self._changed("faces")
+        key = (face.collection_id, face.face_id)
+        if key in self._s.faces:
+            raise ValueError(f"duplicate face {key}")  # SQL: IntegrityError
+        self._s.faces[key] = face
+
+    def get(self, collection_id: str, face_id: str) -> StoredFace | None:
+        return self._s.faces.get((collection_id, face_id))
+
+    def page(self, collection_id: str, *, subject_id: str | None = None, limit: int,
+             after: str | None = None) -> list[StoredFace]:
+        found = [_no_embedding(f) for f in self._of(collection_id)
+                 if (subject_id is None or f.subject_id == subject_id)
+                 and (after is None or f.face_id > after)]
+        return found[:limit]
+
+    def list_for_subject(self, collection_id: str, subject_id: str) -> list[StoredFace]:
+        return sorted((f for f in self._of(collection_id) if f.subject_id == subject_id),
+                      key=lambda f: (f.created_at, f.face_id))
+
+    def find_by_image(self, collection_id: str, image_sha256: str) -> list[StoredFace]:
+        return [_no_embedding(f) for f in self._of(collection_id)
+                if f.image_sha256 == image_sha256]
+
+    def delete(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        if not face_ids:
+            return []
+        found = [f.face_id for f in self._of(collection_id) if f.face_id in set(face_ids)]
+        if found:
+            self._changed("faces")
+        for face_id in found:
+            del self._s.faces[(collection_id, face_id)]
+        return found
+
+    def delete_for_subject(self, collection_id: str, subject_id: str) -> list[str]:
+        found = [f.face_id for f in self._of(collection_id) if f.subject_id == subject_id]
+        if found:
+            self._changed("faces")
+        for face_id in found:
+            del self._s.faces[(collection_id, face_id)]
+        return found
+
+    def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
+        return [(f.face_id, f.subject_id, f.embedding) for f in self._of(collection_id)
+                if f.embedding is not None]
+
+    def embeddings_since(self, collection_id: str,
+                         version: int) -> list[tuple[str, str, bytes]]:
+        newer = sorted((f for f in self._of(collection_id)
+                        if f.embedding is not None and f.added_version > version),
+                       key=lambda f: (f.added_version, f.face_id))
+        return [(f.face_id, f.subject_id, f.embedding) for f in newer
+                if f.embedding is not None]
+
+    def embedding_count(self, collection_id: str) -> int:
+        return sum(1 for f in self._of(collection_id) if f.embedding is not None)
+
+    def by_engine_face_ids(self, collection_id: str,
+                           engine_face_ids: Sequence[str]) -> dict[str, StoredFace]:
+        wanted = set(engine_face_ids)
+        return {f.engine_face_id: _no_embedding(f) for f in self._of(collection_id)
+                if f.engine_face_id is not None and f.engine_face_id in wanted}
+
+    def subject_face_ids(self, collection_id: str,
+                         subject_id: str) -> list[tuple[str, str | None]]:
+        return [(f.face_id, f.engine_face_id) for f in self._of(collection_id)
+                if f.subject_id == subject_id]
+
+    def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
+        wanted = set(face_ids)
+        return [f.engine_face_id for f in self._of(collection_id)
+                if f.face_id in wanted and f.engine_face_id is not None]
+
+
+class FakeConsentsRepo(_Repo):
+    def record(self, consent: Consent) -> None:
+        self._changed("consents")
+        self._s.consents.append(consent)
+
+    def current(self, collection_id: str, subject_id: str) -> Consent | None:
+        return next((c for c in reversed(self._s.consents)
+                     if (c.collection_id, c.subject_id) == (collection_id, subject_id)), None)
+
+    def delete_for_subject(self, collection_id: str, subject_id: str) -> int:
+        self._changed("consents")
+        kept = [c for c in self._s.consents
+                if (c.collection_id, c.subject_id) != (collection_id, subject_id)]
+        gone = len(self._s.consents) - len(kept)
+        self._s.consents = kept
+        return gone
+
+
+class FakeDecisionsRepo(_Repo):
+    def add(self, decision: Decision) -> None:
+        self._changed("decisions")
+        if decision.id in self._s.decisions:
+            raise ValueError(f"duplicate decision {decision.id}")  # SQL: IntegrityError
+        self._s.decisions[decision.id] = decision
+
+    def get(self, decision_id: str) -> Decision | None:
+        return self._s.decisions.get(decision_id)
+
+    def update(self, decision: Decision) -> None:
+        self._changed("decisions")
+        stored = self._s.decisions.get(decision.id)
+        if stored is not None:
+            self._s.decisions[decision.id] = replace(
+                stored, outcome=decision.outcome, reasons=tuple(decision.reasons),
+                matched_face_id=decision.matched_face_id, decided_at=decision.decided_at)
+
+
+def _in_scope(review: Review, collection_ids: Sequence[str] | None,
+              policy_names: Sequence[str] | None) -> bool:
+    # As SQL's IN: a review of no collection is outside every collection-limited scope.
+    if collection_ids is not None and review.collection_id not in set(collection_ids):
+        return False
+    return policy_names is None or review.policy_name in set(policy_names)
+
+
+class FakeReviewsRepo(_Repo):
+    def add(self, review: Review) -> None:
+        self._changed("reviews")
+        if review.id in self._s.reviews:
+            raise ValueError(f"duplicate review {review.id}")  # SQL: IntegrityError
+        # The SQL repository stores votes only through add_vote.
+        self._s.reviews[review.id] = replace(review, votes=())
+        self._s.votes[review.id] = []
+
+    def _all(self) -> list[Review]:
+        return sorted(self._s.reviews.values(), key=lambda r: (r.created_at, r.id))
+
+    def get(self, review_id: str, *, for_update: bool = False) -> Review | None:
+        review = self._s.reviews.get(review_id)
+        if review is None:
+            return None
+        votes = sorted(self._s.votes.get(review_id, []),
+                       key=lambda v: (v.at, v.reviewer_key_id))
+        return replace(review, votes=tuple(votes))
+
+    def add_vote(self, review_id: str, vote: ReviewVote) -> None:
+        votes = self._s.votes.setdefault(review_id, [])
+        if any(v.reviewer_key_id == vote.reviewer_key_id for v in votes):
+            raise AlreadyVoted("this reviewer has already decided this review")
+        self._changed("review_votes")
+        votes.append(vote)
+
+    def close(self, review: Review) -> None:
+        self._changed("reviews")
+        stored = self._s.reviews.get(review.id)
+        if stored is not None:
+            self._s.reviews[review.id] = replace(
+                stored, status=review.status, closed_at=review.closed_at,
+                evidence_expires_at=review.evidence_expires_at,
+                evidence_purged=review.evidence_purged, flagged=review.flagged)
+
+    def page(self, *, status: ReviewStatus | None, policy_name: str | None,
+             created_before: datetime | None, collection_ids: Sequence[str] | None,
+             policy_names: Sequence[str] | None = None, limit: int,
+             after: str | None) -> list[Review]:
+        cursor = self._s.reviews.get(after) if after is not None else None
+        found = [r for r in self._all()
+                 if (status is None or r.status is status)
+                 and (policy_name is None or r.policy_name == policy_name)
+                 and (created_before is None or r.created_at < created_before)
+                 and _in_scope(r, collection_ids, policy_names)
+                 and (cursor is None or (r.created_at, r.id) > (cursor.created_at, cursor.id))]
+        return found[:limit]
+
+    def count_waiting(self, now: datetime, collection_ids: Sequence[str] | None,
+                      policy_names: Sequence[str] | None = None) -> int:
+        return sum(1 for r in self._all()
+                   if r.status is ReviewStatus.PENDING and r.expires_at > now
+                   and _in_scope(r, collection_ids, policy_names))
+
+    def due_for_expiry(self, now: datetime, limit: int) -> list[Review]:
+        due = [r for r in self._all()
+               if r.status is ReviewStatus.PENDING and r.expires_at <= now]
+        return sorted(due, key=lambda r: r.expires_at)[:limit]
+
+    def evidence_due(self, now: datetime, limit: int) -> list[Review]:
+        due = [r for r in self._all() if not r.evidence_purged
+               and r.evidence_expires_at is not None and r.evidence_expires_at <= now]
+        return sorted(due, key=lambda r: r.evidence_expires_at or now)[:limit]
+
+    def mark_evidence_purged(self, review_id: str) -> None:
+        self._changed("reviews")
+        stored = self._s.reviews.get(review_id)
+        if stored is not None:
+            self._s.reviews[review_id] = replace(stored, evidence_purged=True)
+
+    def with_evidence_in(self, collection_id: str) -> list[Review]:
+        return [r for r in self._all() if r.collection_id == collection_id
+                and (r.status is ReviewStatus.PENDING or not r.evidence_purged)]
+
+
+class FakeLockoutsRepo(_Repo):
+    def get(self, key: LockoutKey) -> LockoutState | None:
+        return self._s.lockouts.get(key)
+
+    def get_for_update(self, key: LockoutKey) -> LockoutState:
+        self._changed("lockouts")  # SQL: an INSERT ... ON CONFLICT DO NOTHING
+        return self._s.lockouts.setdefault(key, LockoutState(key=key))
+
+    def save(self, state: LockoutState) -> None:
+        self._changed("lockouts")
+        if state.key in self._s.lockouts:  # SQL: an UPDATE of the existing row
+            self._s.lockouts[state.key] = state
+
+    def delete(self, key: LockoutKey) -> bool:
+        self._changed("lockouts")
+        return self._s.lockouts.pop(key, None) is not None
+
+    def delete_for_subject(self, collection_id: str, subject_id: str | None) -> int:
+        self._changed("lockouts")
+        gone = [k for k in self._s.lockouts if k.collection_id == collection_id
+                and (subject_id is None or k.subject_id == subject_id)]
+        for key in gone:
+            del self._s.lockouts[key]
+        return len(gone)
+
+    def for_subject(self, collection_id: str, subject_id: str) -> list[LockoutState]:
+        return [s for k, s in self._s.lockouts.items()
+                if (k.collection_id, k.subject_id) == (collection_id, subject_id)]
+
+    def for_subjects(self, collection_id: str,
+                     subject_ids: Sequence[str]) -> list[LockoutState]:
+        wanted = set(subject_ids)
+        return [s for k, s in self._s.lockouts.items()
+                if k.collection_id == collection_id and k.subject_id in wanted]
+
+
+class FakeApiKeyRepository(_Repo):
+    def add(self, key: ApiKey) -> None:
+        self._changed("api_keys")
+        if key.id in self._s.api_keys:
+            raise ValueError(f"duplicate key {key.id}")  # SQL: IntegrityError
+        self._s.api_keys[key.id] = key
+
+    def get(self, key_id: str) -> ApiKey | None:
+        return self._s.api_keys.get(key_id)
+
+    def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
+        keys = sorted(self._s.api_keys.values(), key=lambda k: (k.created_at, k.id))
+        return [k for k in keys if include_revoked or k.revoked_at is None]
+
+    def count(self) -> int:
+        return len(self._s.api_keys)
+
+    def lock(self) -> None:
+        """Nothing to lock: one process, one thread."""
+
+    def revoke(self, key_id: str, at: datetime) -> None:
+        self._changed("api_keys")
+        key = self._s.api_keys.get(key_id)
+        if key is not None and key.revoked_at is None:
+            self._s.api_keys[key_id] = replace(key, revoked_at=at)
+
+    def touch(self, key_id: str, at: datetime) -> None:
+        # Bookkeeping, exempt from the audit rule like the SQL repository's UNAUDITED.
+        key = self._s.api_keys.get(key_id)
+        if key is not None:
+            self._s.api_keys[key_id] = replace(key, last_used_at=at)
+
+    def set_sigv4_secret(self, key_id: str, secret: str) -> None:
+        self._changed("api_keys")
+        if key_id in self._s.api_keys:
+            self._s.sigv4_secrets[key_id] = secret
+
+    def sigv4_secret(self, key_id: str) -> str | None:
+        return self._s.sigv4_secrets.get(key_id)
+
+
+class FakeStoreUnitOfWork:
+    """One transaction over a FakeStore (the UnitOfWork port)."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+        self._state: StoreState | None = None
+        self.changed_tables: set[str] = set()
+        self.commits = 0
+
+    @property
+    def state(self) -> StoreState:
+        if self._state is None:
+            raise RuntimeError("unit of work used outside its `with` block")
+        return self._state
+
+    def __enter__(self) -> FakeStoreUnitOfWork:
+        if self._state is not None:
+            raise RuntimeError("unit of work already open")
+        self._begin()
+        return self
+
+    def _begin(self) -> None:
+        self._state = copy.deepcopy(self._store.state)
+        self.changed_tables = set()
+        self._store.audit.pending = []
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._state = None
+        self.changed_tables = set()
+        self._store.audit.pending = []
+
+    @property
+    def audit(self) -> FakeAuditLog:
+        self.state  # noqa: B018 - only inside the block, like the SQL unit of work
+        return self._store.audit
+
+    def commit(self) -> None:
+        state = self.state
+        if self.changed_tables and not self._store.audit.pending:
+            tables = ", ".join(sorted(self.changed_tables))
+            self.rollback()
+            raise FakeUnauditedChange(
+                f"refusing to commit changes to {tables} without an audit event")
+        self._store.state = state
+        self._store.audit.committed += self._store.audit.pending
+        self.commits += 1
+        self._store.commits += 1
+        self._begin()
+
+    def rollback(self) -> None:
+        self.state  # noqa: B018
+        self._begin()
+
+    @property
+    def api_keys(self) -> FakeApiKeyRepository:
+        return FakeApiKeyRepository(self)
+
+    @property
+    def collections(self) -> FakeCollectionsRepo:
+        return FakeCollectionsRepo(self)
+
+    @property
+    def subjects(self) -> FakeSubjectsRepo:
+        return FakeSubjectsRepo(self)
+
+    @property
+    def faces(self) -> FakeFacesRepo:
+        return FakeFacesRepo(self)
+
+    @property
+    def consents(self) -> FakeConsentsRepo:
+        return FakeConsentsRepo(self)
+
+    @property
+    def decisions(self) -> FakeDecisionsRepo:
+        return FakeDecisionsRepo(self)
+
+    @property
+    def reviews(self) -> FakeReviewsRepo:
+        return FakeReviewsRepo(self)
+
+    @property
+    def lockouts(self) -> FakeLockoutsRepo:
+        return FakeLockoutsRepo(self)
+
+
+@dataclass
+class FakeStore:
+    """Committed state plus the audit trail; `uow()` is the UnitOfWorkFactory."""
+
+    state: StoreState = field(default_factory=StoreState)
+    audit: FakeAuditLog = field(default_factory=FakeAuditLog)
+    commits: int = 0
+
+    def uow(self) -> FakeStoreUnitOfWork:
+        return FakeStoreUnitOfWork(self)
+
+    @property
+    def actions(self) -> list[str]:
+        """The committed audit actions, oldest first."""
+        return self.audit.actions
+
+
+@dataclass
+class FakeSearchIndex:
+    """The SearchIndex port by brute force over a FakeStore's committed faces."""
+
+    store: FakeStore
+    similarity: Callable[[tuple[float, ...], tuple[float, ...]], float]
+    invalidated: list[str] = field(default_factory=list)
+
+    def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
+               max_faces: int) -> list[SearchHit]:
+        if collection_id not in self.store.state.collections:
+            raise NotFound(f"collection {collection_id} not found")
+        probe = tuple(embedding)
+        hits = [SearchHit(f.face_id, f.subject_id, self.similarity(probe, f.vector()))
+                for (c, _), f in sorted(self.store.state.faces.items())
+                if c == collection_id and f.embedding is not None]
+        hits = [h for h in hits if h.similarity >= threshold]
+        return sorted(hits, key=lambda h: (-h.similarity, h.face_id))[:max_faces]
+
+    def invalidate(self, collection_id: str) -> None:
+        self.invalidated.append(collection_id)
