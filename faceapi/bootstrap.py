@@ -1,32 +1,61 @@
-"""The composition root: the one place that picks adapters.
+"""The composition root: the one place that picks adapters and binds use cases.
 
 `bootstrap(settings)` returns a `Container` that builds each adapter from Settings once,
-on first use (a CLI command that only lists keys never loads the dlib models). The web
-app (`entrypoints/web/app.py`) and every CLI command (`entrypoints/cli/`) start here;
-tests pass their own settings and fakes of our ports.
+on first use (a CLI command that only lists keys never loads the dlib models), and hands
+out `container.use_cases`: every use case with those adapters bound, so a caller passes
+only what its request says. The web app (`entrypoints/web/app.py`) and every CLI command
+(`entrypoints/cli/`) start here; tests pass their own settings and fakes of our ports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from functools import cached_property
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
 from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.policy_files import load_policies
+from faceapi.adapters.private_files import PrivateFiles
 from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
 from faceapi.adapters.signing_keys import CheckpointSigner
 from faceapi.adapters.store import Store
 from faceapi.config import Settings
+from faceapi.domain import access
+from faceapi.domain.access import ApiKey
+from faceapi.domain.audit import Actor, AuditEvent, AuditQuery, Checkpoint, RecordedEvent
+from faceapi.domain.audit_chain import VerifyReport
 from faceapi.domain.clock import Clock, SystemClock
-from faceapi.domain.policies import PolicySet
+from faceapi.domain.collections import Collection, CollectionStats, Consent
+from faceapi.domain.decisions import Decision, Review
+from faceapi.domain.errors import FaceApiError
+from faceapi.domain.faces import Capabilities, Comparison, Detection
+from faceapi.domain.policies import Policy, PolicySet
+from faceapi.services import audit_trail
+from faceapi.services import collections as collections_svc
+from faceapi.services import compare as compare_svc
+from faceapi.services import detect as detect_svc
+from faceapi.services import enroll as enroll_svc
+from faceapi.services import erase as erase_svc
+from faceapi.services import keys as keys_svc
+from faceapi.services import lockout as lockout_svc
+from faceapi.services import review as review_svc
+from faceapi.services import search as search_svc
+from faceapi.services import sigv4 as sigv4_svc
+from faceapi.services import verify as verify_svc
+from faceapi.services.collection_lookup import load_collection
 from faceapi.services.collections import RemoteFacesEraser
+from faceapi.services.erase import ErasureReport
 from faceapi.services.face_crops import FaceCropEraser
 from faceapi.services.ports import (
     BlobStore,
     FaceEngine,
     ImageDecoder,
     SearchIndex,
+    SecretFileWriter,
     SubjectEraser,
     remote_collections,
 )
@@ -73,6 +102,11 @@ class Container:
         return DirectoryBlobStore(self.settings.resolved_blob_dir)
 
     @cached_property
+    def files(self) -> SecretFileWriter:
+        """0600 files: the bootstrap admin key."""
+        return PrivateFiles()
+
+    @cached_property
     def index(self) -> SearchIndex:
         """This process's copy of the collections' descriptors."""
         return BruteForceIndex(StoreIndexSource(self.store.read_uow), self.engine.similarity)
@@ -89,11 +123,321 @@ class Container:
             erasers = (*erasers, RemoteFacesEraser(self.engine, remote))
         return erasers
 
+    @cached_property
+    def use_cases(self) -> UseCases:
+        """Every use case with these adapters bound."""
+        return UseCases(self)
+
     def close(self) -> None:
         """Release the database connections, if the store was built."""
         store = self.__dict__.get("store")
         if store is not None:
             store.dispose()
+
+
+class UseCases:
+    """Every use case with this process's adapters bound: callers pass only what the
+    request says (the request object, the caller, the request id). Each call gets a
+    fresh unit of work; the adapters are read from the container at call time, so a
+    test that swaps one (`container.blobs = ...`) is seen by the next call."""
+
+    def __init__(self, container: Container) -> None:
+        self._c = container
+
+    # --- Readiness ----------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, tuple[bool, str]]:
+        """What /readyz reports: the engine says whether it can serve; the store runs a
+        real query (the schema revision), so an unreachable database or an unmigrated
+        schema is not ready."""
+        return {"engine": self._c.engine.ready(), "store": self._store_ready()}
+
+    def _store_ready(self) -> tuple[bool, str]:
+        try:
+            self._c.store.require_current_schema()
+        except FaceApiError as exc:
+            return False, exc.code
+        except RuntimeError:
+            return False, "schema_not_current"
+        except Exception as exc:  # a failing check must report, not crash readiness
+            return False, type(exc).__name__
+        return True, "reachable, schema current"
+
+    # --- What is in force: policies, the engine ----------------------------------------
+
+    def list_policies(self) -> list[Policy]:
+        """The policies in force (policies/*.yaml, validated at start)."""
+        return list(self._c.policies.values())
+
+    def get_policy(self, name: str) -> Policy | None:
+        return self._c.policies.get(name)
+
+    def engine_capabilities(self) -> Capabilities:
+        """The active engine: what it computes and what it never returns."""
+        return self._c.engine.capabilities()
+
+    # --- Images without a collection (detect, compare) ----------------------------------
+
+    def detect(self, req: detect_svc.DetectRequest, *, actor: Actor) -> Detection:
+        c = self._c
+        return detect_svc.detect(req, engine=c.engine, decoder=c.decoder, uow=c.store.uow(),
+                                 actor=actor)
+
+    def compare(self, req: compare_svc.CompareRequest, *, actor: Actor) -> Comparison:
+        c = self._c
+        return compare_svc.compare(req, engine=c.engine, decoder=c.decoder,
+                                   uow=c.store.uow(), actor=actor)
+
+    # --- Decisions under a policy (verify, compare, search) -----------------------------
+
+    def verify(self, req: verify_svc.VerifyRequest, *, actor: Actor,
+               request_id: str | None = None) -> Decision:
+        c = self._c
+        return verify_svc.verify(req, actor=actor, engine=c.engine, uow=c.store.uow(),
+                                 policies=c.policies, clock=c.clock, blobs=c.blobs,
+                                 decoder=c.decoder, request_id=request_id)
+
+    def compare_under_policy(self, req: verify_svc.CompareRequest, *, actor: Actor,
+                             request_id: str | None = None) -> Decision:
+        c = self._c
+        return verify_svc.compare_under_policy(
+            req, actor=actor, engine=c.engine, uow=c.store.uow(), policies=c.policies,
+            clock=c.clock, blobs=c.blobs, decoder=c.decoder, request_id=request_id)
+
+    def search(self, req: search_svc.SearchRequest, *, actor: Actor,
+               request_id: str | None = None) -> search_svc.SearchResult:
+        c = self._c
+        return search_svc.search(req, actor=actor, engine=c.engine, uow=c.store.uow(),
+                                 index=c.index, policies=c.policies, clock=c.clock,
+                                 blobs=c.blobs, decoder=c.decoder, request_id=request_id)
+
+    def search_by_face(self, req: search_svc.SearchByFaceRequest, *, actor: Actor,
+                       request_id: str | None = None) -> search_svc.SearchResult:
+        c = self._c
+        return search_svc.search_by_face(req, actor=actor, engine=c.engine,
+                                         uow=c.store.uow(), index=c.index,
+                                         policies=c.policies, clock=c.clock, blobs=c.blobs,
+                                         request_id=request_id)
+
+    def bound_search_policy(self, collection_id: str, *, actor: Actor) -> Policy:
+        """The policy a search on the collection decides under when the caller names
+        none (the emulator's SearchFacesByImage)."""
+        with self._c.store.uow() as uow:
+            collection = load_collection(uow, actor, collection_id)
+        return search_svc.bound_search_policy(collection, self._c.policies, actor)
+
+    def get_decision(self, decision_id: str, *, actor: Actor) -> Decision:
+        c = self._c
+        return review_svc.get_decision(decision_id, actor=actor, uow=c.store.uow(),
+                                       blobs=c.blobs, clock=c.clock)
+
+    # --- Lockouts -----------------------------------------------------------------------
+
+    def lockout_status(self, collection_id: str, subject_id: str, *,
+                       actor: Actor) -> list[lockout_svc.LockoutStatus]:
+        c = self._c
+        return lockout_svc.lockout_status(collection_id, subject_id, actor=actor,
+                                          uow=c.store.uow(), clock=c.clock)
+
+    def unlock(self, collection_id: str, subject_id: str, policy_name: str | None, *,
+               actor: Actor, request_id: str | None = None) -> int:
+        c = self._c
+        return lockout_svc.unlock(collection_id, subject_id, policy_name, actor=actor,
+                                  uow=c.store.uow(), clock=c.clock, request_id=request_id)
+
+    # --- Human review -------------------------------------------------------------------
+
+    def list_reviews(self, query: review_svc.ReviewQuery, *, actor: Actor) -> list[Review]:
+        c = self._c
+        return review_svc.list_reviews(query, actor=actor, uow=c.store.uow(), blobs=c.blobs,
+                                       clock=c.clock)
+
+    def count_waiting_reviews(self, *, actor: Actor) -> int:
+        c = self._c
+        return review_svc.count_waiting_reviews(actor=actor, uow=c.store.uow(), clock=c.clock)
+
+    def get_review(self, review_id: str, *, actor: Actor) -> review_svc.ReviewView:
+        c = self._c
+        return review_svc.get_review(review_id, actor=actor, uow=c.store.uow(), blobs=c.blobs,
+                                     clock=c.clock)
+
+    def get_evidence(self, review_id: str, name: str, *, actor: Actor,
+                     request_id: str | None = None) -> bytes:
+        c = self._c
+        return review_svc.get_evidence(review_id, name, actor=actor, uow=c.store.uow(),
+                                       blobs=c.blobs, clock=c.clock, request_id=request_id)
+
+    def decide_review(self, req: review_svc.VoteRequest, *, actor: Actor,
+                      request_id: str | None = None) -> review_svc.ReviewView:
+        c = self._c
+        return review_svc.decide_review(req, actor=actor, uow=c.store.uow(), blobs=c.blobs,
+                                        clock=c.clock, request_id=request_id)
+
+    def sweep_reviews(self) -> tuple[int, int]:
+        """Expire overdue reviews and purge evidence past retention: (expired, purged)."""
+        c = self._c
+        return review_svc.sweep(uow=c.store.uow(), blobs=c.blobs, clock=c.clock)
+
+    # --- Collections, faces, subjects, consent ------------------------------------------
+
+    def create_collection(self, req: collections_svc.CreateCollectionRequest, *,
+                          actor: Actor) -> Collection:
+        c = self._c
+        return collections_svc.create_collection(
+            req, actor=actor, engine=c.engine, uow=c.store.uow(), clock=c.clock,
+            policies=c.policies, default_policies=c.settings.default_collection_policies)
+
+    def set_collection_policies(self, collection_id: str, names: Sequence[str], *,
+                                actor: Actor, request_id: str | None = None) -> Collection:
+        c = self._c
+        return collections_svc.set_collection_policies(
+            collection_id, names, actor=actor, uow=c.store.uow(), policies=c.policies,
+            request_id=request_id)
+
+    def list_collections(self, *, actor: Actor, limit: int = 100,
+                         next_token: str | None = None) -> collections_svc.CollectionPage:
+        return collections_svc.list_collections(actor=actor, uow=self._c.store.read_uow(),
+                                                limit=limit, next_token=next_token)
+
+    def describe_collection(self, collection_id: str, *,
+                            actor: Actor) -> collections_svc.CollectionDescription:
+        return collections_svc.describe_collection(collection_id, actor=actor,
+                                                   uow=self._c.store.read_uow())
+
+    def delete_collection(self, collection_id: str, *, actor: Actor) -> None:
+        c = self._c
+        collections_svc.delete_collection(collection_id, actor=actor, uow=c.store.uow(),
+                                          erasers=c.erasers, on_erased=c.index.invalidate)
+
+    def index_faces(self, req: enroll_svc.IndexFacesRequest, *,
+                    actor: Actor) -> enroll_svc.IndexFacesResult:
+        c = self._c
+        return enroll_svc.index_faces(req, actor=actor, engine=c.engine, uow=c.store.uow(),
+                                      clock=c.clock, decoder=c.decoder, blobs=c.blobs)
+
+    def list_faces(self, collection_id: str, *, actor: Actor, subject_id: str | None = None,
+                   limit: int = 100,
+                   next_token: str | None = None) -> collections_svc.FaceListPage:
+        return collections_svc.list_faces(collection_id, actor=actor,
+                                          uow=self._c.store.read_uow(), subject_id=subject_id,
+                                          limit=limit, next_token=next_token)
+
+    def delete_faces(self, collection_id: str, face_ids: list[str], *,
+                     actor: Actor) -> collections_svc.DeleteFacesResult:
+        c = self._c
+        return collections_svc.delete_faces(collection_id, face_ids, actor=actor,
+                                            uow=c.store.uow(), engine=c.engine, blobs=c.blobs)
+
+    def get_subject(self, collection_id: str, subject_id: str, *,
+                    actor: Actor) -> collections_svc.SubjectView:
+        return collections_svc.get_subject(collection_id, subject_id, actor=actor,
+                                           uow=self._c.store.read_uow())
+
+    def erase_subject(self, collection_id: str, subject_id: str, *,
+                      actor: Actor) -> ErasureReport:
+        """GDPR Art 17: the subject's faces, consent, review data and lockout state, with
+        every eraser the container built; this worker's index copy is dropped at once."""
+        c = self._c
+        return erase_svc.erase_subject(collection_id, subject_id, actor=actor,
+                                       uow=c.store.uow(), erasers=c.erasers,
+                                       on_erased=c.index.invalidate)
+
+    def record_consent(self, collection_id: str, subject_id: str,
+                       consent: collections_svc.ConsentInput, *, actor: Actor) -> Consent:
+        c = self._c
+        return collections_svc.record_consent(collection_id, subject_id, consent, actor=actor,
+                                              uow=c.store.uow(), clock=c.clock)
+
+    def collection_counts(self, collections: Sequence[Collection]
+                          ) -> list[tuple[Collection, CollectionStats]]:
+        """Face and subject counts of a page of collections, in one read (a read model
+        for listings; access was checked when the page was listed)."""
+        with self._c.store.read_uow() as uow:
+            return [(c, uow.collections.stats(c.collection_id)) for c in collections]
+
+    # --- Audit trail --------------------------------------------------------------------
+
+    def list_audit_events(self, query: AuditQuery, limit: int, *,
+                          reader: Actor) -> tuple[list[RecordedEvent], int | None]:
+        return audit_trail.list_events(query, limit, uow=self._c.store.read_uow(),
+                                       reader=reader)
+
+    def get_audit_event(self, event_id: str, *, reader: Actor) -> RecordedEvent:
+        return audit_trail.get_event(event_id, uow=self._c.store.read_uow(), reader=reader)
+
+    def verify_audit_trail(self, *, actor: Actor,
+                           public_keys: Sequence[Ed25519PublicKey] = (),
+                           extra_checkpoints: Sequence[Checkpoint] = ()) -> VerifyReport:
+        """Walk the live chain and its checkpoints (audited), with `public_keys` or else
+        this store's own signing key."""
+        store = self._c.store
+        return audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),
+                                        public_keys=public_keys or [store.signer.public_key],
+                                        actor=actor, extra_checkpoints=extra_checkpoints)
+
+    def export_audit_trail(self, query: AuditQuery, fmt: str, *, actor: Actor,
+                           now: datetime | None = None) -> tuple[str, Iterator[str]]:
+        """The export's file name and its chunks (JSONL or CSV); the export is audited
+        before the first chunk. The export's time is `now`, else the store's clock (the
+        one audit events carry)."""
+        store = self._c.store
+        now = now or store.now()
+        chunks = audit_trail.export_trail(query, fmt, uow=store.uow(),
+                                          read_uow=store.read_uow(), actor=actor,
+                                          public_key=store.signer.public_key, now=now)
+        return audit_trail.export_filename(fmt, now), chunks
+
+    def record_audit_event(self, event: AuditEvent) -> RecordedEvent:
+        """One event in its own transaction (a refused request, a sign-in)."""
+        return audit_trail.record(event, uow=self._c.store.uow())
+
+    def list_checkpoints(self) -> list[Checkpoint]:
+        return audit_trail.list_checkpoints(uow=self._c.store.read_uow())
+
+    def create_checkpoint(self) -> Checkpoint | None:
+        return audit_trail.create_checkpoint(uow=self._c.store.uow())
+
+    # --- API keys and authentication ----------------------------------------------------
+
+    def create_key(self, new: keys_svc.NewKey, *, actor: Actor) -> keys_svc.CreatedKey:
+        c = self._c
+        return keys_svc.create_key(new, uow=c.store.uow(), clock=c.clock, actor=actor)
+
+    def list_keys(self, *, actor: Actor, include_revoked: bool = True) -> list[ApiKey]:
+        return keys_svc.list_keys(uow=self._c.store.read_uow(), actor=actor,
+                                  include_revoked=include_revoked)
+
+    def get_key(self, key_id: str, *, actor: Actor) -> ApiKey:
+        return keys_svc.get_key(key_id, uow=self._c.store.read_uow(), actor=actor)
+
+    def revoke_key(self, key_id: str, *, actor: Actor,
+                   allow_last_admin: bool = False) -> ApiKey:
+        c = self._c
+        return keys_svc.revoke_key(key_id, uow=c.store.uow(), clock=c.clock, actor=actor,
+                                   allow_last_admin=allow_last_admin)
+
+    def rotate_key(self, key_id: str, *, actor: Actor,
+                   expires_at: datetime | None = None) -> keys_svc.CreatedKey:
+        c = self._c
+        return keys_svc.rotate_key(key_id, uow=c.store.uow(), clock=c.clock, actor=actor,
+                                   expires_at=expires_at)
+
+    def bootstrap_keys(self) -> keys_svc.BootstrapResult:
+        """First start: the first admin key into <data dir>/admin-key.txt (mode 0600)."""
+        c = self._c
+        return keys_svc.bootstrap(c.settings.data_dir, uow=c.store.uow(), clock=c.clock,
+                                  files=c.files)
+
+    def authenticate(self, token: str | None) -> access.Actor:
+        c = self._c
+        return keys_svc.authenticate(token, read_uow=c.store.read_uow, write_uow=c.store.uow,
+                                     clock=c.clock)
+
+    def authenticate_signed(self, req: sigv4_svc.SignedRequest) -> access.Actor:
+        store = self._c.store
+        return sigv4_svc.authenticate_signed(req, read_uow=store.read_uow,
+                                             write_uow=store.uow, clock=self._c.clock,
+                                             now=store.now())
 
 
 def bootstrap(settings: Settings | None = None, *, engine: FaceEngine | None = None,

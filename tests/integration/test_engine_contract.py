@@ -384,10 +384,8 @@ def _actor(role: str) -> Actor:
 def _store_collections(app: Flask, role: str, *, consent_required: bool = True
                        ) -> StoreCollections:
     d = app.extensions[EXTENSION_KEY]
-    return StoreCollections(engine=d.engine, uow=d.store.uow, index=d.index,
-                            policies=d.policies, blobs=d.blobs, clock=d.clock,
-                            settings=d.settings, decoder=d.decoder, actor=_actor(role),
-                            erasers=d.erasers, consent_required=consent_required)
+    return StoreCollections(use_cases=d.use_cases, actor=_actor(role),
+                            consent_required=consent_required)
 
 
 @pytest.fixture(scope="module")

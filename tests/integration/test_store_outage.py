@@ -27,3 +27,27 @@ def test_requests_get_a_503_when_the_database_is_unreachable(tmp_path: Path) -> 
         assert response.headers["Retry-After"] == "5"
     finally:
         store.engine.dispose()
+
+
+def test_readyz_is_503_naming_the_store_when_the_database_is_unreachable(
+        tmp_path: Path) -> None:
+    settings = Settings(env="test", data_dir=tmp_path / "data")
+    app = create_app(settings, engine=FakeEngine())
+    client = app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"]["store"] == "reachable, schema current"
+    store = app.extensions["faceapi"].store
+    from sqlalchemy import create_engine
+
+    store.engine.dispose()
+    store.engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none",
+                                 connect_args={"connect_timeout": 1})
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json["status"] == "not_ready"
+        assert response.json["checks"]["store"] == "store_unavailable"
+        assert response.json["checks"]["engine"] == "scripted"  # the engine is still fine
+    finally:
+        store.engine.dispose()

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import click
 
-from faceapi.adapters.store import Store
+from faceapi.bootstrap import UseCases
 from faceapi.domain.audit import Action, Actor, AuditQuery, RecordedEvent
 from faceapi.domain.audit_chain import VerifyReport, load_public_key, record_to_json
 from faceapi.domain.audit_export import (
@@ -26,14 +26,14 @@ from faceapi.domain.audit_export import (
     read_jsonl_export,
     verify_export,
 )
-from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_store
+from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_checked
 from faceapi.services import audit_trail
 
 
 @contextmanager
-def _store() -> Iterator[Store]:
-    with cli_store() as (_settings, store):
-        yield store
+def _use_cases() -> Iterator[UseCases]:
+    with cli_checked() as container:
+        yield container.use_cases
 
 
 def _when(value: str | None) -> datetime | None:
@@ -103,10 +103,9 @@ def verify_cmd(export_file: TextIO | None, public_keys: tuple[Path, ...],
             click.echo(f"FAIL: unreadable export: {exc}", err=True)
             raise SystemExit(1) from exc
     else:
-        with _store() as store:
-            report = audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),
-                                              public_keys=keys or [store.signer.public_key],
-                                              actor=CLI_ACTOR, extra_checkpoints=extra)
+        with _use_cases() as use_cases:
+            report = use_cases.verify_audit_trail(actor=CLI_ACTOR, public_keys=keys or (),
+                                                  extra_checkpoints=extra)
     _print_report(report, as_json)
     raise SystemExit(0 if report.ok else 1)
 
@@ -147,10 +146,9 @@ def _query(kw: dict[str, Any], *, newest_first: bool) -> AuditQuery:
 @_filters
 def export_cmd(fmt: str, output: TextIO, **kw: Any) -> None:
     """Export events (oldest first) with their hashes and the signed checkpoints."""
-    with _store() as store:
-        chunks = audit_trail.export_trail(
-            _query(kw, newest_first=False), fmt, uow=store.uow(), read_uow=store.read_uow(),
-            actor=CLI_ACTOR, public_key=store.signer.public_key, now=store.now())
+    with _use_cases() as use_cases:
+        _name, chunks = use_cases.export_audit_trail(_query(kw, newest_first=False), fmt,
+                                                     actor=CLI_ACTOR)
         for chunk in chunks:
             output.write(chunk)
 
@@ -171,21 +169,20 @@ def _line(record: RecordedEvent) -> str:
 @_filters
 def tail_cmd(count: int, follow: bool, as_json: bool, **kw: Any) -> None:
     """Print the newest events, oldest of them first."""
-    with _store() as store:
+    with _use_cases() as use_cases:
         # The CLI runs as the system: unscoped, it reads the whole trail.
-        head, _ = audit_trail.list_events(AuditQuery(), 1, uow=store.read_uow(),
-                                          reader=Actor.system())
+        head, _ = use_cases.list_audit_events(AuditQuery(), 1, reader=Actor.system())
         last = head[0].seq if head else 0
-        page, _ = audit_trail.list_events(replace(_query(kw, newest_first=True), until_seq=last),
-                                          count, uow=store.read_uow(),
-                                          reader=Actor.system())
+        page, _ = use_cases.list_audit_events(
+            replace(_query(kw, newest_first=True), until_seq=last), count,
+            reader=Actor.system())
         for record in reversed(page):
             click.echo(json.dumps(record_to_json(record)) if as_json else _line(record))
         while follow:
             time.sleep(1.0)
             query = replace(_query(kw, newest_first=False), after_seq=last)
-            new, _ = audit_trail.list_events(query, audit_trail.MAX_PAGE, uow=store.read_uow(),
-                                             reader=Actor.system())
+            new, _ = use_cases.list_audit_events(query, audit_trail.MAX_PAGE,
+                                                 reader=Actor.system())
             for record in new:
                 click.echo(json.dumps(record_to_json(record)) if as_json else _line(record))
                 last = record.seq
@@ -194,8 +191,8 @@ def tail_cmd(count: int, follow: bool, as_json: bool, **kw: Any) -> None:
 @audit.command("checkpoint")
 def checkpoint_cmd() -> None:
     """Sign the current chain head now (e.g. from cron, besides the automatic ones)."""
-    with _store() as store:
-        checkpoint = audit_trail.create_checkpoint(uow=store.uow())
+    with _use_cases() as use_cases:
+        checkpoint = use_cases.create_checkpoint()
     if checkpoint is None:
         click.echo("audit trail is empty: nothing to sign")
     else:
@@ -205,5 +202,5 @@ def checkpoint_cmd() -> None:
 @audit.command("public-key")
 def public_key_cmd() -> None:
     """Print the audit signing public key (PEM) for auditors."""
-    with _store() as store:
-        click.echo(store.signer.public_key_pem, nl=False)
+    with cli_checked() as container:
+        click.echo(container.signer.public_key_pem, nl=False)

@@ -7,13 +7,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from faceapi.bootstrap import Container
-from faceapi.domain.collections import Collection
 from faceapi.domain.errors import FaceApiError
 from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_container
 
 if TYPE_CHECKING:
-    from faceapi.services.collections import CreateCollectionRequest
+    pass
 
 
 @click.group()
@@ -43,7 +41,7 @@ def create_cmd(collection_id: str, description: str, no_consent: bool,
         policies=None if policy_names is None else tuple(policy_names.split(",")))
     with cli_container() as container:
         try:
-            collection = _create(container, request)
+            collection = container.use_cases.create_collection(request, actor=CLI_ACTOR)
         except FaceApiError as exc:
             raise click.ClickException(f"{exc.code}: {exc.message}") from exc
     click.echo(f"created {collection.collection_id} ({collection.engine} "
@@ -51,30 +49,16 @@ def create_cmd(collection_id: str, description: str, no_consent: bool,
                f"policies: {','.join(collection.policies)})")
 
 
-def _create(container: Container, request: CreateCollectionRequest) -> Collection:
-    from faceapi.services.collections import create_collection
-
-    settings = container.settings
-    engine = container.engine
-    return create_collection(
-        request, actor=CLI_ACTOR, engine=engine, uow=container.store.uow(), clock=container.clock,
-        policies=container.policies, default_policies=settings.default_collection_policies)
-
-
 @collections.command("list")
 def list_cmd() -> None:
     """List collections with their face and subject counts."""
-    from faceapi.services.collections import list_collections
-
     with cli_container() as container:
-        store = container.store
-        actor = CLI_ACTOR
+        use_cases = container.use_cases
         token: str | None = None
         while True:
-            page = list_collections(actor=actor, uow=store.read_uow(), next_token=token)
+            page = use_cases.list_collections(actor=CLI_ACTOR, next_token=token)
             # The page's counts in one read, not one transaction per collection.
-            with store.read_uow() as uow:
-                counts = [(c, uow.collections.stats(c.collection_id)) for c in page.collections]
+            counts = use_cases.collection_counts(page.collections)
             for c, stats in counts:
                 click.echo(f"{c.collection_id}\tfaces={stats.face_count}\t"
                            f"subjects={stats.subject_count}\t{c.engine} {c.model_version}\t"

@@ -1,5 +1,6 @@
-"""What every `faceapi` command shares: the adapters from the composition root, and the
-store opener that turns an unmigrated schema or a FaceApiError into `Error: ...`, exit 1."""
+"""What every `faceapi` command shares: the container from the composition root (its
+`use_cases` are what commands call), and the opener that turns an unmigrated schema or a
+FaceApiError into `Error: ...`, exit 1."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from contextlib import contextmanager
 
 import click
 
-from faceapi.adapters.store import Store
 from faceapi.bootstrap import Container, bootstrap
-from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 
 CLI_ACTOR = Actor.system("cli")
@@ -28,19 +27,18 @@ def cli_container() -> Iterator[Container]:
 
 
 @contextmanager
-def cli_store() -> Iterator[tuple[Settings, Store]]:
-    """The settings and a store for one CLI command; an unmigrated schema or a
-    FaceApiError (the database is unreachable, a key is not found ...) ends the command
+def cli_checked() -> Iterator[Container]:
+    """The container for a command that needs a migrated store; an unmigrated schema or
+    a FaceApiError (the database is unreachable, a key is not found ...) ends the command
     with `Error: ...`, exit 1."""
     from faceapi.domain.errors import FaceApiError
 
     with cli_container() as container:
-        store = container.store
         try:
             try:
-                store.require_current_schema()
+                container.store.require_current_schema()
             except RuntimeError as exc:  # not migrated: `faceapi db upgrade` first
                 raise click.ClickException(str(exc)) from exc
-            yield container.settings, store
+            yield container
         except FaceApiError as exc:
             raise click.ClickException(exc.message) from exc

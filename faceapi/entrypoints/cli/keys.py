@@ -11,10 +11,8 @@ import os
 
 import click
 
-from faceapi.adapters.private_files import PrivateFiles
 from faceapi.domain import access
-from faceapi.domain.clock import SystemClock
-from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_store
+from faceapi.entrypoints.cli.common import CLI_ACTOR, cli_checked
 from faceapi.services import keys as key_service
 
 
@@ -40,14 +38,14 @@ def create_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         role: str, name: str, owner: str, collections: tuple[str, ...],
         policies: tuple[str, ...], expires: str | None) -> None:
     """Create a key and print it once; only its hash is stored."""
-    clock = SystemClock()
-    with cli_store() as (_settings, store):
-        expires_at = key_service.parse_expiry(expires, clock.now()) if expires else None
+    with cli_checked() as container:
+        now = container.clock.now()
+        expires_at = key_service.parse_expiry(expires, now) if expires else None
         new = key_service.NewKey(name=name, role=role, owner=owner,
                                  collections=key_service.split_scope(collections),
                                  policies=key_service.split_scope(policies),
                                  expires_at=expires_at)
-        created = key_service.create_key(new, uow=store.uow(), clock=clock, actor=CLI_ACTOR)
+        created = container.use_cases.create_key(new, actor=CLI_ACTOR)
     click.echo(created.secret)
     _echo_sigv4(created)
     click.echo(f"created key {created.key.id} ({role}, {created.key.name!r}, owner "
@@ -59,11 +57,9 @@ def create_cmd(  # noqa: PLR0917 (click passes every option as an argument)
 @click.option("--active", is_flag=True, help="Only keys that are not revoked.")
 def list_cmd(active: bool) -> None:
     """List keys: id, role, status, owner, name, scope, times (never the keys)."""
-    clock = SystemClock()
-    with cli_store() as (_settings, store):
-        found = key_service.list_keys(uow=store.read_uow(), actor=CLI_ACTOR,
-                                      include_revoked=not active)
-    now = clock.now()
+    with cli_checked() as container:
+        found = container.use_cases.list_keys(actor=CLI_ACTOR, include_revoked=not active)
+        now = container.clock.now()
     click.echo("id        role      status   last_used             owner / name  [scope]")
     for key in found:
         scope = []
@@ -83,9 +79,8 @@ def list_cmd(active: bool) -> None:
               help="Allow revoking the last active unscoped admin key.")
 def revoke_cmd(key_id: str, force: bool) -> None:
     """Revoke a key by id; it stops working at once."""
-    with cli_store() as (_settings, store):
-        key = key_service.revoke_key(key_id, uow=store.uow(), clock=SystemClock(),
-                                     actor=CLI_ACTOR, allow_last_admin=force)
+    with cli_checked() as container:
+        key = container.use_cases.revoke_key(key_id, actor=CLI_ACTOR, allow_last_admin=force)
     click.echo(f"revoked key {key.id} ({key.role}, {key.name!r})")
 
 
@@ -104,11 +99,10 @@ def _echo_sigv4(created: key_service.CreatedKey) -> None:
 def rotate_cmd(key_id: str, expires: str | None) -> None:
     """Create a successor with the same name, owner, role and scope and print it once; the old
     key works until you revoke it (`faceapi keys revoke KEY_ID`)."""
-    clock = SystemClock()
-    with cli_store() as (_settings, store):
-        expires_at = key_service.parse_expiry(expires, clock.now()) if expires else None
-        created = key_service.rotate_key(key_id, uow=store.uow(), clock=clock, actor=CLI_ACTOR,
-                                         expires_at=expires_at)
+    with cli_checked() as container:
+        now = container.clock.now()
+        expires_at = key_service.parse_expiry(expires, now) if expires else None
+        created = container.use_cases.rotate_key(key_id, actor=CLI_ACTOR, expires_at=expires_at)
     click.echo(created.secret)
     _echo_sigv4(created)
     click.echo(f"created key {created.key.id} to replace {key_id}; deploy it, then run "
@@ -119,9 +113,8 @@ def rotate_cmd(key_id: str, expires: str | None) -> None:
 def bootstrap_cmd() -> None:
     """First start: with no key at all, create an admin key into <data dir>/admin-key.txt
     (mode 0600). Does nothing once any key exists; there is never a default key."""
-    with cli_store() as (settings, store):
-        result = key_service.bootstrap(settings.data_dir, uow=store.uow(), clock=SystemClock(),
-                                       files=PrivateFiles())
+    with cli_checked() as container:
+        result = container.use_cases.bootstrap_keys()
     if not result.created:
         click.echo("API keys exist: nothing to bootstrap (manage them with `faceapi keys`)")
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 import click
 
 from faceapi.entrypoints.cli.common import cli_container
-from faceapi.services.review import sweep
 
 
 @click.group()
@@ -21,6 +20,5 @@ def reviews() -> None:
 def sweep_cmd() -> None:
     """Expire reviews past their deadline as rejected; delete evidence past retention."""
     with cli_container() as container:
-        expired, purged = sweep(uow=container.store.uow(), blobs=container.blobs,
-                                clock=container.clock)
+        expired, purged = container.use_cases.sweep_reviews()
     click.echo(f"expired {expired} review(s); purged evidence of {purged} review(s)")

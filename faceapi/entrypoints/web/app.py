@@ -30,7 +30,7 @@ from faceapi.entrypoints.web.api import (
     system,
     verify,
 )
-from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, Deps, refuse_deep_json
+from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, refuse_deep_json
 from faceapi.entrypoints.web.logging import bind_request, configure_logging, new_request_id
 from faceapi.services.ports import FaceEngine
 
@@ -61,8 +61,8 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    # The adapters come from the composition root; what follows is the web process's
-    # own start-up: the schema check and the checkpoint timer.
+    # The adapters and use cases come from the composition root; what follows is the
+    # web process's own start-up: the schema check and the checkpoint timer.
     container = bootstrap(settings, engine=engine, clock=clock)
     engine = container.engine
     store = container.store
@@ -77,17 +77,13 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
         # Signs the chain head every audit_checkpoint_seconds even when no event arrives,
         # so the newest events do not stay unsigned through a quiet period.
         store.start_checkpoint_timer()
-    deps = Deps(settings=settings, engine=engine, clock=container.clock,
-                store=store,
-                # A bad policy file raises PolicyError here: the app does not start.
-                policies=container.policies,
-                blobs=container.blobs,
-                index=container.index,
-                decoder=container.decoder,
-                erasers=container.erasers)
-    app.extensions[EXTENSION_KEY] = deps
+    # Built now, before gunicorn forks and before threads race to build them; a bad
+    # policy file raises PolicyError here: the app does not start.
+    for adapter in ("policies", "blobs", "decoder", "index", "erasers", "use_cases"):
+        getattr(container, adapter)
+    app.extensions[EXTENSION_KEY] = container
     # FACEAPI_DEFAULT_COLLECTION_POLICIES must name loaded verify/search policies.
-    check_default_binding(settings, deps.policies)
+    check_default_binding(settings, container.policies)
 
     api = Api(app)
     api.register_blueprint(system.blp)
@@ -113,7 +109,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     # Before any view parses a body (webargs, Flask, the emulator): see api/deps.py.
     app.before_request(refuse_deep_json)
     auth.document_security(api, app)
-    log.info("app_created", engine=deps.engine.name, model_version=deps.engine.model_version,
+    log.info("app_created", engine=engine.name, model_version=engine.model_version,
              env=settings.env)
     return app
 

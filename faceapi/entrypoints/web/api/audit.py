@@ -27,7 +27,7 @@ from faceapi.entrypoints.web.api.audit_schemas import (
     VerifyReportSchema,
     filters_to_kwargs,
 )
-from faceapi.entrypoints.web.api.deps import current_actor, deps
+from faceapi.entrypoints.web.api.deps import container, current_actor, use_cases
 from faceapi.services import audit_trail
 
 blp = Blueprint("audit", __name__, url_prefix="/v1/audit",
@@ -66,9 +66,8 @@ def list_events(args: dict[str, Any]) -> Any:
     after = decode_cursor(args["cursor"], order) if args.get("cursor") else None
     query = AuditQuery(**filters_to_kwargs(args), newest_first=order == "newest",
                        after_seq=after)
-    events, next_after = audit_trail.list_events(query, args["limit"],
-                                                 uow=deps().store.read_uow(),
-                                                 reader=current_actor())
+    events, next_after = use_cases().list_audit_events(query, args["limit"],
+                                                       reader=current_actor())
     return {"events": [record_to_json(e) for e in events],
             "next_cursor": None if next_after is None else encode_cursor(next_after, order)}
 
@@ -79,8 +78,7 @@ def get_event(event_id: str) -> Any:
     """Get one audit event by id, with its hashes."""
     if len(event_id) > 64:
         raise NotFound(f"no audit event {event_id[:64]}")
-    return record_to_json(audit_trail.get_event(event_id, uow=deps().store.read_uow(),
-                                                reader=current_actor()))
+    return record_to_json(use_cases().get_audit_event(event_id, reader=current_actor()))
 
 
 @blp.route("/verify", methods=["GET"])
@@ -88,10 +86,7 @@ def get_event(event_id: str) -> Any:
 def verify_chain() -> Any:
     """Verify the whole chain and its signed checkpoints; names the first bad event
     (a scoped key learns only the kind and sequence number of a problem)."""
-    store = deps().store
-    report = audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),
-                                      public_keys=[store.signer.public_key],
-                                      actor=current_actor())
+    report = use_cases().verify_audit_trail(actor=current_actor())
     return report.as_json()
 
 
@@ -101,13 +96,9 @@ def verify_chain() -> Any:
 def export_events(args: dict[str, Any]) -> Any:
     """Export the filtered events inside the key's scope with hashes and checkpoints
     (JSONL or CSV); audited."""
-    store = deps().store
     fmt = args["format"]
     query = AuditQuery(**filters_to_kwargs(args), newest_first=False)
-    chunks = audit_trail.export_trail(query, fmt, uow=store.uow(), read_uow=store.read_uow(),
-                                      actor=current_actor(), public_key=store.signer.public_key,
-                                      now=store.now())
-    name = audit_trail.export_filename(fmt, store.now())
+    name, chunks = use_cases().export_audit_trail(query, fmt, actor=current_actor())
     return Response(stream_with_context(chunks), mimetype=audit_trail.EXPORT_MEDIA[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -116,7 +107,7 @@ def export_events(args: dict[str, Any]) -> Any:
 @blp.response(200, CheckpointListSchema)
 def list_checkpoints() -> Any:
     """List the signed checkpoints of the chain head, oldest first."""
-    checkpoints = audit_trail.list_checkpoints(uow=deps().store.read_uow())
+    checkpoints = use_cases().list_checkpoints()
     return {"checkpoints": [checkpoint_to_json(cp) for cp in checkpoints]}
 
 
@@ -124,7 +115,7 @@ def list_checkpoints() -> Any:
 @blp.response(201, CheckpointSchema)
 def create_checkpoint() -> Any:
     """Sign the current chain head now (on demand)."""
-    checkpoint = audit_trail.create_checkpoint(uow=deps().store.uow())
+    checkpoint = use_cases().create_checkpoint()
     if checkpoint is None:
         raise NotFound("the audit trail is empty: there is no head to sign")
     return checkpoint_to_json(checkpoint)
@@ -134,5 +125,5 @@ def create_checkpoint() -> Any:
 @blp.response(200, PublicKeySchema)
 def public_key() -> Any:
     """The Ed25519 public key that verifies checkpoints (for offline export checks)."""
-    signer = deps().store.signer
+    signer = container().signer
     return {"key_id": signer.key_id, "algorithm": "Ed25519", "public_key": signer.public_key_pem}

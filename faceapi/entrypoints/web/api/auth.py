@@ -30,9 +30,9 @@ from faceapi.domain.audit import (
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.sigv4 import is_sigv4
 from faceapi.entrypoints.web.api import sigv4
-from faceapi.entrypoints.web.api.deps import deps, request_id
+from faceapi.entrypoints.web.api.deps import request_id, use_cases
 from faceapi.entrypoints.web.api.errors import error_response
-from faceapi.services.keys import AuthenticationFailed, authenticate
+from faceapi.services.keys import AuthenticationFailed
 
 log = structlog.get_logger(__name__)
 
@@ -56,9 +56,7 @@ def presented_key() -> str | None:
 
 def actor_for_key(token: str | None) -> access.Actor:
     """Authenticate a key against the store; raises AuthenticationFailed."""
-    d = deps()
-    return authenticate(token, read_uow=d.store.read_uow, write_uow=d.store.uow,
-                        clock=d.clock)
+    return use_cases().authenticate(token)
 
 
 def register_auth(app: Flask) -> None:
@@ -217,9 +215,7 @@ def record_refusal(action: Action, outcome: str, actor: AuditActor, endpoint: st
                            reason=reason if _CODE_RE.match(reason) else "refused",
                            details={"withheld": "fields refused by the audit schema"})
     try:
-        with deps().store.uow() as uow:
-            uow.audit.append(event)
-            uow.commit()
+        use_cases().record_audit_event(event)
     except Exception:
         log.exception("auth_audit_failed", action=action.value)
 

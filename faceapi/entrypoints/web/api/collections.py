@@ -29,31 +29,18 @@ from faceapi.entrypoints.web.api.collections_schemas import (
     SubjectResponseSchema,
 )
 from faceapi.entrypoints.web.api.deps import (
-    Deps,
     current_actor,
-    deps,
     load_body,
     request_id,
     require_image,
+    use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
 from faceapi.services import collections as service
-from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.services.erase import erase_subject
-from faceapi.services.ports import SearchIndex, SubjectEraser
+from faceapi.services.enroll import IndexFacesRequest
 
 blp = Blueprint("collections", __name__, url_prefix="/v1/collections",
                 description="Face collections, indexed faces, subjects and consent")
-
-def search_index(d: Deps | None = None) -> SearchIndex:
-    """This worker's search index (built by create_app over the store)."""
-    return (d or deps()).index
-
-
-def subject_erasers(d: Deps | None = None) -> tuple[SubjectEraser, ...]:
-    """What other subsystems delete when a subject is erased (reviews, lockouts)."""
-    return (d or deps()).erasers
-
 
 def _arn(collection_id: str) -> str:
     return f"arn:faceapi:rekognition::collection/{collection_id}"
@@ -64,13 +51,11 @@ def _arn(collection_id: str) -> str:
 @blp.response(201, CreateCollectionResponseSchema)
 def create_collection(args: dict[str, Any]) -> Any:
     """Create a collection (CreateCollection) bound to the engine and model in use."""
-    d = deps()
     policies = args.pop("policies", None)
-    collection = service.create_collection(
+    collection = use_cases().create_collection(
         service.CreateCollectionRequest(**args, policies=None if policies is None
                                         else tuple(policies)),
-        actor=current_actor(), engine=d.engine, uow=d.store.uow(), clock=d.clock,
-        policies=d.policies, default_policies=d.settings.default_collection_policies)
+        actor=current_actor())
     return {"status_code": 201, "collection_id": collection.collection_id,
             "collection_arn": _arn(collection.collection_id),
             "face_model_version": collection.model_version}
@@ -81,10 +66,8 @@ def create_collection(args: dict[str, Any]) -> Any:
 @blp.response(200, CollectionPoliciesResponseSchema)
 def set_collection_policies(args: dict[str, Any], collection_id: str) -> Any:
     """Re-bind the policies that may be used on a collection (unscoped admins only)."""
-    d = deps()
-    collection = service.set_collection_policies(
-        collection_id, args["policies"], actor=current_actor(), uow=d.store.uow(),
-        policies=d.policies, request_id=request_id())
+    collection = use_cases().set_collection_policies(
+        collection_id, args["policies"], actor=current_actor(), request_id=request_id())
     return {"collection_id": collection.collection_id, "policies": collection.policies}
 
 
@@ -93,9 +76,8 @@ def set_collection_policies(args: dict[str, Any], collection_id: str) -> Any:
 @blp.response(200, ListCollectionsResponseSchema)
 def list_collections(args: dict[str, Any]) -> Any:
     """List the collections this key may see (ListCollections), by id, paged."""
-    d = deps()
-    page = service.list_collections(actor=current_actor(), uow=d.store.uow(),
-                                    limit=args["max_results"], next_token=args["next_token"])
+    page = use_cases().list_collections(actor=current_actor(), limit=args["max_results"],
+                                        next_token=args["next_token"])
     return {"collection_ids": [c.collection_id for c in page.collections],
             "face_model_versions": [c.model_version for c in page.collections],
             "next_token": page.next_token}
@@ -105,8 +87,7 @@ def list_collections(args: dict[str, Any]) -> Any:
 @blp.response(200, DescribeCollectionResponseSchema)
 def describe_collection(collection_id: str) -> Any:
     """Describe a collection (DescribeCollection): face and subject counts, model."""
-    d = deps()
-    found = service.describe_collection(collection_id, actor=current_actor(), uow=d.store.uow())
+    found = use_cases().describe_collection(collection_id, actor=current_actor())
     c = found.collection
     return {"collection_id": c.collection_id, "collection_arn": _arn(c.collection_id),
             "description": c.description, "face_count": found.stats.face_count,
@@ -120,10 +101,7 @@ def describe_collection(collection_id: str) -> Any:
 @blp.response(200, DeleteCollectionResponseSchema)
 def delete_collection(collection_id: str) -> Any:
     """Delete a collection with all its faces, subjects, consents and review data."""
-    d = deps()
-    service.delete_collection(collection_id, actor=current_actor(), uow=d.store.uow(),
-                              erasers=d.erasers,
-                              on_erased=d.index.invalidate)
+    use_cases().delete_collection(collection_id, actor=current_actor())
     return {"status_code": 200}
 
 
@@ -133,7 +111,6 @@ def delete_collection(collection_id: str) -> Any:
 def index_collection_faces(collection_id: str) -> Any:
     """Index the faces of an image under a subject (IndexFaces), with its consent."""
     loaded = load_body(IndexFacesRequestSchema(), ("image",))
-    d = deps()
     consent = loaded["consent"]
     req = IndexFacesRequest(
         collection_id=collection_id, image=require_image(loaded, "image"),
@@ -143,8 +120,7 @@ def index_collection_faces(collection_id: str) -> Any:
         if consent else None,
         attributes=Attributes.ALL if "ALL" in loaded["detection_attributes"]
         else Attributes.DEFAULT)
-    return index_faces(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
-                       clock=d.clock, decoder=d.decoder, blobs=d.blobs)
+    return use_cases().index_faces(req, actor=current_actor())
 
 
 @blp.route("/<collection_id>/faces", methods=["GET"])
@@ -152,10 +128,9 @@ def index_collection_faces(collection_id: str) -> Any:
 @blp.response(200, ListFacesResponseSchema)
 def list_faces(args: dict[str, Any], collection_id: str) -> Any:
     """List a collection's faces (ListFaces), optionally of one subject, paged."""
-    d = deps()
-    return service.list_faces(collection_id, actor=current_actor(), uow=d.store.uow(),
-                              subject_id=args["subject_id"], limit=args["max_results"],
-                              next_token=args["next_token"])
+    return use_cases().list_faces(collection_id, actor=current_actor(),
+                                  subject_id=args["subject_id"], limit=args["max_results"],
+                                  next_token=args["next_token"])
 
 
 @blp.route("/<collection_id>/faces", methods=["DELETE"])
@@ -163,9 +138,7 @@ def list_faces(args: dict[str, Any], collection_id: str) -> Any:
 @blp.response(200, DeleteFacesResponseSchema)
 def delete_faces(args: dict[str, Any], collection_id: str) -> Any:
     """Delete faces by id (DeleteFaces); unknown ids come back as FACE_NOT_FOUND."""
-    d = deps()
-    result = service.delete_faces(collection_id, args["face_ids"], actor=current_actor(),
-                                  uow=d.store.uow(), engine=d.engine, blobs=d.blobs)
+    result = use_cases().delete_faces(collection_id, args["face_ids"], actor=current_actor())
     return {"deleted_faces": result.deleted,
             "unsuccessful": [{"face_id": f, "reasons": ["FACE_NOT_FOUND"]}
                              for f in result.not_found]}
@@ -175,18 +148,14 @@ def delete_faces(args: dict[str, Any], collection_id: str) -> Any:
 @blp.response(200, SubjectResponseSchema)
 def get_subject(collection_id: str, subject_id: str) -> Any:
     """A subject: its faces and the consent in force."""
-    d = deps()
-    return service.get_subject(collection_id, subject_id, actor=current_actor(),
-                               uow=d.store.uow())
+    return use_cases().get_subject(collection_id, subject_id, actor=current_actor())
 
 
 @blp.route("/<collection_id>/subjects/<subject_id>", methods=["DELETE"])
 @blp.response(200, EraseSubjectResponseSchema)
 def erase_collection_subject(collection_id: str, subject_id: str) -> Any:
     """Erase a subject (GDPR Art 17): faces, descriptors, consent, review data, lockout."""
-    d = deps()
-    return erase_subject(collection_id, subject_id, actor=current_actor(), uow=d.store.uow(),
-                         erasers=d.erasers, on_erased=d.index.invalidate)
+    return use_cases().erase_subject(collection_id, subject_id, actor=current_actor())
 
 
 @blp.route("/<collection_id>/subjects/<subject_id>/consent", methods=["POST"])
@@ -194,9 +163,8 @@ def erase_collection_subject(collection_id: str, subject_id: str) -> Any:
 @blp.response(201, ConsentSchema)
 def record_subject_consent(args: dict[str, Any], collection_id: str, subject_id: str) -> Any:
     """Record the consent (or other lawful basis) for a subject's faces."""
-    d = deps()
-    return service.record_consent(
+    return use_cases().record_consent(
         collection_id, subject_id,
         service.ConsentInput(ConsentBasis(args["basis"]), args["reference"]),
-        actor=current_actor(), uow=d.store.uow(), clock=d.clock)
+        actor=current_actor())
 

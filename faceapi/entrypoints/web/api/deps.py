@@ -1,9 +1,7 @@
-"""Per-app dependencies and request helpers shared by the blueprints."""
+"""The app's container and use cases, and the request helpers shared by the blueprints."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,47 +10,24 @@ from marshmallow import Schema
 from werkzeug.exceptions import BadRequest
 
 from faceapi.adapters.images import decode_base64_image
-from faceapi.adapters.store.store import Store
-from faceapi.config import Settings
+from faceapi.bootstrap import Container, UseCases
 from faceapi.domain.audit import ANONYMOUS, Actor
-from faceapi.domain.clock import Clock
 from faceapi.domain.engine_values import S3Object
 from faceapi.domain.errors import ImageTooLarge, MissingImage
-from faceapi.domain.policies import PolicySet
 from faceapi.entrypoints.web.api.errors import ValidationFailed
-from faceapi.services.ports import (
-    BlobStore,
-    FaceEngine,
-    ImageDecoder,
-    SearchIndex,
-    SubjectEraser,
-)
 
 EXTENSION_KEY = "faceapi"
 
 
-@dataclass
-class Deps:
-    """Everything the views need, built once by create_app."""
-
-    settings: Settings
-    engine: FaceEngine
-    clock: Clock
-    store: Store  # the database: units of work for every use case
-    policies: PolicySet  # policies/*.yaml, validated at start
-    blobs: BlobStore  # review evidence (settings.resolved_blob_dir)
-    index: SearchIndex  # this worker's copy of the collections' descriptors
-    decoder: ImageDecoder  # image intake under the configured limits
-    # What other subsystems delete when a subject is erased (reviews, lockouts).
-    erasers: tuple[SubjectEraser, ...] = ()
-    # name -> check returning (ok, why); /readyz runs them all
-    readiness: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def deps() -> Deps:
-    value: Deps = current_app.extensions[EXTENSION_KEY]
+def container() -> Container:
+    """The app's adapters, built once by create_app through the composition root."""
+    value: Container = current_app.extensions[EXTENSION_KEY]
     return value
+
+
+def use_cases() -> UseCases:
+    """The use cases with the app's adapters bound (faceapi/bootstrap.py)."""
+    return container().use_cases
 
 
 def current_actor() -> Actor:
@@ -134,7 +109,7 @@ def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
     same name. Either way the schema receives `{"bytes": <raw bytes>}` for each image,
     and the byte limit is enforced before base64 is decoded.
     """
-    limit = deps().settings.max_image_bytes
+    limit = container().settings.max_image_bytes
     raw: dict[str, Any]
     if request.mimetype == "multipart/form-data":
         raw = {key: request.form.get(key) for key in request.form}

@@ -7,15 +7,20 @@ from typing import Any
 from flask_smorest import Blueprint
 
 from faceapi.domain.faces import Attributes
-from faceapi.entrypoints.web.api.deps import current_actor, deps, load_body, require_image_source
+from faceapi.entrypoints.web.api.deps import (
+    current_actor,
+    load_body,
+    require_image_source,
+    use_cases,
+)
 from faceapi.entrypoints.web.api.schemas import (
     CompareRequestSchema,
     CompareResponseSchema,
     DetectRequestSchema,
     DetectResponseSchema,
 )
-from faceapi.services.compare import CompareRequest, compare
-from faceapi.services.detect import DetectRequest, detect
+from faceapi.services.compare import CompareRequest
+from faceapi.services.detect import DetectRequest
 
 blp = Blueprint("faces", __name__, url_prefix="/v1/faces",
                 description="Face detection and 1:1 comparison")
@@ -40,10 +45,8 @@ def detect_faces() -> Any:
     """Detect faces (DetectFaces): boxes, confidence and, with ALL, landmarks, pose, quality."""
     loaded = load_body(DetectRequestSchema(), ("image",))
     attributes = Attributes.ALL if "ALL" in loaded["attributes"] else Attributes.DEFAULT
-    d = deps()
     req = DetectRequest(image=require_image_source(loaded, "image"), attributes=attributes)
-    return detect(req, engine=d.engine, decoder=d.decoder, uow=d.store.uow(),
-                  actor=current_actor())
+    return use_cases().detect(req, actor=current_actor())
 
 
 @blp.route("/compare", methods=["POST"])
@@ -52,9 +55,7 @@ def detect_faces() -> Any:
 def compare_faces() -> Any:
     """Compare the largest source face with every target face (CompareFaces)."""
     loaded = load_body(CompareRequestSchema(), ("source", "target"))
-    d = deps()
     req = CompareRequest(source=require_image_source(loaded, "source"),
                          target=require_image_source(loaded, "target"),
                          similarity_threshold=loaded["similarity_threshold"])
-    return compare(req, engine=d.engine, decoder=d.decoder, uow=d.store.uow(),
-                   actor=current_actor())
+    return use_cases().compare(req, actor=current_actor())

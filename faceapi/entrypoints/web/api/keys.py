@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey
-from faceapi.entrypoints.web.api.deps import current_actor, deps
+from faceapi.entrypoints.web.api.deps import container, current_actor, use_cases
 from faceapi.services import keys as key_service
 
 blp = Blueprint("keys", __name__, url_prefix="/v1/keys",
@@ -80,7 +80,7 @@ def _view(key: ApiKey) -> dict[str, Any]:
     # Never the hash: it is not secret enough to publish (it would let anyone confirm
     # a leaked key offline) and nobody needs it.
     return {"id": key.id, "name": key.name, "owner": key.owner, "role": key.role,
-            "status": key.status(deps().clock.now()),
+            "status": key.status(container().clock.now()),
             "collections": sorted(key.collections) if key.collections is not None else None,
             "policies": sorted(key.policies) if key.policies is not None else None,
             "created_at": key.created_at, "expires_at": key.expires_at,
@@ -93,14 +93,12 @@ def _view(key: ApiKey) -> dict[str, Any]:
 @blp.response(201, CreatedKeySchema)
 def create_key(args: dict[str, Any]) -> Any:
     """Create an API key; the response holds the key, which is never shown again."""
-    d = deps()
     new = key_service.NewKey(
         name=args["name"], role=args["role"], owner=args["owner"],
         collections=frozenset(args["collections"]) if args["collections"] is not None else None,
         policies=frozenset(args["policies"]) if args["policies"] is not None else None,
         expires_at=args["expires_at"])
-    created = key_service.create_key(new, uow=d.store.uow(), clock=d.clock,
-                                     actor=current_actor())
+    created = use_cases().create_key(new, actor=current_actor())
     return {**_view(created.key), "key": created.secret,
             "aws_access_key_id": created.key.id,
             "aws_secret_access_key": created.sigv4_secret}
@@ -112,7 +110,7 @@ def create_key(args: dict[str, Any]) -> Any:
 def list_keys(args: dict[str, Any]) -> Any:
     """List the API keys inside the caller's scope (ids, names, owners, roles, scopes,
     times; never the keys)."""
-    keys = key_service.list_keys(uow=deps().store.read_uow(), actor=current_actor(),
+    keys = use_cases().list_keys(actor=current_actor(),
                                  include_revoked=args["include_revoked"])
     return {"keys": [_view(k) for k in keys]}
 
@@ -122,16 +120,14 @@ def list_keys(args: dict[str, Any]) -> Any:
 def get_own_key() -> Any:
     """The calling key: id, name, role, scope and expiry (any role; never the key)."""
     actor = current_actor()
-    return _view(key_service.get_key(actor.key_id or "", uow=deps().store.read_uow(),
-                                     actor=actor))
+    return _view(use_cases().get_key(actor.key_id or "", actor=actor))
 
 
 @blp.route("/<key_id>", methods=["GET"])
 @blp.response(200, KeySchema)
 def get_key(key_id: str) -> Any:
     """One API key by its id (404 for a key outside the caller's scope)."""
-    return _view(key_service.get_key(key_id, uow=deps().store.read_uow(),
-                                     actor=current_actor()))
+    return _view(use_cases().get_key(key_id, actor=current_actor()))
 
 
 @blp.route("/<key_id>", methods=["DELETE"])
@@ -139,6 +135,4 @@ def get_key(key_id: str) -> Any:
 def revoke_key(key_id: str) -> Any:
     """Revoke an API key inside the caller's scope; it stops working at once on every
     worker. The last active unscoped admin key cannot be revoked (409)."""
-    d = deps()
-    return _view(key_service.revoke_key(key_id, uow=d.store.uow(), clock=d.clock,
-                                        actor=current_actor()))
+    return _view(use_cases().revoke_key(key_id, actor=current_actor()))

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields
 
 from faceapi.domain.errors import NotFound
 from faceapi.domain.policies import Policy
-from faceapi.entrypoints.web.api.deps import deps
+from faceapi.entrypoints.web.api.deps import use_cases
 
 blp = Blueprint("policies", __name__, url_prefix="/v1/policies",
                 description="The policies decisions are made under")
@@ -69,14 +69,14 @@ def policy_json(policy: Policy) -> dict[str, Any]:
 @blp.response(200, PolicyListSchema)
 def list_policies() -> Any:
     """List the policies in force with their versions."""
-    return {"policies": [policy_json(p) for p in deps().policies.values()]}
+    return {"policies": [policy_json(p) for p in use_cases().list_policies()]}
 
 
 @blp.route("/<string:name>", methods=["GET"])
 @blp.response(200, PolicySchema)
 def get_policy(name: str) -> Any:
     """Read one policy: every rule and its version."""
-    policy = deps().policies.get(name)
+    policy = use_cases().get_policy(name)
     if policy is None:
         raise NotFound(f"no policy named {name[:64]!r}")
     return policy_json(policy)

@@ -11,17 +11,9 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from faceapi.domain.decisions import ReviewStatus, Vote
-from faceapi.entrypoints.web.api.deps import current_actor, deps, request_id
+from faceapi.entrypoints.web.api.deps import current_actor, request_id, use_cases
 from faceapi.entrypoints.web.api.schemas import StrictSchema
-from faceapi.services.review import (
-    ReviewQuery,
-    ReviewView,
-    VoteRequest,
-    decide_review,
-    get_evidence,
-    get_review,
-    list_reviews,
-)
+from faceapi.services.review import ReviewQuery, ReviewView, VoteRequest
 
 blp = Blueprint("reviews", __name__, url_prefix="/v1/reviews",
                 description="Human review of consequential decisions")
@@ -130,13 +122,11 @@ def _detail(view: ReviewView) -> SimpleNamespace:
 @blp.response(200, ReviewListSchema)
 def list_review_queue(args: dict[str, Any]) -> Any:
     """List reviews, oldest first (default: pending), by status, policy and age."""
-    d = deps()
     status = None if args["status"] == "all" else ReviewStatus(args["status"])
     query = ReviewQuery(status=status, policy_name=args["policy"],
                         older_than_minutes=args["older_than_minutes"], limit=args["limit"],
                         after=args["after"])
-    found = list_reviews(query, actor=current_actor(), uow=d.store.uow(), blobs=d.blobs,
-                         clock=d.clock)
+    found = use_cases().list_reviews(query, actor=current_actor())
     return {"reviews": found,
             "next_token": found[-1].id if len(found) == query.limit else None}
 
@@ -145,9 +135,7 @@ def list_review_queue(args: dict[str, Any]) -> Any:
 @blp.response(200, ReviewDetailSchema)
 def get_review_item(review_id: str) -> Any:
     """Read a review: decision context, candidates, evidence links, votes."""
-    d = deps()
-    view = get_review(review_id, actor=current_actor(), uow=d.store.uow(), blobs=d.blobs,
-                      clock=d.clock)
+    view = use_cases().get_review(review_id, actor=current_actor())
     return _detail(view)
 
 
@@ -155,9 +143,8 @@ def get_review_item(review_id: str) -> Any:
 @blp.response(200, description="the evidence image (JPEG)")
 def get_review_evidence(review_id: str, name: str) -> Response:
     """Fetch one evidence image of a review (probe or face crop)."""
-    d = deps()
-    data = get_evidence(review_id, name, actor=current_actor(), uow=d.store.uow(),
-                        blobs=d.blobs, clock=d.clock, request_id=request_id())
+    data = use_cases().get_evidence(review_id, name, actor=current_actor(),
+                                    request_id=request_id())
     response = Response(data, mimetype="image/jpeg")
     # Biometric data: never kept by a browser or a proxy.
     response.headers["Cache-Control"] = "no-store"
@@ -169,9 +156,7 @@ def get_review_evidence(review_id: str, name: str) -> Response:
 @blp.response(200, ReviewDetailSchema)
 def decide_review_item(body: dict[str, Any], review_id: str) -> Any:
     """Confirm or reject a pending review, with a reason (not by the requester)."""
-    d = deps()
     req = VoteRequest(review_id=review_id, vote=Vote(body["decision"]), reason=body["reason"],
                       face_id=body["face_id"])
-    view = decide_review(req, actor=current_actor(), uow=d.store.uow(), blobs=d.blobs,
-                         clock=d.clock, request_id=request_id())
+    view = use_cases().decide_review(req, actor=current_actor(), request_id=request_id())
     return _detail(view)

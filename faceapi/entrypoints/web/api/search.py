@@ -11,10 +11,10 @@ from marshmallow import Schema, fields, post_dump, validate
 from faceapi.domain.decisions import requester_view
 from faceapi.entrypoints.web.api.deps import (
     current_actor,
-    deps,
     load_body,
     request_id,
     require_image,
+    use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
 from faceapi.entrypoints.web.api.schemas import (
@@ -24,7 +24,7 @@ from faceapi.entrypoints.web.api.schemas import (
     StrictSchema,
 )
 from faceapi.entrypoints.web.api.verify import DecisionSchema
-from faceapi.services.search import SearchRequest, SearchResult, search
+from faceapi.services.search import SearchRequest, SearchResult
 
 blp = Blueprint("search", __name__, url_prefix="/v1/collections",
                 description="Search a collection for a face (SearchFacesByImage) under a policy")
@@ -85,12 +85,9 @@ class SearchResponseSchema(Schema):
 def search_faces_by_image(collection_id: str) -> SearchResult:
     """Search the collection for the image's largest face, under a policy."""
     loaded = load_body(SearchRequestSchema(), ("image",))
-    d = deps()
     req = SearchRequest(collection_id=collection_id, image=require_image(loaded, "image"),
                         policy=loaded["policy"], threshold=loaded["threshold"],
                         max_faces=loaded["max_faces"])
-    result = search(req, actor=current_actor(), engine=d.engine, uow=d.store.uow(),
-                    index=d.index, policies=d.policies, clock=d.clock, blobs=d.blobs,
-                    decoder=d.decoder, request_id=request_id())
+    result = use_cases().search(req, actor=current_actor(), request_id=request_id())
     # Until reviewers decide, the caller learns only that review is required.
     return replace(result, decision=requester_view(result.decision))

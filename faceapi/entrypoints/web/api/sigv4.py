@@ -13,8 +13,8 @@ from urllib.parse import quote
 from flask import request
 
 from faceapi.domain import access
-from faceapi.entrypoints.web.api.deps import deps
-from faceapi.services.sigv4 import SignedRequest, authenticate_signed
+from faceapi.entrypoints.web.api.deps import use_cases
+from faceapi.services.sigv4 import SignedRequest
 
 ENDPOINT = "rekognition.dispatch"
 
@@ -43,6 +43,4 @@ def signed_request() -> SignedRequest:
 def authenticate_request() -> access.Actor:
     """The caller of this emulator request, by its signature; SignatureRefused
     (an AuthenticationFailed) otherwise."""
-    d = deps()
-    return authenticate_signed(signed_request(), read_uow=d.store.read_uow,
-                               write_uow=d.store.uow, clock=d.clock, now=d.store.now())
+    return use_cases().authenticate_signed(signed_request())

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response
 from flask_smorest import Blueprint
 
-from faceapi.entrypoints.web.api.deps import deps
+from faceapi.entrypoints.web.api.deps import use_cases
 from faceapi.entrypoints.web.api.schemas import CapabilitiesSchema, HealthSchema
 
 blp = Blueprint("system", __name__, description="Health, readiness and engine facts")
@@ -24,20 +24,11 @@ def healthz() -> Any:
 @blp.response(200, HealthSchema)
 @blp.alt_response(503, schema=HealthSchema, description="not ready; checks say why")
 def readyz() -> Any:
-    """Readiness: the engine and the store can serve requests."""
-    d = deps()
-    checks: dict[str, str] = {}
-    ok = True
-    engine_ok, engine_why = d.engine.ready()
-    checks["engine"] = engine_why
-    ok &= engine_ok
-    for name, check in d.readiness.items():
-        try:
-            passed, why = check()
-        except Exception as exc:  # a failing check must report, not crash readiness
-            passed, why = False, f"{type(exc).__name__}"
-        checks[name] = why
-        ok &= passed
+    """Readiness: the engine and the store can serve requests (the store answers a real
+    query); a failing check makes it 503 and says which one and why."""
+    results = use_cases().readiness()
+    checks = {name: why for name, (_, why) in results.items()}
+    ok = all(passed for passed, _ in results.values())
     body = {"status": "ready" if ok else "not_ready", "checks": checks}
     return body, (200 if ok else 503)
 
@@ -46,7 +37,7 @@ def readyz() -> Any:
 @blp.response(200, CapabilitiesSchema)
 def engine_info() -> Any:
     """The active engine: what it computes and what it never returns."""
-    return deps().engine.capabilities()
+    return use_cases().engine_capabilities()
 
 
 _DOCS_PAGE = """<!doctype html>

@@ -11,16 +11,14 @@ from faceapi.domain.access import APP
 from faceapi.domain.decisions import Decision, Outcome, requester_view
 from faceapi.entrypoints.web.api.deps import (
     current_actor,
-    deps,
     load_body,
     request_id,
     require_image,
+    use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
 from faceapi.entrypoints.web.api.schemas import ImageSchema, StrictSchema
-from faceapi.services import lockout as lockout_service
-from faceapi.services.review import get_decision
-from faceapi.services.verify import CompareRequest, VerifyRequest, compare_under_policy, verify
+from faceapi.services.verify import CompareRequest, VerifyRequest
 
 blp = Blueprint("verify", __name__, url_prefix="/v1",
                 description="Verify a claimed subject under a policy; read decisions")
@@ -98,13 +96,10 @@ class UnlockedSchema(Schema):
 def verify_subject() -> Any:
     """Verify that the image shows the claimed subject, under a policy."""
     loaded = load_body(VerifyRequestSchema(), ("image",))
-    d = deps()
     req = VerifyRequest(collection_id=loaded["collection_id"], subject_id=loaded["subject_id"],
                         image=require_image(loaded, "image"), policy=loaded["policy"])
-    return requester_view(verify(req, actor=current_actor(), engine=d.engine,
-                                 uow=d.store.uow(), policies=d.policies, clock=d.clock,
-                                 blobs=d.blobs, decoder=d.decoder,
-                                 request_id=request_id()))
+    return requester_view(use_cases().verify(req, actor=current_actor(),
+                                             request_id=request_id()))
 
 
 @blp.route("/compare", methods=["POST"])
@@ -113,22 +108,18 @@ def verify_subject() -> Any:
 def compare_pair() -> Any:
     """Decide whether two images show the same person, under a compare policy."""
     loaded = load_body(PolicyCompareRequestSchema(), ("source", "target"))
-    d = deps()
     req = CompareRequest(source=require_image(loaded, "source"),
                          target=require_image(loaded, "target"), policy=loaded["policy"])
-    return requester_view(compare_under_policy(
-        req, actor=current_actor(), engine=d.engine, uow=d.store.uow(), policies=d.policies,
-        clock=d.clock, blobs=d.blobs, decoder=d.decoder, request_id=request_id()))
+    return requester_view(use_cases().compare_under_policy(req, actor=current_actor(),
+                                                           request_id=request_id()))
 
 
 @blp.route("/decisions/<string:decision_id>", methods=["GET"])
 @blp.response(200, DecisionSchema)
 def get_decision_view(decision_id: str) -> Decision:
     """Read a decision: its final outcome once its review has ended."""
-    d = deps()
     actor = current_actor()
-    decision = get_decision(decision_id, actor=actor, uow=d.store.uow(), blobs=d.blobs,
-                            clock=d.clock)
+    decision = use_cases().get_decision(decision_id, actor=actor)
     # Apps, and whoever requested it, learn nothing from a decision until it is final;
     # reviewers, auditors and admins who did not request it see it whole.
     if actor.role == APP or actor.key_id == decision.requester_key_id:
@@ -141,9 +132,7 @@ def get_decision_view(decision_id: str) -> Decision:
 @lockouts_blp.response(200, LockoutListSchema)
 def get_lockout(collection_id: str, subject_id: str) -> Any:
     """Show a subject's failed-verify count and lock, per policy."""
-    d = deps()
-    states = lockout_service.lockout_status(collection_id, subject_id, actor=current_actor(),
-                                            uow=d.store.uow(), clock=d.clock)
+    states = use_cases().lockout_status(collection_id, subject_id, actor=current_actor())
     return {"lockouts": states}
 
 
@@ -153,8 +142,6 @@ def get_lockout(collection_id: str, subject_id: str) -> Any:
 @lockouts_blp.response(200, UnlockedSchema)
 def unlock_subject(args: dict[str, Any], collection_id: str, subject_id: str) -> Any:
     """Unlock a subject (operators): clears the failure count; audited."""
-    d = deps()
-    count = lockout_service.unlock(collection_id, subject_id, args["policy"],
-                                   actor=current_actor(), uow=d.store.uow(), clock=d.clock,
-                                   request_id=request_id())
+    count = use_cases().unlock(collection_id, subject_id, args["policy"],
+                               actor=current_actor(), request_id=request_id())
     return {"unlocked": count}

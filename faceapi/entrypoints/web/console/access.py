@@ -11,7 +11,7 @@ from faceapi.domain.audit import Action
 from faceapi.domain.audit import Actor as AuditActor
 from faceapi.domain.errors import NotFound
 from faceapi.entrypoints.web.api.auth import record_auth_failure, record_refusal
-from faceapi.entrypoints.web.api.deps import deps
+from faceapi.entrypoints.web.api.deps import container, use_cases
 from faceapi.services import keys
 
 log = structlog.get_logger(__name__)
@@ -31,10 +31,8 @@ def needs_no_session(endpoint: str) -> bool:
 def authenticate(raw_key: str) -> Actor | None:
     """The key's actor if the keys service accepts it (known, not revoked, not
     expired); a refusal is an `auth.fail` event, as for the API."""
-    d = deps()
     try:
-        return keys.authenticate(raw_key, read_uow=d.store.read_uow, write_uow=d.store.uow,
-                                 clock=d.clock)
+        return use_cases().authenticate(raw_key)
     except keys.AuthenticationFailed as exc:
         log.warning("console_auth_fail", reason=exc.reason, key_id=exc.key_id)
         record_auth_failure(exc, "console.signin", details={"channel": "console"})
@@ -44,13 +42,12 @@ def authenticate(raw_key: str) -> Actor | None:
 def reload_principal(key_id: str) -> Actor | None:
     """The key's actor again for a live session, or None once the key was revoked or
     expired: revoking a key ends its console sessions on the next click."""
-    d = deps()
     try:
         # The session's own key: read as the console itself, not through a key's scope.
-        key = keys.get_key(key_id, uow=d.store.read_uow(), actor=CONSOLE_ACTOR)
+        key = use_cases().get_key(key_id, actor=CONSOLE_ACTOR)
     except NotFound:
         return None
-    if key.status(d.clock.now()) != "active":
+    if key.status(container().clock.now()) != "active":
         return None
     return key.actor()
 

@@ -14,7 +14,7 @@ from faceapi.domain import access
 from faceapi.domain.audit import ANONYMOUS, SYSTEM, Action, AuditQuery
 from faceapi.domain.audit_chain import record_to_json
 from faceapi.domain.errors import FaceApiError
-from faceapi.entrypoints.web.api.deps import deps
+from faceapi.entrypoints.web.api.deps import container, use_cases
 from faceapi.entrypoints.web.console.views import bp, policy_set
 from faceapi.services import audit_trail
 
@@ -73,7 +73,6 @@ def _url(endpoint: str, params: Mapping[str, Any]) -> str:
 @bp.route("/audit", methods=["GET"])
 def audit() -> Any:
     """The audit trail inside the key's scope, filtered and paginated, newest first."""
-    store = deps().store
     filters = filters_from(request.args)
     after_raw = request.args.get("after", "")
     # ASCII digits only, and few enough for a BIGINT: "²".isdigit() holds and int()
@@ -84,8 +83,7 @@ def audit() -> Any:
     next_after = None
     try:
         query = query_from(filters, after=after)
-        events, next_after = audit_trail.list_events(query, PAGE_SIZE, uow=store.read_uow(),
-                                                     reader=g.actor)
+        events, next_after = use_cases().list_audit_events(query, PAGE_SIZE, reader=g.actor)
     except BadFilter as exc:
         error = exc.message
     return render_template(
@@ -101,7 +99,7 @@ def audit() -> Any:
 @bp.route("/audit/events/<event_id>", methods=["GET"])
 def audit_event(event_id: str) -> Any:
     """One audit event with every recorded field and its hashes."""
-    record = audit_trail.get_event(event_id[:64], uow=deps().store.read_uow(), reader=g.actor)
+    record = use_cases().get_audit_event(event_id[:64], reader=g.actor)
     data = record_to_json(record)
     return render_template("audit_event.html", title=f"Audit event {record.seq}",
                            record=record, data=data, back=request.referrer)
@@ -110,9 +108,7 @@ def audit_event(event_id: str) -> Any:
 @bp.route("/audit/verify", methods=["POST"])
 def audit_verify() -> Any:
     """Walk the whole hash chain and its signed checkpoints now (the check is audited)."""
-    store = deps().store
-    report = audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),
-                                      public_keys=[store.signer.public_key], actor=g.actor)
+    report = use_cases().verify_audit_trail(actor=g.actor)
     if report.ok:
         last = report.last_checkpoint_seq
         flash(f"Chain verified: {report.events_checked} events intact, head #{report.head_seq}"
@@ -136,12 +132,9 @@ def audit_export() -> Any:
         query = query_from(filters, newest_first=False)
     except BadFilter as exc:
         abort(422, description=exc.message)
-    store = deps().store
-    now = deps().clock.now()
-    lines: Iterator[str] = audit_trail.export_trail(
-        query, fmt, uow=store.uow(), read_uow=store.read_uow(), actor=g.actor,
-        public_key=store.signer.public_key, now=now)
-    name = audit_trail.export_filename(fmt, now)
+    lines: Iterator[str]
+    name, lines = use_cases().export_audit_trail(query, fmt, actor=g.actor,
+                                                 now=container().clock.now())
     return Response(lines, mimetype=audit_trail.EXPORT_MEDIA[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

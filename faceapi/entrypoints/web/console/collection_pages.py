@@ -9,11 +9,8 @@ from typing import Any
 from flask import flash, g, redirect, render_template, request, url_for
 
 from faceapi.domain.errors import FaceApiError, NotFound
-from faceapi.entrypoints.web.api.deps import deps, request_id
-from faceapi.entrypoints.web.console import backend
+from faceapi.entrypoints.web.api.deps import request_id, use_cases
 from faceapi.entrypoints.web.console.views import bp
-from faceapi.services import collections as colls
-from faceapi.services import erase, lockout
 
 FACES_PER_PAGE = 500
 
@@ -22,10 +19,8 @@ FACES_PER_PAGE = 500
 def collections() -> Any:
     """Collections in the key's scope with their face and subject counts."""
     after = request.args.get("after") or None
-    page = colls.list_collections(actor=g.actor, uow=backend.store().read_uow(), limit=50,
-                                  next_token=after)
-    rows = [colls.describe_collection(c.collection_id, actor=g.actor,
-                                      uow=backend.store().read_uow())
+    page = use_cases().list_collections(actor=g.actor, limit=50, next_token=after)
+    rows = [use_cases().describe_collection(c.collection_id, actor=g.actor)
             for c in page.collections]
     next_url = url_for("console.collections", after=page.next_token) if page.next_token else None
     return render_template("collections.html", title="Collections", rows=rows,
@@ -36,9 +31,8 @@ def collections() -> Any:
 def collection(collection_id: str) -> Any:
     """One collection: its subjects, each with its number of faces."""
     after = request.args.get("after") or None
-    found = colls.list_faces(collection_id[:128], actor=g.actor,
-                             uow=backend.store().read_uow(), limit=FACES_PER_PAGE,
-                             next_token=after)
+    found = use_cases().list_faces(collection_id[:128], actor=g.actor, limit=FACES_PER_PAGE,
+                                   next_token=after)
     subjects: OrderedDict[str, int] = OrderedDict()
     for face in sorted(found.faces, key=lambda f: f.subject_id):
         subjects[face.subject_id] = subjects.get(face.subject_id, 0) + 1
@@ -51,10 +45,8 @@ def collection(collection_id: str) -> Any:
 @bp.route("/collections/<collection_id>/subjects/<subject_id>", methods=["GET"])
 def subject(collection_id: str, subject_id: str) -> Any:
     """A subject: consent, faces (images are not kept, so no thumbnails), lockouts."""
-    view = colls.get_subject(collection_id[:128], subject_id[:128], actor=g.actor,
-                             uow=backend.store().read_uow())
-    locks = lockout.lockout_status(collection_id, subject_id, actor=g.actor,
-                                   uow=backend.store().read_uow(), clock=deps().clock)
+    view = use_cases().get_subject(collection_id[:128], subject_id[:128], actor=g.actor)
+    locks = use_cases().lockout_status(collection_id, subject_id, actor=g.actor)
     return render_template("subject.html", title=f"Subject {subject_id}", view=view,
                            collection_id=collection_id, locks=locks)
 
@@ -67,9 +59,7 @@ def subject_erase(collection_id: str, subject_id: str) -> Any:
         flash("Type the subject id exactly to confirm the erasure.", "error")
         return redirect(back)
     try:
-        report = erase.erase_subject(
-            collection_id, subject_id, actor=g.actor, uow=backend.store().uow(),
-            erasers=backend.erasers(), on_erased=backend.on_erased())
+        report = use_cases().erase_subject(collection_id, subject_id, actor=g.actor)
     except NotFound:
         flash(f"Subject {subject_id} no longer exists.", "error")
         return redirect(url_for("console.collection", collection_id=collection_id))
@@ -85,9 +75,8 @@ def subject_unlock(collection_id: str, subject_id: str) -> Any:
     policy = request.form.get("policy") or None
     back = url_for("console.subject", collection_id=collection_id, subject_id=subject_id)
     try:
-        n = lockout.unlock(collection_id, subject_id, policy, actor=g.actor,
-                           uow=backend.store().uow(), clock=deps().clock,
-                           request_id=request_id() or None)
+        n = use_cases().unlock(collection_id, subject_id, policy, actor=g.actor,
+                               request_id=request_id() or None)
     except FaceApiError as exc:
         flash(exc.message, "error")
         return redirect(back)

@@ -11,8 +11,7 @@ from flask import render_template, request
 
 from faceapi.domain.access import Actor
 from faceapi.domain.audit import Action, AuditQuery
-from faceapi.entrypoints.web.api.deps import deps
-from faceapi.entrypoints.web.console import backend
+from faceapi.entrypoints.web.api.deps import container, use_cases
 from faceapi.entrypoints.web.console.present import stacked_bars
 from faceapi.entrypoints.web.console.views import bp, policy_set, principal
 from faceapi.services import audit_trail
@@ -41,8 +40,7 @@ Counts = tuple[list[str], dict[str, dict[str, int]], Counter[tuple[str, str]], b
 
 
 def _decision_counts(policy: str | None, who: Actor) -> Counts:
-    store = deps().store
-    now = deps().clock.now()
+    now = container().clock.now()
     first = (now - timedelta(days=DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     days = [(first + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(DAYS)]
     per_day: dict[str, dict[str, int]] = defaultdict(dict)
@@ -53,8 +51,8 @@ def _decision_counts(policy: str | None, who: Actor) -> Counts:
         query = AuditQuery(since=first, actions=DECISION_ACTIONS, policy_name=policy,
                            newest_first=False, after_seq=after)
         # The reader's scope keeps other collections' and policies' figures out.
-        events, after = audit_trail.list_events(query, audit_trail.MAX_PAGE,
-                                                uow=store.read_uow(), reader=who)
+        events, after = use_cases().list_audit_events(query, audit_trail.MAX_PAGE,
+                                                      reader=who)
         for record in events:
             event = record.event
             # Stateless compares without a policy are analysis, not decisions.
@@ -74,20 +72,25 @@ def _decision_counts(policy: str | None, who: Actor) -> Counts:
 
 def _recent_locks(who: Actor) -> int:
     """Lockouts (lock events) in the chart's window and the key's scope, from the trail."""
-    now = deps().clock.now()
-    events, _ = audit_trail.list_events(
+    now = container().clock.now()
+    events, _ = use_cases().list_audit_events(
         AuditQuery(since=now - timedelta(days=DAYS), actions=(Action.LOCKOUT_LOCK.value,)),
-        audit_trail.MAX_PAGE, uow=deps().store.read_uow(), reader=who)
+        audit_trail.MAX_PAGE, reader=who)
     return len(events)
 
 
 def _last_verification(who: Actor) -> Any:
     # A verification names no collection: scoped keys do not see it (access.can_read).
-    store = deps().store
-    events, _ = audit_trail.list_events(
-        AuditQuery(actions=(Action.AUDIT_VERIFY.value,), newest_first=True), 1,
-        uow=store.read_uow(), reader=who)
+    events, _ = use_cases().list_audit_events(
+        AuditQuery(actions=(Action.AUDIT_VERIFY.value,), newest_first=True), 1, reader=who)
     return events[0] if events else None
+
+
+def _pending_review_count(who: Actor) -> int | None:
+    """Pending review items the actor may see, or None for a role that sees none."""
+    if who.role not in ("reviewer", "auditor", "admin", "operator"):
+        return None
+    return use_cases().count_waiting_reviews(actor=who)
 
 
 @bp.route("/overview", methods=["GET"])
@@ -109,6 +112,6 @@ def overview() -> Any:
         "overview.html", title="Overview", chart=chart, table=table, days=days,
         policy=policy, policy_names=names, truncated=truncated,
         total=sum(per_policy.values()),
-        pending=backend.pending_review_count(who), locks=_recent_locks(who),
+        pending=_pending_review_count(who), locks=_recent_locks(who),
         max_locks=audit_trail.MAX_PAGE,
         last_verify=_last_verification(who))

@@ -20,11 +20,9 @@ from faceapi.domain.decisions import (
 )
 from faceapi.domain.errors import FaceApiError, NotFound
 from faceapi.entrypoints.web.api.auth import record_refusal
-from faceapi.entrypoints.web.api.deps import deps, request_id
-from faceapi.entrypoints.web.console import backend
+from faceapi.entrypoints.web.api.deps import container, request_id, use_cases
 from faceapi.entrypoints.web.console.present import age
 from faceapi.entrypoints.web.console.views import bp, policy_set
-from faceapi.services import audit_trail
 from faceapi.services import review as reviews
 
 PAGE_SIZE = 50
@@ -56,10 +54,10 @@ def reviews_page() -> Any:
     status_raw = request.args.get("status", "pending")
     status = next((s for s in ReviewStatus if s.value == status_raw), ReviewStatus.PENDING)
     after = request.args.get("after") or None
-    items = reviews.list_reviews(
+    items = use_cases().list_reviews(
         reviews.ReviewQuery(status=status, policy_name=policy, limit=PAGE_SIZE + 1,
-                            after=after), actor=g.actor, **backend.service_deps())
-    now = deps().clock.now()
+                            after=after), actor=g.actor)
+    now = container().clock.now()
     page = items[:PAGE_SIZE]
     rows = [{"review": r, "age": age(r.created_at, now),
              "voted": any(v.reviewer_key_id == g.actor.key_id for v in r.votes)}
@@ -75,10 +73,10 @@ def reviews_page() -> Any:
 def review(review_id: str) -> Any:
     """One review item: probe and candidates side by side, the decision's facts, and
     the form. Other reviewers' votes stay hidden until this reviewer has decided."""
-    view = reviews.get_review(review_id[:64], actor=g.actor, **backend.service_deps())
+    view = use_cases().get_review(review_id[:64], actor=g.actor)
     item = view.review
     policy = policy_set().get(item.policy_name)
-    now = deps().clock.now()
+    now = container().clock.now()
     mine = next((v for v in item.votes if v.reviewer_key_id == g.actor.key_id), None)
     can_vote = (item.pending and mine is None and item.requester_key_id != g.actor.key_id)
     scores = _decision_scores(view.decision)
@@ -98,8 +96,7 @@ def _decision_scores(decision: Decision | None) -> Mapping[str, Any]:
     if decision is None or decision.audit_event_id is None:
         return {}
     try:
-        record = audit_trail.get_event(decision.audit_event_id,
-                                       uow=backend.store().read_uow(), reader=g.actor)
+        record = use_cases().get_audit_event(decision.audit_event_id, reader=g.actor)
     except NotFound:
         return {}
     return record.event.scores
@@ -110,7 +107,7 @@ def review_evidence(review_id: str, name: str) -> Any:
     """An evidence image of a review, for reviewers, while it is retained."""
     if name not in PROBE_NAMES and not CANDIDATE_RE.match(name):
         abort(404)
-    data = reviews.get_evidence(review_id[:64], name, actor=g.actor, **backend.service_deps())
+    data = use_cases().get_evidence(review_id[:64], name, actor=g.actor)
     response = Response(data, mimetype="image/jpeg")
     # A face image: never cached anywhere, never shown outside the console.
     response.headers["Content-Disposition"] = "inline"
@@ -135,10 +132,10 @@ def review_decide(review_id: str) -> Any:
         flash(f"Keep the reason under {MAX_REASON} characters.", "error")
         return redirect(target)
     try:
-        view = reviews.decide_review(
+        view = use_cases().decide_review(
             reviews.VoteRequest(review_id=review_id[:64], vote=vote, reason=reason,
                                 face_id=face_id if vote is Vote.CONFIRM else None),
-            actor=g.actor, request_id=request_id() or None, **backend.service_deps())
+            actor=g.actor, request_id=request_id() or None)
     except OutOfScope:
         raise  # a 404 like a missing review, audited by the console's error handler
     except (ReviewerIsRequester, OwnerAlreadyVoted) as exc:

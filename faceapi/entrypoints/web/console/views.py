@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from faceapi.domain.access import Actor, OutOfScope
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.policies import PolicySet
-from faceapi.entrypoints.web.api.deps import deps, request_id
+from faceapi.entrypoints.web.api.deps import container, request_id
 from faceapi.entrypoints.web.console import access
 from faceapi.entrypoints.web.console.present import policy_rules
 from faceapi.entrypoints.web.console.session import (
@@ -96,11 +96,11 @@ def _guard() -> Any:
     if endpoint == "console.static":
         # The stylesheet and script are public; no store read, no cookie refresh.
         return None
-    now = deps().clock.now()
+    now = container().clock.now()
     who: Actor | None = None
     if session.get("key_id"):
-        why = expired(session, now, deps().settings.session_idle_minutes)
-        if why is None and was_ended(deps().blobs, str(session["sid"])):
+        why = expired(session, now, container().settings.session_idle_minutes)
+        if why is None and was_ended(container().blobs, str(session["sid"])):
             why = "signed_out"
         if why is None:
             who = access.reload_principal(str(session["key_id"]))
@@ -201,7 +201,7 @@ def signin() -> Any:
     if who is None:
         return render_template("signin.html", next_url=next_url,
                                error="That key was not accepted."), 401
-    now = timestamp(deps().clock.now())
+    now = timestamp(container().clock.now())
     # A fresh session (and CSRF token) on sign-in: a token planted before sign-in
     # (session fixation) is worthless afterwards.
     session.clear()
@@ -216,7 +216,7 @@ def signout() -> Any:
     """End the console session, here and for any copy of its cookie."""
     sid = session.get("sid")
     if isinstance(sid, str) and session.get("key_id"):
-        end_session(deps().blobs, sid, deps().clock.now())
+        end_session(container().blobs, sid, container().clock.now())
     session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("console.signin"))
@@ -232,7 +232,7 @@ def home() -> Any:
 
 
 def policy_set() -> PolicySet:
-    return deps().policies
+    return container().policies
 
 
 @bp.route("/policies", methods=["GET"])

@@ -14,12 +14,11 @@ Two choices differ from Rekognition and are documented in docs/engines.md:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from faceapi.config import Settings
+from faceapi.bootstrap import UseCases
 from faceapi.domain.audit import Actor
-from faceapi.domain.clock import Clock
 from faceapi.domain.collections import QualityFilter, StoredFace
 from faceapi.domain.decisions import Decision
 from faceapi.domain.engine_values import (
@@ -37,19 +36,9 @@ from faceapi.domain.engine_values import (
 from faceapi.domain.errors import InvalidParameter, NoFaceInSource
 from faceapi.domain.faces import Attributes
 from faceapi.domain.images import DecodedImage
-from faceapi.domain.policies import PolicySet
 from faceapi.services import collections as svc
 from faceapi.services import enroll
 from faceapi.services import search as search_svc
-from faceapi.services.collection_lookup import load_collection
-from faceapi.services.ports import (
-    BlobStore,
-    FaceEngine,
-    ImageDecoder,
-    SearchIndex,
-    SubjectEraser,
-    UnitOfWork,
-)
 
 
 def indexed_face(face: StoredFace) -> IndexedFace:
@@ -60,18 +49,11 @@ def indexed_face(face: StoredFace) -> IndexedFace:
 
 @dataclass
 class StoreCollections:
-    """FaceCollections on the local engine, acting for `actor`."""
+    """FaceCollections on the local engine, acting for `actor`, through the use cases
+    the composition root bound (faceapi/bootstrap.py)."""
 
-    engine: FaceEngine
-    uow: Callable[[], UnitOfWork]
-    index: SearchIndex
-    policies: PolicySet
-    blobs: BlobStore
-    clock: Clock
-    settings: Settings
-    decoder: ImageDecoder
+    use_cases: UseCases
     actor: Actor
-    erasers: tuple[SubjectEraser, ...] = ()
     request_id: str | None = None
     # Collections created through this port need no recorded consent when False; the
     # emulator sets it from CreateCollection's `faceapi:consent_required` tag.
@@ -84,23 +66,20 @@ class StoreCollections:
     last_decision: Decision | None = None
 
     def create_collection(self, collection_id: str) -> CollectionInfo:
-        created = svc.create_collection(
+        created = self.use_cases.create_collection(
             svc.CreateCollectionRequest(collection_id=collection_id,
                                         consent_required=self.consent_required,
                                         policies=self.bind_policies),
-            actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
-            policies=self.policies,
-            default_policies=self.settings.default_collection_policies)
+            actor=self.actor)
         return CollectionInfo(collection_id=created.collection_id,
                               face_model_version=created.model_version,
                               created_at=created.created_at)
 
     def delete_collection(self, collection_id: str) -> None:
-        svc.delete_collection(collection_id, actor=self.actor, uow=self.uow(),
-                              erasers=self.erasers, on_erased=self.index.invalidate)
+        self.use_cases.delete_collection(collection_id, actor=self.actor)
 
     def describe_collection(self, collection_id: str) -> CollectionInfo:
-        found = svc.describe_collection(collection_id, actor=self.actor, uow=self.uow())
+        found = self.use_cases.describe_collection(collection_id, actor=self.actor)
         return CollectionInfo(collection_id=collection_id,
                               face_model_version=found.collection.model_version,
                               face_count=found.stats.face_count,
@@ -109,8 +88,8 @@ class StoreCollections:
 
     def list_collections(self, max_results: int = 100,
                          next_token: str | None = None) -> CollectionIdPage:
-        page = svc.list_collections(actor=self.actor, uow=self.uow(), limit=max_results,
-                                    next_token=next_token)
+        page = self.use_cases.list_collections(actor=self.actor, limit=max_results,
+                                               next_token=next_token)
         return CollectionIdPage(
             collection_ids=tuple(c.collection_id for c in page.collections),
             face_model_versions=tuple(c.model_version for c in page.collections),
@@ -131,12 +110,11 @@ class StoreCollections:
         """IndexFaces on undecoded bytes: the enroll service runs the intake itself, once,
         after its access and consent checks, and shows each face's `attributes` (the
         emulator calls this one)."""
-        result = enroll.index_faces(
+        result = self.use_cases.index_faces(
             enroll.IndexFacesRequest(collection_id=collection_id, image=data,
                                      subject_id=external_image_id, max_faces=max_faces,
                                      quality_filter=quality_filter, attributes=attributes),
-            actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
-            decoder=self.decoder, blobs=self.blobs)
+            actor=self.actor)
         return IndexResult(
             records=tuple(IndexedFaceRecord(face=indexed_face(r.face), detail=r.detail)
                           for r in result.face_records),
@@ -153,16 +131,12 @@ class StoreCollections:
                            max_faces: int) -> CollectionSearch:
         """SearchFacesByImage on undecoded bytes: the search service runs the intake
         itself, once, after its policy and access checks (the emulator calls this one)."""
-        with self.uow() as uow:
-            collection = load_collection(uow, self.actor, collection_id)
-        policy = search_svc.bound_search_policy(collection, self.policies, self.actor)
-        result = search_svc.search(
+        policy = self.use_cases.bound_search_policy(collection_id, actor=self.actor)
+        result = self.use_cases.search(
             search_svc.SearchRequest(collection_id=collection_id, image=data,
                                      policy=policy.name, threshold=threshold,
                                      max_faces=max_faces),
-            actor=self.actor, engine=self.engine, uow=self.uow(), index=self.index,
-            policies=self.policies, clock=self.clock, blobs=self.blobs,
-            decoder=self.decoder, request_id=self.request_id)
+            actor=self.actor, request_id=self.request_id)
         self.last_decision = result.decision
         if result.searched_face is None:
             # Rekognition answers a search image without a face with InvalidParameter.
@@ -177,12 +151,10 @@ class StoreCollections:
                      max_faces: int) -> CollectionSearch:
         if not 0.0 <= threshold <= 100.0:
             raise InvalidParameter("FaceMatchThreshold must be between 0 and 100")
-        result = search_svc.search_by_face(
+        result = self.use_cases.search_by_face(
             search_svc.SearchByFaceRequest(collection_id=collection_id, face_id=face_id,
                                            threshold=threshold, max_faces=max_faces),
-            actor=self.actor, engine=self.engine, uow=self.uow(), index=self.index,
-            policies=self.policies, clock=self.clock, blobs=self.blobs,
-            request_id=self.request_id)
+            actor=self.actor, request_id=self.request_id)
         self.last_decision = result.decision
         return CollectionSearch(
             matches=tuple(CollectionMatch(similarity=m.similarity, face=indexed_face(m.face))
@@ -191,14 +163,13 @@ class StoreCollections:
 
     def list_faces(self, collection_id: str, max_results: int = 100,
                    next_token: str | None = None) -> IndexedFacePage:
-        page = svc.list_faces(collection_id, actor=self.actor, uow=self.uow(),
-                              limit=max_results, next_token=next_token)
+        page = self.use_cases.list_faces(collection_id, actor=self.actor, limit=max_results,
+                                         next_token=next_token)
         return IndexedFacePage(faces=tuple(indexed_face(f) for f in page.faces),
                                next_token=page.next_token,
                                face_model_version=page.collection.model_version)
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
         # svc.delete_faces checks collection access (load_collection).
-        result = svc.delete_faces(collection_id, list(face_ids), actor=self.actor,
-                                  uow=self.uow(), engine=self.engine, blobs=self.blobs)
+        result = self.use_cases.delete_faces(collection_id, list(face_ids), actor=self.actor)
         return FaceDeletion(deleted=tuple(result.deleted), not_deleted=tuple(result.not_found))

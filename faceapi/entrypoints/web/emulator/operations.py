@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from faceapi.bootstrap import UseCases
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.domain.collections import QualityFilter
@@ -25,18 +26,15 @@ from faceapi.entrypoints.web.api.schemas import (
 )
 from faceapi.entrypoints.web.emulator import protocol as p
 from faceapi.entrypoints.web.emulator.collections import StoreCollections
-from faceapi.services.compare import CompareRequest, compare
-from faceapi.services.detect import DetectRequest, detect
-from faceapi.services.ports import FaceEngine, ImageDecoder, UnitOfWork
+from faceapi.services.compare import CompareRequest
+from faceapi.services.detect import DetectRequest
 
 
 @dataclass(frozen=True)
 class OperationContext:
     settings: Settings
-    decoder: ImageDecoder
-    engine: FaceEngine
+    use_cases: UseCases
     actor: Actor
-    uow: Callable[[], UnitOfWork]
     # Builds the collection port for this caller; `consent_required` comes from
     # CreateCollection's tag (the only operation that sets it).
     collections: Callable[[bool], StoreCollections]
@@ -58,8 +56,8 @@ def detect_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, An
     data = p.image_bytes(body, "Image", _limit(ctx))
     attributes = _attributes(body, "Attributes")
     # The same use case as POST /v1/faces/detect, so the call is audited the same way.
-    detection = detect(DetectRequest(image=data, attributes=attributes), engine=ctx.engine,
-                       decoder=ctx.decoder, uow=ctx.uow(), actor=ctx.actor)
+    detection = ctx.use_cases.detect(DetectRequest(image=data, attributes=attributes),
+                                     actor=ctx.actor)
     dumped: dict[str, Any] = DetectResponseSchema().dump(detection)
     return dumped
 
@@ -79,10 +77,9 @@ def compare_faces(body: Mapping[str, Any], ctx: OperationContext) -> dict[str, A
     target = p.image_bytes(body, "TargetImage", _limit(ctx))
     threshold = p.optional_number(body, "SimilarityThreshold", 80.0, low=0.0, high=100.0)
     _quality_filter(body)
-    comparison = compare(CompareRequest(source=source, target=target,
-                                        similarity_threshold=threshold),
-                         engine=ctx.engine, decoder=ctx.decoder, uow=ctx.uow(),
-                         actor=ctx.actor)
+    comparison = ctx.use_cases.compare(CompareRequest(source=source, target=target,
+                                                      similarity_threshold=threshold),
+                                       actor=ctx.actor)
     dumped: dict[str, Any] = CompareResponseSchema().dump(comparison)
     return dumped
 

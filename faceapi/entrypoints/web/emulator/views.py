@@ -19,7 +19,13 @@ from werkzeug.exceptions import HTTPException
 from faceapi.domain import access
 from faceapi.domain.audit import Actor
 from faceapi.domain.errors import FaceApiError
-from faceapi.entrypoints.web.api.deps import current_actor, deps, json_body, request_id
+from faceapi.entrypoints.web.api.deps import (
+    container,
+    current_actor,
+    json_body,
+    request_id,
+    use_cases,
+)
 from faceapi.entrypoints.web.emulator import protocol as p
 from faceapi.entrypoints.web.emulator.collections import StoreCollections
 from faceapi.entrypoints.web.emulator.operations import HANDLERS, OperationContext
@@ -103,9 +109,8 @@ def dispatch() -> Response:
         body = json_body(force=True)
         if not isinstance(body, dict):
             raise p.AwsError("SerializationException", "the body must be a JSON object")
-        d = deps()
-        ctx = OperationContext(settings=d.settings, decoder=d.decoder, engine=d.engine, actor=actor,
-                               uow=d.store.uow,
+        ctx = OperationContext(settings=container().settings, use_cases=use_cases(),
+                               actor=actor,
                                collections=lambda consent: _collections(actor, consent))
         result = handler(body, ctx)
         log.info("emulator_call", operation=operation, status=200)
@@ -133,11 +138,7 @@ def dispatch() -> Response:
 
 def _collections(actor: Actor, consent_required: bool) -> StoreCollections:
     """The collection port over our store, acting for this request's caller."""
-    d = deps()
-    return StoreCollections(engine=d.engine, uow=d.store.uow, index=d.index,
-                            policies=d.policies, blobs=d.blobs, clock=d.clock,
-                            settings=d.settings, decoder=d.decoder, actor=actor,
-                            erasers=d.erasers,
+    return StoreCollections(use_cases=use_cases(), actor=actor,
                             request_id=request_id() or None,
                             consent_required=consent_required)
 
