@@ -35,6 +35,7 @@ from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Capabilities, Comparison, Detection
 from faceapi.domain.policies import Policy, PolicySet
 from faceapi.services import audit_trail
+from faceapi.services import bulk_import as bulk_import_svc
 from faceapi.services import collections as collections_svc
 from faceapi.services import compare as compare_svc
 from faceapi.services import detect as detect_svc
@@ -314,6 +315,19 @@ class UseCases:
         c = self._c
         return enroll_svc.index_faces(req, actor=actor, engine=c.engine, uow=c.store.uow(),
                                       clock=c.clock, decoder=c.decoder, blobs=c.blobs)
+
+    def faces_of_image(self, collection_id: str, sha256: str) -> tuple[str, ...]:
+        return bulk_import_svc.faces_of_image(collection_id, sha256,
+                                              uow=self._c.store.read_uow())
+
+    def has_consent(self, collection_id: str, subject_id: str) -> bool:
+        return bulk_import_svc.has_consent(collection_id, subject_id,
+                                           uow=self._c.store.read_uow())
+
+    def record_import_run(self, collection_id: str, counts: dict[str, int], *,
+                          actor: Actor) -> None:
+        bulk_import_svc.record_import_run(collection_id, counts, actor=actor,
+                                          uow=self._c.store.uow())
 
     def list_faces(self, collection_id: str, *, actor: Actor, subject_id: str | None = None,
                    limit: int = 100,

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Table, func, select
 
-from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.store import Store
 from faceapi.adapters.store.tables import audit_events, consents, faces
+from faceapi.bootstrap import bootstrap
 from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.domain.collections import ConsentBasis
@@ -57,9 +57,11 @@ def people(tmp_path: Path, fake_engine: FakeEngine) -> Path:
 
 def importer(store: Store, settings: Settings, engine: FakeEngine,
              consent: ConsentInput | None = BATCH) -> Importer:
-    return Importer(collection_id="staff", actor=ACTOR, engine=engine, uow=store.uow,
-                    settings=settings, decoder=PillowImageDecoder(settings), consent=consent,
-                    clock=FakeClock())
+    # The importer calls the use cases of a container on the test's database.
+    container = bootstrap(settings, engine=engine, clock=FakeClock())
+    container.store = store
+    return Importer(collection_id="staff", actor=ACTOR, use_cases=container.use_cases,
+                    max_image_bytes=settings.max_image_bytes, consent=consent)
 
 
 @pytest.fixture

@@ -16,25 +16,21 @@ import hashlib
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import click
 import structlog
 
-from faceapi.adapters.blobs import DirectoryBlobStore
-from faceapi.config import Settings
-from faceapi.domain.audit import Action, Actor, AuditEvent
-from faceapi.domain.clock import Clock, SystemClock
+from faceapi.bootstrap import UseCases
+from faceapi.domain.audit import Actor
 from faceapi.domain.collections import ConsentBasis, QualityFilter, valid_id
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Attributes
 from faceapi.entrypoints.cli.common import cli_container
-from faceapi.services.collection_lookup import resource
 from faceapi.services.collections import ConsentInput
-from faceapi.services.enroll import IndexFacesRequest, index_faces
-from faceapi.services.ports import BlobStore, FaceEngine, ImageDecoder, UnitOfWorkFactory
+from faceapi.services.enroll import IndexFacesRequest
 
 log = structlog.get_logger(__name__)
 
@@ -131,45 +127,35 @@ def sha256_file(path: Path) -> str:
 
 @dataclass
 class Importer:
-    """Imports one item at a time with the same services the API uses."""
+    """Imports one item at a time through the same use cases the API calls."""
 
     collection_id: str
     actor: Actor
-    engine: FaceEngine
-    uow: UnitOfWorkFactory
-    settings: Settings
-    decoder: ImageDecoder
+    use_cases: UseCases
+    max_image_bytes: int
     quality_filter: QualityFilter = QualityFilter.AUTO
     max_faces: int | None = None
     consent: ConsentInput | None = None
-    clock: Clock = field(default_factory=SystemClock)
-    # Where face crops go; by default the app's blob directory (settings.resolved_blob_dir).
-    blobs: BlobStore | None = None
 
     def __post_init__(self) -> None:
         self._consented: set[str] = set()
-        self._blobs: BlobStore = self.blobs or DirectoryBlobStore(
-            self.settings.resolved_blob_dir)
 
     def already_indexed(self, sha256: str) -> tuple[str, ...]:
-        uow = self.uow()
-        with uow:
-            return tuple(f.face_id for f in uow.faces.find_by_image(self.collection_id, sha256))
+        return self.use_cases.faces_of_image(self.collection_id, sha256)
 
     def _consent_for(self, subject_id: str) -> ConsentInput | None:
         # Record the batch's consent once per subject, not once per image.
         if self.consent is None or subject_id in self._consented:
             return None
-        uow = self.uow()
-        with uow:
-            existing = uow.consents.current(self.collection_id, subject_id)
-        return self.consent if existing is None else None
+        if self.use_cases.has_consent(self.collection_id, subject_id):
+            return None
+        return self.consent
 
     def run(self, item: ImportItem) -> Outcome:
         if item.problem is not None or item.subject_id is None:
             return Outcome("failed", reason=item.problem or "no_subject")
         try:
-            if item.path.stat().st_size > self.settings.max_image_bytes:
+            if item.path.stat().st_size > self.max_image_bytes:
                 return Outcome("failed", reason="image_too_large")
             sha = sha256_file(item.path)
             done = self.already_indexed(sha)
@@ -180,13 +166,12 @@ class Importer:
             return Outcome("failed", reason="unreadable")
         try:
             consent = self._consent_for(item.subject_id)
-            result = index_faces(
+            result = self.use_cases.index_faces(
                 IndexFacesRequest(collection_id=self.collection_id, image=data,
                                   subject_id=item.subject_id, max_faces=self.max_faces,
                                   quality_filter=self.quality_filter, consent=consent,
                                   attributes=Attributes.DEFAULT),
-                actor=self.actor, engine=self.engine, uow=self.uow(), clock=self.clock,
-                decoder=self.decoder, blobs=self._blobs)
+                actor=self.actor)
         except FaceApiError as exc:
             return Outcome("failed", reason=exc.code)
         if result.face_records:  # the consent (if any) was recorded with the faces
@@ -216,18 +201,6 @@ def import_items(items: list[ImportItem], importer: Importer, report: TextIO,
         report.flush()  # an interrupted run still leaves a report of what it did
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     return counts
-
-
-def audit_run(uow: UnitOfWorkFactory, actor: Actor, collection_id: str,
-              counts: dict[str, int]) -> None:
-    """One event summarising the run (each image's indexing has its own event)."""
-    unit = uow()
-    with unit:
-        unit.audit.append(AuditEvent(
-            action=Action.IMPORT_RUN, outcome="completed", actor=actor,
-            resource=resource(collection_id),
-            scores={f"{status}_count": n for status, n in sorted(counts.items())}))
-        unit.commit()
 
 
 def _shown(item: ImportItem | None) -> str | None:
@@ -264,18 +237,18 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
     if (consent_basis is None) != (consent_reference is None):
         raise click.UsageError("give --consent-basis and --consent-reference together")
     with cli_container() as container:
-        settings, store = container.settings, container.store
-        with store.read_uow() as uow:
-            if uow.collections.get(collection_id) is None:
-                raise click.ClickException(f"collection {collection_id!r} not found")
+        use_cases = container.use_cases
+        try:
+            use_cases.describe_collection(collection_id, actor=Actor.system("import"))
+        except FaceApiError as exc:
+            raise click.ClickException(f"collection {collection_id!r} not found") from exc
         items = plan(folder, subject_from="csv" if csv_file else subject_from,
                      csv_file=csv_file, file_column=file_column,
                      subject_column=subject_column)
         actor = Actor.system("import")
         importer = Importer(
-            collection_id=collection_id, actor=actor, engine=container.engine,
-            uow=store.uow, settings=settings, decoder=container.decoder,
-            blobs=container.blobs, clock=container.clock,
+            collection_id=collection_id, actor=actor, use_cases=use_cases,
+            max_image_bytes=container.settings.max_image_bytes,
             quality_filter=QualityFilter(quality_filter), max_faces=max_faces,
             consent=ConsentInput(ConsentBasis(consent_basis), consent_reference)
             if consent_basis and consent_reference else None)
@@ -289,6 +262,6 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
                 f"cannot write the report {report_path}: {exc.strerror}") from exc
         with report, bar:
             counts = import_items(items, importer, report, progress=iter(bar))
-        audit_run(store.uow, actor, collection_id, counts)
+        use_cases.record_import_run(collection_id, counts, actor=actor)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no files"
     click.echo(f"{summary}; report: {report_path}")
