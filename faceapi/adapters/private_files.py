@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -48,3 +49,18 @@ class PrivateFiles:
     def remove(self, path: Path) -> None:
         """Delete `path` if it exists."""
         path.unlink(missing_ok=True)
+
+
+def configured_or_created_key_file(configured: str, setting: str, default: Path,
+                                   new_key: Callable[[], bytes]) -> Path:
+    """The key file a setting names (which must exist: a typo must not silently start
+    with a fresh key), or `default`, created once from `new_key()` with mode 0600 and
+    hard-linked into place so workers starting together all end up with one key."""
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise FileNotFoundError(f"{setting}: no such file {path}")
+        return path
+    if not default.exists():
+        create_private_file_once(default, new_key())
+    return default

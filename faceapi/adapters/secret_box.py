@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from faceapi.adapters.private_files import create_private_file_once
+from faceapi.adapters.private_files import configured_or_created_key_file
 from faceapi.config import Settings
 
 KEY_FILE_NAME = "credentials.key"
@@ -89,13 +89,8 @@ def _parse_keys(path: Path) -> list[bytes]:
 def load_or_create_secret_box(settings: Settings) -> SecretBox:
     """The configured key file, or one generated into the data dir on first start
     (mode 0600, hard-linked into place so workers starting together share one key)."""
-    if settings.credentials_key_file:
-        path = Path(settings.credentials_key_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"FACEAPI_CREDENTIALS_KEY_FILE: no such file {path}")
-    else:
-        path = settings.data_dir / KEY_FILE_NAME
-        if not path.exists():
-            key = base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256))
-            create_private_file_once(path, key + b"\n")
+    path = configured_or_created_key_file(
+        settings.credentials_key_file, "FACEAPI_CREDENTIALS_KEY_FILE",
+        settings.data_dir / KEY_FILE_NAME,
+        lambda: base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)) + b"\n")
     return SecretBox(_parse_keys(path))

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from faceapi.adapters.private_files import create_private_file_once
+from faceapi.adapters.private_files import configured_or_created_key_file
 from faceapi.config import Settings
 from faceapi.domain.audit import Checkpoint
 from faceapi.domain.audit_chain import checkpoint_payload, key_id_of, public_key_pem
@@ -43,17 +42,12 @@ def load_or_create_signing_key(settings: Settings) -> Ed25519PrivateKey:
 
     Generation writes a temporary file (mode 0600) and hard-links it into place, so
     several workers starting at once all end up with the same complete key."""
-    if settings.audit_signing_key:
-        path = Path(settings.audit_signing_key)
-        if not path.is_file():
-            raise FileNotFoundError(f"FACEAPI_AUDIT_SIGNING_KEY: no such file {path}")
-    else:
-        path = settings.data_dir / KEY_FILE_NAME
-        if not path.exists():
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption())
-            create_private_file_once(path, pem)
+    path = configured_or_created_key_file(
+        settings.audit_signing_key, "FACEAPI_AUDIT_SIGNING_KEY",
+        settings.data_dir / KEY_FILE_NAME,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")
