@@ -1,5 +1,5 @@
 """Does the orientation search lose faces when its turned passes upsample one step
-less than the upright pass (faceapi/engines/local/detection.py)?
+less than the upright pass (faceapi/adapters/engines/local/detection.py)?
 
 For every image of the shared set that shows no face upright, the three turned passes
 run at upsample 1 and at upsample 0; the table gives what each found and its time.
