@@ -15,13 +15,14 @@ from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from faceapi.adapters import health
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
 from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.policy_files import load_policies
 from faceapi.adapters.private_files import PrivateFiles
 from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
-from faceapi.adapters.signing_keys import CheckpointSigner
+from faceapi.adapters.signing_keys import CheckpointSigner, signing_key_path
 from faceapi.adapters.store import Store
 from faceapi.config import Settings
 from faceapi.domain import access
@@ -150,8 +151,15 @@ class UseCases:
     def readiness(self) -> dict[str, tuple[bool, str]]:
         """What /readyz reports: the engine says whether it can serve; the store runs a
         real query (the schema revision), so an unreachable database or an unmigrated
-        schema is not ready."""
-        return {"engine": self._c.engine.ready(), "store": self._store_ready()}
+        schema is not ready; Redis answers PING (when configured); the blob directory
+        takes a small file; the audit signing key file reads."""
+        settings = self._c.settings
+        checks = {"engine": self._c.engine.ready(), "store": self._store_ready(),
+                  "blobs": health.directory_writable(settings.resolved_blob_dir),
+                  "signing_key": health.signing_key_readable(signing_key_path(settings))}
+        if settings.redis_url:
+            checks["redis"] = health.redis_answers(settings.redis_url)
+        return checks
 
     def _store_ready(self) -> tuple[bool, str]:
         try:
@@ -456,5 +464,8 @@ class UseCases:
 
 def bootstrap(settings: Settings | None = None, *, engine: FaceEngine | None = None,
               clock: Clock | None = None) -> Container:
-    """The adapters for one process: the web app's or one CLI command's."""
-    return Container(settings or Settings.from_env(), engine=engine, clock=clock)
+    """The adapters for one process: the web app's or one CLI command's. In production
+    the keys must come from outside the data directory (ConfigError says how)."""
+    settings = settings or Settings.from_env()
+    settings.require_production_keys()
+    return Container(settings, engine=engine, clock=clock)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,6 +36,12 @@ class CheckpointSigner:
     @property
     def public_key_pem(self) -> str:
         return public_key_pem(self.public_key)
+
+
+def signing_key_path(settings: Settings) -> Path:
+    """Where the audit signing key is read from: the configured file, or the data dir's."""
+    return Path(settings.audit_signing_key) if settings.audit_signing_key \
+        else settings.data_dir / KEY_FILE_NAME
 
 
 def load_or_create_signing_key(settings: Settings) -> Ed25519PrivateKey:

@@ -24,8 +24,9 @@ def healthz() -> Any:
 @blp.response(200, HealthSchema)
 @blp.alt_response(503, schema=HealthSchema, description="not ready; checks say why")
 def readyz() -> Any:
-    """Readiness: the engine and the store can serve requests (the store answers a real
-    query); a failing check makes it 503 and says which one and why."""
+    """Readiness: the engine, the store (a real query, schema at head), Redis when
+    configured, the blob directory and the signing key; a failing check makes it 503 and
+    says which one and why."""
     results = use_cases().readiness()
     checks = {name: why for name, (_, why) in results.items()}
     ok = all(passed for passed, _ in results.values())
