@@ -96,6 +96,8 @@ class Settings:
     # client cannot spoof its address for rate limits or claim HTTPS.
     proxy_hops: int = 0
     secret_key: str = ""  # console session signing; default generated in data_dir
+    # Or a file holding it (a mounted secret: Compose secrets, Kubernetes Secret volumes).
+    secret_key_file: str = ""
     # Path to the server key that seals stored SigV4 secrets (faceapi/adapters/secret_box.py);
     # default generated in data_dir as credentials.key.
     credentials_key_file: str = ""
@@ -122,6 +124,41 @@ class Settings:
             raise ConfigError("FACEAPI_MAX_DECODED_BYTES: must be at least 1024")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
+
+    def require_production_keys(self) -> None:
+        """In production, refuse to start unless the audit signing key, the SigV4
+        credentials key and the console secret key come from outside the data
+        directory: a key kept next to the data it protects (the audit chain, sealed
+        secrets) is lost, copied or restored together with it. Other envs: no check."""
+        if self.env != "production":
+            return
+        data_dir = self.data_dir.resolve()
+        problems = []
+        for setting, value, what, how in (
+            ("FACEAPI_AUDIT_SIGNING_KEY", self.audit_signing_key,
+             "the audit signing key (a PEM Ed25519 private key)",
+             "openssl genpkey -algorithm ed25519 -out audit_signing_key.pem"),
+            ("FACEAPI_CREDENTIALS_KEY_FILE", self.credentials_key_file,
+             "the key that seals stored SigV4 secrets (a line of base64, 32 bytes)",
+             "openssl rand -base64 32 | tr '+/' '-_' > credentials.key"),
+            ("FACEAPI_SECRET_KEY_FILE", self.secret_key_file,
+             "the console session key (or set FACEAPI_SECRET_KEY)",
+             "openssl rand -base64 48 > console_secret_key"),
+        ):
+            if setting == "FACEAPI_SECRET_KEY_FILE" and self.secret_key and not value:
+                continue
+            if not value:
+                problems.append(
+                    f"{setting} is not set: in production {what} must be a file outside "
+                    f"the data directory {data_dir}; make one (`{how}`), keep it in your "
+                    f"secret store and set {setting} to its mounted path")
+            elif Path(value).resolve().is_relative_to(data_dir):
+                problems.append(
+                    f"{setting}={value} is inside the data directory {data_dir}: in "
+                    f"production {what} must live outside it (a mounted secret); move it "
+                    f"and set {setting} to the new path")
+        if problems:
+            raise ConfigError("refusing to start in production: " + "; ".join(problems))
 
     @property
     def resolved_log_format(self) -> str:

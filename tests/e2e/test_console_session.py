@@ -17,6 +17,7 @@ from faceapi.entrypoints.web.app import create_app
 from faceapi.entrypoints.web.console.session import SIGNING_FILE_NAME, load_or_create_secret_key
 from faceapi.services import keys
 from tests.fakes import FakeClock, FakeEngine
+from tests.support.production_keys import write_production_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +120,8 @@ def test_console_pages_answer_html_not_json_errors(console_app: Flask, clock: Fa
 
 
 def test_the_cookie_is_always_secure_in_production(tmp_path: Path) -> None:
-    settings = Settings(env="production", data_dir=tmp_path / "data", log_format="json")
+    settings = Settings(env="production", data_dir=tmp_path / "data", log_format="json",
+                        **write_production_keys(tmp_path / "secrets"))
     app = create_app(settings, engine=FakeEngine(), clock=FakeClock())
     cookie = app.test_client().get("/console/signin").headers["Set-Cookie"]
     assert "Secure" in cookie

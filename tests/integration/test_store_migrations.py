@@ -109,8 +109,10 @@ def test_a_production_app_on_an_unmigrated_postgresql_refuses_to_start(
         pytest.skip("SQLite apps migrate themselves on start; runs in the PostgreSQL pass")
     from faceapi.entrypoints.web.app import create_app
     from tests.fakes import FakeEngine
+    from tests.support.production_keys import write_production_keys
 
-    production = settings.with_overrides(env="production")
+    production = settings.with_overrides(
+        env="production", **write_production_keys(settings.data_dir.parent / "secrets"))
     with pytest.raises(RuntimeError, match="faceapi db upgrade"):
         create_app(production, engine=FakeEngine())
 

@@ -38,6 +38,11 @@ def load_or_create_secret_key(settings: Settings) -> str:
     can read it (whoever holds it can mint console sessions)."""
     if settings.secret_key:
         return settings.secret_key
+    if settings.secret_key_file:
+        key = Path(settings.secret_key_file).read_text(encoding="ascii").strip()
+        if not key:
+            raise ValueError(f"FACEAPI_SECRET_KEY_FILE: {settings.secret_key_file} is empty")
+        return key
     path = settings.data_dir / SIGNING_FILE_NAME
     if not path.exists():
         create_private_file_once(path, secrets.token_urlsafe(48).encode("ascii"))
