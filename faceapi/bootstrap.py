@@ -44,6 +44,7 @@ from faceapi.services import enroll as enroll_svc
 from faceapi.services import erase as erase_svc
 from faceapi.services import keys as keys_svc
 from faceapi.services import lockout as lockout_svc
+from faceapi.services import retention as retention_svc
 from faceapi.services import review as review_svc
 from faceapi.services import search as search_svc
 from faceapi.services import sigv4 as sigv4_svc
@@ -61,6 +62,7 @@ from faceapi.services.ports import (
     SubjectEraser,
     remote_collections,
 )
+from faceapi.services.retention import DecisionPseudonymiser
 from faceapi.services.review import ReviewEvidenceEraser
 
 
@@ -116,10 +118,11 @@ class Container:
     @cached_property
     def erasers(self) -> tuple[SubjectEraser, ...]:
         """What a subject's erasure (and a collection's deletion) also deletes: review
-        evidence and lockout state, enrolled-face crops, and the engine's own copy of
-        the faces when it keeps them (Rekognition)."""
+        evidence and lockout state, enrolled-face crops, the subject's ids in decision
+        rows, and the engine's own copy of the faces when it keeps them (Rekognition)."""
         erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(self.blobs, self.clock),
-                                              FaceCropEraser(self.blobs))
+                                              FaceCropEraser(self.blobs),
+                                              DecisionPseudonymiser())
         remote = remote_collections(self.engine)
         if remote is not None:
             erasers = (*erasers, RemoteFacesEraser(self.engine, remote))
@@ -286,6 +289,12 @@ class UseCases:
         """Expire overdue reviews and purge evidence past retention: (expired, purged)."""
         c = self._c
         return review_svc.sweep(uow=c.store.uow(), blobs=c.blobs, clock=c.clock)
+
+    def run_retention(self) -> retention_svc.RetentionReport:
+        """Delete decision rows past their policy's decision_retention_days, audited."""
+        c = self._c
+        return retention_svc.run_retention(uow=c.store.uow(), policies=c.policies,
+                                           clock=c.clock, actor=Actor.system("retention"))
 
     # --- Collections, faces, subjects, consent ------------------------------------------
 

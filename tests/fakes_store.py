@@ -30,7 +30,14 @@ from faceapi.domain.collections import (
     StoredFace,
     Subject,
 )
-from faceapi.domain.decisions import AlreadyVoted, Decision, Review, ReviewStatus, ReviewVote
+from faceapi.domain.decisions import (
+    AlreadyVoted,
+    Decision,
+    Review,
+    ReviewStatus,
+    ReviewVote,
+    pseudonymised,
+)
 from faceapi.domain.errors import FaceApiError, NotFound
 from faceapi.domain.lockout import LockoutKey, LockoutState
 from faceapi.services.ports import SearchHit
@@ -254,6 +261,43 @@ class FakeDecisionsRepo(_Repo):
             self._s.decisions[decision.id] = replace(
                 stored, outcome=decision.outcome, reasons=tuple(decision.reasons),
                 matched_face_id=decision.matched_face_id, decided_at=decision.decided_at)
+
+    def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
+        changed = 0
+        for decision in list(self._s.decisions.values()):
+            if decision.collection_id != collection_id:
+                continue
+            candidates = pseudonymised(decision.candidates, subject_id)
+            erased_faces = {c.face_id for c in decision.candidates} - {
+                c.face_id for c in candidates}
+            own = decision.subject_id is not None and (
+                subject_id is None or decision.subject_id == subject_id)
+            matched = None if decision.matched_face_id in erased_faces or own \
+                else decision.matched_face_id
+            new = replace(decision, subject_id=None if own else decision.subject_id,
+                          matched_face_id=matched, candidates=candidates)
+            if new != decision:
+                self._changed("decisions")
+                self._s.decisions[decision.id] = new
+                changed += 1
+        return changed
+
+    def policy_names(self) -> list[str]:
+        return sorted({d.policy_name for d in self._s.decisions.values()})
+
+    def delete_before(self, policy_name: str, before: datetime) -> int:
+        held = {r.id for r in self._s.reviews.values() if not r.evidence_purged}
+        gone = [d for d in self._s.decisions.values()
+                if d.policy_name == policy_name and d.created_at is not None
+                and d.created_at < before and d.review_id not in held]
+        for decision in gone:
+            self._changed("decisions")
+            del self._s.decisions[decision.id]
+            # SQL: reviews.decision_id ON DELETE CASCADE, and votes with the review.
+            for review in [r for r in self._s.reviews.values() if r.decision_id == decision.id]:
+                del self._s.reviews[review.id]
+                self._s.votes.pop(review.id, None)
+        return len(gone)
 
 
 def _in_scope(review: Review, collection_ids: Sequence[str] | None,

@@ -23,6 +23,7 @@ from marshmallow import (
 
 from faceapi.config import ConfigError, Settings
 from faceapi.domain.policies import (
+    DEFAULT_DECISION_RETENTION_DAYS,
     KNOWN_ATTRIBUTES,
     HumanReview,
     InvalidPolicyBinding,
@@ -108,6 +109,8 @@ class PolicySchema(_Strict):
     human_review = fields.Nested(HumanReviewSchema, required=True)
     lockout = fields.Nested(LockoutSchema, load_default=None, allow_none=True)
     retention_days = fields.Integer(load_default=30, validate=validate.Range(min=0, max=3650))
+    decision_retention_days = fields.Integer(load_default=DEFAULT_DECISION_RETENTION_DAYS,
+                                             validate=validate.Range(min=1, max=3650))
     attributes = fields.List(fields.String(validate=validate.OneOf(KNOWN_ATTRIBUTES)),
                              load_default=["BoundingBox", "Confidence"])
 

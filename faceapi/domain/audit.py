@@ -49,6 +49,7 @@ class Action(StrEnum):
     AUDIT_EXPORT = "audit.export"
     AUDIT_VERIFY = "audit.verify"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    RETENTION_RUN = "retention.run"
 
 
 ROLES = frozenset({"app", "operator", "reviewer", "auditor", "admin", "system", "none"})

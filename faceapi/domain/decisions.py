@@ -106,6 +106,15 @@ class Candidate:
     similarity: float
 
 
+def pseudonymised(candidates: tuple[Candidate, ...],
+                  subject_id: str | None) -> tuple[Candidate, ...]:
+    """The candidates with an erased subject's (None: every subject's) face and subject
+    ids blanked to "", their similarities kept."""
+    return tuple(Candidate(face_id="", subject_id="", similarity=c.similarity)
+                 if c.subject_id and (subject_id is None or c.subject_id == subject_id)
+                 else c for c in candidates)
+
+
 @dataclass(frozen=True)
 class Proposal:
     """What the policy makes of a comparison, before anything is stored."""

@@ -88,6 +88,11 @@ class Lockout:
     max_delay_seconds: float = 3600.0
 
 
+# Decision rows (outcome, scores, ids; never an image) are deleted this long after they
+# were made (`faceapi retention run`), unless a policy says otherwise.
+DEFAULT_DECISION_RETENTION_DAYS = 365
+
+
 @dataclass(frozen=True)
 class Policy:
     """One use case's rule. See docs/policies.md for every field."""
@@ -104,6 +109,7 @@ class Policy:
     human_review: HumanReview = field(default_factory=HumanReview)
     lockout: Lockout | None = None
     retention_days: int = 30  # review evidence kept this long after the review ends
+    decision_retention_days: int = DEFAULT_DECISION_RETENTION_DAYS  # decision rows kept
     attributes: tuple[str, ...] = ("BoundingBox", "Confidence")
 
     def __post_init__(self) -> None:

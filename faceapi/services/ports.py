@@ -193,6 +193,21 @@ class DecisionsRepo(Protocol):
         """Store a decision's final outcome, reasons, matched face and time."""
         ...
 
+    def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
+        """Remove an erased subject's ids (None: every subject of the collection) from
+        the collection's decisions: the subject, the matched face, and the candidates
+        naming it (their face and subject ids become ""). Returns the rows changed."""
+        ...
+
+    def policy_names(self) -> list[str]:
+        """Every policy name some stored decision was made under."""
+        ...
+
+    def delete_before(self, policy_name: str, before: datetime) -> int:
+        """Delete the policy's decisions made before `before`, except those whose review
+        still holds evidence (review retention purges it first). Returns the count."""
+        ...
+
 
 class ReviewsRepo(Protocol):
     def add(self, review: Review) -> None:

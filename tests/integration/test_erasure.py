@@ -14,7 +14,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from faceapi.adapters.store.tables import audit_events, consents, faces, lockouts, reviews, subjects
+from faceapi.adapters.store.tables import (
+    audit_events,
+    consents,
+    decisions,
+    faces,
+    lockouts,
+    reviews,
+    subjects,
+)
 from faceapi.domain.collections import embedding_to_bytes
 from faceapi.services.ports import ErasedData, UnitOfWork
 from tests.conftest import HeadersFactory, solid_image
@@ -147,6 +155,27 @@ def test_the_erasure_is_audited_with_the_subject_id_and_counts_only(
     assert "form-7" not in json.dumps([str(v) for v in event])  # the consent reference
 
 
+@pytest.mark.usefixtures("alice_everywhere")
+def test_the_erasure_pseudonymises_the_subjects_decisions_in_its_transaction(
+        app: Flask, client: FlaskClient, operator: dict[str, str]) -> None:
+    alice_decisions = {row.id for row in rows(app, decisions, "alice")}
+    assert len(alice_decisions) == 2  # identity_check pending, login no_match
+    response = client.delete("/v1/collections/watch/subjects/alice", headers=operator)
+    body = response.get_json()
+    assert body["DeletedOther"]["decisions_pseudonymised"] == 2
+    d = app.extensions["faceapi"]
+    with d.store.engine.connect() as conn:
+        kept = conn.execute(select(decisions).where(decisions.c.id.in_(alice_decisions))).all()
+        event = conn.execute(select(audit_events)
+                             .where(audit_events.c.id == body["AuditEventId"])).one()
+    assert len(kept) == 2  # the rows stay for reporting, without the subject
+    for row in kept:
+        assert row.subject_id is None
+        assert row.matched_face_id is None
+        assert "alice" not in row.candidates
+    assert json.loads(event.scores)["decisions_pseudonymised_count"] == 2
+
+
 @pytest.mark.usefixtures("enrolled")
 def test_other_subjects_are_untouched(app: Flask, client: FlaskClient,
                                       operator: dict[str, str]) -> None:
@@ -197,7 +226,8 @@ def test_a_failure_during_erasure_leaves_everything_as_it_was(
         raise RuntimeError("disk on fire")
 
     d = app.extensions["faceapi"]
-    before = {t.name: rows(app, t, "alice") for t in (faces, subjects, consents, lockouts)}
+    before = {t.name: rows(app, t, "alice")
+              for t in (faces, subjects, consents, lockouts, decisions)}
     files = blob_files(app)
     with d.store.engine.connect() as conn:
         events = len(conn.execute(select(audit_events.c.seq)).all())
@@ -205,8 +235,9 @@ def test_a_failure_during_erasure_leaves_everything_as_it_was(
     assert any(p.parent.name == "watch" for p in files)  # the enrolled-face crops
     response = client.delete("/v1/collections/watch/subjects/alice", headers=operator)
     assert response.status_code == 500
-    assert {t.name: rows(app, t, "alice") for t in (faces, subjects, consents, lockouts)} \
-        == before
+    assert {t.name: rows(app, t, "alice")
+            for t in (faces, subjects, consents, lockouts, decisions)} == before
+    assert len(before["decisions"]) == 2
     assert blob_files(app) == files
     with d.store.engine.connect() as conn:
         assert len(conn.execute(select(audit_events.c.seq)).all()) == events
@@ -216,6 +247,6 @@ def test_a_failure_during_erasure_leaves_everything_as_it_was(
 def test_deleting_the_collection_also_erases_review_evidence_and_lockouts(
         app: Flask, client: FlaskClient, operator: dict[str, str]) -> None:
     assert client.delete("/v1/collections/watch", headers=operator).status_code == 200
-    for table in (faces, subjects, consents, lockouts):
+    for table in (faces, subjects, consents, lockouts, decisions):
         assert rows(app, table, "alice") == [], table.name
     assert blob_files(app) == []

@@ -25,6 +25,7 @@ from faceapi.domain.decisions import (
     ReviewStatus,
     ReviewVote,
     Vote,
+    pseudonymised,
 )
 from faceapi.domain.lockout import LockoutKey, LockoutState
 
@@ -94,6 +95,42 @@ class SqlDecisionsRepo:
         self._conn.execute(update(decisions).where(decisions.c.id == decision.id).values(
             outcome=decision.outcome.value, reasons=json.dumps(list(decision.reasons)),
             matched_face_id=decision.matched_face_id, decided_at=decision.decided_at))
+
+    def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
+        stmt = select(decisions.c.id, decisions.c.subject_id, decisions.c.candidates,
+                      decisions.c.matched_face_id).where(
+            decisions.c.collection_id == collection_id)
+        if subject_id is not None:
+            # The candidates' JSON is written with sort_keys and no spaces (_dump_candidates).
+            named = '"subject_id":' + json.dumps(subject_id)
+            stmt = stmt.where(or_(decisions.c.subject_id == subject_id,
+                                  decisions.c.candidates.contains(named, autoescape=True)))
+        changed = 0
+        for row in self._conn.execute(stmt).all():
+            old = _load_candidates(row.candidates)
+            new = pseudonymised(old, subject_id)
+            erased_faces = {c.face_id for c in old} - {c.face_id for c in new}
+            own = row.subject_id is not None and (subject_id is None
+                                                  or row.subject_id == subject_id)
+            matched = None if row.matched_face_id in erased_faces or own \
+                else row.matched_face_id
+            if not own and matched == row.matched_face_id and new == old:
+                continue
+            self._conn.execute(update(decisions).where(decisions.c.id == row.id).values(
+                subject_id=None if own else row.subject_id, matched_face_id=matched,
+                candidates=_dump_candidates(new)))
+            changed += 1
+        return changed
+
+    def policy_names(self) -> list[str]:
+        return list(self._conn.execute(select(decisions.c.policy_name).distinct()).scalars())
+
+    def delete_before(self, policy_name: str, before: datetime) -> int:
+        evidence_held = select(reviews.c.id).where(reviews.c.evidence_purged.is_(False))
+        stmt = delete(decisions).where(
+            decisions.c.policy_name == policy_name, decisions.c.created_at < before,
+            or_(decisions.c.review_id.is_(None), decisions.c.review_id.not_in(evidence_held)))
+        return int(self._conn.execute(stmt).rowcount)
 
 
 def _vote(row: Row[Any]) -> ReviewVote:

@@ -1,5 +1,5 @@
 """The `faceapi` command: the click group. Each command group is a module of this
-package (audit, collections, db, imports, keys, policies, reviews), registered here;
+package (audit, collections, db, imports, keys, policies, retention, reviews), registered here;
 each command takes its adapters from the composition root (common.py, bootstrap.py)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from faceapi.entrypoints.cli.db import db
 from faceapi.entrypoints.cli.imports import import_cmd
 from faceapi.entrypoints.cli.keys import keys
 from faceapi.entrypoints.cli.policies import policies
+from faceapi.entrypoints.cli.retention import retention
 from faceapi.entrypoints.cli.reviews import reviews
 
 
@@ -29,6 +30,7 @@ cli.add_command(policies)
 cli.add_command(import_cmd)
 cli.add_command(collections)
 cli.add_command(reviews)
+cli.add_command(retention)
 
 
 def main() -> None:

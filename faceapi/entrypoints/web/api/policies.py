@@ -54,6 +54,8 @@ class PolicySchema(Schema):
     lockout = fields.Nested(LockoutSchema, allow_none=True)
     retention_days = fields.Integer(
         metadata={"description": "days review evidence is kept after the review ends"})
+    decision_retention_days = fields.Integer(
+        metadata={"description": "days decision rows are kept after they were made"})
     attributes = fields.List(fields.String())
 
 
