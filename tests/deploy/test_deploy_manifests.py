@@ -84,6 +84,9 @@ def test_the_base_has_every_piece_a_production_deployment_needs() -> None:
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert api["resources"]["requests"]["memory"]
+    scheduled = {" ".join(d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+                          ["command"]) for d in kinds["CronJob"]}
+    assert {"faceapi reviews sweep", "faceapi retention run"} <= scheduled
     for secret in kinds["Secret"]:  # templates only: nothing that looks like a real key
         for value in secret["stringData"].values():
             assert "PLACEHOLDER" in value
@@ -138,6 +141,7 @@ def test_compose_runs_the_migration_the_api_the_sweeper_and_documents_the_first_
     assert {"db", "redis", "migrate", "api", "sweeper", "bootstrap"} <= set(services)
     assert "faceapi db upgrade" in " ".join(services["migrate"]["command"])
     assert "faceapi reviews sweep" in " ".join(services["sweeper"]["command"])
+    assert "faceapi retention run" in " ".join(services["sweeper"]["command"])
     assert "faceapi keys bootstrap" in " ".join(services["bootstrap"]["command"])
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     api_waits_for = services["api"]["depends_on"]
