@@ -19,6 +19,7 @@ from faceapi.adapters import health
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
 from faceapi.adapters.images import PillowImageDecoder
+from faceapi.adapters.metrics import PrometheusMetrics, TimedDecoder, TimedEngine, TimedIndex
 from faceapi.adapters.policy_files import load_policies
 from faceapi.adapters.private_files import PrivateFiles
 from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
@@ -57,6 +58,8 @@ from faceapi.services.ports import (
     BlobStore,
     FaceEngine,
     ImageDecoder,
+    Metrics,
+    NullMetrics,
     SearchIndex,
     SecretFileWriter,
     SubjectEraser,
@@ -88,8 +91,18 @@ class Container:
         return self.store.signer
 
     @cached_property
+    def metrics(self) -> Metrics:
+        """Prometheus (summed over gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set),
+        or nothing when FACEAPI_METRICS_ENABLED=false."""
+        if not self.settings.metrics_enabled:
+            return NullMetrics()
+        return PrometheusMetrics.from_environment(self.store)
+
+    @cached_property
     def engine(self) -> FaceEngine:
-        return build_engine(self.settings)
+        """The configured engine, its stages timed; an engine passed in (a test's fake)
+        is used as given."""
+        return TimedEngine(build_engine(self.settings), self.metrics)
 
     @cached_property
     def policies(self) -> PolicySet:
@@ -99,7 +112,7 @@ class Container:
     @cached_property
     def decoder(self) -> ImageDecoder:
         """Image intake under the configured byte, pixel and decode limits."""
-        return PillowImageDecoder(self.settings)
+        return TimedDecoder(PillowImageDecoder(self.settings), self.metrics)
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -113,7 +126,8 @@ class Container:
     @cached_property
     def index(self) -> SearchIndex:
         """This process's copy of the collections' descriptors."""
-        return BruteForceIndex(StoreIndexSource(self.store.read_uow), self.engine.similarity)
+        return TimedIndex(BruteForceIndex(StoreIndexSource(self.store.read_uow),
+                                          self.engine.similarity), self.metrics)
 
     @cached_property
     def erasers(self) -> tuple[SubjectEraser, ...]:
@@ -205,31 +219,40 @@ class UseCases:
     def verify(self, req: verify_svc.VerifyRequest, *, actor: Actor,
                request_id: str | None = None) -> Decision:
         c = self._c
-        return verify_svc.verify(req, actor=actor, engine=c.engine, uow=c.store.uow(),
-                                 policies=c.policies, clock=c.clock, blobs=c.blobs,
-                                 decoder=c.decoder, request_id=request_id)
+        return self._counted(verify_svc.verify(
+            req, actor=actor, engine=c.engine, uow=c.store.uow(), policies=c.policies,
+            clock=c.clock, blobs=c.blobs, decoder=c.decoder, request_id=request_id))
 
     def compare_under_policy(self, req: verify_svc.CompareRequest, *, actor: Actor,
                              request_id: str | None = None) -> Decision:
         c = self._c
-        return verify_svc.compare_under_policy(
+        return self._counted(verify_svc.compare_under_policy(
             req, actor=actor, engine=c.engine, uow=c.store.uow(), policies=c.policies,
-            clock=c.clock, blobs=c.blobs, decoder=c.decoder, request_id=request_id)
+            clock=c.clock, blobs=c.blobs, decoder=c.decoder, request_id=request_id))
 
     def search(self, req: search_svc.SearchRequest, *, actor: Actor,
                request_id: str | None = None) -> search_svc.SearchResult:
         c = self._c
-        return search_svc.search(req, actor=actor, engine=c.engine, uow=c.store.uow(),
-                                 index=c.index, policies=c.policies, clock=c.clock,
-                                 blobs=c.blobs, decoder=c.decoder, request_id=request_id)
+        result = search_svc.search(req, actor=actor, engine=c.engine, uow=c.store.uow(),
+                                   index=c.index, policies=c.policies, clock=c.clock,
+                                   blobs=c.blobs, decoder=c.decoder, request_id=request_id)
+        self._counted(result.decision)
+        return result
 
     def search_by_face(self, req: search_svc.SearchByFaceRequest, *, actor: Actor,
                        request_id: str | None = None) -> search_svc.SearchResult:
         c = self._c
-        return search_svc.search_by_face(req, actor=actor, engine=c.engine,
-                                         uow=c.store.uow(), index=c.index,
-                                         policies=c.policies, clock=c.clock, blobs=c.blobs,
-                                         request_id=request_id)
+        result = search_svc.search_by_face(req, actor=actor, engine=c.engine,
+                                           uow=c.store.uow(), index=c.index,
+                                           policies=c.policies, clock=c.clock, blobs=c.blobs,
+                                           request_id=request_id)
+        self._counted(result.decision)
+        return result
+
+    def _counted(self, decision: Decision) -> Decision:
+        self._c.metrics.count_decision(decision.kind.value, decision.policy_name,
+                                       decision.outcome.value)
+        return decision
 
     def bound_search_policy(self, collection_id: str, *, actor: Actor) -> Policy:
         """The policy a search on the collection decides under when the caller names

@@ -101,6 +101,11 @@ class Settings:
     # Path to the server key that seals stored SigV4 secrets (faceapi/adapters/secret_box.py);
     # default generated in data_dir as credentials.key.
     credentials_key_file: str = ""
+    # /metrics (docs/operations.md, "Metrics"): on by default, for keys of the roles in
+    # faceapi/domain/access.py; with a bind address ("127.0.0.1:9100") gunicorn also
+    # listens there and /metrics answers on it without a key (and nothing else does).
+    metrics_enabled: bool = True
+    metrics_bind: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +129,10 @@ class Settings:
             raise ConfigError("FACEAPI_MAX_DECODED_BYTES: must be at least 1024")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
+        host, _, port = self.metrics_bind.rpartition(":")
+        if self.metrics_bind and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"FACEAPI_METRICS_BIND: expected host:port (127.0.0.1:9100), "
+                              f"got {self.metrics_bind!r}")
 
     def require_production_keys(self) -> None:
         """In production, refuse to start unless the audit signing key, the SigV4

@@ -82,6 +82,10 @@ PERMISSIONS: dict[str, Rule] = {
     "api-docs.openapi_json": Access.PUBLIC,
     # Flask's own static route; the app serves no files there.
     "static": Access.PUBLIC,
+    # Prometheus metrics: counts and timings by route, stage, policy and outcome, no
+    # personal data; the compliance readers and admins. A scraper that should hold no
+    # key uses the separate metrics address instead (FACEAPI_METRICS_BIND).
+    "metrics.scrape": frozenset({AUDITOR, ADMIN}),
     # Engine facts reveal the model version only: any key may read them.
     "system.engine_info": ALL_ROLES,
     # Stateless analysis: apps, and operators checking an image before enrolling it.

@@ -650,3 +650,44 @@ def remote_collections(engine: FaceEngine) -> FaceCollections | None:
     collection services then index, search and delete through this port and keep only
     ids, boxes and subjects in our store. None when descriptors live in our store."""
     return engine if isinstance(engine, FaceCollections) else None
+
+
+# --- Metrics ---------------------------------------------------------------------------
+
+@runtime_checkable
+class Metrics(Protocol):
+    """Counters and timings for operators (Prometheus in adapters/metrics.py). Labels are
+    names of routes, stages, policies and outcomes only: never an image, a descriptor,
+    a subject or a key."""
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One HTTP request answered (route is the URL rule, never the raw path)."""
+        ...
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """Time spent in one engine stage: decode, detect, embed, compare or search."""
+        ...
+
+    def count_decision(self, kind: str, policy: str, outcome: str) -> None:
+        """A decision was taken (its first outcome, pending_review included)."""
+        ...
+
+    def count_rate_limited(self, route: str) -> None:
+        """A request refused by a rate limit (429)."""
+        ...
+
+
+class NullMetrics:
+    """Metrics that go nowhere (FACEAPI_METRICS_ENABLED=false, tests that want none)."""
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        return None
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        return None
+
+    def count_decision(self, kind: str, policy: str, outcome: str) -> None:
+        return None
+
+    def count_rate_limited(self, route: str) -> None:
+        return None

@@ -32,6 +32,7 @@ from faceapi.entrypoints.web.api import (
 )
 from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, refuse_deep_json
 from faceapi.entrypoints.web.logging import bind_request, configure_logging, new_request_id
+from faceapi.entrypoints.web.metrics import init_metrics
 from faceapi.services.ports import FaceEngine
 
 log = structlog.get_logger(__name__)
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     console.init_app(app, settings)
     errors.register_error_handlers(app)
     _register_request_logging(app)
+    # Before the rate limiter and authentication: see entrypoints/web/metrics.py.
+    init_metrics(app, container)
     # Access control last: rate limit per address, authenticate, then rate limit per
     # verified key (see api/limits.py for why this order).
     limits.init_limiter(app, settings)
