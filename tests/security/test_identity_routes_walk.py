@@ -51,6 +51,9 @@ NOT_REVEALING = {
     "static": "Flask's static route; serves no files",
     "system.healthz": "probe", "system.readyz": "probe", "system.docs_page": "docs page",
     "system.engine_info": "engine name and model version",
+    "metrics.scrape": "aggregate counts by route, policy and outcome, no subject, face, "
+                      "collection or key id (tests/integration/test_metrics.py checks labels); "
+                      "a consequential policy's decisions all count as pending_review",
     "faces.detect_faces": "faces in the caller's own image; no collection",
     "faces.compare_faces": "two images the caller sent; no collection",
     "verify.compare_pair": "two images the caller sent, under a compare policy; no "
