@@ -111,6 +111,15 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     limits.init_key_limits(app, settings)
     # Before any view parses a body (webargs, Flask, the emulator): see api/deps.py.
     app.before_request(refuse_deep_json)
+    metrics_rule = next((r for r in app.url_map.iter_rules()
+                         if r.endpoint == "metrics.scrape"), None)
+    if metrics_rule is not None:  # served outside flask-smorest: described here
+        api.spec.path(rule=metrics_rule, operations={"get": {
+            "summary": "Prometheus metrics, summed over the workers (docs/operations.md)",
+            "tags": ["system"],
+            "responses": {"200": {"description": "Prometheus text exposition format",
+                                  "content": {"text/plain": {}}},
+                          "404": {"description": "metrics are switched off"}}}})
     auth.document_security(api, app)
     log.info("app_created", engine=engine.name, model_version=engine.model_version,
              env=settings.env)

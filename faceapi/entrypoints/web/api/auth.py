@@ -242,6 +242,14 @@ SECURITY_SCHEME = "bearerAuth"
 _CONVERTER_RE = re.compile(r"<(?:[a-z_]+(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>")
 
 
+# One description for every 403: the error body's code says which rule refused.
+_FORBIDDEN_DESCRIPTION = (
+    "refused: the key's role may not call this (`forbidden`), or a rule of the request "
+    "refuses it, e.g. the policy is not bound to the collection (`policy_not_bound`), the "
+    "key may not use the policy, or the two-person rule (`reviewer_is_requester`, "
+    "`owner_already_voted`)")
+
+
 def document_security(api: Any, app: Flask) -> None:
     """Put the bearer scheme and each operation's roles into /openapi.json, from the
     same table the hook enforces. Call last in create_app, after every blueprint."""
@@ -275,5 +283,9 @@ def document_security(api: Any, app: Flask) -> None:
             responses = operation.setdefault("responses", {})
             responses.setdefault("401", {"description": "missing, invalid, revoked or "
                                                         "expired API key"})
-            responses.setdefault("403", {"description": "the key's role may not call this"})
+            responses.setdefault("403", {"description": _FORBIDDEN_DESCRIPTION})
             responses.setdefault("429", {"description": "rate limit exceeded; see Retry-After"})
+            if "requestBody" in operation:
+                # The nesting guard (api/deps.py) answers before any parser on every body.
+                responses.setdefault("400", {"description": "the body is not readable: JSON "
+                                                            "nested deeper than 64 levels"})
