@@ -50,7 +50,6 @@ from faceapi.services import review as review_svc
 from faceapi.services import search as search_svc
 from faceapi.services import sigv4 as sigv4_svc
 from faceapi.services import verify as verify_svc
-from faceapi.services.collection_lookup import load_collection
 from faceapi.services.collections import RemoteFacesEraser
 from faceapi.services.erase import ErasureReport
 from faceapi.services.face_crops import FaceCropEraser
@@ -253,13 +252,6 @@ class UseCases:
         self._c.metrics.count_decision(decision.kind.value, decision.policy_name,
                                        decision.outcome.value)
         return decision
-
-    def bound_search_policy(self, collection_id: str, *, actor: Actor) -> Policy:
-        """The policy a search on the collection decides under when the caller names
-        none (the emulator's SearchFacesByImage)."""
-        with self._c.store.uow() as uow:
-            collection = load_collection(uow, actor, collection_id)
-        return search_svc.bound_search_policy(collection, self._c.policies, actor)
 
     def get_decision(self, decision_id: str, *, actor: Actor) -> Decision:
         c = self._c

@@ -49,7 +49,9 @@ from faceapi.services.verify import policy_for, remote_probe, screen_faces
 class SearchRequest:
     collection_id: str
     image: bytes
-    policy: str
+    # None: the collection's bound search policy (the emulator's SearchFacesByImage,
+    # whose callers name no policy), as search_by_face does.
+    policy: str | None
     threshold: float | None = None  # default: the policy's min_similarity
     max_faces: int | None = None  # default: the policy's max_matches
 
@@ -74,10 +76,12 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
            decoder: ImageDecoder, request_id: str | None = None) -> SearchResult:
     """Search the collection for the probe's largest face and decide under the policy,
     which the collection must bind (403 `policy_not_bound` otherwise)."""
-    policy = policy_for(policies, actor, req.policy, Operation.SEARCH)
+    named = (policy_for(policies, actor, req.policy, Operation.SEARCH)
+             if req.policy is not None else None)
+    policy = _check_collection(req.collection_id, named, policies, actor=actor,
+                               engine=engine, uow=uow)
     threshold = max(policy.min_similarity, req.threshold or 0.0)
     max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
-    _check_collection(req.collection_id, policy, actor=actor, engine=engine, uow=uow)
     image = decoder.decode(req.image)
     probe, found = _search_probe(req.collection_id, image, policy, engine=engine, uow=uow,
                                  index=index, threshold=threshold, max_faces=max_faces)
@@ -90,14 +94,19 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                         attributes=policy.attributes, model_version=engine.model_version)
 
 
-def _check_collection(collection_id: str, policy: Policy, *, actor: Actor,
-                      engine: FaceEngine, uow: UnitOfWork) -> None:
+def _check_collection(collection_id: str, policy: Policy | None, policies: PolicySet, *,
+                      actor: Actor, engine: FaceEngine, uow: UnitOfWork) -> Policy:
     """Pre-checks, before any image work: the collection exists for this caller, binds
-    the policy and was built by this engine."""
+    the policy (or, when none is named, has a bound search policy) and was built by this
+    engine. Returns the policy the search decides under."""
     with uow:
         collection = load_collection(uow, actor, collection_id)
-        require_bound(collection, policy.name)
+        if policy is None:
+            policy = bound_search_policy(collection, policies, actor)
+        else:
+            require_bound(collection, policy.name)
     check_engine(collection, engine)
+    return policy
 
 
 def _search_probe(collection_id: str, image: DecodedImage, policy: Policy, *,

@@ -131,10 +131,10 @@ class StoreCollections:
                            max_faces: int) -> CollectionSearch:
         """SearchFacesByImage on undecoded bytes: the search service runs the intake
         itself, once, after its policy and access checks (the emulator calls this one)."""
-        policy = self.use_cases.bound_search_policy(collection_id, actor=self.actor)
+        # No policy named: the service decides under the collection's bound search policy.
         result = self.use_cases.search(
             search_svc.SearchRequest(collection_id=collection_id, image=data,
-                                     policy=policy.name, threshold=threshold,
+                                     policy=None, threshold=threshold,
                                      max_faces=max_faces),
             actor=self.actor, request_id=self.request_id)
         self.last_decision = result.decision
