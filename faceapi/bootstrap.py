@@ -415,10 +415,10 @@ class UseCases:
                            public_keys: Sequence[Ed25519PublicKey] = (),
                            extra_checkpoints: Sequence[Checkpoint] = ()) -> VerifyReport:
         """Walk the live chain and its checkpoints (audited), with `public_keys` or else
-        this store's own signing key."""
+        this deployment's trusted keys (the signing key's and the configured retired ones)."""
         store = self._c.store
         return audit_trail.verify_trail(read_uow=store.read_uow(), uow=store.uow(),
-                                        public_keys=public_keys or [store.signer.public_key],
+                                        public_keys=public_keys or store.signer.trusted_public_keys,
                                         actor=actor, extra_checkpoints=extra_checkpoints)
 
     def export_audit_trail(self, query: AuditQuery, fmt: str, *, actor: Actor,
@@ -430,7 +430,8 @@ class UseCases:
         now = now or store.now()
         chunks = audit_trail.export_trail(query, fmt, uow=store.uow(),
                                           read_uow=store.read_uow(), actor=actor,
-                                          public_key=store.signer.public_key, now=now)
+                                          public_key=store.signer.public_key, now=now,
+                                          retired_keys=store.signer.retired_public_keys)
         return audit_trail.export_filename(fmt, now), chunks
 
     def record_audit_event(self, event: AuditEvent) -> RecordedEvent:

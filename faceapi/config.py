@@ -83,6 +83,10 @@ class Settings:
     audit_checkpoint_every: int = 100
     audit_checkpoint_seconds: int = 300
     audit_signing_key: str = ""  # path to a PEM Ed25519 private key; default generated in data_dir
+    # Retired audit public keys still trusted to verify old checkpoints after a rotation:
+    # comma-separated PEM files or directories of *.pem/*.pub, outside the database
+    # (docs/operations.md, "Rotating the audit signing key").
+    audit_trusted_public_keys: str = ""
     aws_region: str = "us-east-1"
     aws_endpoint_url: str = ""
     rekognition_collection_prefix: str = "faceapi-"
@@ -166,6 +170,14 @@ class Settings:
                     f"{setting}={value} is inside the data directory {data_dir}: in "
                     f"production {what} must live outside it (a mounted secret); move it "
                     f"and set {setting} to the new path")
+        # The retired audit public keys decide which signatures count: a copy an
+        # attacker can add to (next to the data) would let them trust a key of their own.
+        for part in (p.strip() for p in self.audit_trusted_public_keys.split(",")):
+            if part and Path(part).resolve().is_relative_to(data_dir):
+                problems.append(
+                    f"FACEAPI_AUDIT_TRUSTED_PUBLIC_KEYS names {part}, inside the data "
+                    f"directory {data_dir}: in production the trusted audit public keys "
+                    "must live outside it (a mounted secret or config map)")
         if problems:
             raise ConfigError("refusing to start in production: " + "; ".join(problems))
 

@@ -49,6 +49,7 @@ class Action(StrEnum):
     AUDIT_EXPORT = "audit.export"
     AUDIT_VERIFY = "audit.verify"
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    AUDIT_SIGNING_KEY_ROTATED = "audit.signing_key.rotated"
     RETENTION_RUN = "retention.run"
 
 

@@ -11,6 +11,13 @@ Chain rule: `hash = sha256(canonical_json(payload))`, where the payload holds ev
 field of the event plus its `seq`, `id`, `time` and the previous event's hash
 (`prev_hash`; 64 zeros for the first event). A checkpoint is an Ed25519 signature
 over `{seq, hash, created_at, key_id}` of the head at that moment.
+
+Key rotation: each checkpoint names the key that signed it (`key_id`, the first 16 hex
+digits of the SHA-256 of the raw public key) and is checked with that key alone. Which
+keys are trusted is the verifier's to say (the configured signing key plus the retired
+public keys of FACEAPI_AUDIT_TRUSTED_PUBLIC_KEYS, or an auditor's pinned `--public-key`
+files), never the database's: whoever can write the tables could otherwise add a key of
+their own and sign a rewritten chain with it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,6 +151,30 @@ def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
     return key
 
 
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
+
+
+def load_public_keys(pem: bytes) -> list[Ed25519PublicKey]:
+    """Every Ed25519 public key of a PEM bundle (one or more `PUBLIC KEY` blocks, e.g.
+    the retired keys of a rotation concatenated). A private key is refused: the
+    verifier must never need one, and a copy of it is a copy too many."""
+    blocks = list(_PEM_BLOCK.finditer(pem))
+    if not blocks:
+        raise ValueError("no PEM block found")
+    keys = []
+    for block in blocks:
+        if b"PRIVATE" in block.group(1):
+            raise ValueError("holds a private key: give its public key "
+                             "(`faceapi audit public-key --key-file <private key>`)")
+        keys.append(load_public_key(block.group(0)))
+    return keys
+
+
+def keys_by_id(public_keys: Iterable[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
+    """The keys by key id, each once, in the order given."""
+    return {key_id_of(k): k for k in public_keys}
+
+
 def checkpoint_payload(seq: int, event_hash: str, created_at: datetime, key_id: str) -> bytes:
     return canonical_json({"v": FORMAT_VERSION, "seq": seq, "hash": event_hash,
                            "created_at": format_time(created_at), "key_id": key_id})
@@ -156,6 +188,16 @@ def verify_checkpoint_signature(checkpoint: Checkpoint, public_key: Ed25519Publi
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def rotation_event(old_key_id: str, new_key_id: str, *, old_key_trusted: bool) -> AuditEvent:
+    """`audit.signing_key.rotated`: appended in the transaction of the first checkpoint
+    a new key signs, just before it, so that checkpoint covers the record of the change.
+    Key ids only: a key id is a digest of the public key, never key material."""
+    return AuditEvent(action=Action.AUDIT_SIGNING_KEY_ROTATED, outcome="success",
+                      actor=Actor.system("audit-signer"), resource="audit",
+                      details={"old_key_id": old_key_id, "new_key_id": new_key_id,
+                               "old_key_trusted": old_key_trusted})
 
 
 def checkpoint_to_json(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -203,6 +245,9 @@ class VerifyReport:
     head_hash: str = GENESIS_HASH
     checkpoints_checked: int = 0
     last_checkpoint_seq: int | None = None  # highest checkpoint whose signature and hash held
+    # Checkpoints whose signature held, by the key id that signed them (rotation: more
+    # than one key; every one of them was trusted by the verifier, none by the database).
+    keys_used: dict[str, int] = field(default_factory=dict)
     problem: Problem | None = None
     complete: bool = True  # False for a filtered export: gaps are expected there
     seconds: float = 0.0
@@ -213,6 +258,7 @@ class VerifyReport:
             "head_seq": self.head_seq, "head_hash": self.head_hash,
             "checkpoints_checked": self.checkpoints_checked,
             "last_checkpoint_seq": self.last_checkpoint_seq,
+            "keys_used": dict(sorted(self.keys_used.items())),
             "problem": None if self.problem is None else {
                 "kind": self.problem.kind, "seq": self.problem.seq,
                 "event_id": self.problem.event_id, "message": self.problem.message},
@@ -243,8 +289,7 @@ def verify_chain(events: Iterable[RecordedEvent], checkpoints: Sequence[Checkpoi
     must link, and checkpoints are checked for the events present."""
     tick = clock or perf_counter
     started = tick()
-    walk = _Walk(VerifyReport(complete=complete),
-                 trusted={key_id_of(k): k for k in public_keys})
+    walk = _Walk(VerifyReport(complete=complete), trusted=keys_by_id(public_keys))
     iterator = iter(events)
     try:
         return _verify(walk, iterator, checkpoints, complete)
@@ -264,12 +309,17 @@ def _verify(walk: _Walk, iterator: Iterator[RecordedEvent], checkpoints: Sequenc
         if key is None:
             # A checkpoint nobody trusted signed is treated as forged: otherwise an
             # attacker could re-sign a rewritten chain with a key of their own.
+            trusted = ", ".join(sorted(walk.trusted)) or "none"
             return walk.fail("unknown_key", cp.seq, None,
                              f"checkpoint at seq {cp.seq} is signed by key {cp.key_id}, "
-                             "which is not a trusted audit key")
+                             f"which is not a trusted audit key (trusted: {trusted}); if it "
+                             "is a retired key of yours, add its public key to "
+                             "FACEAPI_AUDIT_TRUSTED_PUBLIC_KEYS or pass it with --public-key")
         if not verify_checkpoint_signature(cp, key):
             return walk.fail("bad_signature", cp.seq, None,
-                             f"checkpoint at seq {cp.seq} has an invalid signature")
+                             f"checkpoint at seq {cp.seq} has an invalid signature "
+                             f"for key {cp.key_id}")
+        walk.report.keys_used[cp.key_id] = walk.report.keys_used.get(cp.key_id, 0) + 1
         known = walk.checkpoints.get(cp.seq)
         if known is not None and known.event_hash != cp.event_hash:
             return walk.fail("checkpoint_mismatch", cp.seq, None,

@@ -23,6 +23,7 @@ from faceapi.domain.audit_chain import (
     event_fields,
     format_time,
     key_id_of,
+    keys_by_id,
     load_public_key,
     public_key_pem,
     record_from_json,
@@ -34,11 +35,18 @@ EXPORT_FORMAT = "faceapi-audit-export"
 
 
 def export_header(public_key: Ed25519PublicKey, filters: Mapping[str, Any],
-                  exported_at: datetime, complete: bool) -> dict[str, Any]:
+                  exported_at: datetime, complete: bool,
+                  retired_keys: Sequence[Ed25519PublicKey] = ()) -> dict[str, Any]:
+    """`public_key`/`key_id`: the key signing at export time. `public_keys`: every key
+    the exporting server trusted (after a rotation, the retired ones too), for a reader
+    without keys of its own; an auditor passes its pinned keys instead."""
+    keys = keys_by_id([public_key, *retired_keys])
     return {"type": "header", "format": EXPORT_FORMAT, "version": FORMAT_VERSION,
             "exported_at": format_time(exported_at), "complete": complete,
             "filters": dict(filters), "public_key": public_key_pem(public_key),
-            "key_id": key_id_of(public_key)}
+            "key_id": key_id_of(public_key),
+            "public_keys": [{"key_id": kid, "public_key": public_key_pem(k)}
+                            for kid, k in keys.items()]}
 
 
 def jsonl_lines(header: Mapping[str, Any], events: Iterable[RecordedEvent],
@@ -164,19 +172,28 @@ def read_checkpoints_file(stream: TextIO) -> list[Checkpoint]:
         raise ExportFormatError(f"cannot read checkpoints: {exc}") from exc
 
 
+def header_public_keys(header: Mapping[str, Any]) -> list[Ed25519PublicKey]:
+    """The keys an export's header names (all trusted keys, or the one of older files)."""
+    try:
+        listed = header.get("public_keys")
+        if listed is not None:
+            keys = [load_public_key(item["public_key"]) for item in listed]
+            if keys:
+                return keys
+        return [load_public_key(header["public_key"])]
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ExportFormatError(f"line 1: no usable public key in the header ({exc})") \
+            from exc
+
+
 def verify_export(parsed: ParsedExport,
                   public_keys: Sequence[Ed25519PublicKey] | None = None,
                   extra_checkpoints: Sequence[Checkpoint] = ()) -> VerifyReport:
-    """Check an export offline. Without trusted keys the header's key is used, which
-    proves integrity only against edits made without re-signing."""
-    if public_keys:
-        keys = list(public_keys)
-    else:
-        try:
-            keys = [load_public_key(parsed.header["public_key"])]
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise ExportFormatError(f"line 1: no usable public key in the header ({exc})") \
-                from exc
+    """Check an export offline, each checkpoint with the key of its key id. Without
+    trusted keys the header's keys are used (an export made before `public_keys` existed
+    has only `public_key`), which proves integrity only against edits made without
+    re-signing."""
+    keys = list(public_keys) if public_keys else header_public_keys(parsed.header)
     seqs = [e.seq for e in parsed.events]
     for index, (got, want) in enumerate(zip(seqs, sorted(seqs), strict=True)):
         if got != want:

@@ -157,7 +157,7 @@ def query_as_json(query: AuditQuery) -> dict[str, Any]:
 
 def export_trail(query: AuditQuery, fmt: str, *, uow: AuditUnitOfWork, read_uow: AuditUnitOfWork,
                  actor: Actor, public_key: Ed25519PublicKey,
-                 now: datetime) -> Iterator[str]:
+                 now: datetime, retired_keys: Sequence[Ed25519PublicKey] = ()) -> Iterator[str]:
     """Record the export, then stream the matching events (oldest first) and every
     checkpoint up to the head at that moment, in JSONL or CSV.
 
@@ -179,7 +179,8 @@ def export_trail(query: AuditQuery, fmt: str, *, uow: AuditUnitOfWork, read_uow:
             reason=",".join(sorted(filters))[:200] or None))
         uow.commit()
     pinned_query = replace(query, newest_first=False, after_seq=None, until_seq=pinned)
-    header = export_header(public_key, filters, now, complete=not query.is_filtered)
+    header = export_header(public_key, filters, now, complete=not query.is_filtered,
+                           retired_keys=retired_keys)
     header["head_seq"] = pinned
     return _stream(pinned_query, fmt, header, read_uow, pinned)
 

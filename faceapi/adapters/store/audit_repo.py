@@ -35,7 +35,13 @@ from faceapi.domain.audit import (
     RecordedEvent,
     validate_event,
 )
-from faceapi.domain.audit_chain import CorruptRecord, canonical_json, compute_hash, event_fields
+from faceapi.domain.audit_chain import (
+    CorruptRecord,
+    canonical_json,
+    compute_hash,
+    event_fields,
+    rotation_event,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -148,7 +154,9 @@ class SqlAuditLog:
         # head and the last checkpoint read once stay true until commit or rollback:
         # later appends in the same transaction skip those two queries.
         self._head: tuple[int, str] | None = None
-        self._last_checkpoint: tuple[int, datetime] | None = None
+        self._last_checkpoint: tuple[int, datetime, str] | None = None
+        # Set while the key-rotation event is appended: that append must not sign.
+        self._rotating = False
 
     def transaction_ended(self) -> None:
         """The unit of work committed or rolled back: the advisory lock is gone."""
@@ -194,16 +202,19 @@ class SqlAuditLog:
         self._maybe_checkpoint(seq, digest, now)
         return recorded
 
-    def _last_checkpoint_row(self) -> tuple[int, datetime] | None:
+    def _last_checkpoint_row(self) -> tuple[int, datetime, str] | None:
         if self._last_checkpoint is None:
             row = self._conn.execute(
-                select(audit_checkpoints.c.seq, audit_checkpoints.c.created_at)
+                select(audit_checkpoints.c.seq, audit_checkpoints.c.created_at,
+                       audit_checkpoints.c.key_id)
                 .order_by(audit_checkpoints.c.seq.desc()).limit(1)).first()
             if row is not None:
-                self._last_checkpoint = (row.seq, as_utc(row.created_at))
+                self._last_checkpoint = (row.seq, as_utc(row.created_at), row.key_id)
         return self._last_checkpoint
 
     def _maybe_checkpoint(self, seq: int, digest: str, now: datetime) -> None:
+        if self._rotating:
+            return
         last = self._last_checkpoint_row()
         due = (last is None or seq - last[0] >= self._every
                or (now - last[1]).total_seconds() >= self._seconds)
@@ -211,12 +222,39 @@ class SqlAuditLog:
             self._write_checkpoint(seq, digest, now)
 
     def _write_checkpoint(self, seq: int, digest: str, now: datetime) -> Checkpoint:
+        rotated = self._record_rotation()
+        if rotated is not None:
+            seq, digest, now = rotated.seq, rotated.hash, rotated.time
         cp = self._signer.sign(seq, digest, now)
         self._conn.execute(audit_checkpoints.insert().values(
             seq=cp.seq, event_hash=cp.event_hash, created_at=cp.created_at, key_id=cp.key_id,
             signature=cp.signature))
-        self._last_checkpoint = (cp.seq, cp.created_at)
+        self._last_checkpoint = (cp.seq, cp.created_at, cp.key_id)
         return cp
+
+    def _record_rotation(self) -> RecordedEvent | None:
+        """Before the first checkpoint a new key signs (the previous one was signed by
+        another key, and this key has signed none yet), append `audit.signing_key.rotated`
+        so the new key's first signature covers the record of the change. Once per key:
+        during a rolling restart old and new workers alternate, which is no new rotation."""
+        last = self._last_checkpoint_row()
+        key_id = self._signer.key_id
+        if last is None or last[2] == key_id:
+            return None
+        signed_before = self._conn.execute(
+            select(audit_checkpoints.c.seq).where(audit_checkpoints.c.key_id == key_id)
+            .limit(1)).first()
+        if signed_before is not None:
+            return None
+        old_trusted = last[2] in self._signer.trusted_key_ids
+        if not old_trusted:
+            log.warning("audit_signing_key_rotated_old_key_not_trusted", old_key_id=last[2],
+                        new_key_id=key_id, setting="FACEAPI_AUDIT_TRUSTED_PUBLIC_KEYS")
+        self._rotating = True
+        try:
+            return self.append(rotation_event(last[2], key_id, old_key_trusted=old_trusted))
+        finally:
+            self._rotating = False
 
     def checkpoint_due(self) -> bool:
         """Whether the head has events no checkpoint covers and the last checkpoint is

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from faceapi.adapters.secret_box import SecretBox, load_or_create_secret_box
-from faceapi.adapters.signing_keys import CheckpointSigner, load_or_create_signing_key
+from faceapi.adapters.signing_keys import CheckpointSigner, signer_from_settings
 from faceapi.adapters.store.db import make_engine, store_unavailable, utc_now
 from faceapi.adapters.store.migrate import current_revision, head_revision, upgrade_engine
 from faceapi.adapters.store.uow import SqlAlchemyUnitOfWork
@@ -63,7 +63,7 @@ class Store:
                       engine: Engine | None = None) -> Store:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return cls(engine or make_engine(settings.resolved_database_url),
-                   signer=CheckpointSigner(load_or_create_signing_key(settings)),
+                   signer=signer_from_settings(settings),
                    checkpoint_every=max(1, settings.audit_checkpoint_every),
                    checkpoint_seconds=settings.audit_checkpoint_seconds,
                    now=now or utc_now, secret_box=load_or_create_secret_box(settings))
@@ -95,10 +95,11 @@ class Store:
                                f"{head}: run `faceapi db upgrade`")
 
     def verify(self) -> VerifyReport:
-        """Walk the live chain and its checkpoints with this store's public key."""
+        """Walk the live chain and its checkpoints with this deployment's trusted keys
+        (the signing key's and the retired ones configured)."""
         with self.read_uow() as uow:
             return verify_chain(uow.audit.iter_events(), uow.audit.checkpoints(),
-                                [self.signer.public_key])
+                                self.signer.trusted_public_keys)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,4 +1,5 @@
-"""`faceapi audit ...`: verify (live or an export), export, tail, checkpoint, public-key.
+"""`faceapi audit ...`: verify (live or an export), export, tail, checkpoint, public-key,
+new-signing-key (rotation: docs/operations.md, "Rotating the audit signing key").
 
 Exit codes: `verify` exits 0 when the chain is intact and 1 otherwise, printing the
 first problem, so it can run from cron or CI.
@@ -17,9 +18,17 @@ from typing import Any, TextIO
 
 import click
 
+from faceapi.adapters.private_files import create_private_file_once
+from faceapi.adapters.signing_keys import new_signing_key_pem, read_private_key, read_public_keys
 from faceapi.bootstrap import UseCases
 from faceapi.domain.audit import Action, Actor, AuditQuery, RecordedEvent
-from faceapi.domain.audit_chain import VerifyReport, load_public_key, record_to_json
+from faceapi.domain.audit_chain import (
+    VerifyReport,
+    key_id_of,
+    keys_by_id,
+    public_key_pem,
+    record_to_json,
+)
 from faceapi.domain.audit_export import (
     ExportFormatError,
     read_checkpoints_file,
@@ -52,10 +61,12 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         click.echo(json.dumps(report.as_json(), sort_keys=True))
         return
     scope = "" if report.complete else " (filtered export: completeness not checked)"
+    keys = ", ".join(f"{key_id} ({count})" for key_id, count in sorted(report.keys_used.items()))
     if report.ok:
         click.echo(f"OK: {report.events_checked} events, head seq {report.head_seq}, "
                    f"last signed checkpoint seq {report.last_checkpoint_seq}, "
                    f"{report.checkpoints_checked} checkpoints checked{scope}")
+        click.echo(f"checkpoints by key: {keys or 'none'}")
     else:
         problem = report.problem
         assert problem is not None
@@ -72,8 +83,10 @@ def audit() -> None:
 @click.option("--export", "export_file", type=click.File("r", encoding="utf-8"),
               help="Check this JSONL export instead of the live database.")
 @click.option("--public-key", "public_keys", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Trusted PEM public key (repeat for rotated keys).")
+              type=click.Path(exists=True, path_type=Path),
+              help="Trusted PEM public key(s): a file (one or more keys) or a directory of "
+                   "*.pem/*.pub; repeat for rotated keys. Given, only these keys are "
+                   "trusted (not the server's).")
 @click.option("--checkpoints", "checkpoints_file", type=click.File("r", encoding="utf-8"),
               help="Signed checkpoints kept outside the database (JSON of "
                    "GET /v1/audit/checkpoints or an earlier export): the chain must still "
@@ -83,9 +96,10 @@ def verify_cmd(export_file: TextIO | None, public_keys: tuple[Path, ...],
                checkpoints_file: TextIO | None, as_json: bool) -> None:
     """Walk the chain and checkpoints; exit 1 and name the first bad event."""
     try:
-        keys = [load_public_key(path.read_bytes()) for path in public_keys]
-    except ValueError as exc:
-        raise click.BadParameter(f"not an Ed25519 PEM public key ({exc})",
+        keys = list(keys_by_id(k for path in public_keys for k in read_public_keys(path))
+                    .values())
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"not Ed25519 PEM public keys ({exc})",
                                  param_hint="--public-key") from exc
     try:
         extra = read_checkpoints_file(checkpoints_file) if checkpoints_file else []
@@ -200,7 +214,38 @@ def checkpoint_cmd() -> None:
 
 
 @audit.command("public-key")
-def public_key_cmd() -> None:
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Print the public key of this private key file instead (no database).")
+@click.option("--all", "all_keys", is_flag=True,
+              help="Also the retired keys this server trusts (FACEAPI_AUDIT_TRUSTED_PUBLIC_KEYS).")
+def public_key_cmd(key_file: Path | None, all_keys: bool) -> None:
     """Print the audit signing public key (PEM) for auditors."""
+    if key_file is not None:
+        try:
+            key = read_private_key(key_file)
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(f"not an Ed25519 PEM private key ({exc})",
+                                     param_hint="--key-file") from exc
+        click.echo(public_key_pem(key.public_key()), nl=False)
+        return
     with cli_checked() as container:
-        click.echo(container.signer.public_key_pem, nl=False)
+        signer = container.signer
+        keys = signer.trusted_public_keys if all_keys else (signer.public_key,)
+        click.echo("".join(public_key_pem(k) for k in keys), nl=False)
+
+
+@audit.command("new-signing-key")
+@click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path),
+              help="Where to write the new private key (mode 0600; never overwritten).")
+def new_signing_key_cmd(out: Path) -> None:
+    """Make a new Ed25519 audit signing key (for a rotation) and print its public key.
+
+    Nothing changes until FACEAPI_AUDIT_SIGNING_KEY points at the new file and the
+    servers restart; then the old public key goes into FACEAPI_AUDIT_TRUSTED_PUBLIC_KEYS."""
+    if out.exists():
+        raise click.ClickException(f"{out} exists: a signing key is never overwritten")
+    pem = new_signing_key_pem()
+    create_private_file_once(out, pem)
+    key = read_private_key(out)
+    click.echo(f"wrote {out} (key id {key_id_of(key.public_key())}); its public key:", err=True)
+    click.echo(public_key_pem(key.public_key()), nl=False)

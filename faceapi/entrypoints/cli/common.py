@@ -31,6 +31,7 @@ def cli_checked() -> Iterator[Container]:
     """The container for a command that needs a migrated store; an unmigrated schema or
     a FaceApiError (the database is unreachable, a key is not found ...) ends the command
     with `Error: ...`, exit 1."""
+    from faceapi.config import ConfigError
     from faceapi.domain.errors import FaceApiError
 
     with cli_container() as container:
@@ -38,6 +39,8 @@ def cli_checked() -> Iterator[Container]:
             try:
                 container.store.require_current_schema()
             except RuntimeError as exc:  # not migrated: `faceapi db upgrade` first
+                raise click.ClickException(str(exc)) from exc
+            except ConfigError as exc:  # a key file setting that does not hold
                 raise click.ClickException(str(exc)) from exc
             yield container
         except FaceApiError as exc:

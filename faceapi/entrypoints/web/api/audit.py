@@ -14,7 +14,12 @@ from flask import Response, stream_with_context
 from flask_smorest import Blueprint
 
 from faceapi.domain.audit import AuditQuery
-from faceapi.domain.audit_chain import checkpoint_to_json, record_to_json
+from faceapi.domain.audit_chain import (
+    checkpoint_to_json,
+    key_id_of,
+    public_key_pem,
+    record_to_json,
+)
 from faceapi.domain.errors import InvalidParameter, NotFound
 from faceapi.entrypoints.web.api.audit_schemas import (
     AuditEventSchema,
@@ -124,6 +129,9 @@ def create_checkpoint() -> Any:
 @blp.route("/public-key", methods=["GET"])
 @blp.response(200, PublicKeySchema)
 def public_key() -> Any:
-    """The Ed25519 public key that verifies checkpoints (for offline export checks)."""
+    """The Ed25519 public key that signs checkpoints now, and the retired ones still
+    trusted for older checkpoints (for offline export checks)."""
     signer = container().signer
-    return {"key_id": signer.key_id, "algorithm": "Ed25519", "public_key": signer.public_key_pem}
+    return {"key_id": signer.key_id, "algorithm": "Ed25519", "public_key": signer.public_key_pem,
+            "retired_keys": [{"key_id": key_id_of(k), "public_key": public_key_pem(k)}
+                             for k in signer.retired_public_keys]}

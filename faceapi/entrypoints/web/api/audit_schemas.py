@@ -119,14 +119,24 @@ class VerifyReportSchema(Schema):
     head_hash = fields.String()
     checkpoints_checked = fields.Integer()
     last_checkpoint_seq = fields.Integer(allow_none=True)
+    keys_used = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "checkpoints whose signature held, by the key id that signed them"})
     problem = fields.Nested(ProblemSchema, allow_none=True)
     seconds = fields.Float()
+
+
+class TrustedKeySchema(Schema):
+    key_id = fields.String()
+    public_key = fields.String(metadata={"description": "PEM (SubjectPublicKeyInfo)"})
 
 
 class PublicKeySchema(Schema):
     key_id = fields.String()
     algorithm = fields.String()
     public_key = fields.String(metadata={"description": "PEM (SubjectPublicKeyInfo)"})
+    retired_keys = fields.List(fields.Nested(TrustedKeySchema), metadata={
+        "description": "retired keys this server still trusts for old checkpoints "
+                       "(FACEAPI_AUDIT_TRUSTED_PUBLIC_KEYS); an auditor keeps its own copies"})
 
 
 def filters_to_kwargs(args: dict[str, Any]) -> dict[str, Any]:

@@ -111,8 +111,10 @@ def audit_verify() -> Any:
     report = use_cases().verify_audit_trail(actor=g.actor)
     if report.ok:
         last = report.last_checkpoint_seq
+        keys = ", ".join(f"{k} ({n})" for k, n in sorted(report.keys_used.items()))
         flash(f"Chain verified: {report.events_checked} events intact, head #{report.head_seq}"
-              + (f", signed checkpoint #{last} valid." if last is not None else "."), "ok")
+              + (f", signed checkpoint #{last} valid" if last is not None else "")
+              + (f"; checkpoints by key: {keys}." if keys else "."), "ok")
     else:
         problem = report.problem
         flash("Chain verification FAILED"
