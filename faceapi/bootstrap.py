@@ -37,6 +37,7 @@ from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Capabilities, Comparison, Detection
 from faceapi.domain.policies import Policy, PolicySet
 from faceapi.services import audit_trail
+from faceapi.services import blob_check as blob_check_svc
 from faceapi.services import bulk_import as bulk_import_svc
 from faceapi.services import collections as collections_svc
 from faceapi.services import compare as compare_svc
@@ -443,6 +444,11 @@ class UseCases:
 
     def create_checkpoint(self) -> Checkpoint | None:
         return audit_trail.create_checkpoint(uow=self._c.store.uow())
+
+    def check_blobs(self) -> blob_check_svc.BlobCheck:
+        """Whether the blob store holds every crop and evidence file the database names
+        (after a restore: docs/operations.md, "Backup and restore")."""
+        return blob_check_svc.check_blobs(read_uow=self._c.store.read_uow, blobs=self._c.blobs)
 
     # --- API keys and authentication ----------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The `faceapi` command: the click group. Each command group is a module of this
-package (audit, collections, db, imports, keys, policies, retention, reviews), registered here;
-each command takes its adapters from the composition root (common.py, bootstrap.py)."""
+package (audit, blobs, collections, db, imports, keys, policies, retention, reviews),
+registered here; each command takes its adapters from the composition root (common.py,
+bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 
 from faceapi import __version__
 from faceapi.entrypoints.cli.audit import audit
+from faceapi.entrypoints.cli.blobs import blobs
 from faceapi.entrypoints.cli.collections import collections
 from faceapi.entrypoints.cli.db import db
 from faceapi.entrypoints.cli.imports import import_cmd
@@ -31,6 +33,7 @@ cli.add_command(import_cmd)
 cli.add_command(collections)
 cli.add_command(reviews)
 cli.add_command(retention)
+cli.add_command(blobs)
 
 
 def main() -> None:
