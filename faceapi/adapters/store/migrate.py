@@ -64,6 +64,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def is_known_revision(revision: str) -> bool:
+    """Whether this code has a migration with that id (a database migrated by a newer
+    release names one it does not)."""
+    return revision in {script.revision for script in
+                        ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
 def is_up_to_date(engine: Engine) -> bool:
     """Whether the database is at the newest revision (production start check)."""
     return current_revision(engine) == head_revision()

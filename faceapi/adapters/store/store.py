@@ -21,7 +21,12 @@ from sqlalchemy.exc import OperationalError
 from faceapi.adapters.secret_box import SecretBox, load_or_create_secret_box
 from faceapi.adapters.signing_keys import CheckpointSigner, signer_from_settings
 from faceapi.adapters.store.db import make_engine, store_unavailable, utc_now
-from faceapi.adapters.store.migrate import current_revision, head_revision, upgrade_engine
+from faceapi.adapters.store.migrate import (
+    current_revision,
+    head_revision,
+    is_known_revision,
+    upgrade_engine,
+)
 from faceapi.adapters.store.uow import SqlAlchemyUnitOfWork
 from faceapi.config import Settings
 from faceapi.domain.audit import Checkpoint
@@ -90,6 +95,13 @@ class Store:
         except OperationalError as exc:
             raise store_unavailable() from exc
         head = head_revision()
+        if current is not None and current != head and not is_known_revision(current):
+            # Not behind but ahead: `faceapi db upgrade` cannot help (docs/operations.md,
+            # "Upgrades": rolling back code across a migration).
+            raise RuntimeError(f"database schema is at {current}, which this code does not "
+                               f"know (its newest is {head}): a newer release migrated it; "
+                               "run that release, or restore the backup taken before the "
+                               "upgrade")
         if current != head:
             raise RuntimeError(f"database schema is at {current or 'nothing'}, the code needs "
                                f"{head}: run `faceapi db upgrade`")
