@@ -82,7 +82,10 @@ def backup(database_url: str, blob_dir: Path, out_dir: Path) -> Backup:
     dump_seconds, _ = run(["pg_dump", "--format=custom", "--no-owner",
                            f"--file={dump}", libpq_url(database_url)])
     blob_dir.mkdir(parents=True, exist_ok=True)
-    tar_seconds, _ = run(["tar", "-C", str(blob_dir), "-cf", str(blobs_tar), "."])
+    # Files are written under a temporary name and renamed (adapters/private_files.py):
+    # a file caught half-written by a backup of a live system is one of these.
+    tar_seconds, _ = run(["tar", "--exclude=.tmp-*", "--exclude=.new-*", "-C", str(blob_dir),
+                          "-cf", str(blobs_tar), "."])
     return Backup(dump, blobs_tar, dump_seconds, tar_seconds, dump.stat().st_size,
                   blobs_tar.stat().st_size)
 

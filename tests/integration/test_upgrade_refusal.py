@@ -90,3 +90,22 @@ def test_a_running_app_whose_schema_is_moved_back_turns_not_ready(
         assert reply.get_json()["checks"]["store"] == "schema_not_current"
     finally:
         store.dispose()
+
+
+def test_running_old_pods_turn_not_ready_once_a_newer_release_migrates_the_schema(
+        production: Settings) -> None:
+    # What the migration Job of an upgrade does to the pods still running the old code:
+    # they leave the Service until new pods are ready (docs/operations.md, "Upgrades").
+    assert db_cli(production, "upgrade")[0] == 0
+    app = create_app(production, engine=FakeEngine())
+    store = app.extensions["faceapi"].store
+    try:
+        client = app.test_client()
+        assert client.get("/readyz").status_code == 200
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099_future'"))
+        reply = client.get("/readyz")
+        assert reply.status_code == 503
+        assert reply.get_json()["checks"]["store"] == "schema_not_current"
+    finally:
+        store.dispose()

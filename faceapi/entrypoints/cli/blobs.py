@@ -27,6 +27,9 @@ def check_cmd(as_json: bool) -> None:
     elif report.ok:
         click.echo(f"OK: {report.collections} collections, {report.faces} face crops, "
                    f"{report.evidence_files} evidence files of {report.reviews} reviews present")
+    if not as_json and report.orphan_crops:
+        click.echo(f"note: {report.orphan_crops} crop file(s) belong to no face (e.g. written "
+                   "after the database backup was taken): delete them", err=True)
     else:
         click.echo(f"FAIL: {report.crops_missing} of {report.faces} face crops and "
                    f"{report.evidence_missing} of {report.evidence_files} review evidence "
