@@ -41,6 +41,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures: --db=postgresq
 )
 from tests.security.conftest import Http, serve
 from tests.security.support import settings  # noqa: F401 (the --db backend)
+from tests.security.test_read_scopes import Console
 from tests.support.production_keys import write_production_keys
 
 ROTATED = Action.AUDIT_SIGNING_KEY_ROTATED.value
@@ -138,8 +139,10 @@ def rotate(stores: list[Store], db_settings: Settings, keys: Keys, *,
     return old, new
 
 
-def auditor_gets(db_settings: Settings, *paths: str) -> list[tuple[int, Any]]:
-    """GET each path from the app on `db_settings`, served on 127.0.0.1, as an auditor."""
+def auditor_gets(db_settings: Settings, *paths: str,
+                 console_verify: list[str] | None = None) -> list[tuple[int, Any]]:
+    """GET each path from the app on `db_settings`, served on 127.0.0.1, as an auditor
+    (and, given a list, press the console's Verify chain and put the page into it)."""
     app: Flask = create_app(db_settings, engine=FakeEngine())
     store = app.extensions["faceapi"].store
     try:
@@ -150,6 +153,12 @@ def auditor_gets(db_settings: Settings, *paths: str) -> list[tuple[int, Any]]:
         try:
             http = Http(server.url)
             replies = [http.get(path, key=created.secret) for path in paths]
+            if console_verify is not None:
+                console = Console(http, created.secret)
+                token = console.csrf("/console/audit")
+                assert console.post("/console/audit/verify",
+                                    {"csrf_token": token}).status == 302
+                console_verify.append(console.get("/console/audit").body.decode())
         finally:
             server.stop()
     finally:
@@ -418,16 +427,19 @@ def test_new_signing_key_writes_a_private_file_once_and_prints_its_public_key(
     assert read_private_key(out).private_bytes_raw() == key.private_bytes_raw()
 
 
-def test_the_api_publishes_the_retired_keys_and_which_keys_verified(
+def test_the_api_and_console_publish_the_retired_keys_and_which_keys_verified(
         db_settings: Settings, keys: Keys, stores: list[Store]) -> None:
     rotate(stores, db_settings, keys)
+    pages: list[str] = []
     [(_, published), (_, verified)] = auditor_gets(
         with_key(db_settings, keys.new, keys.public("old")), "/v1/audit/public-key",
-        "/v1/audit/verify")
+        "/v1/audit/verify", console_verify=pages)
     assert published["key_id"] == keys.key_id(keys.new)
     assert published["retired_keys"] == [
         {"key_id": keys.key_id(keys.old), "public_key": keys.public("old").read_text()}]
     assert verified["ok"] is True
+    assert "Chain verified" in pages[0]
+    assert f"{keys.key_id(keys.old)} (2)" in pages[0]
     # Starting the app and making the key appended and signed more under the new key.
     with_new = [key_id for _, key_id in checkpoint_keys(stores[-1])]
     assert verified["keys_used"] == {keys.key_id(keys.old): 2,
