@@ -14,6 +14,7 @@ key's scope, of a missing face, and of a collection holding a locked subject.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -212,3 +213,17 @@ def test_search_by_face_leaves_out_a_locked_subject(
     body = by_face(http, app_key, faces["alice"], policy="photo_tagging").json()
     subjects = {m["Face"]["ExternalImageId"] for m in body["FaceMatches"]}
     assert subjects == {"alice"}  # bob scores 70 >= 60 but is locked
+
+
+def test_search_by_face_and_the_new_decision_fields_are_documented(http: Http) -> None:
+    spec = http.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/collections/{collection_id}/faces/{face_id}/search"]["post"]
+    assert operation["x-roles"] == ["app"]
+    assert {"200", "403", "404", "422"} <= set(operation["responses"])
+    assert "liveness_unsupported" in operation["responses"]["403"]["description"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert body["required"] == ["policy"]
+    schemas = json.dumps(spec["components"]["schemas"])
+    for field in ("matched_subject_id", "liveness_attestation", "liveness"):
+        assert field in schemas, field
