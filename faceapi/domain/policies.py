@@ -270,10 +270,11 @@ def check_binding(names: Iterable[str], policies: Mapping[str, Policy]) -> tuple
     return wanted
 
 
-def strictness(policy: Policy) -> tuple[bool, int, float]:
+def strictness(policy: Policy) -> tuple[bool, int, bool, float]:
     """Orders policies from lenient to strict: consequential first, then more reviewers,
-    then a higher threshold."""
-    return (policy.consequential, policy.human_review.reviewers, policy.min_similarity)
+    then one that requires liveness, then a higher threshold."""
+    return (policy.consequential, policy.human_review.reviewers, policy.liveness.required,
+            policy.min_similarity)
 
 
 def strictest_bound(bound: Iterable[str], policies: Mapping[str, Policy],

@@ -339,3 +339,16 @@ def test_an_expired_token_is_rejected_even_with_a_valid_signature(issuers: Issue
     w.clock.advance(seconds=200)
     decision = run_verify(w, gate, token)
     assert decision.reasons == ("liveness_required", "liveness_expired")
+
+
+def test_a_collection_binding_a_liveness_search_policy_refuses_the_emulator_search(
+        issuers: Issuers) -> None:
+    # With a lenient policy and a liveness one bound, the emulator (which names no
+    # policy) decides under the strictest: the liveness one, which it cannot satisfy.
+    w, gate = world(issuers)
+    w.collection("c3", policies=("photo_tagging", "tagging_live"))
+    with pytest.raises(LivenessUnsupported):
+        search(SearchRequest(collection_id="c3", image=w.photo(1), policy=None),
+               actor=OPERATOR, engine=w.engine, uow=w.store.uow(), index=w.index,
+               policies=policies(), clock=w.clock, blobs=w.blobs, decoder=w.decoder,
+               liveness=gate)
