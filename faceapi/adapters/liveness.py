@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from faceapi.config import ConfigError
+from faceapi.domain.audit import InvalidAuditEvent, check_text
 from faceapi.domain.liveness import Attestation, AttestationRejected, LivenessFailure
 
 # A JWT is a few hundred bytes; anything far longer is refused before parsing.
@@ -81,6 +82,8 @@ class JwtAttestationVerifier:
         if not isinstance(issuers, dict) or not issuers:
             raise ConfigError(f"FACEAPI_LIVENESS_ISSUERS: {path} must hold "
                               '{"issuers": {"<name>": {"public_key_file": ...}}}')
+        for name in issuers:
+            _check_issuer_name(str(name))
         return cls({str(name): _issuer_keys(str(name), entry, path.parent)
                     for name, entry in issuers.items()})
 
@@ -168,6 +171,18 @@ def _issuer_keys(name: str, entry: Any, base: Path) -> tuple[IssuerKey, ...]:
         return keys
     raise ConfigError(f"FACEAPI_LIVENESS_ISSUERS: issuer {name!r} needs public_key_file "
                       "or jwks_file")
+
+
+def _check_issuer_name(name: str) -> None:
+    """An issuer name goes into decision rows and audit events (which refuse long or
+    encoded-looking text): refuse at start a name that could not be recorded."""
+    try:
+        check_text("issuer", name, limit=MAX_CLAIM_CHARS)
+    except InvalidAuditEvent as exc:
+        raise ConfigError(f"FACEAPI_LIVENESS_ISSUERS: issuer name {name[:40]!r}: "
+                          f"{exc.message}") from exc
+    if not name:
+        raise ConfigError("FACEAPI_LIVENESS_ISSUERS: an issuer name is empty")
 
 
 def _read(path: Path, name: str) -> str:

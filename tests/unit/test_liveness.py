@@ -134,6 +134,11 @@ def test_symmetric_or_weak_keys_cannot_be_configured(tmp_path: Path) -> None:
         JwtAttestationVerifier.from_file(tmp_path / "issuers.json")
     with pytest.raises(ConfigError, match="2048"):
         algorithms_for(rsa.generate_private_key(65537, 1024).public_key())  # noqa: S505
+    # An issuer name must fit a decision row and an audit event.
+    (tmp_path / "long.json").write_text(json.dumps(
+        {"issuers": {"x" * 300: {"public_key_file": "k.pem"}}}))
+    with pytest.raises(ConfigError, match="issuer name"):
+        JwtAttestationVerifier.from_file(tmp_path / "long.json")
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ConfigError, match="FACEAPI_LIVENESS_ISSUERS"):
         JwtAttestationVerifier.from_file(tmp_path / "bad.json")
