@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from faceapi.adapters.liveness import JwtAttestationVerifier, algorithms_for
 from faceapi.adapters.policy_files import parse_policy
+from faceapi.bootstrap import Container
 from faceapi.config import ConfigError, Settings
 from faceapi.domain.decisions import Decision, Outcome
 from faceapi.domain.liveness import (
@@ -357,3 +358,10 @@ def test_a_collection_binding_a_liveness_search_policy_refuses_the_emulator_sear
                actor=OPERATOR, engine=w.engine, uow=w.store.uow(), index=w.index,
                policies=policies(), clock=w.clock, blobs=w.blobs, decoder=w.decoder,
                liveness=gate)
+
+
+def test_an_unreadable_issuers_file_stops_the_start(tmp_path: Path) -> None:
+    settings = Settings(env="test", data_dir=tmp_path,
+                        liveness_issuers=tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="FACEAPI_LIVENESS_ISSUERS"):
+        Container(settings).liveness  # noqa: B018 - built at start by create_app
