@@ -19,6 +19,7 @@ from faceapi.adapters import health
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
 from faceapi.adapters.images import PillowImageDecoder
+from faceapi.adapters.liveness import JwtAttestationVerifier
 from faceapi.adapters.metrics import PrometheusMetrics, TimedDecoder, TimedEngine, TimedIndex
 from faceapi.adapters.policy_files import load_policies
 from faceapi.adapters.private_files import PrivateFiles
@@ -35,6 +36,7 @@ from faceapi.domain.collections import Collection, CollectionStats, Consent
 from faceapi.domain.decisions import Decision, Review
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Capabilities, Comparison, Detection
+from faceapi.domain.liveness import Freshness
 from faceapi.domain.policies import Policy, PolicySet
 from faceapi.services import audit_trail
 from faceapi.services import blob_check as blob_check_svc
@@ -54,6 +56,7 @@ from faceapi.services import verify as verify_svc
 from faceapi.services.collections import RemoteFacesEraser
 from faceapi.services.erase import ErasureReport
 from faceapi.services.face_crops import FaceCropEraser
+from faceapi.services.liveness import LivenessGate
 from faceapi.services.ports import (
     BlobStore,
     FaceEngine,
@@ -113,6 +116,15 @@ class Container:
     def decoder(self) -> ImageDecoder:
         """Image intake under the configured byte, pixel and decode limits."""
         return TimedDecoder(PillowImageDecoder(self.settings), self.metrics)
+
+    @cached_property
+    def liveness(self) -> LivenessGate:
+        """Liveness attestations: the issuers' public keys (FACEAPI_LIVENESS_ISSUERS, read
+        once; a bad file raises ConfigError here) and how fresh a token must be."""
+        s = self.settings
+        return LivenessGate(JwtAttestationVerifier.from_file(s.liveness_issuers),
+                            Freshness(max_age_seconds=s.liveness_max_age_seconds,
+                                      clock_skew_seconds=s.liveness_clock_skew_seconds))
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -221,7 +233,8 @@ class UseCases:
         c = self._c
         return self._counted(verify_svc.verify(
             req, actor=actor, engine=c.engine, uow=c.store.uow(), policies=c.policies,
-            clock=c.clock, blobs=c.blobs, decoder=c.decoder, request_id=request_id))
+            clock=c.clock, blobs=c.blobs, decoder=c.decoder, request_id=request_id,
+            liveness=c.liveness))
 
     def compare_under_policy(self, req: verify_svc.CompareRequest, *, actor: Actor,
                              request_id: str | None = None) -> Decision:
@@ -235,7 +248,8 @@ class UseCases:
         c = self._c
         result = search_svc.search(req, actor=actor, engine=c.engine, uow=c.store.uow(),
                                    index=c.index, policies=c.policies, clock=c.clock,
-                                   blobs=c.blobs, decoder=c.decoder, request_id=request_id)
+                                   blobs=c.blobs, decoder=c.decoder, request_id=request_id,
+                                   liveness=c.liveness)
         self._counted(result.decision)
         return result
 

@@ -110,6 +110,12 @@ class Settings:
     # listens there and /metrics answers on it without a key (and nothing else does).
     metrics_enabled: bool = True
     metrics_bind: str = ""
+    # Liveness attestations (docs/verify.md): a JSON file naming each trusted issuer's
+    # public key (PEM or JWKS file), read once at start by adapters/liveness.py; empty:
+    # no issuer is trusted, so a policy that requires liveness rejects every decision.
+    liveness_issuers: Path = Path("")
+    liveness_max_age_seconds: int = 120  # an attestation older than this is expired
+    liveness_clock_skew_seconds: int = 10  # how far an issuer's clock may run ahead
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -133,6 +139,10 @@ class Settings:
             raise ConfigError("FACEAPI_MAX_DECODED_BYTES: must be at least 1024")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
+        if not 1 <= self.liveness_max_age_seconds <= 3600:
+            raise ConfigError("FACEAPI_LIVENESS_MAX_AGE_SECONDS: 1-3600 (seconds)")
+        if not 0 <= self.liveness_clock_skew_seconds <= 300:
+            raise ConfigError("FACEAPI_LIVENESS_CLOCK_SKEW_SECONDS: 0-300 (seconds)")
         host, _, port = self.metrics_bind.rpartition(":")
         if self.metrics_bind and not (host and port.isdigit() and 0 < int(port) < 65536):
             raise ConfigError(f"FACEAPI_METRICS_BIND: expected host:port (127.0.0.1:9100), "

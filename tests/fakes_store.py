@@ -39,6 +39,7 @@ from faceapi.domain.decisions import (
     pseudonymised,
 )
 from faceapi.domain.errors import FaceApiError, NotFound
+from faceapi.domain.liveness import AttestationReplayed, LivenessStatus
 from faceapi.domain.lockout import LockoutKey, LockoutState
 from faceapi.services.ports import SearchHit
 from tests.fakes_audit import FakeAuditLog
@@ -249,7 +250,16 @@ class FakeDecisionsRepo(_Repo):
         self._changed("decisions")
         if decision.id in self._s.decisions:
             raise ValueError(f"duplicate decision {decision.id}")  # SQL: IntegrityError
+        jti = decision.liveness.jti_sha256
+        if decision.liveness.status is LivenessStatus.ATTESTED and jti is not None and \
+                self.liveness_jti_used(jti):
+            raise AttestationReplayed(jti)  # SQL: the partial unique index
         self._s.decisions[decision.id] = decision
+
+    def liveness_jti_used(self, jti_sha256: str) -> bool:
+        return any(d.liveness.status is LivenessStatus.ATTESTED
+                   and d.liveness.jti_sha256 == jti_sha256
+                   for d in self._s.decisions.values())
 
     def get(self, decision_id: str) -> Decision | None:
         return self._s.decisions.get(decision_id)

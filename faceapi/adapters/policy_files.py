@@ -27,6 +27,7 @@ from faceapi.domain.policies import (
     KNOWN_ATTRIBUTES,
     HumanReview,
     InvalidPolicyBinding,
+    LivenessRule,
     Lockout,
     Operation,
     Policy,
@@ -93,6 +94,17 @@ class LockoutSchema(_Strict):
         return Lockout(**data)
 
 
+class LivenessSchema(_Strict):
+    required = fields.Boolean(required=True)
+    # Issuer names as in FACEAPI_LIVENESS_ISSUERS (its keys come from there, never here).
+    issuers = fields.List(fields.String(validate=validate.Length(min=1, max=256)),
+                          load_default=list, validate=validate.Length(max=16))
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> LivenessRule:
+        return LivenessRule(required=data["required"], issuers=tuple(data["issuers"]))
+
+
 class PolicySchema(_Strict):
     """The shape of one policy file; cross-field rules are refused here too."""
 
@@ -113,6 +125,7 @@ class PolicySchema(_Strict):
                                              validate=validate.Range(min=1, max=3650))
     attributes = fields.List(fields.String(validate=validate.OneOf(KNOWN_ATTRIBUTES)),
                              load_default=["BoundingBox", "Confidence"])
+    liveness = fields.Nested(LivenessSchema, load_default=None)
 
     @validates_schema
     def _consequential_needs_review(self, data: dict[str, Any], **_: Any) -> None:
@@ -131,6 +144,7 @@ class PolicySchema(_Strict):
     def _build(self, data: dict[str, Any], **_: Any) -> Policy:
         probe = {**data, "operation": Operation(data["operation"]),
                  "quality": data["quality"] or QualityGate(),
+                 "liveness": data["liveness"] or LivenessRule(),
                  "attributes": tuple(data["attributes"])}
         try:
             return Policy(**probe)

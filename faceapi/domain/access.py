@@ -104,6 +104,8 @@ PERMISSIONS: dict[str, Rule] = {
     # Decisions about people are requested by apps only.
     "verify.verify_subject": frozenset({APP}),
     "search.search_faces_by_image": frozenset({APP}),
+    # REST SearchFaces (a face of the collection is the probe), under a named policy.
+    "collections.search_by_face_id": frozenset({APP}),
     # Comparing two images under a policy (dataset cleaning) decides about no enrolled
     # subject: apps and the operators who curate data sets.
     "verify.compare_pair": frozenset({APP, OPERATOR, ADMIN}),

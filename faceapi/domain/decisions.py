@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from faceapi.domain.errors import FaceApiError
+from faceapi.domain.liveness import NOT_REQUIRED, LivenessCheck
 from faceapi.domain.policies import Policy, ReviewMode
 
 
@@ -181,6 +182,20 @@ class Decision:
     decided_at: datetime | None = None  # when it became final
     engine: str | None = None
     model_version: str | None = None
+    # Whether liveness was attested, by which issuer, and the hash of the token's id
+    # (never the token): part of every decision, `not_required` when the policy is not.
+    liveness: LivenessCheck = NOT_REQUIRED
+
+    @property
+    def matched_subject_id(self) -> str | None:
+        """The subject of the matched face: a verify's claimed subject, or the search
+        candidate that matched (a reviewer's confirmed one). None until a match is final
+        and after the subject's erasure (its candidate is blanked then)."""
+        if self.outcome is not Outcome.MATCH or self.matched_face_id is None:
+            return None
+        found = next((c.subject_id for c in self.candidates
+                      if c.face_id == self.matched_face_id), None)
+        return found or None
 
     @property
     def final(self) -> bool:

@@ -88,6 +88,16 @@ class Lockout:
     max_delay_seconds: float = 3600.0
 
 
+@dataclass(frozen=True)
+class LivenessRule:
+    """`liveness:` of a policy: whether a decision needs an external liveness service's
+    signed attestation, and which issuers (names in FACEAPI_LIVENESS_ISSUERS) it trusts.
+    See faceapi/domain/liveness.py and docs/verify.md."""
+
+    required: bool = False
+    issuers: tuple[str, ...] = ()
+
+
 # Decision rows (outcome, scores, ids; never an image) are deleted this long after they
 # were made (`faceapi retention run`), unless a policy says otherwise.
 DEFAULT_DECISION_RETENTION_DAYS = 365
@@ -111,6 +121,7 @@ class Policy:
     retention_days: int = 30  # review evidence kept this long after the review ends
     decision_retention_days: int = DEFAULT_DECISION_RETENTION_DAYS  # decision rows kept
     attributes: tuple[str, ...] = ("BoundingBox", "Confidence")
+    liveness: LivenessRule = field(default_factory=LivenessRule)
 
     def __post_init__(self) -> None:
         for problem in policy_problems(self):
@@ -128,6 +139,12 @@ class Policy:
         band = self.human_review.band
         data["human_review"]["band"] = list(band) if band is not None else None
         data["attributes"] = list(self.attributes)
+        # Only a policy that requires liveness names it, so every other policy keeps the
+        # version it had before the rule existed (decisions record policy versions).
+        if self.liveness.required:
+            data["liveness"]["issuers"] = list(self.liveness.issuers)
+        else:
+            del data["liveness"]
         return data
 
     @property
@@ -169,6 +186,12 @@ def policy_problems(policy: Policy) -> list[str]:
         problems.append("lockout: required for a verify policy")
     if not 0 <= policy.min_similarity <= 100:
         problems.append("min_similarity: 0-100")
+    if policy.liveness.required and not policy.liveness.issuers:
+        problems.append("liveness.issuers: name at least one trusted issuer")
+    if policy.liveness.required and policy.operation is Operation.COMPARE:
+        problems.append("liveness: a compare policy has no live capture to attest")
+    if policy.liveness.issuers and not policy.liveness.required:
+        problems.append("liveness.issuers: only with `required: true`")
     unknown = [a for a in policy.attributes if a not in KNOWN_ATTRIBUTES]
     if unknown:
         problems.append(f"attributes: unknown {', '.join(unknown)}")
@@ -247,10 +270,11 @@ def check_binding(names: Iterable[str], policies: Mapping[str, Policy]) -> tuple
     return wanted
 
 
-def strictness(policy: Policy) -> tuple[bool, int, float]:
+def strictness(policy: Policy) -> tuple[bool, int, bool, float]:
     """Orders policies from lenient to strict: consequential first, then more reviewers,
-    then a higher threshold."""
-    return (policy.consequential, policy.human_review.reviewers, policy.min_similarity)
+    then one that requires liveness, then a higher threshold."""
+    return (policy.consequential, policy.human_review.reviewers, policy.liveness.required,
+            policy.min_similarity)
 
 
 def strictest_bound(bound: Iterable[str], policies: Mapping[str, Policy],

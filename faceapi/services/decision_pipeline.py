@@ -31,6 +31,7 @@ from faceapi.domain.decisions import (
     decide,
     rejected_for,
 )
+from faceapi.domain.liveness import NOT_REQUIRED, LivenessCheck
 from faceapi.domain.policies import Policy
 from faceapi.services.ports import BlobStore, FaceEngine, UnitOfWork
 from faceapi.services.review import discard_evidence, open_review
@@ -51,6 +52,7 @@ class Finding:
     candidates: tuple[Candidate, ...] = ()  # best first
     collection_id: str | None = None
     subject_id: str | None = None  # the claimed subject (verify)
+    liveness: LivenessCheck = NOT_REQUIRED  # a refused attestation rejects the decision
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class DecisionAudit:
 
 def propose(policy: Policy, finding: Finding) -> Proposal:
     """What the policy makes of the finding, at the threshold actually used."""
+    if finding.liveness.refused:
+        return rejected_for(finding.liveness.reasons)
     if not finding.usable:
         return rejected_for(list(finding.reasons))
     effective = replace(policy, min_similarity=finding.threshold) \
@@ -91,7 +95,15 @@ def new_decision(finding: Finding, proposal: Proposal, *, policy: Policy, actor:
         requester_key_id=actor.key_id, requester_role=actor.role,
         probe_sha256=finding.probe_sha256, request_id=request_id, created_at=now,
         decided_at=None if proposal.needs_review else now,
-        engine=engine.name, model_version=engine.model_version)
+        engine=engine.name, model_version=engine.model_version, liveness=finding.liveness)
+
+
+def liveness_details(check: LivenessCheck) -> dict[str, DetailValue]:
+    """The liveness part of a decision's audit event: status, issuer, the token id's
+    hash (never the token)."""
+    return {"liveness": check.status.value,
+            **({"liveness_issuer": check.issuer} if check.issuer else {}),
+            **({"liveness_jti_sha256": check.jti_sha256} if check.jti_sha256 else {})}
 
 
 def decision_event(decision: Decision, audit: DecisionAudit, *, actor: Actor) -> AuditEvent:
@@ -105,7 +117,8 @@ def decision_event(decision: Decision, audit: DecisionAudit, *, actor: Actor) ->
         scores=dict(audit.scores), input_digests=audit.input_digests,
         request_id=decision.request_id, reason=",".join(decision.reasons)[:256],
         details={"decision_id": decision.id, **audit.details,
-                 **({"review_id": decision.review_id} if decision.review_id else {})})
+                 **({"review_id": decision.review_id} if decision.review_id else {}),
+                 **liveness_details(decision.liveness)})
 
 
 def record_decision(uow: UnitOfWork, blobs: BlobStore, decision: Decision,

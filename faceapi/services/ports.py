@@ -40,6 +40,7 @@ from faceapi.domain.engine_values import (
 )
 from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
 from faceapi.domain.images import DecodedImage
+from faceapi.domain.liveness import Attestation
 from faceapi.domain.lockout import LockoutKey, LockoutState
 
 
@@ -182,7 +183,13 @@ class SubjectEraser(Protocol):
 
 class DecisionsRepo(Protocol):
     def add(self, decision: Decision) -> None:
-        """Insert a new decision."""
+        """Insert a new decision. Raises AttestationReplayed (domain/liveness.py) when
+        the decision consumes a liveness attestation another decision already consumed
+        (a unique index: the race of two requests with one token)."""
+        ...
+
+    def liveness_jti_used(self, jti_sha256: str) -> bool:
+        """Whether a decision already consumed the attestation with this digest."""
         ...
 
     def get(self, decision_id: str) -> Decision | None:
@@ -206,6 +213,15 @@ class DecisionsRepo(Protocol):
     def delete_before(self, policy_name: str, before: datetime) -> int:
         """Delete the policy's decisions made before `before`, except those whose review
         still holds evidence (review retention purges it first). Returns the count."""
+        ...
+
+
+class LivenessVerifier(Protocol):
+    """Checks a liveness attestation's signature against its issuer's configured key
+    (faceapi/adapters/liveness.py); the claims are judged by the service."""
+
+    def verify(self, token: str) -> Attestation:
+        """The verified claims, or AttestationRejected (domain/liveness.py)."""
         ...
 
 

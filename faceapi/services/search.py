@@ -9,6 +9,7 @@ agree) is read later at GET /v1/decisions/{id}.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,11 +27,20 @@ from faceapi.domain.decisions import (
 from faceapi.domain.errors import NoFaceInSource, NotFound
 from faceapi.domain.faces import FaceDetail
 from faceapi.domain.images import DecodedImage
+from faceapi.domain.liveness import NOT_REQUIRED, AttestationReplayed, LivenessCheck
 from faceapi.domain.policies import Operation, Policy, PolicySet, strictest_bound
 from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import check_engine
 from faceapi.services.decision_pipeline import DecisionAudit, Finding, take_decision
 from faceapi.services.face_crops import candidate_crops
+from faceapi.services.liveness import (
+    NO_LIVENESS,
+    LivenessGate,
+    check_liveness,
+    refuse_unattestable,
+    replayed,
+    search_subject,
+)
 from faceapi.services.lockout import locked_subjects
 from faceapi.services.ports import (
     BlobStore,
@@ -54,6 +64,9 @@ class SearchRequest:
     policy: str | None
     threshold: float | None = None  # default: the policy's min_similarity
     max_faces: int | None = None  # default: the policy's max_matches
+    # A liveness service's signed attestation (a JWT), for a policy that requires one;
+    # its `sub` is search_subject(collection_id) (services/liveness.py).
+    liveness_attestation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,28 +82,64 @@ class SearchResult:
     face_matches: tuple[FaceMatch, ...]  # empty unless the decision is a final match
     attributes: tuple[str, ...]  # the policy's allowed attributes of the searched face
     model_version: str
+    searched_face_id: str | None = None  # search by face: the probe face
 
 
 def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
            index: SearchIndex, policies: PolicySet, clock: Clock, blobs: BlobStore,
-           decoder: ImageDecoder, request_id: str | None = None) -> SearchResult:
+           decoder: ImageDecoder, request_id: str | None = None,
+           liveness: LivenessGate = NO_LIVENESS) -> SearchResult:
     """Search the collection for the probe's largest face and decide under the policy,
     which the collection must bind (403 `policy_not_bound` otherwise)."""
     named = (policy_for(policies, actor, req.policy, Operation.SEARCH)
              if req.policy is not None else None)
     policy = _check_collection(req.collection_id, named, policies, actor=actor,
                                engine=engine, uow=uow)
+    if named is None:
+        # A search naming no policy is the emulator's SearchFacesByImage: Rekognition's
+        # request has no field for an attestation.
+        refuse_unattestable(policy, "the Rekognition-compatible SearchFacesByImage")
     threshold = max(policy.min_similarity, req.threshold or 0.0)
     max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
+    attested = check_liveness(policy, req.liveness_attestation,
+                              subject=search_subject(req.collection_id), gate=liveness,
+                              uow=uow, clock=clock)
+    if attested.refused:
+        return _liveness_refused(req, attested, policy=policy, actor=actor, engine=engine,
+                                 uow=uow, clock=clock, blobs=blobs, request_id=request_id,
+                                 threshold=threshold, max_faces=max_faces)
     image = decoder.decode(req.image)
     probe, found = _search_probe(req.collection_id, image, policy, engine=engine, uow=uow,
                                  index=index, threshold=threshold, max_faces=max_faces)
-    decision, matches = _decide(
-        found, policy=policy, actor=actor, engine=engine, uow=uow, clock=clock, blobs=blobs,
-        request_id=request_id,
-        evidence=lambda found: {**evidence_images(image, probe),
-                                **candidate_crops(blobs, req.collection_id, found)})
+    try:
+        decision, matches = _decide(
+            found, policy=policy, actor=actor, engine=engine, uow=uow, clock=clock,
+            blobs=blobs, request_id=request_id, liveness=attested,
+            evidence=lambda found: {**evidence_images(image, probe),
+                                    **candidate_crops(blobs, req.collection_id, found)})
+    except AttestationReplayed:
+        # Another request consumed the same token first; nothing of this one was written.
+        return _liveness_refused(req, replayed(attested), policy=policy, actor=actor,
+                                 engine=engine, uow=uow, clock=clock, blobs=blobs,
+                                 request_id=request_id, threshold=threshold,
+                                 max_faces=max_faces)
     return SearchResult(decision=decision, searched_face=probe, face_matches=matches,
+                        attributes=policy.attributes, model_version=engine.model_version)
+
+
+def _liveness_refused(req: SearchRequest, check: LivenessCheck, *, policy: Policy,
+                      actor: Actor, engine: FaceEngine, uow: UnitOfWork, clock: Clock,
+                      blobs: BlobStore, request_id: str | None, threshold: float,
+                      max_faces: int) -> SearchResult:
+    """A `rejected` search (`liveness_required`) decided without looking at the image."""
+    found = _Probe(collection_id=req.collection_id,
+                   sha256=hashlib.sha256(req.image).hexdigest(), candidates=(),
+                   usable=False, reasons=(), threshold=threshold, max_faces=max_faces,
+                   scores={}, details={})
+    decision, _ = _decide(found, policy=policy, actor=actor, engine=engine, uow=uow,
+                          clock=clock, blobs=blobs, request_id=request_id, liveness=check,
+                          evidence=lambda _found: {})
+    return SearchResult(decision=decision, searched_face=None, face_matches=(),
                         attributes=policy.attributes, model_version=engine.model_version)
 
 
@@ -162,7 +211,8 @@ class _Probe:
 
 def _decide(found: _Probe, *, policy: Policy, actor: Actor, engine: FaceEngine,
             uow: UnitOfWork, clock: Clock, blobs: BlobStore, request_id: str | None,
-            evidence: Callable[[tuple[Candidate, ...]], dict[str, bytes]]
+            evidence: Callable[[tuple[Candidate, ...]], dict[str, bytes]],
+            liveness: LivenessCheck = NOT_REQUIRED
             ) -> tuple[Decision, tuple[FaceMatch, ...]]:
     """Leave out locked subjects, then the decision pipeline; the matches only on a
     final match."""
@@ -170,7 +220,8 @@ def _decide(found: _Probe, *, policy: Policy, actor: Actor, engine: FaceEngine,
     best = candidates[0].similarity if candidates else None
     finding = Finding(kind=DecisionKind.SEARCH, usable=found.usable, reasons=found.reasons,
                       threshold=found.threshold, similarity=best, probe_sha256=found.sha256,
-                      candidates=candidates, collection_id=found.collection_id)
+                      candidates=candidates, collection_id=found.collection_id,
+                      liveness=liveness)
     audit = DecisionAudit(
         action=Action.SEARCH_DECISION, resource=resource(found.collection_id),
         scores={"best_similarity": None if best is None else round(best, 4),
@@ -212,18 +263,28 @@ class SearchByFaceRequest:
     face_id: str
     threshold: float | None = None
     max_faces: int | None = None
+    # A search policy the collection binds (REST); None: the collection's bound search
+    # policy, the strictest when several are (the emulator's SearchFaces).
+    policy: str | None = None
 
 
 def search_by_face(req: SearchByFaceRequest, *, actor: Actor, engine: FaceEngine,
                    uow: UnitOfWork, index: SearchIndex, policies: PolicySet, clock: Clock,
                    blobs: BlobStore, request_id: str | None = None) -> SearchResult:
-    """Search the collection for faces like one of its own, under the collection's
-    bound search policy (the strictest, when several are bound): its threshold, match
-    limit, lockout filter and human review apply as to any search."""
+    """Search the collection for faces like one of its own, under the named policy
+    (which the collection must bind) or else the collection's bound search policy (the
+    strictest, when several are bound): its threshold, match limit, lockout filter and
+    human review apply as to any search. A stored face is no live capture: under a
+    policy that requires liveness the search is refused."""
+    named = (policy_for(policies, actor, req.policy, Operation.SEARCH)
+             if req.policy is not None else None)
     with uow:
         collection = load_collection(uow, actor, req.collection_id)
         probe = uow.faces.get(req.collection_id, req.face_id)
-    policy = bound_search_policy(collection, policies, actor)
+    if named is not None:
+        require_bound(collection, named.name)
+    policy = named or bound_search_policy(collection, policies, actor)
+    refuse_unattestable(policy, "a search by a stored face")
     if probe is None or not probe.embedding:
         raise NotFound(f"face {req.face_id!r} not found in collection "
                        f"{req.collection_id!r}", details={"collection_id": req.collection_id})
@@ -246,7 +307,8 @@ def search_by_face(req: SearchByFaceRequest, *, actor: Actor, engine: FaceEngine
                                                (Candidate(probe.face_id, probe.subject_id,
                                                           100.0), *found)))
     return SearchResult(decision=decision, searched_face=None, face_matches=matches,
-                        attributes=(), model_version=collection.model_version)
+                        attributes=(), model_version=collection.model_version,
+                        searched_face_id=req.face_id)
 
 
 def bound_search_policy(collection: Collection, policies: PolicySet, actor: Actor) -> Policy:

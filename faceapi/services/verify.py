@@ -10,8 +10,9 @@ its failures lock like anyone's, so answers never tell who is enrolled.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from faceapi.domain.access import require_policy_access
@@ -28,6 +29,7 @@ from faceapi.domain.decisions import (
 from faceapi.domain.errors import NoFaceInSource
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail
 from faceapi.domain.images import DecodedImage
+from faceapi.domain.liveness import AttestationReplayed, LivenessCheck
 from faceapi.domain.lockout import LockoutKey, LockoutState, locked_error
 from faceapi.domain.policies import (
     Operation,
@@ -40,6 +42,7 @@ from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import check_engine
 from faceapi.services.decision_pipeline import DecisionAudit, Finding, take_decision
 from faceapi.services.face_crops import candidate_crops
+from faceapi.services.liveness import NO_LIVENESS, LivenessGate, check_liveness, replayed
 from faceapi.services.lockout import apply_result, audit_lock, subject_lock
 from faceapi.services.ports import (
     BlobStore,
@@ -62,6 +65,8 @@ class VerifyRequest:
     subject_id: str
     image: bytes
     policy: str
+    # A liveness service's signed attestation (a JWT), for a policy that requires one.
+    liveness_attestation: str | None = None
 
 
 def policy_for(policies: PolicySet, actor: Actor, name: str, operation: Operation) -> Policy:
@@ -115,21 +120,48 @@ def remote_probe(engine: FaceEngine, image: DecodedImage,
 
 def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
            policies: PolicySet, clock: Clock, blobs: BlobStore, decoder: ImageDecoder,
-           request_id: str | None = None) -> Decision:
+           request_id: str | None = None, liveness: LivenessGate = NO_LIVENESS) -> Decision:
     """Decide whether the image shows the claimed subject; raises Locked (423)."""
     policy = policy_for(policies, actor, req.policy, Operation.VERIFY)
     _check_claim(req, policy, actor=actor, engine=engine, uow=uow, clock=clock,
                  request_id=request_id)
+    attested = check_liveness(policy, req.liveness_attestation, subject=req.subject_id,
+                              gate=liveness, uow=uow, clock=clock)
+    if attested.refused:
+        return _liveness_refused(req, attested, policy=policy, actor=actor, engine=engine,
+                                 uow=uow, blobs=blobs, clock=clock, request_id=request_id)
     image = decoder.decode(req.image)
     probe, finding = _compare_with_claimed_subject(req, image, policy, engine=engine, uow=uow)
+    finding = replace(finding, liveness=attested)
     lockout = _LockoutCount(LockoutKey(req.collection_id, req.subject_id, policy.name),
                             policy, req, actor=actor, engine=engine, request_id=request_id)
-    return take_decision(
-        finding, _decision_audit(finding, probe), policy=policy, actor=actor, engine=engine,
-        uow=uow, blobs=blobs, clock=clock, request_id=request_id,
-        evidence=lambda: {**evidence_images(image, probe),
-                          **candidate_crops(blobs, req.collection_id, finding.candidates)},
-        before=lockout.count, after=lockout.audit_new_lock)
+    try:
+        return take_decision(
+            finding, _decision_audit(finding, probe), policy=policy, actor=actor,
+            engine=engine, uow=uow, blobs=blobs, clock=clock, request_id=request_id,
+            evidence=lambda: {**evidence_images(image, probe),
+                              **candidate_crops(blobs, req.collection_id, finding.candidates)},
+            before=lockout.count, after=lockout.audit_new_lock)
+    except AttestationReplayed:
+        # Another request consumed the same token first (its decision committed while
+        # this one compared): nothing of this one was written; it is a replay.
+        return _liveness_refused(req, replayed(attested), policy=policy, actor=actor,
+                                 engine=engine, uow=uow, blobs=blobs, clock=clock,
+                                 request_id=request_id)
+
+
+def _liveness_refused(req: VerifyRequest, check: LivenessCheck, *, policy: Policy,
+                      actor: Actor, engine: FaceEngine, uow: UnitOfWork, blobs: BlobStore,
+                      clock: Clock, request_id: str | None) -> Decision:
+    """A `rejected` decision (`liveness_required`) made without looking at the image:
+    no face compared, no lockout failure counted (it is not a failed match), audited."""
+    finding = Finding(
+        kind=DecisionKind.VERIFY, usable=False, reasons=(), threshold=policy.min_similarity,
+        similarity=None, probe_sha256=hashlib.sha256(req.image).hexdigest(),
+        collection_id=req.collection_id, subject_id=req.subject_id, liveness=check)
+    return take_decision(finding, _decision_audit(finding, None), policy=policy, actor=actor,
+                         engine=engine, uow=uow, blobs=blobs, clock=clock,
+                         request_id=request_id, evidence=lambda: {})
 
 
 class _LockoutCount:

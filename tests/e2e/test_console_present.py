@@ -25,6 +25,9 @@ def test_every_shipped_policy_reads_as_sentences_with_its_numbers() -> None:
             assert "two different reviewers" in text
         if policy.lockout is not None:
             assert f"After {policy.lockout.failures} failed attempts" in text
+        if policy.liveness.required:  # login_liveness
+            assert "liveness attestation signed by example-liveness" in text
+            assert "does not detect printed photos" in text
 
 
 def test_ages_read_like_a_person_would_say_them() -> None:

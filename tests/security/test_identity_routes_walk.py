@@ -42,6 +42,7 @@ from tests.security.support import ALICE, settings  # noqa: F401 (the --db backe
 REVEALING = {
     "verify.verify_subject": "1:1 decision about a claimed subject",
     "search.search_faces_by_image": "1:N decision: candidates from the collection",
+    "collections.search_by_face_id": "1:N decision: a stored face as the probe",
     "verify.get_decision_view": "a decision read back by its requester",
     "rekognition.dispatch": "the emulator: its operations are classified below",
 }
@@ -189,6 +190,19 @@ def test_a_consequential_collection_reveals_nothing_before_review_on_any_path(
         if not _is_refusal(reply.status, body):
             assert reply.status == 200, (policy, body)
             assert_reveals_nothing(f"search {policy}", body, watch)
+            decisions.append((body["decision"]["decision_id"], app_key))
+            answered += 1
+
+    # REST SearchFaces (a stored face as the probe), under every search policy there is.
+    for policy in watch.search_policies:
+        reply = http.post(f"/v1/collections/watch/faces/{watch.face_id}/search",
+                          key=app_key, json_body={"policy": policy, "threshold": 0.0})
+        body = reply.json()
+        if not _is_refusal(reply.status, body):
+            assert reply.status == 200, (policy, body)
+            # It names the caller's own probe face; nothing else may appear.
+            assert body.pop("SearchedFaceId") == watch.face_id
+            assert_reveals_nothing(f"search by face {policy}", body, watch)
             decisions.append((body["decision"]["decision_id"], app_key))
             answered += 1
 

@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "faceapi"
 FORBIDDEN = ("flask", "werkzeug", "sqlalchemy", "alembic", "boto3", "botocore", "dlib",
-             "psycopg", "flask_smorest", "marshmallow")
+             "psycopg", "flask_smorest", "marshmallow", "jwt")
 # Where services may reach inside the package: the domain, the ports and each other.
 SERVICE_IMPORTS = ("faceapi.domain", "faceapi.services")
 
@@ -90,6 +90,16 @@ def test_boto3_is_imported_only_by_the_rekognition_adapter() -> None:
             continue
         roots = {name.split(".")[0] for name in imported_modules(path)}
         assert "boto3" not in roots, f"{path.relative_to(PACKAGE)} imports boto3"
+
+
+def test_jwt_is_imported_only_by_the_liveness_adapter() -> None:
+    # Liveness attestations are verified in one place (adapters/liveness.py); the rules
+    # about their claims stay plain domain code.
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).as_posix() == "adapters/liveness.py":
+            continue
+        roots = {name.split(".")[0] for name in imported_modules(path)}
+        assert "jwt" not in roots, f"{path.relative_to(PACKAGE)} imports jwt"
 
 
 def module_name(path: Path) -> str:

@@ -27,6 +27,12 @@ from faceapi.domain.decisions import (
     Vote,
     pseudonymised,
 )
+from faceapi.domain.liveness import (
+    AttestationReplayed,
+    LivenessCheck,
+    LivenessFailure,
+    LivenessStatus,
+)
 from faceapi.domain.lockout import LockoutKey, LockoutState
 
 
@@ -54,6 +60,16 @@ def _load_candidates(text: str) -> tuple[Candidate, ...]:
                            similarity=float(c["similarity"])) for c in json.loads(text))
 
 
+_FAILURES = {f.value: f for f in LivenessFailure}
+
+
+def _liveness(row: Row[Any]) -> LivenessCheck:
+    reasons = json.loads(row.reasons)
+    failure = next((_FAILURES[r] for r in reasons if r in _FAILURES), None)
+    return LivenessCheck(LivenessStatus(row.liveness_status), issuer=row.liveness_issuer,
+                         jti_sha256=row.liveness_jti_sha256, failure=failure)
+
+
 def _decision(row: Row[Any]) -> Decision:
     return Decision(
         id=row.id, kind=DecisionKind(row.kind), outcome=Outcome(row.outcome),
@@ -66,7 +82,7 @@ def _decision(row: Row[Any]) -> Decision:
         requester_role=row.requester_role, probe_sha256=row.probe_sha256,
         audit_event_id=row.audit_event_id, request_id=row.request_id,
         created_at=_utc(row.created_at), decided_at=_utc(row.decided_at),
-        engine=row.engine, model_version=row.model_version)
+        engine=row.engine, model_version=row.model_version, liveness=_liveness(row))
 
 
 class SqlDecisionsRepo:
@@ -74,7 +90,27 @@ class SqlDecisionsRepo:
         self._conn = conn
 
     def add(self, decision: Decision) -> None:
+        try:
+            self._insert(decision)
+        except IntegrityError as exc:
+            # The partial unique index on attested token ids: another decision consumed
+            # this attestation first. The transaction is lost; the caller rolls back.
+            if decision.liveness.status is LivenessStatus.ATTESTED and \
+                    "liveness_jti" in str(exc.orig):
+                raise AttestationReplayed(decision.liveness.jti_sha256 or "") from exc
+            raise
+
+    def liveness_jti_used(self, jti_sha256: str) -> bool:
+        return self._conn.execute(select(decisions.c.id).where(
+            decisions.c.liveness_jti_sha256 == jti_sha256,
+            decisions.c.liveness_status == LivenessStatus.ATTESTED.value).limit(1)
+        ).first() is not None
+
+    def _insert(self, decision: Decision) -> None:
+        liveness = decision.liveness
         self._conn.execute(insert(decisions).values(
+            liveness_status=liveness.status.value, liveness_issuer=liveness.issuer,
+            liveness_jti_sha256=liveness.jti_sha256,
             id=decision.id, kind=decision.kind.value, outcome=decision.outcome.value,
             reasons=json.dumps(list(decision.reasons)), policy_name=decision.policy_name,
             policy_version=decision.policy_version, threshold=decision.threshold,

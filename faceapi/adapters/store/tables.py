@@ -214,9 +214,18 @@ decisions = Table(
     Column("model_version", String(128)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True)),
+    # Liveness (migration 0013): whether it was attested, by whom, the token id's hash.
+    Column("liveness_status", String(16), nullable=False, server_default="not_required"),
+    Column("liveness_issuer", String(256)),
+    Column("liveness_jti_sha256", String(64)),
 )
 Index("ix_decisions_collection_subject", decisions.c.collection_id, decisions.c.subject_id)
 Index("ix_decisions_created_at", decisions.c.created_at)
+# An attestation is consumed once: at most one attested decision per token id, which
+# also decides the race of two requests presenting one token at the same moment.
+Index("ux_decisions_liveness_jti", decisions.c.liveness_jti_sha256, unique=True,
+      postgresql_where=decisions.c.liveness_status == "attested",
+      sqlite_where=decisions.c.liveness_status == "attested")
 
 reviews = Table(
     "reviews", metadata,

@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
         store.start_checkpoint_timer()
     # Built now, before gunicorn forks and before threads race to build them; a bad
     # policy file raises PolicyError here: the app does not start.
-    for adapter in ("policies", "blobs", "decoder", "index", "erasers", "use_cases"):
+    for adapter in ("policies", "blobs", "decoder", "index", "erasers", "liveness",
+                    "use_cases"):
         getattr(container, adapter)
     app.extensions[EXTENSION_KEY] = container
     # FACEAPI_DEFAULT_COLLECTION_POLICIES must name loaded verify/search policies.

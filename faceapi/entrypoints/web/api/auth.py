@@ -246,8 +246,9 @@ _CONVERTER_RE = re.compile(r"<(?:[a-z_]+(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*
 _FORBIDDEN_DESCRIPTION = (
     "refused: the key's role may not call this (`forbidden`), or a rule of the request "
     "refuses it, e.g. the policy is not bound to the collection (`policy_not_bound`), the "
-    "key may not use the policy, or the two-person rule (`reviewer_is_requester`, "
-    "`owner_already_voted`)")
+    "key may not use the policy, the two-person rule (`reviewer_is_requester`, "
+    "`owner_already_voted`), or the policy requires a liveness attestation that the "
+    "route cannot carry (`liveness_unsupported`)")
 
 
 def document_security(api: Any, app: Flask) -> None:

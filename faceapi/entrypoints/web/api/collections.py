@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask_smorest import Blueprint
 
 from faceapi.domain.collections import ConsentBasis, QualityFilter
+from faceapi.domain.decisions import requester_view
 from faceapi.domain.faces import Attributes
 from faceapi.entrypoints.web.api.collections_schemas import (
     CollectionPoliciesResponseSchema,
@@ -36,8 +38,10 @@ from faceapi.entrypoints.web.api.deps import (
     use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.search import SearchByFaceRequestSchema, SearchResponseSchema
 from faceapi.services import collections as service
 from faceapi.services.enroll import IndexFacesRequest
+from faceapi.services.search import SearchByFaceRequest, SearchResult
 
 blp = Blueprint("collections", __name__, url_prefix="/v1/collections",
                 description="Face collections, indexed faces, subjects and consent")
@@ -121,6 +125,23 @@ def index_collection_faces(collection_id: str) -> Any:
         attributes=Attributes.ALL if "ALL" in loaded["detection_attributes"]
         else Attributes.DEFAULT)
     return use_cases().index_faces(req, actor=current_actor())
+
+
+@blp.route("/<collection_id>/faces/<face_id>/search", methods=["POST"])
+@blp.arguments(SearchByFaceRequestSchema)
+@blp.response(200, SearchResponseSchema)
+@blp.alt_response(404, description="no such collection or face (or outside the key's scope)")
+def search_by_face_id(args: dict[str, Any], collection_id: str, face_id: str) -> SearchResult:
+    """Search the collection for faces like one of its own (SearchFaces), under a
+    policy the collection binds: its threshold, lockout filter and review apply as to a
+    search by image. Refused (403 `liveness_unsupported`) under a policy that requires
+    liveness: a stored face is no live capture."""
+    req = SearchByFaceRequest(collection_id=collection_id, face_id=face_id,
+                              threshold=args["threshold"], max_faces=args["max_faces"],
+                              policy=args["policy"])
+    result = use_cases().search_by_face(req, actor=current_actor(), request_id=request_id())
+    # Until reviewers decide, the caller learns only that review is required.
+    return replace(result, decision=requester_view(result.decision))
 
 
 @blp.route("/<collection_id>/faces", methods=["GET"])

@@ -43,6 +43,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "wrong_policy_operation": 422,
     "invalid_policy_binding": 422,
     "policy_not_bound": 403,
+    "liveness_unsupported": 403,  # a route that cannot carry a liveness attestation
     "review_not_found": 404,
     "decision_not_found": 404,
     "reviewer_is_requester": 403,

@@ -38,6 +38,24 @@ class SearchRequestSchema(StrictSchema):
     max_faces = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(min=1, max=4096),
         metadata={"description": "MaxFaces; never above the policy's max_matches"})
+    liveness_attestation = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=8192),
+        metadata={"description": "a liveness service's signed attestation (JWT) whose "
+                                 "`sub` is `search:<collection_id>`; required by a policy "
+                                 "with `liveness.required` (docs/verify.md)"})
+
+
+class SearchByFaceRequestSchema(StrictSchema):
+    """REST SearchFaces: the probe is a face of the collection; no image."""
+
+    policy = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                           metadata={"description": "a search policy the collection binds"})
+    threshold = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, max=100),
+        metadata={"description": "FaceMatchThreshold; never below the policy's min_similarity"})
+    max_faces = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=4096),
+        metadata={"description": "MaxFaces; never above the policy's max_matches"})
 
 
 class StoredFaceSchema(Schema):
@@ -72,6 +90,8 @@ class SearchResponseSchema(Schema):
     searched_face = fields.Function(
         _allowed_attributes, data_key="SearchedFace",
         metadata={"description": "the searched face's attributes the policy allows"})
+    searched_face_id = fields.String(
+        data_key="SearchedFaceId", metadata={"description": "search by face: the probe"})
     decision = fields.Nested(DecisionSchema)
 
     @post_dump
@@ -87,7 +107,8 @@ def search_faces_by_image(collection_id: str) -> SearchResult:
     loaded = load_body(SearchRequestSchema(), ("image",))
     req = SearchRequest(collection_id=collection_id, image=require_image(loaded, "image"),
                         policy=loaded["policy"], threshold=loaded["threshold"],
-                        max_faces=loaded["max_faces"])
+                        max_faces=loaded["max_faces"],
+                        liveness_attestation=loaded["liveness_attestation"])
     result = use_cases().search(req, actor=current_actor(), request_id=request_id())
     # Until reviewers decide, the caller learns only that review is required.
     return replace(result, decision=requester_view(result.decision))

@@ -35,6 +35,11 @@ class VerifyRequestSchema(StrictSchema):
     policy = fields.String(required=True, validate=validate.Length(min=1, max=64),
                            metadata={"description": "e.g. login or identity_check"})
     image = fields.Nested(ImageSchema)
+    liveness_attestation = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=8192),
+        metadata={"description": "a liveness service's signed attestation (JWT) whose "
+                                 "`sub` is the claimed subject id; required by a policy "
+                                 "with `liveness.required` (docs/verify.md)"})
 
 
 class PolicyCompareRequestSchema(StrictSchema):
@@ -62,6 +67,17 @@ class DecisionSchema(Schema):
     collection_id = fields.String(allow_none=True)
     subject_id = fields.String(allow_none=True)
     matched_face_id = fields.String(allow_none=True)
+    matched_subject_id = fields.String(
+        allow_none=True,
+        metadata={"description": "the subject of the matched face, on a final match only "
+                                 "(a search's confirmed candidate; a verify's claimed "
+                                 "subject); null after the subject's erasure"})
+    liveness = fields.Function(
+        lambda d: {"status": d.liveness.status.value, "issuer": d.liveness.issuer,
+                   "jti_sha256": d.liveness.jti_sha256},
+        metadata={"description": "status: not_required | attested | failed; the issuer "
+                                 "and the SHA-256 of the attestation's issuer and jti "
+                                 "(never the token)"})
     review_id = fields.String(allow_none=True)
     audit_event_id = fields.String(allow_none=True)
     created_at = fields.DateTime()
@@ -97,7 +113,8 @@ def verify_subject() -> Any:
     """Verify that the image shows the claimed subject, under a policy."""
     loaded = load_body(VerifyRequestSchema(), ("image",))
     req = VerifyRequest(collection_id=loaded["collection_id"], subject_id=loaded["subject_id"],
-                        image=require_image(loaded, "image"), policy=loaded["policy"])
+                        image=require_image(loaded, "image"), policy=loaded["policy"],
+                        liveness_attestation=loaded["liveness_attestation"])
     return requester_view(use_cases().verify(req, actor=current_actor(),
                                              request_id=request_id()))
 

@@ -82,6 +82,10 @@ def policy_rules(policy: Policy) -> list[str]:
                      f"that, up to {_num(lock.max_delay_seconds)} seconds.")
     else:
         rules.append("No lockout after failed attempts.")
+    if policy.liveness.required:
+        rules.append("The request must carry a fresh, unused liveness attestation signed by "
+                     f"{' or '.join(policy.liveness.issuers)}; without one it is rejected. "
+                     "faceapi itself does not detect printed photos, screens or masks.")
     if policy.retention_days:
         rules.append(f"Review evidence (the submitted image and its face crop) is kept "
                      f"{policy.retention_days} days after the review ends, then deleted.")

@@ -66,6 +66,7 @@ EXCEPTION_BY_CODE: dict[str, str] = {
     "missing_authentication_token": "MissingAuthenticationTokenException",
     "forbidden": "AccessDeniedException",
     "policy_not_bound": "AccessDeniedException",
+    "liveness_unsupported": "AccessDeniedException",
     "engine_access_denied": "AccessDeniedException",
     "engine_throttled": "ThrottlingException",
     "engine_unavailable": "InternalServerError",
