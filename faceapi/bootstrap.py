@@ -145,6 +145,10 @@ class Container:
         erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(self.blobs, self.clock),
                                               FaceCropEraser(self.blobs),
                                               DecisionPseudonymiser(), ReviewPseudonymiser())
+        if "engine" not in self.__dict__ and self.settings.engine == "local":
+            # The local engine keeps no faces of its own: a process that has not built
+            # it (`faceapi retention run`) need not load its models to know that.
+            return erasers
         remote = remote_collections(self.engine)
         if remote is not None:
             erasers = (*erasers, RemoteFacesEraser(self.engine, remote))

@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -245,6 +245,9 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         raise click.UsageError("give --consent-basis and --consent-reference together")
     if consent_expires is not None and consent_basis is None:
         raise click.UsageError("--consent-expires needs --consent-basis and --consent-reference")
+    # Checked before anything is opened or read: a batch consent already over allows
+    # nothing (the CLI runs on the wall clock).
+    consent_expires_at = _expiry(consent_expires, datetime.now(UTC))
     with cli_container() as container:
         use_cases = container.use_cases
         try:
@@ -260,7 +263,7 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
             max_image_bytes=container.settings.max_image_bytes,
             quality_filter=QualityFilter(quality_filter), max_faces=max_faces,
             consent=ConsentInput(ConsentBasis(consent_basis), consent_reference,
-                                 _expiry(consent_expires, container.clock.now()))
+                                 consent_expires_at)
             if consent_basis and consent_reference else None)
         report_path = report_path or Path(f"import-report-{collection_id}.csv")
         bar = click.progressbar(items, label=f"importing {len(items)} files",
