@@ -105,6 +105,8 @@ class PolicyVersionSchema(Schema):
 
 @blp.route("/<string:name>/versions/<string:version>", methods=["GET"])
 @blp.response(200, PolicyVersionSchema)
+@blp.alt_response(404, description="no start has loaded this version of this policy "
+                                   "(versions loaded before revision 0010 were not kept)")
 def get_policy_version(name: str, version: str) -> Any:
     """The canonical text of a policy version any start has loaded (what a past decision
     recording this name and version ran under); 404 for a version never loaded."""
