@@ -465,6 +465,19 @@ class FakeLockoutsRepo(_Repo):
         return [s for k, s in self._s.lockouts.items()
                 if k.collection_id == collection_id and k.subject_id in wanted]
 
+    def policy_names(self) -> list[str]:
+        return sorted({k.policy_name for k in self._s.lockouts})
+
+    def delete_quiet(self, policy_name: str, before: datetime) -> int:
+        gone = [k for k, state in self._s.lockouts.items() if k.policy_name == policy_name
+                and all(m is None or m < before
+                        for m in (state.last_failure_at, state.locked_until))]
+        if gone:
+            self._changed("lockouts")
+        for key in gone:
+            del self._s.lockouts[key]
+        return len(gone)
+
 
 class FakePolicyVersionsRepo(_Repo):
     def lock(self) -> None:

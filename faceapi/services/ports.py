@@ -472,6 +472,16 @@ class LockoutsRepo(Protocol):
         """Every policy's state for these subjects, in one read (a search's candidates)."""
         ...
 
+    def policy_names(self) -> list[str]:
+        """Every policy name some lockout state is kept under."""
+        ...
+
+    def delete_quiet(self, policy_name: str, before: datetime) -> int:
+        """Delete the policy's states whose last failure and lock end are both before
+        `before` (or unset): states a next failure would start afresh anyway. Returns
+        the count."""
+        ...
+
 
 # --- API keys ----------------------------------------------------------------------------
 

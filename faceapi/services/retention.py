@@ -8,6 +8,8 @@ subject's erasure pseudonymises.
   Each erasure is its own `subject.erase` event (reason `consent_expired`), so the
   trail says for every subject when and why it went, as for a manual erasure.
 - Decision rows older than their policy's `decision_retention_days` are deleted.
+- Lockout states quiet for longer than their policy's lockout window are deleted (a
+  next failure would start afresh anyway).
 - One `retention.run` event summarises the run (counts only).
 
 A decision or review row holds no image or descriptor, but its subject id (and, for a
@@ -70,6 +72,8 @@ class RetentionReport:
     # Lapsed subjects whose erasure failed (the engine's copy could not be deleted,
     # ...): left for the next run, which tries them again.
     erasures_failed: int = 0
+    # Lockout states quiet for longer than their policy's window.
+    lockouts_cleared: int = 0
 
     @property
     def total_decisions_deleted(self) -> int:
@@ -96,18 +100,41 @@ def run_retention(*, uow_factory: UnitOfWorkFactory, policies: PolicySet, clock:
             count = uow.decisions.delete_before(name, now - timedelta(days=days))
             if count:
                 deleted[name] = count
+        cleared = _clear_quiet_lockouts(uow, policies, now)
         # Per policy as two parallel lists (an audit event holds at most 16 of each).
         names = tuple(deleted)[:16]
         event = uow.audit.append(AuditEvent(
             action=Action.RETENTION_RUN, outcome="completed", actor=actor,
             resource="retention",
             scores={"decisions_deleted": sum(deleted.values()),
-                    "subjects_erased": len(erased), "erasures_failed": failed},
+                    "subjects_erased": len(erased), "erasures_failed": failed,
+                    "lockouts_cleared": cleared},
             details={"policies": names,
                      "policy_decisions_deleted": tuple(deleted[n] for n in names)}))
         uow.commit()
     return RetentionReport(decisions_deleted=deleted, audit_event_id=event.id,
-                           subjects_erased=tuple(erased), erasures_failed=failed)
+                           subjects_erased=tuple(erased), erasures_failed=failed,
+                           lockouts_cleared=cleared)
+
+
+# A lockout state of a policy no longer in force (or without a lockout rule) is cleared
+# after this long without a failure.
+DEFAULT_LOCKOUT_QUIET = timedelta(days=1)
+
+
+def _clear_quiet_lockouts(uow: UnitOfWork, policies: PolicySet, now: datetime) -> int:
+    """Delete lockout states (a claimed subject id, failure counts and times) quiet for
+    longer than their policy's window: the next failure would start them afresh anyway
+    (domain/lockout.py `after_failure`), so clearing them changes no decision. Claims of
+    ids never enrolled would otherwise be kept for ever."""
+    cleared = 0
+    for name in sorted(uow.lockouts.policy_names()):
+        policy = policies.get(name)
+        quiet = (timedelta(minutes=policy.lockout.window_minutes)
+                 if policy is not None and policy.lockout is not None
+                 else DEFAULT_LOCKOUT_QUIET)
+        cleared += uow.lockouts.delete_quiet(name, now - quiet)
+    return cleared
 
 
 def _erase_lapsed(uow_factory: UnitOfWorkFactory, *, now: datetime, actor: Actor,

@@ -4,6 +4,7 @@ pseudonymised on erasure, the subject lock, and kept policy versions."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from faceapi.domain.collections import Consent, ConsentBasis, Subject
 from faceapi.domain.decisions import Candidate, DecisionKind, ReviewVote, Vote
+from faceapi.domain.lockout import LockoutKey
 from faceapi.domain.policies import PolicyVersion
 from faceapi.services.ports import UnitOfWork, UnitOfWorkFactory
 from tests.contract.test_repositories import (
@@ -192,3 +194,26 @@ def test_erasing_a_subjects_consents_takes_it_off_the_lapsed_list(
         audited(uow)
     with uow:
         assert uow.consents.lapsed(T0 + timedelta(days=2), 5) == []
+
+
+def test_quiet_lockout_states_are_deleted_per_policy(new_uow: UnitOfWorkFactory) -> None:
+    uow = new_uow()
+    hour = timedelta(hours=1)
+    with uow:
+        for subject, policy, last, until in (
+                ("old", "login", T0 - 3 * hour, None),
+                ("new", "login", T0, None),
+                ("locked", "login", T0 - 3 * hour, T0 + hour),
+                ("other", "identity_check", T0 - 3 * hour, None)):
+            state = uow.lockouts.get_for_update(LockoutKey("c1", subject, policy))
+            uow.lockouts.save(replace(state, failures=1, last_failure_at=last,
+                                      locked_until=until))
+        audited(uow)
+    with uow:
+        assert sorted(uow.lockouts.policy_names()) == ["identity_check", "login"]
+        assert uow.lockouts.delete_quiet("login", T0 - hour) == 1
+        audited(uow)
+    with uow:
+        left = {s.key.subject_id for s in uow.lockouts.for_subjects(
+            "c1", ["old", "new", "locked", "other"])}
+    assert left == {"new", "locked", "other"}

@@ -109,9 +109,9 @@ def test_a_consent_that_cannot_be_in_force_is_refused_and_changes_nothing(
 
 @pytest.mark.usefixtures("watch")
 def test_once_lapsed_the_api_enrolls_searches_and_verifies_the_subject_no_more(
-        app: Flask, client: FlaskClient, operator: dict[str, str], fake_engine: FakeEngine,
-        clock: FakeClock, auth_headers: HeadersFactory) -> None:
-    app_key = auth_headers("app")
+        app: Flask, client: FlaskClient, fake_engine: FakeEngine, clock: FakeClock,
+        auth_headers: HeadersFactory) -> None:
+    app_key, operator = auth_headers("app"), auth_headers("operator")
 
     def searched() -> list[str]:
         response = client.post("/v1/collections/watch/search", headers=app_key, json={
@@ -218,8 +218,9 @@ def _cli_env(settings: Settings) -> dict[str, str]:
 
 
 def test_retention_run_erases_a_lapsed_subject_everywhere_and_audits_each_erasure(
-        app: Flask, client: FlaskClient, operator: dict[str, str], fake_engine: FakeEngine,
-        settings: Settings, auth_headers: HeadersFactory) -> None:
+        app: Flask, client: FlaskClient, fake_engine: FakeEngine, settings: Settings,
+        auth_headers: HeadersFactory) -> None:
+    operator = auth_headers("operator")
     # The command runs on the wall clock: alice's consent lapsed yesterday, bob's holds.
     created = client.post("/v1/collections", headers=operator, json={
         "collection_id": "watch", "policies": ["login", "identity_check"]})

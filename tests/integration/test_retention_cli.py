@@ -50,5 +50,5 @@ def test_the_run_deletes_decisions_older_than_the_policys_days_and_audits_it(
         event = conn.execute(select(audit_events)
                              .where(audit_events.c.action == "retention.run")).one()
     assert json.loads(event.scores) == {"decisions_deleted": 1, "subjects_erased": 0,
-                                        "erasures_failed": 0}
+                                        "erasures_failed": 0, "lockouts_cleared": 0}
     assert (event.actor_role, event.actor_key_id) == ("system", "retention")

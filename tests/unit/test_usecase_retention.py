@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from faceapi.domain.audit import Actor
 from faceapi.domain.decisions import Candidate, Decision, DecisionKind, Outcome
+from faceapi.domain.lockout import LockoutKey, LockoutState
 from faceapi.domain.policies import PolicySet
 from faceapi.services.erase import erase_subject
 from faceapi.services.retention import DecisionPseudonymiser, run_retention
@@ -73,7 +74,7 @@ def test_retention_deletes_decisions_past_their_policys_days_and_audits_the_coun
     event = w.store.audit.committed[-1]
     assert (event.id, event.event.action.value) == (report.audit_event_id, "retention.run")
     assert event.event.scores == {"decisions_deleted": 1, "subjects_erased": 0,
-                                  "erasures_failed": 0}
+                                  "erasures_failed": 0, "lockouts_cleared": 0}
     assert dict(event.event.details) == {"policies": ("login",),
                                          "policy_decisions_deleted": (1,)}
     assert event.event.actor == JOB
@@ -106,4 +107,30 @@ def test_a_run_with_nothing_to_delete_is_still_audited() -> None:
     assert report.total_decisions_deleted == 0
     assert w.store.actions[-1] == "retention.run"
     assert w.store.audit.committed[-1].event.scores == {
-        "decisions_deleted": 0, "subjects_erased": 0, "erasures_failed": 0}
+        "decisions_deleted": 0, "subjects_erased": 0, "erasures_failed": 0, "lockouts_cleared": 0}
+
+
+def test_retention_clears_lockout_states_quiet_for_longer_than_their_window() -> None:
+    w = World()
+    window = w.policies["login"].lockout
+    assert window is not None
+    now = w.clock.now()
+
+    def state(subject: str, policy: str, quiet_minutes: float,
+              locked_for_minutes: float | None = None) -> None:
+        key = LockoutKey("c1", subject, policy)
+        last = now - timedelta(minutes=quiet_minutes)
+        until = None if locked_for_minutes is None else now + timedelta(
+            minutes=locked_for_minutes)
+        w.store.state.lockouts[key] = LockoutState(key, failures=2, lock_count=1,
+                                                   last_failure_at=last, locked_until=until)
+
+    state("stale", "login", window.window_minutes + 1)
+    state("recent", "login", window.window_minutes - 1)
+    state("still-locked", "login", window.window_minutes + 1, locked_for_minutes=5)
+    state("retired", "no_longer_shipped", 2 * 24 * 60)
+    report = run_retention(uow_factory=w.store.uow, policies=w.policies, clock=w.clock,
+                           actor=JOB)
+    assert report.lockouts_cleared == 2
+    assert {k.subject_id for k in w.store.state.lockouts} == {"recent", "still-locked"}
+    assert w.store.audit.committed[-1].event.scores["lockouts_cleared"] == 2

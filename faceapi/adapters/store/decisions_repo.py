@@ -356,3 +356,13 @@ class SqlLockoutsRepo:
         stmt = select(lockouts).where(lockouts.c.collection_id == collection_id,
                                       lockouts.c.subject_id.in_(sorted(set(subject_ids))))
         return [_lockout(row) for row in self._conn.execute(stmt)]
+
+    def policy_names(self) -> list[str]:
+        return list(self._conn.execute(select(lockouts.c.policy_name).distinct()).scalars())
+
+    def delete_quiet(self, policy_name: str, before: datetime) -> int:
+        stmt = delete(lockouts).where(
+            lockouts.c.policy_name == policy_name,
+            or_(lockouts.c.last_failure_at.is_(None), lockouts.c.last_failure_at < before),
+            or_(lockouts.c.locked_until.is_(None), lockouts.c.locked_until < before))
+        return int(self._conn.execute(stmt).rowcount)
