@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from faceapi.domain.collections import Consent, ConsentBasis, Subject
 from faceapi.entrypoints.cli import cli
 from faceapi.entrypoints.cli.imports import Importer, import_items, plan
 from faceapi.services.collections import ConsentInput
-from tests.conftest import HeadersFactory, solid_image
+from tests.conftest import HeadersFactory, KeyFactory, solid_image
 from tests.emulator_server import LiveServer, api_key, rekognition_client, serve
 from tests.fakes import FakeClock, FakeEngine, ScriptedFace, face, unit_vector
 from tests.integration.verify_support import b64, scripted
@@ -267,3 +268,34 @@ def test_retention_run_erases_a_lapsed_subject_everywhere_and_audits_each_erasur
     # A second run finds nothing more to erase.
     again = CliRunner().invoke(cli, ["retention", "run"], env=_cli_env(settings))
     assert "erased 0 subject(s)" in again.output
+
+
+def _console_sign_in(client: FlaskClient, key: str) -> None:
+    signin = client.get("/console/signin").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', signin)
+    assert token is not None
+    signed = client.post("/console/signin", data={"api_key": key,
+                                                  "csrf_token": token.group(1)})
+    assert signed.status_code == 302
+
+
+@pytest.mark.usefixtures("watch")
+def test_the_console_shows_a_lapsed_consent_and_offers_no_way_to_use_it(
+        app: Flask, client: FlaskClient, clock: FakeClock, make_key: KeyFactory) -> None:
+    # The console has no enrollment or search page (its routes are listed in
+    # access.PERMISSIONS); an operator sees the lapse on the subject's page.
+    key = make_key("operator")
+    _console_sign_in(client, key)
+    page = client.get("/console/collections/watch/subjects/alice").get_data(as_text=True)
+    assert "Expires" in page
+    assert "lapsed" not in page
+    clock.advance(days=31)
+    _console_sign_in(client, key)  # the session itself has timed out meanwhile
+    page = client.get("/console/collections/watch/subjects/alice").get_data(as_text=True)
+    assert "<strong>lapsed</strong>" in page
+    # Nothing the console changes touches faces: its POSTs are these, and no other.
+    posts = {r.endpoint for r in app.url_map.iter_rules()
+             if r.rule.startswith("/console") and "POST" in (r.methods or set())}
+    assert posts == {"console.signin", "console.signout", "console.audit_verify",
+                     "console.subject_erase", "console.subject_unlock",
+                     "console.review_decide"}
