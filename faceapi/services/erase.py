@@ -8,6 +8,9 @@ audit event commit together or not at all, and hands back clean-ups (blob files)
 run once the transaction has committed. A failed clean-up is logged by name and
 retried by the next erasure of the same subject; the rows that pointed at the blob are
 already gone, so nothing can read it in the meantime.
+
+`erase_lapsed_subject` is the same erasure for `faceapi retention run`, when the
+subject's consent has lapsed (services/retention.py).
 """
 
 from __future__ import annotations

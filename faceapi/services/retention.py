@@ -85,8 +85,8 @@ def run_retention(*, uow_factory: UnitOfWorkFactory, policies: PolicySet, clock:
                   on_erased: Callable[[str], None] | None = None) -> RetentionReport:
     """Erase the subjects whose consent has lapsed (each in its own audited
     transaction), then delete decision rows older than their policy's
-    `decision_retention_days` (a policy no longer in force: the default), audited as one
-    `retention.run` event with the counts."""
+    `decision_retention_days` (a policy no longer in force: the default) and quiet
+    lockout states, audited as one `retention.run` event with the counts."""
     now = clock.now()
     erased, failed = _erase_lapsed(uow_factory, now=now, actor=actor, erasers=erasers,
                                    on_erased=on_erased)
