@@ -4,13 +4,14 @@ through the same erasure and erasers as a manual erasure."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
 from faceapi.domain.audit import Actor
 from faceapi.domain.collections import ConsentBasis, ConsentRequired
-from faceapi.domain.decisions import Outcome
+from faceapi.domain.decisions import Outcome, Vote
 from faceapi.domain.errors import FaceApiError, InvalidParameter
 from faceapi.services.collections import ConsentInput, record_consent
 from faceapi.services.enroll import IndexFacesRequest, index_faces
@@ -23,7 +24,7 @@ from faceapi.services.retention import (
     ReviewPseudonymiser,
     run_retention,
 )
-from faceapi.services.review import ReviewEvidenceEraser
+from faceapi.services.review import ReviewEvidenceEraser, VoteRequest, decide_review
 from faceapi.services.search import (
     SearchByFaceRequest,
     SearchRequest,
@@ -31,7 +32,7 @@ from faceapi.services.search import (
     search_by_face,
 )
 from faceapi.services.verify import VerifyRequest, verify
-from tests.unit.usecase_world import APP, OPERATOR, World
+from tests.unit.usecase_world import APP, OPERATOR, REVIEWER, World
 
 JOB = Actor.system("retention")
 
@@ -230,3 +231,21 @@ def test_one_failing_erasure_does_not_stop_the_others_and_is_counted() -> None:
     assert w.store.audit.committed[-1].event.scores["erasures_failed"] == 1
     report = retention(w)
     assert report.subjects_erased == (("c1", "alice"),)
+
+
+def test_a_reviewer_cannot_confirm_a_match_to_a_subject_whose_consent_lapsed() -> None:
+    w = world()
+    enroll(w, "carol", 3, ConsentInput(ConsentBasis.EXPLICIT_CONSENT, "f",
+                                       w.clock.now() + timedelta(hours=1)))
+    pending = verify(VerifyRequest("c1", "carol", w.other_photo(3, "selfie"), "identity_check"),
+                     actor=APP, engine=w.engine, uow=w.store.uow(), policies=w.policies,
+                     clock=w.clock, blobs=w.blobs, decoder=w.decoder)
+    w.clock.advance(hours=2)  # the consent has lapsed; the review is still open
+    vote = VoteRequest(review_id=pending.review_id or "", vote=Vote.CONFIRM, reason="same")
+    with pytest.raises(ConsentRequired):
+        decide_review(vote, actor=REVIEWER, uow=w.store.uow(), blobs=w.blobs, clock=w.clock)
+    assert w.store.state.decisions[pending.id].outcome is Outcome.PENDING_REVIEW
+    # Rejecting names nobody: still allowed, and the decision ends.
+    decide_review(replace(vote, vote=Vote.REJECT), actor=REVIEWER, uow=w.store.uow(),
+                  blobs=w.blobs, clock=w.clock)
+    assert w.store.state.decisions[pending.id].outcome is Outcome.NO_MATCH
