@@ -37,8 +37,8 @@ from faceapi.domain.decisions import Decision, Review
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Capabilities, Comparison, Detection
 from faceapi.domain.liveness import Freshness
-from faceapi.domain.policies import Policy, PolicySet
-from faceapi.services import audit_trail
+from faceapi.domain.policies import Policy, PolicySet, PolicyVersion
+from faceapi.services import audit_trail, policy_history
 from faceapi.services import blob_check as blob_check_svc
 from faceapi.services import bulk_import as bulk_import_svc
 from faceapi.services import collections as collections_svc
@@ -68,7 +68,7 @@ from faceapi.services.ports import (
     SubjectEraser,
     remote_collections,
 )
-from faceapi.services.retention import DecisionPseudonymiser
+from faceapi.services.retention import DecisionPseudonymiser, ReviewPseudonymiser
 from faceapi.services.review import ReviewEvidenceEraser
 
 
@@ -107,10 +107,18 @@ class Container:
         is used as given."""
         return TimedEngine(build_engine(self.settings), self.metrics)
 
+    # Set by an opener whose commands use the policies with a migrated store (the
+    # CLI's, entrypoints/cli/common.py): the load then records new policy versions. The
+    # web app records them itself at start, once its schema is checked.
+    record_policy_loads = False
+
     @cached_property
     def policies(self) -> PolicySet:
         """policies/*.yaml; a bad file raises PolicyError here."""
-        return load_policies(self.settings.policies_dir)
+        policies = load_policies(self.settings.policies_dir)
+        if self.record_policy_loads:
+            self.use_cases.record_policy_versions(policies)
+        return policies
 
     @cached_property
     def decoder(self) -> ImageDecoder:
@@ -145,10 +153,15 @@ class Container:
     def erasers(self) -> tuple[SubjectEraser, ...]:
         """What a subject's erasure (and a collection's deletion) also deletes: review
         evidence and lockout state, enrolled-face crops, the subject's ids in decision
-        rows, and the engine's own copy of the faces when it keeps them (Rekognition)."""
+        and review rows (after the evidence eraser, which finds reviews by those ids),
+        and the engine's own copy of the faces when it keeps them (Rekognition)."""
         erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(self.blobs, self.clock),
                                               FaceCropEraser(self.blobs),
-                                              DecisionPseudonymiser())
+                                              DecisionPseudonymiser(), ReviewPseudonymiser())
+        if "engine" not in self.__dict__ and self.settings.engine == "local":
+            # The local engine keeps no faces of its own: a process that has not built
+            # it (`faceapi retention run`) need not load its models to know that.
+            return erasers
         remote = remote_collections(self.engine)
         if remote is not None:
             erasers = (*erasers, RemoteFacesEraser(self.engine, remote))
@@ -209,6 +222,20 @@ class UseCases:
 
     def get_policy(self, name: str) -> Policy | None:
         return self._c.policies.get(name)
+
+    def record_policy_versions(self, policies: PolicySet | None = None) -> list[PolicyVersion]:
+        """Keep the canonical text of every loaded policy version not recorded yet, each
+        with a `policy.load` audit event (once, however many workers start at once)."""
+        c = self._c
+        return policy_history.record_loaded(policies if policies is not None else c.policies,
+                                            uow=c.store.uow(), clock=c.clock,
+                                            actor=Actor.system("start"))
+
+    def get_policy_version(self, name: str, version: str, *,
+                           actor: Actor) -> policy_history.PolicyVersionView:
+        """The canonical text of any policy version ever loaded (NotFound otherwise)."""
+        return policy_history.get_version(name, version, actor=actor,
+                                          uow=self._c.store.read_uow())
 
     def engine_capabilities(self) -> Capabilities:
         """The active engine: what it computes and what it never returns."""
@@ -321,10 +348,13 @@ class UseCases:
         return review_svc.sweep(uow=c.store.uow(), blobs=c.blobs, clock=c.clock)
 
     def run_retention(self) -> retention_svc.RetentionReport:
-        """Delete decision rows past their policy's decision_retention_days, audited."""
+        """Erase subjects whose consent has lapsed (with every eraser, as a manual
+        erasure), delete decision rows past their policy's decision_retention_days;
+        audited. Other workers' search index copies see the erasures' version bumps."""
         c = self._c
-        return retention_svc.run_retention(uow=c.store.uow(), policies=c.policies,
-                                           clock=c.clock, actor=Actor.system("retention"))
+        return retention_svc.run_retention(uow_factory=c.store.uow, policies=c.policies,
+                                           clock=c.clock, actor=Actor.system("retention"),
+                                           erasers=c.erasers)
 
     # --- Collections, faces, subjects, consent ------------------------------------------
 
@@ -367,9 +397,11 @@ class UseCases:
         return bulk_import_svc.faces_of_image(collection_id, sha256,
                                               uow=self._c.store.read_uow())
 
-    def has_consent(self, collection_id: str, subject_id: str) -> bool:
-        return bulk_import_svc.has_consent(collection_id, subject_id,
-                                           uow=self._c.store.read_uow())
+    def consent_status(self, collection_id: str, subject_id: str) -> str:
+        """`in_force`, `lapsed` or `none` (services/bulk_import.py)."""
+        return bulk_import_svc.consent_status(collection_id, subject_id,
+                                              uow=self._c.store.read_uow(),
+                                              now=self._c.clock.now())
 
     def record_import_run(self, collection_id: str, counts: dict[str, int], *,
                           actor: Actor) -> None:

@@ -41,6 +41,7 @@ from faceapi.domain.decisions import (
 from faceapi.domain.errors import FaceApiError, NotFound
 from faceapi.domain.liveness import AttestationReplayed, LivenessStatus
 from faceapi.domain.lockout import LockoutKey, LockoutState
+from faceapi.domain.policies import PolicyVersion
 from faceapi.services.ports import SearchHit
 from tests.fakes_audit import FakeAuditLog
 
@@ -65,6 +66,7 @@ class StoreState:
     lockouts: dict[LockoutKey, LockoutState] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     sigv4_secrets: dict[str, str] = field(default_factory=dict)
+    policy_versions: dict[tuple[str, str], PolicyVersion] = field(default_factory=dict)
 
 
 class _Repo:
@@ -142,6 +144,10 @@ class FakeSubjectsRepo(_Repo):
     def delete(self, collection_id: str, subject_id: str) -> bool:
         self._changed("subjects")
         return self._s.subjects.pop((collection_id, subject_id), None) is not None
+
+    def lock(self, collection_id: str, subject_id: str) -> bool:
+        # Nothing to lock: one process, one thread.
+        return (collection_id, subject_id) in self._s.subjects
 
     def ids(self, collection_id: str) -> list[str]:
         return sorted(s for c, s in self._s.subjects if c == collection_id)
@@ -243,6 +249,24 @@ class FakeConsentsRepo(_Repo):
         gone = len(self._s.consents) - len(kept)
         self._s.consents = kept
         return gone
+
+    def _in_force(self) -> dict[tuple[str, str], Consent]:
+        newest: dict[tuple[str, str], Consent] = {}
+        for consent in self._s.consents:  # appended in order: the last one wins
+            newest[(consent.collection_id, consent.subject_id)] = consent
+        return newest
+
+    def lapsed_among(self, collection_id: str, subject_ids: Sequence[str],
+                     now: datetime) -> set[str]:
+        wanted = set(subject_ids)
+        return {s for (c, s), consent in self._in_force().items()
+                if c == collection_id and s in wanted and consent.lapsed(now)}
+
+    def lapsed(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        found = sorted((consent.expires_at, c, s) for (c, s), consent
+                       in self._in_force().items()
+                       if consent.lapsed(now) and consent.expires_at is not None)
+        return [(c, s) for _, c, s in found[:limit]]
 
 
 class FakeDecisionsRepo(_Repo):
@@ -393,6 +417,28 @@ class FakeReviewsRepo(_Repo):
         return [r for r in self._all() if r.collection_id == collection_id
                 and (r.status is ReviewStatus.PENDING or not r.evidence_purged)]
 
+    def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
+        changed = 0
+        for review in self._all():
+            if review.collection_id != collection_id:
+                continue
+            candidates = pseudonymised(review.candidates, subject_id)
+            erased_faces = {c.face_id for c in review.candidates} - {
+                c.face_id for c in candidates}
+            own = review.subject_id is not None and (
+                subject_id is None or review.subject_id == subject_id)
+            new = replace(review, subject_id=None if own else review.subject_id,
+                          candidates=candidates)
+            if new == review:
+                continue
+            self._changed("reviews")
+            self._s.reviews[review.id] = new
+            self._s.votes[review.id] = [
+                replace(v, face_id=None) if v.face_id in erased_faces else v
+                for v in self._s.votes.get(review.id, [])]
+            changed += 1
+        return changed
+
 
 class FakeLockoutsRepo(_Repo):
     def get(self, key: LockoutKey) -> LockoutState | None:
@@ -428,6 +474,38 @@ class FakeLockoutsRepo(_Repo):
         wanted = set(subject_ids)
         return [s for k, s in self._s.lockouts.items()
                 if k.collection_id == collection_id and k.subject_id in wanted]
+
+    def policy_names(self) -> list[str]:
+        return sorted({k.policy_name for k in self._s.lockouts})
+
+    def delete_quiet(self, policy_name: str, before: datetime) -> int:
+        gone = [k for k, state in self._s.lockouts.items() if k.policy_name == policy_name
+                and all(m is None or m < before
+                        for m in (state.last_failure_at, state.locked_until))]
+        if gone:
+            self._changed("lockouts")
+        for key in gone:
+            del self._s.lockouts[key]
+        return len(gone)
+
+
+class FakePolicyVersionsRepo(_Repo):
+    def lock(self) -> None:
+        """Nothing to lock: one process, one thread."""
+
+    def get(self, name: str, version: str) -> PolicyVersion | None:
+        return self._s.policy_versions.get((name, version))
+
+    def add(self, recorded: PolicyVersion) -> None:
+        key = (recorded.name, recorded.version)
+        if key in self._s.policy_versions:
+            raise ValueError(f"duplicate policy version {key}")  # SQL: IntegrityError
+        self._changed("policy_versions")
+        self._s.policy_versions[key] = recorded
+
+    def versions_of(self, name: str) -> list[PolicyVersion]:
+        return sorted((v for v in self._s.policy_versions.values() if v.name == name),
+                      key=lambda v: (v.first_loaded_at, v.version))
 
 
 class FakeApiKeyRepository(_Repo):
@@ -556,6 +634,10 @@ class FakeStoreUnitOfWork:
     @property
     def lockouts(self) -> FakeLockoutsRepo:
         return FakeLockoutsRepo(self)
+
+    @property
+    def policy_versions(self) -> FakePolicyVersionsRepo:
+        return FakePolicyVersionsRepo(self)
 
 
 @dataclass

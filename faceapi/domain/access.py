@@ -101,6 +101,10 @@ PERMISSIONS: dict[str, Rule] = {
     # Policies are not secret: every role may read the rules decisions are made under.
     "policies.list_policies": ALL_ROLES,
     "policies.get_policy": ALL_ROLES,
+    # Past versions' texts are the compliance record of what a decision ran under: the
+    # auditors and admins who check decisions, and reviewers, whose review items name a
+    # version. Apps and operators work under the policies in force (read above).
+    "policies.get_policy_version": frozenset({REVIEWER, AUDITOR, ADMIN}),
     # Decisions about people are requested by apps only.
     "verify.verify_subject": frozenset({APP}),
     "search.search_faces_by_image": frozenset({APP}),

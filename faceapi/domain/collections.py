@@ -110,6 +110,29 @@ class Consent:
     reference: str
     recorded_at: datetime
     recorded_by: str | None = None  # the API key id that recorded it
+    # When the consent lapses (None: until withdrawn or erased). From that moment the
+    # subject's faces are used by no enrollment, verify or search, and the next
+    # `faceapi retention run` erases the subject (docs/operations.md, Retention).
+    expires_at: datetime | None = None
+
+    def lapsed(self, now: datetime) -> bool:
+        """Whether this consent has expired at `now`."""
+        return self.expires_at is not None and self.expires_at <= now
+
+
+def consent_lapsed(consent: Consent | None, now: datetime) -> bool:
+    """Whether the consent in force (the newest record) has lapsed: none on record is
+    not lapsed (a collection that needs none may enroll such subjects)."""
+    return consent is not None and consent.lapsed(now)
+
+
+def consent_expired_error(collection_id: str, subject_id: str) -> ConsentRequired:
+    """The refusal of a use of a subject whose consent has lapsed (422, like a missing
+    consent): enrollment needs a new consent first."""
+    return ConsentRequired(
+        f"the consent recorded for subject {subject_id!r} in collection {collection_id!r} "
+        "has expired: record a new consent (with the request or at .../consent) first",
+        details={"collection_id": collection_id, "refusal": "consent_expired"})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -147,12 +148,35 @@ class Policy:
             del data["liveness"]
         return data
 
+    def canonical_text(self) -> str:
+        """The canonical form as text: sorted keys, no spaces, UTF-8. Its SHA-256 is the
+        version, so a reader holding this text can prove which rules a version means."""
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)
+
     @property
     def version(self) -> str:
         """SHA-256 of the canonical JSON form: any change to any rule changes it."""
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return text_version(self.canonical_text())
+
+
+def text_version(canonical_text: str) -> str:
+    """The version a canonical policy text stands for (its SHA-256, hex)."""
+    return hashlib.sha256(canonical_text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    """A policy version some start loaded, kept for good (`policy_versions`): the text
+    every decision recorded under (name, version) ran under. `audit_event_id` is the
+    `policy.load` event that recorded it; that event's hash-chained `policy_version`
+    equals the SHA-256 of `canonical_text`, which is what proves the text."""
+
+    name: str
+    version: str
+    canonical_text: str
+    first_loaded_at: datetime
+    audit_event_id: str
 
 
 def policy_problems(policy: Policy) -> list[str]:

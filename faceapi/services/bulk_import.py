@@ -4,6 +4,8 @@ services/enroll.index_faces, the same use case the API calls."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.services.collection_lookup import resource
 from faceapi.services.ports import UnitOfWork
@@ -16,10 +18,17 @@ def faces_of_image(collection_id: str, sha256: str, *, uow: UnitOfWork) -> tuple
         return tuple(f.face_id for f in uow.faces.find_by_image(collection_id, sha256))
 
 
-def has_consent(collection_id: str, subject_id: str, *, uow: UnitOfWork) -> bool:
-    """Whether a consent is on record for the subject (a batch records its own once)."""
+def consent_status(collection_id: str, subject_id: str, *, uow: UnitOfWork,
+                   now: datetime) -> str:
+    """`in_force`, `lapsed` or `none`: the consent on record for the subject. A batch
+    records its own consent for subjects with none; it never renews a lapsed one (a
+    re-run of an old import must not revive consents that ended: renewing is a
+    deliberate act per subject, POST .../consent or IndexFaces with a consent)."""
     with uow:
-        return uow.consents.current(collection_id, subject_id) is not None
+        current = uow.consents.current(collection_id, subject_id)
+    if current is None:
+        return "none"
+    return "lapsed" if current.lapsed(now) else "in_force"
 
 
 def record_import_run(collection_id: str, counts: dict[str, int], *, actor: Actor,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import structlog
 
@@ -15,7 +16,7 @@ from faceapi.domain.access import (
     collection_filter,
     require_collection_access,
 )
-from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.audit import Action, Actor, AuditEvent, DetailValue
 from faceapi.domain.clock import Clock
 from faceapi.domain.collections import (
     Collection,
@@ -249,6 +250,8 @@ def _without_embedding(face: StoredFace) -> StoredFace:
 class ConsentInput:
     basis: ConsentBasis
     reference: str
+    # When the consent lapses (timezone-aware, in the future); None: it does not.
+    expires_at: datetime | None = None
 
 
 def check_consent_reference(reference: str) -> None:
@@ -257,21 +260,42 @@ def check_consent_reference(reference: str) -> None:
                                details={"field": "consent.reference"})
 
 
+def check_consent(consent: ConsentInput, now: datetime) -> None:
+    """The reference, and an expiry that is a moment (with its zone) still to come: a
+    consent that has already lapsed when it is recorded allows nothing."""
+    check_consent_reference(consent.reference)
+    expires = consent.expires_at
+    if expires is None:
+        return
+    if expires.tzinfo is None or expires.utcoffset() is None:
+        raise InvalidParameter("consent.expires_at needs a time zone (e.g. 2027-01-31T00:00:00Z)",
+                               details={"field": "consent.expires_at"})
+    if expires <= now:
+        raise InvalidParameter("consent.expires_at must be in the future",
+                               details={"field": "consent.expires_at"})
+
+
 def record_consent_in(uow: UnitOfWork, collection: Collection, subject_id: str,
                       consent: ConsentInput, *, actor: Actor, clock: Clock) -> Consent:
     """Record a consent inside the caller's open unit of work, with its audit event."""
     now = clock.now()
+    check_consent(consent, now)
     uow.subjects.ensure(Subject(collection.collection_id, subject_id, now))
+    expires = consent.expires_at.astimezone(UTC) if consent.expires_at is not None else None
     record = Consent(collection_id=collection.collection_id, subject_id=subject_id,
                      basis=consent.basis, reference=consent.reference, recorded_at=now,
-                     recorded_by=actor.key_id)
+                     recorded_by=actor.key_id, expires_at=expires)
     uow.consents.record(record)
     # The reference is the operator's pointer to evidence; it goes to the store, and
-    # only the basis goes to the audit trail (a reference may carry personal data).
+    # only the basis (and the expiry) goes to the audit trail (a reference may carry
+    # personal data).
+    details: dict[str, DetailValue] = {"basis": consent.basis.value}
+    if expires is not None:
+        details["expires_at"] = expires.isoformat()
     uow.audit.append(AuditEvent(
         action=Action.SUBJECT_CONSENT, outcome="recorded", actor=actor,
         resource=resource(collection.collection_id, subject_id), subject_id=subject_id,
-        details={"basis": consent.basis.value}))
+        details=details))
     return record
 
 
@@ -279,7 +303,7 @@ def record_consent(collection_id: str, subject_id: str, consent: ConsentInput, *
                    actor: Actor, uow: UnitOfWork, clock: Clock) -> Consent:
     """Record the basis for processing a subject's faces (creates the subject)."""
     check_id("subject_id", subject_id)
-    check_consent_reference(consent.reference)
+    check_consent(consent, clock.now())
     with uow:
         collection = load_collection(uow, actor, collection_id)
         record = record_consent_in(uow, collection, subject_id, consent, actor=actor,

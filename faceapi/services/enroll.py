@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
@@ -16,6 +16,8 @@ from faceapi.domain.collections import (
     StoredFace,
     Subject,
     UnindexedReason,
+    consent_expired_error,
+    consent_lapsed,
     embedding_to_bytes,
     quality_reasons,
 )
@@ -26,7 +28,7 @@ from faceapi.domain.images import DecodedImage
 from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import (
     ConsentInput,
-    check_consent_reference,
+    check_consent,
     check_engine,
     check_id,
     compensate,
@@ -106,10 +108,17 @@ def shown(detail: FaceDetail, attributes: Attributes) -> FaceDetail:
 
 
 def _require_consent(uow: UnitOfWork, collection: Collection, subject_id: str,
-                     consent: ConsentInput | None) -> None:
-    if not collection.consent_required or consent is not None:
+                     consent: ConsentInput | None, now: datetime) -> None:
+    """A consent sent with the request is recorded with the faces (checked to be still
+    in force by `check_consent`); otherwise the one on record must not have lapsed (in
+    any collection: a lapsed consent ended the basis the subject was enrolled on), and
+    must exist where the collection requires one."""
+    if consent is not None:
         return
-    if uow.consents.current(collection.collection_id, subject_id) is None:
+    current = uow.consents.current(collection.collection_id, subject_id)
+    if consent_lapsed(current, now):
+        raise consent_expired_error(collection.collection_id, subject_id)
+    if collection.consent_required and current is None:
         raise ConsentRequired(
             f"collection {collection.collection_id!r} needs a recorded consent for subject "
             f"{subject_id!r}: send consent {{basis, reference}} with the request or record "
@@ -117,21 +126,26 @@ def _require_consent(uow: UnitOfWork, collection: Collection, subject_id: str,
 
 
 def _is_new_consent(uow: UnitOfWork, collection_id: str, subject_id: str,
-                    consent: ConsentInput) -> bool:
-    # Clients resend the same consent with every image of a subject: record it once.
+                    consent: ConsentInput, now: datetime) -> bool:
+    # Clients resend the same consent with every image of a subject: record it once
+    # (a new expiry, or one sent after the old consent lapsed, is a new record).
     current = uow.consents.current(collection_id, subject_id)
-    return current is None or (current.basis, current.reference) != (consent.basis,
-                                                                      consent.reference)
+    if current is None or current.lapsed(now):
+        return True
+    expires = consent.expires_at.astimezone(UTC) if consent.expires_at else None
+    return (current.basis, current.reference, current.expires_at) != (
+        consent.basis, consent.reference, expires)
 
 
 def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
                 clock: Clock, decoder: ImageDecoder, blobs: BlobStore) -> IndexFacesResult:
     """Detect, filter and store the faces of one image under a subject, audited; on an
     engine that keeps faces itself, index them there and keep their ids."""
-    _check_request(req)
+    _check_request(req, clock.now())
     # Cheap checks first, in a short read, so a doomed request costs no engine time.
     with uow:
-        collection = _writable_collection(uow, req, actor=actor, engine=engine)
+        collection = _writable_collection(uow, req, actor=actor, engine=engine,
+                                          now=clock.now())
 
     image = decoder.decode(req.image)
     remote = remote_collections(engine)
@@ -162,22 +176,23 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
                             image_sha256=image.sha256, audit_event_id=event_id)
 
 
-def _check_request(req: IndexFacesRequest) -> None:
-    """Pre-checks on the request alone: ids, the face limit, the consent reference."""
+def _check_request(req: IndexFacesRequest, now: datetime) -> None:
+    """Pre-checks on the request alone: ids, the face limit, the consent's reference
+    and expiry."""
     check_id("subject_id", req.subject_id)
     if req.max_faces is not None and not 1 <= req.max_faces <= MAX_FACES_LIMIT:
         raise InvalidParameter(f"max_faces must be between 1 and {MAX_FACES_LIMIT}",
                                details={"field": "max_faces"})
     if req.consent is not None:
-        check_consent_reference(req.consent.reference)
+        check_consent(req.consent, now)
 
 
 def _writable_collection(uow: UnitOfWork, req: IndexFacesRequest, *, actor: Actor,
-                         engine: FaceEngine) -> Collection:
+                         engine: FaceEngine, now: datetime) -> Collection:
     """The collection, if this caller may enroll the subject in it with this engine."""
     collection = load_collection(uow, actor, req.collection_id)
     check_engine(collection, engine)
-    _require_consent(uow, collection, req.subject_id, req.consent)
+    _require_consent(uow, collection, req.subject_id, req.consent, now)
     return collection
 
 
@@ -217,15 +232,17 @@ def _write_enrollment(req: IndexFacesRequest, records: list[FaceRecord],
     event's id; the caller discards crops and compensates if this raises."""
     with uow:
         # Again inside the write: the collection may have gone, or the consent been
-        # erased, while the engine ran.
-        collection = _writable_collection(uow, req, actor=actor, engine=engine)
+        # erased or lapsed, while the engine ran.
+        collection = _writable_collection(uow, req, actor=actor, engine=engine,
+                                          now=clock.now())
         if records:
             version = uow.collections.bump_version(collection.collection_id)
             records = [FaceRecord(replace(r.face, added_version=version), r.detail)
                        for r in records]
             consent = req.consent
             if consent is not None and _is_new_consent(uow, collection.collection_id,
-                                                       req.subject_id, consent):
+                                                       req.subject_id, consent,
+                                                       clock.now()):
                 record_consent_in(uow, collection, req.subject_id, consent, actor=actor,
                                   clock=clock)
             else:

@@ -42,6 +42,7 @@ from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.liveness import Attestation
 from faceapi.domain.lockout import LockoutKey, LockoutState
+from faceapi.domain.policies import PolicyVersion
 
 
 class AuditLog(Protocol):
@@ -146,6 +147,11 @@ class UnitOfWork(AuditUnitOfWork, Protocol):
     @property
     def lockouts(self) -> LockoutsRepo:
         """Failed-verify throttling state (faceapi/domain/lockout.py)."""
+        ...
+
+    @property
+    def policy_versions(self) -> PolicyVersionsRepo:
+        """Every policy version ever loaded, with its canonical text."""
         ...
 
     def __enter__(self) -> UnitOfWork:
@@ -273,6 +279,13 @@ class ReviewsRepo(Protocol):
         """Reviews of a collection that are pending or still hold evidence."""
         ...
 
+    def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
+        """Remove an erased subject's ids (None: every subject of the collection) from
+        the collection's reviews: the review's subject, the candidates naming it (face
+        and subject ids become ""), and votes' picked faces among those candidates.
+        Returns the reviews changed."""
+        ...
+
 
 # --- Collections, subjects, faces, consents ----------------------------------------------
 
@@ -318,6 +331,11 @@ class SubjectsRepo(Protocol):
 
     def delete(self, collection_id: str, subject_id: str) -> bool:
         """Delete the subject row; False if there was none."""
+        ...
+
+    def lock(self, collection_id: str, subject_id: str) -> bool:
+        """Hold the subject's row until the transaction ends (a consent recorded or a
+        face enrolled for it meanwhile waits); False if there is no such subject."""
         ...
 
     def ids(self, collection_id: str) -> list[str]:
@@ -397,6 +415,41 @@ class ConsentsRepo(Protocol):
         """Delete every consent record of a subject; return how many."""
         ...
 
+    def lapsed_among(self, collection_id: str, subject_ids: Sequence[str],
+                     now: datetime) -> set[str]:
+        """Those of `subject_ids` whose consent in force (the newest record) has an
+        `expires_at` at or before `now`, in one read (a search's candidates)."""
+        ...
+
+    def lapsed(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(collection id, subject id) of up to `limit` subjects whose consent in force
+        has lapsed at `now`, oldest expiry first (what retention erases)."""
+        ...
+
+
+# --- Policy versions -------------------------------------------------------------------
+
+
+class PolicyVersionsRepo(Protocol):
+    """Every policy version ever loaded (`policy_versions`), kept for good."""
+
+    def lock(self) -> None:
+        """Hold the table's writer lock until the transaction ends, so workers starting
+        at once record a new version once (the others then find it)."""
+        ...
+
+    def get(self, name: str, version: str) -> PolicyVersion | None:
+        """One recorded version, or None."""
+        ...
+
+    def add(self, recorded: PolicyVersion) -> None:
+        """Record a version (the primary key (name, version) refuses a second row)."""
+        ...
+
+    def versions_of(self, name: str) -> list[PolicyVersion]:
+        """Every recorded version of a policy, oldest first."""
+        ...
+
 
 # --- Lockouts ----------------------------------------------------------------------------
 
@@ -433,6 +486,16 @@ class LockoutsRepo(Protocol):
     def for_subjects(self, collection_id: str,
                      subject_ids: Sequence[str]) -> list[LockoutState]:
         """Every policy's state for these subjects, in one read (a search's candidates)."""
+        ...
+
+    def policy_names(self) -> list[str]:
+        """Every policy name some lockout state is kept under."""
+        ...
+
+    def delete_quiet(self, policy_name: str, before: datetime) -> int:
+        """Delete the policy's states whose last failure and lock end are both before
+        `before` (or unset): states a next failure would start afresh anyway. Returns
+        the count."""
         ...
 
 

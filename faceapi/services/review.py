@@ -34,6 +34,7 @@ from faceapi.domain.access import (
 )
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
+from faceapi.domain.collections import consent_expired_error
 from faceapi.domain.decisions import (
     Decision,
     DecisionNotFound,
@@ -355,6 +356,8 @@ def decide_review(req: VoteRequest, *, actor: Actor, uow: UnitOfWork, blobs: Blo
         owners = key_owners(uow, review, actor.key_id)
         check_vote(review, actor.key_id, now, req.face_id, owners)
         assert actor.key_id is not None  # check_vote refuses a vote without a key id
+        if req.vote is Vote.CONFIRM:
+            _refuse_lapsed_subject(uow, review, req.face_id, now)
         vote = ReviewVote(reviewer_key_id=actor.key_id, reviewer_role=actor.role,
                           vote=req.vote, reason=req.reason, face_id=req.face_id, at=now)
         uow.reviews.add_vote(review.id, vote)
@@ -380,6 +383,23 @@ def decide_review(req: VoteRequest, *, actor: Actor, uow: UnitOfWork, blobs: Blo
     if resolution is not None and review.retention_days == 0:
         purge_evidence(uow=uow, blobs=blobs, now=now)
     return ReviewView(review, decision, True)
+
+
+def _refuse_lapsed_subject(uow: UnitOfWork, review: Review, face_id: str | None,
+                           now: datetime) -> None:
+    """A confirmation names a subject: one whose consent has lapsed since the review
+    opened is used by nobody, reviewers included (422 `consent_required`). The review
+    stays pending until it expires or retention erases the subject (closing it)."""
+    if review.collection_id is None:
+        return
+    if review.subject_id is not None:  # a verify: the claimed subject
+        named = [review.subject_id]
+    else:  # a search: the picked candidate, else the top one
+        picked = [c for c in review.candidates if face_id is None or c.face_id == face_id]
+        named = [picked[0].subject_id] if picked and picked[0].subject_id else []
+    lapsed = uow.consents.lapsed_among(review.collection_id, named, now)
+    if lapsed:
+        raise consent_expired_error(review.collection_id, sorted(lapsed)[0])
 
 
 # --- erasure ---------------------------------------------------------------------------

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor
 from faceapi.domain.clock import Clock
-from faceapi.domain.collections import Collection, PolicyNotBound, StoredFace, require_bound
+from faceapi.domain.collections import (
+    Collection,
+    PolicyNotBound,
+    StoredFace,
+    consent_expired_error,
+    require_bound,
+)
 from faceapi.domain.decisions import (
     Candidate,
     Decision,
@@ -214,9 +220,9 @@ def _decide(found: _Probe, *, policy: Policy, actor: Actor, engine: FaceEngine,
             evidence: Callable[[tuple[Candidate, ...]], dict[str, bytes]],
             liveness: LivenessCheck = NOT_REQUIRED
             ) -> tuple[Decision, tuple[FaceMatch, ...]]:
-    """Leave out locked subjects, then the decision pipeline; the matches only on a
-    final match."""
-    candidates = _without_locked_subjects(found, uow=uow, clock=clock)[:found.max_faces]
+    """Leave out locked subjects and subjects whose consent has lapsed, then the
+    decision pipeline; the matches only on a final match."""
+    candidates = _usable_candidates(found, uow=uow, clock=clock)[:found.max_faces]
     best = candidates[0].similarity if candidates else None
     finding = Finding(kind=DecisionKind.SEARCH, usable=found.usable, reasons=found.reasons,
                       threshold=found.threshold, similarity=best, probe_sha256=found.sha256,
@@ -243,16 +249,19 @@ def _decide(found: _Probe, *, policy: Policy, actor: Actor, engine: FaceEngine,
     return decision, tuple(matches)
 
 
-def _without_locked_subjects(found: _Probe, *, uow: UnitOfWork,
-                             clock: Clock) -> tuple[Candidate, ...]:
+def _usable_candidates(found: _Probe, *, uow: UnitOfWork,
+                       clock: Clock) -> tuple[Candidate, ...]:
     """A locked subject is not found by any search, under any policy, until it unlocks:
-    otherwise a search would walk around the verify lockout."""
+    otherwise a search would walk around the verify lockout. A subject whose consent
+    has lapsed is found by none from that moment, before retention erases it."""
     if not found.candidates:
         return ()
+    now = clock.now()
+    subject_ids = sorted({c.subject_id for c in found.candidates})
     with uow:
-        locked = locked_subjects(uow, found.collection_id,
-                                 (c.subject_id for c in found.candidates), clock.now())
-    return tuple(c for c in found.candidates if c.subject_id not in locked)
+        left_out = locked_subjects(uow, found.collection_id, subject_ids, now)
+        left_out |= uow.consents.lapsed_among(found.collection_id, subject_ids, now)
+    return tuple(c for c in found.candidates if c.subject_id not in left_out)
 
 
 @dataclass(frozen=True)
@@ -281,6 +290,8 @@ def search_by_face(req: SearchByFaceRequest, *, actor: Actor, engine: FaceEngine
     with uow:
         collection = load_collection(uow, actor, req.collection_id)
         probe = uow.faces.get(req.collection_id, req.face_id)
+        lapsed = probe is not None and bool(uow.consents.lapsed_among(
+            req.collection_id, [probe.subject_id], clock.now()))
     if named is not None:
         require_bound(collection, named.name)
     policy = named or bound_search_policy(collection, policies, actor)
@@ -288,6 +299,9 @@ def search_by_face(req: SearchByFaceRequest, *, actor: Actor, engine: FaceEngine
     if probe is None or not probe.embedding:
         raise NotFound(f"face {req.face_id!r} not found in collection "
                        f"{req.collection_id!r}", details={"collection_id": req.collection_id})
+    if lapsed:
+        # The face of a subject whose consent has lapsed is no probe either.
+        raise consent_expired_error(req.collection_id, probe.subject_id)
     threshold = max(policy.min_similarity, req.threshold or 0.0)
     max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
     # One more than asked: the probe finds itself first and is left out, as in

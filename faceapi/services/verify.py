@@ -18,7 +18,7 @@ from datetime import datetime
 from faceapi.domain.access import require_policy_access
 from faceapi.domain.audit import Action, Actor, AuditEvent
 from faceapi.domain.clock import Clock
-from faceapi.domain.collections import require_bound
+from faceapi.domain.collections import consent_lapsed, require_bound
 from faceapi.domain.decisions import (
     Candidate,
     Decision,
@@ -131,7 +131,8 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
         return _liveness_refused(req, attested, policy=policy, actor=actor, engine=engine,
                                  uow=uow, blobs=blobs, clock=clock, request_id=request_id)
     image = decoder.decode(req.image)
-    probe, finding = _compare_with_claimed_subject(req, image, policy, engine=engine, uow=uow)
+    probe, finding = _compare_with_claimed_subject(req, image, policy, engine=engine, uow=uow,
+                                                   now=clock.now())
     finding = replace(finding, liveness=attested)
     lockout = _LockoutCount(LockoutKey(req.collection_id, req.subject_id, policy.name),
                             policy, req, actor=actor, engine=engine, request_id=request_id)
@@ -215,10 +216,12 @@ def _check_claim(req: VerifyRequest, policy: Policy, *, actor: Actor, engine: Fa
 
 
 def _compare_with_claimed_subject(req: VerifyRequest, image: DecodedImage, policy: Policy, *,
-                                  engine: FaceEngine, uow: UnitOfWork
+                                  engine: FaceEngine, uow: UnitOfWork, now: datetime
                                   ) -> tuple[FaceDetail | None, Finding]:
     """Engine work: screen the probe, then score it against every enrolled face of the
-    claimed subject (in our store, or in the engine's own collection)."""
+    claimed subject (in our store, or in the engine's own collection). A subject whose
+    consent has lapsed is compared with nothing, exactly like an unknown subject, so
+    the answer tells nobody whether the subject is (still) enrolled."""
     remote = remote_collections(engine)
     probe: FaceDetail | None
     scored: list[Candidate] = []
@@ -228,14 +231,15 @@ def _compare_with_claimed_subject(req: VerifyRequest, image: DecodedImage, polic
         probe = found.detail if found is not None else None
         if found is not None:
             with uow:
-                stored = uow.faces.list_for_subject(req.collection_id, req.subject_id)
+                stored = ([] if _consent_lapsed(uow, req, now) else
+                          uow.faces.list_for_subject(req.collection_id, req.subject_id))
             scored = [Candidate(f.face_id, f.subject_id,
                                 engine.similarity(found.embedding, f.vector()))
                       for f in stored if f.embedding]
     else:
         probe, reasons, _ = remote_probe(engine, image, policy)
         if probe is not None:
-            scored, reasons = _remote_scores(remote, uow, req, image, policy)
+            scored, reasons = _remote_scores(remote, uow, req, image, policy, now=now)
             probe = probe if not reasons else None
     scored.sort(key=lambda c: -c.similarity)
     return probe, Finding(
@@ -245,8 +249,13 @@ def _compare_with_claimed_subject(req: VerifyRequest, image: DecodedImage, polic
         candidates=tuple(scored), collection_id=req.collection_id, subject_id=req.subject_id)
 
 
+def _consent_lapsed(uow: UnitOfWork, req: VerifyRequest, now: datetime) -> bool:
+    return consent_lapsed(uow.consents.current(req.collection_id, req.subject_id), now)
+
+
 def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
-                   image: DecodedImage, policy: Policy) -> tuple[list[Candidate], list[str]]:
+                   image: DecodedImage, policy: Policy, *,
+                   now: datetime) -> tuple[list[Candidate], list[str]]:
     """The claimed subject's faces among a remote collection search's matches.
 
     The search runs even for an unknown subject, so the answer takes as long and costs
@@ -254,8 +263,9 @@ def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
     policy's floor are not returned by the engine: their similarity stays unknown,
     which decides exactly like a low score."""
     with uow:
-        ours = {engine_id: face_id for face_id, engine_id
-                in uow.faces.subject_face_ids(req.collection_id, req.subject_id) if engine_id}
+        ours = {} if _consent_lapsed(uow, req, now) else {
+            engine_id: face_id for face_id, engine_id
+            in uow.faces.subject_face_ids(req.collection_id, req.subject_id) if engine_id}
     try:
         found = remote.search_faces_by_image(req.collection_id, image,
                                              threshold=remote_floor(policy),

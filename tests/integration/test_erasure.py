@@ -125,10 +125,14 @@ def test_erasing_a_subject_leaves_nothing_of_it_in_the_store_blobs_or_index(
     d = app.extensions["faceapi"]
     with d.store.engine.connect() as conn:
         stored = [bytes(e) for e in conn.execute(select(faces.c.embedding)).scalars()]
-        review = conn.execute(select(reviews).where(reviews.c.subject_id == "alice")).one()
+        review = conn.execute(select(reviews).where(reviews.c.collection_id == "watch")).one()
     assert alice_bytes not in stored
     assert len(stored) == 2  # bob's faces stay
     assert review.evidence_purged
+    # The review row stays for reporting, without alice's ids (ReviewPseudonymiser).
+    assert review.subject_id is None
+    assert "alice" not in review.candidates
+    assert body["DeletedOther"]["reviews_pseudonymised"] == 1
     assert body["DeletedOther"]["face_crop"] == 2
     left = blob_files(app)
     # Only bob's enrolled-face crops remain: no crop of alice's faces, no review

@@ -42,11 +42,13 @@ def test_the_run_deletes_decisions_older_than_the_policys_days_and_audits_it(
     result = CliRunner().invoke(cli, ["retention", "run"], env=env)
     assert result.exit_code == 0, result.output
     assert "deleted 1 decision(s) (login: 1)" in result.output
+    assert "erased 0 subject(s)" in result.output
     with store.read_uow() as uow:
         assert uow.decisions.get("old") is None
         assert uow.decisions.get("young") is not None
     with store.engine.connect() as conn:
         event = conn.execute(select(audit_events)
                              .where(audit_events.c.action == "retention.run")).one()
-    assert json.loads(event.scores) == {"decisions_deleted": 1}
+    assert json.loads(event.scores) == {"decisions_deleted": 1, "subjects_erased": 0,
+                                        "erasures_failed": 0, "lockouts_cleared": 0}
     assert (event.actor_role, event.actor_key_id) == ("system", "retention")

@@ -63,6 +63,7 @@ NOT_REVEALING = {
     "keys.get_key": "key management", "keys.revoke_key": "key management",
     "keys.get_own_key": "the caller's own key",
     "policies.list_policies": "policies are public", "policies.get_policy": "public",
+    "policies.get_policy_version": "a policy's rules as text: no subject, face or probe",
     # Enrollment: operators manage the people they enrolled; no probe is compared.
     "collections.create_collection": "enrollment", "collections.list_collections": "ids",
     "collections.describe_collection": "counts", "collections.delete_collection": "erasure",

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from faceapi.domain.audit import Actor
 from faceapi.domain.decisions import Candidate, Decision, DecisionKind, Outcome
+from faceapi.domain.lockout import LockoutKey, LockoutState
 from faceapi.domain.policies import PolicySet
 from faceapi.services.erase import erase_subject
 from faceapi.services.retention import DecisionPseudonymiser, run_retention
@@ -66,18 +67,21 @@ def test_retention_deletes_decisions_past_their_policys_days_and_audits_the_coun
     days = w.policies["login"].decision_retention_days
     made(w, "old", days_ago=days + 1)
     made(w, "young", days_ago=days - 1)
-    report = run_retention(uow=w.store.uow(), policies=w.policies, clock=w.clock, actor=JOB)
+    report = run_retention(uow_factory=w.store.uow, policies=w.policies, clock=w.clock,
+                           actor=JOB)
     assert report.decisions_deleted == {"login": 1}
     assert set(w.store.state.decisions) == {"young"}
     event = w.store.audit.committed[-1]
     assert (event.id, event.event.action.value) == (report.audit_event_id, "retention.run")
-    assert event.event.scores == {"decisions_deleted": 1}
+    assert event.event.scores == {"decisions_deleted": 1, "subjects_erased": 0,
+                                  "erasures_failed": 0, "lockouts_cleared": 0}
     assert dict(event.event.details) == {"policies": ("login",),
                                          "policy_decisions_deleted": (1,)}
     assert event.event.actor == JOB
     # Time passes: the young row goes on a later run.
     w.clock.advance(days=2)
-    later = run_retention(uow=w.store.uow(), policies=w.policies, clock=w.clock, actor=JOB)
+    later = run_retention(uow_factory=w.store.uow, policies=w.policies, clock=w.clock,
+                          actor=JOB)
     assert later.total_decisions_deleted == 1
     assert w.store.state.decisions == {}
 
@@ -90,14 +94,43 @@ def test_each_policy_keeps_its_own_days_and_a_retired_policy_the_default() -> No
     made(w, "check-40", days_ago=40, policy="identity_check")
     made(w, "retired-400", days_ago=400, policy="no_longer_shipped")
     made(w, "retired-300", days_ago=300, policy="no_longer_shipped")
-    report = run_retention(uow=w.store.uow(), policies=policies, clock=w.clock, actor=JOB)
+    report = run_retention(uow_factory=w.store.uow, policies=policies, clock=w.clock,
+                           actor=JOB)
     assert report.decisions_deleted == {"login": 1, "no_longer_shipped": 1}
     assert set(w.store.state.decisions) == {"check-40", "retired-300"}
 
 
 def test_a_run_with_nothing_to_delete_is_still_audited() -> None:
     w = World()
-    report = run_retention(uow=w.store.uow(), policies=w.policies, clock=w.clock, actor=JOB)
+    report = run_retention(uow_factory=w.store.uow, policies=w.policies, clock=w.clock,
+                           actor=JOB)
     assert report.total_decisions_deleted == 0
     assert w.store.actions[-1] == "retention.run"
-    assert w.store.audit.committed[-1].event.scores == {"decisions_deleted": 0}
+    assert w.store.audit.committed[-1].event.scores == {
+        "decisions_deleted": 0, "subjects_erased": 0, "erasures_failed": 0, "lockouts_cleared": 0}
+
+
+def test_retention_clears_lockout_states_quiet_for_longer_than_their_window() -> None:
+    w = World()
+    window = w.policies["login"].lockout
+    assert window is not None
+    now = w.clock.now()
+
+    def state(subject: str, policy: str, quiet_minutes: float,
+              locked_for_minutes: float | None = None) -> None:
+        key = LockoutKey("c1", subject, policy)
+        last = now - timedelta(minutes=quiet_minutes)
+        until = None if locked_for_minutes is None else now + timedelta(
+            minutes=locked_for_minutes)
+        w.store.state.lockouts[key] = LockoutState(key, failures=2, lock_count=1,
+                                                   last_failure_at=last, locked_until=until)
+
+    state("stale", "login", window.window_minutes + 1)
+    state("recent", "login", window.window_minutes - 1)
+    state("still-locked", "login", window.window_minutes + 1, locked_for_minutes=5)
+    state("retired", "no_longer_shipped", 2 * 24 * 60)
+    report = run_retention(uow_factory=w.store.uow, policies=w.policies, clock=w.clock,
+                           actor=JOB)
+    assert report.lockouts_cleared == 2
+    assert {k.subject_id for k in w.store.state.lockouts} == {"recent", "still-locked"}
+    assert w.store.audit.committed[-1].event.scores["lockouts_cleared"] == 2

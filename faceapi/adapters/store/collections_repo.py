@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -139,6 +139,14 @@ class SqlSubjectsRepo:
         result = self._conn.execute(delete(subjects).where(
             subjects.c.collection_id == collection_id, subjects.c.subject_id == subject_id))
         return bool(result.rowcount)
+
+    def lock(self, collection_id: str, subject_id: str) -> bool:
+        stmt = select(subjects.c.subject_id).where(subjects.c.collection_id == collection_id,
+                                                   subjects.c.subject_id == subject_id)
+        if self._conn.dialect.name == "postgresql":
+            # SQLite's BEGIN IMMEDIATE already holds the one write lock.
+            stmt = stmt.with_for_update()
+        return self._conn.execute(stmt).first() is not None
 
     def ids(self, collection_id: str) -> list[str]:
         """Every subject id of a collection (collection deletion erases them all)."""
@@ -295,7 +303,8 @@ class SqlConsentsRepo:
         self._conn.execute(insert(consents).values(
             collection_id=consent.collection_id, subject_id=consent.subject_id,
             basis=consent.basis.value, reference=consent.reference,
-            recorded_at=consent.recorded_at, recorded_by=consent.recorded_by))
+            recorded_at=consent.recorded_at, recorded_by=consent.recorded_by,
+            expires_at=consent.expires_at))
 
     def current(self, collection_id: str, subject_id: str) -> Consent | None:
         row = self._conn.execute(
@@ -306,9 +315,44 @@ class SqlConsentsRepo:
             return None
         return Consent(collection_id=row.collection_id, subject_id=row.subject_id,
                        basis=ConsentBasis(row.basis), reference=row.reference,
-                       recorded_at=_utc(row.recorded_at), recorded_by=row.recorded_by)
+                       recorded_at=_utc(row.recorded_at), recorded_by=row.recorded_by,
+                       expires_at=None if row.expires_at is None else _utc(row.expires_at))
 
     def delete_for_subject(self, collection_id: str, subject_id: str) -> int:
         result = self._conn.execute(delete(consents).where(
             consents.c.collection_id == collection_id, consents.c.subject_id == subject_id))
         return int(result.rowcount)
+
+    @staticmethod
+    def _in_force() -> Any:
+        """The newest consent record of each subject (the one in force)."""
+        return (select(func.max(consents.c.consent_id).label("consent_id"))
+                .group_by(consents.c.collection_id, consents.c.subject_id))
+
+    def lapsed_among(self, collection_id: str, subject_ids: Sequence[str],
+                     now: datetime) -> set[str]:
+        if not subject_ids:
+            return set()
+        newest = self._in_force().where(
+            consents.c.collection_id == collection_id,
+            consents.c.subject_id.in_(sorted(set(subject_ids)))).subquery()
+        stmt = select(consents.c.subject_id).join(
+            newest, consents.c.consent_id == newest.c.consent_id).where(
+            consents.c.expires_at.is_not(None), consents.c.expires_at <= now)
+        return set(self._conn.execute(stmt).scalars())
+
+    def lapsed(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        # Only subjects with some lapsed record can qualify: the index on expires_at
+        # keeps this cheap however many consents never lapse.
+        candidates = select(consents.c.collection_id, consents.c.subject_id).where(
+            consents.c.expires_at.is_not(None), consents.c.expires_at <= now)
+        newest = self._in_force().where(
+            tuple_(consents.c.collection_id, consents.c.subject_id).in_(candidates)
+        ).subquery()
+        stmt = (select(consents.c.collection_id, consents.c.subject_id)
+                .join(newest, consents.c.consent_id == newest.c.consent_id)
+                .where(consents.c.expires_at.is_not(None), consents.c.expires_at <= now)
+                .order_by(consents.c.expires_at, consents.c.collection_id,
+                          consents.c.subject_id)
+                .limit(limit))
+        return [(row.collection_id, row.subject_id) for row in self._conn.execute(stmt)]

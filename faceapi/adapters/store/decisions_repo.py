@@ -301,6 +301,33 @@ class SqlReviewsRepo:
                 reviews.c.evidence_purged.is_(False)))
         return [_review(row) for row in self._conn.execute(stmt)]
 
+    def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
+        stmt = select(reviews.c.id, reviews.c.subject_id, reviews.c.candidates).where(
+            reviews.c.collection_id == collection_id)
+        if subject_id is not None:
+            # The candidates' JSON is written with sort_keys and no spaces (_dump_candidates).
+            named = '"subject_id":' + json.dumps(subject_id)
+            stmt = stmt.where(or_(reviews.c.subject_id == subject_id,
+                                  reviews.c.candidates.contains(named, autoescape=True)))
+        changed = 0
+        for row in self._conn.execute(stmt).all():
+            old = _load_candidates(row.candidates)
+            new = pseudonymised(old, subject_id)
+            erased_faces = sorted({c.face_id for c in old} - {c.face_id for c in new})
+            own = row.subject_id is not None and (subject_id is None
+                                                  or row.subject_id == subject_id)
+            if not own and new == old:
+                continue
+            self._conn.execute(update(reviews).where(reviews.c.id == row.id).values(
+                subject_id=None if own else row.subject_id, candidates=_dump_candidates(new)))
+            if erased_faces:
+                # A vote that picked one of the erased faces keeps its vote, not the face.
+                self._conn.execute(update(review_votes).where(
+                    review_votes.c.review_id == row.id,
+                    review_votes.c.face_id.in_(erased_faces)).values(face_id=None))
+            changed += 1
+        return changed
+
 
 def _key_clause(key: LockoutKey) -> Any:
     return and_(lockouts.c.collection_id == key.collection_id,
@@ -365,3 +392,13 @@ class SqlLockoutsRepo:
         stmt = select(lockouts).where(lockouts.c.collection_id == collection_id,
                                       lockouts.c.subject_id.in_(sorted(set(subject_ids))))
         return [_lockout(row) for row in self._conn.execute(stmt)]
+
+    def policy_names(self) -> list[str]:
+        return list(self._conn.execute(select(lockouts.c.policy_name).distinct()).scalars())
+
+    def delete_quiet(self, policy_name: str, before: datetime) -> int:
+        stmt = delete(lockouts).where(
+            lockouts.c.policy_name == policy_name,
+            or_(lockouts.c.last_failure_at.is_(None), lockouts.c.last_failure_at < before),
+            or_(lockouts.c.locked_until.is_(None), lockouts.c.locked_until < before))
+        return int(self._conn.execute(stmt).rowcount)

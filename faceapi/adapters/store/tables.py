@@ -162,8 +162,11 @@ consents = Table(
     ForeignKeyConstraint(["collection_id", "subject_id"],
                          ["subjects.collection_id", "subjects.subject_id"],
                          name="fk_consents_subject", ondelete="CASCADE"),
+    # Revision 0010_consent_expiry: when the consent lapses (NULL: it does not).
+    Column("expires_at", DateTime(timezone=True)),
 )
 Index("ix_consents_collection_subject", consents.c.collection_id, consents.c.subject_id)
+Index("ix_consents_expires_at", consents.c.expires_at)
 
 # API keys (faceapi/services/keys.py). `id` is the key's public prefix; only the SHA-256
 # of the whole key is kept. Scopes are canonical JSON lists, NULL meaning unrestricted.
@@ -279,4 +282,17 @@ lockouts = Table(
     Column("lock_count", Integer, nullable=False, default=0),
     Column("last_failure_at", DateTime(timezone=True)),
     Column("locked_until", DateTime(timezone=True)),
+)
+
+# --- Policy versions (revision 0010_consent_expiry) ------------------------------------
+# Every policy version a start has loaded, with its canonical text, kept for good: the
+# `policy.load` audit event that recorded it carries the version (the text's SHA-256)
+# in the hash chain, so the text read back here can be proven (docs/policies.md).
+policy_versions = Table(
+    "policy_versions", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("canonical_text", Text, nullable=False),
+    Column("first_loaded_at", DateTime(timezone=True), nullable=False),
+    Column("audit_event_id", String(36), nullable=False),
 )

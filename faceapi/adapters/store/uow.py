@@ -52,6 +52,7 @@ from faceapi.adapters.store.collections_repo import (
 from faceapi.adapters.store.db import CHANGES_KEY, READ_ONLY, store_unavailable
 from faceapi.adapters.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsRepo, SqlReviewsRepo
 from faceapi.adapters.store.keys_repo import SqlApiKeyRepository
+from faceapi.adapters.store.policy_versions_repo import SqlPolicyVersionsRepo
 from faceapi.domain.errors import FaceApiError
 
 R = TypeVar("R")
@@ -168,6 +169,10 @@ class SqlAlchemyUnitOfWork:
     @property
     def lockouts(self) -> SqlLockoutsRepo:
         return self._repo(SqlLockoutsRepo)
+
+    @property
+    def policy_versions(self) -> SqlPolicyVersionsRepo:
+        return self._repo(SqlPolicyVersionsRepo)
 
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)

@@ -20,6 +20,9 @@ def cli_container() -> Iterator[Container]:
     """The adapters for one command (built from FACEAPI_* once, on first use); the
     database connections are released when the command ends."""
     container = bootstrap()
+    # A command that loads the policies (retention, collections create ...) records
+    # the versions it loads, as the web app does at start.
+    container.record_policy_loads = True
     try:
         yield container
     finally:

@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -31,6 +32,7 @@ from faceapi.domain.faces import Attributes
 from faceapi.entrypoints.cli.common import cli_container
 from faceapi.services.collections import ConsentInput
 from faceapi.services.enroll import IndexFacesRequest
+from faceapi.services.keys import parse_expiry
 
 log = structlog.get_logger(__name__)
 
@@ -144,10 +146,12 @@ class Importer:
         return self.use_cases.faces_of_image(self.collection_id, sha256)
 
     def _consent_for(self, subject_id: str) -> ConsentInput | None:
-        # Record the batch's consent once per subject, not once per image.
+        # Record the batch's consent once per subject, not once per image, and only for
+        # subjects with none: a lapsed consent is not renewed by a batch (the image then
+        # fails with consent_required, see services/bulk_import.py).
         if self.consent is None or subject_id in self._consented:
             return None
-        if self.use_cases.has_consent(self.collection_id, subject_id):
+        if self.use_cases.consent_status(self.collection_id, subject_id) != "none":
             return None
         return self.consent
 
@@ -224,18 +228,26 @@ def _shown(item: ImportItem | None) -> str | None:
 @click.option("--consent-basis", type=click.Choice([b.value for b in ConsentBasis]),
               help="Lawful basis recorded for every subject that has none yet.")
 @click.option("--consent-reference", help="Where the consent evidence is kept (e.g. a batch id).")
+@click.option("--consent-expires", default=None,
+              help="When the batch's consent lapses: an ISO date or time (UTC when no zone) "
+                   "(2027-01-31T00:00:00Z) or a number of days (90d).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV report path (default: import-report-<collection>.csv).")
 def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         folder: Path, collection_id: str, subject_from: str, csv_file: Path | None,
         file_column: str, subject_column: str, quality_filter: str, max_faces: int,
         consent_basis: str | None, consent_reference: str | None,
-        report_path: Path | None) -> None:
+        consent_expires: str | None, report_path: Path | None) -> None:
     """Index every image under FOLDER into a collection; resumable, with a CSV report."""
     if subject_from == "csv" and csv_file is None:
         raise click.UsageError("--subject-from csv needs --csv FILE")
     if (consent_basis is None) != (consent_reference is None):
         raise click.UsageError("give --consent-basis and --consent-reference together")
+    if consent_expires is not None and consent_basis is None:
+        raise click.UsageError("--consent-expires needs --consent-basis and --consent-reference")
+    # Checked before anything is opened or read: a batch consent already over allows
+    # nothing (the CLI runs on the wall clock).
+    consent_expires_at = _expiry(consent_expires, datetime.now(UTC))
     with cli_container() as container:
         use_cases = container.use_cases
         try:
@@ -250,7 +262,8 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
             collection_id=collection_id, actor=actor, use_cases=use_cases,
             max_image_bytes=container.settings.max_image_bytes,
             quality_filter=QualityFilter(quality_filter), max_faces=max_faces,
-            consent=ConsentInput(ConsentBasis(consent_basis), consent_reference)
+            consent=ConsentInput(ConsentBasis(consent_basis), consent_reference,
+                                 consent_expires_at)
             if consent_basis and consent_reference else None)
         report_path = report_path or Path(f"import-report-{collection_id}.csv")
         bar = click.progressbar(items, label=f"importing {len(items)} files",
@@ -265,3 +278,17 @@ def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         use_cases.record_import_run(collection_id, counts, actor=actor)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no files"
     click.echo(f"{summary}; report: {report_path}")
+
+
+def _expiry(text: str | None, now: datetime) -> datetime | None:
+    """--consent-expires as a moment: the same forms as `faceapi keys create --expires`;
+    one already past is refused before any image is read."""
+    if text is None:
+        return None
+    try:
+        moment = parse_expiry(text, now)
+    except FaceApiError as exc:
+        raise click.BadParameter(exc.message, param_hint="--consent-expires") from exc
+    if moment <= now:
+        raise click.BadParameter("must be in the future", param_hint="--consent-expires")
+    return moment

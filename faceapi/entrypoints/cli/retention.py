@@ -1,7 +1,10 @@
-"""`faceapi retention run`: delete decision rows past their policy's
-`decision_retention_days`, audited as `retention.run` (run it from cron or the CronJob)."""
+"""`faceapi retention run`: erase the subjects whose consent has lapsed and delete
+decision rows past their policy's `decision_retention_days`, audited (a `subject.erase`
+event per erased subject, one `retention.run` summary); run it from cron or the CronJob."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -15,10 +18,15 @@ def retention() -> None:
 
 @retention.command("run")
 def run_cmd() -> None:
-    """Delete decision rows older than their policy's decision_retention_days."""
+    """Erase subjects whose consent lapsed; delete decision rows past retention.
+    Exit 1 when some erasure failed (they are tried again by the next run)."""
     with cli_container() as container:
         report = container.use_cases.run_retention()
     by_policy = ", ".join(f"{name}: {n}" for name, n in sorted(report.decisions_deleted.items()))
-    click.echo(f"deleted {report.total_decisions_deleted} decision(s)"
+    click.echo(f"erased {len(report.subjects_erased)} subject(s) whose consent lapsed"
+               + (f", {report.erasures_failed} failed" if report.erasures_failed else "")
+               + f"; deleted {report.total_decisions_deleted} decision(s)"
                + (f" ({by_policy})" if by_policy else "")
                + f"; audit event {report.audit_event_id}")
+    if report.erasures_failed:
+        sys.exit(1)

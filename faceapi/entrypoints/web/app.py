@@ -86,6 +86,9 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     app.extensions[EXTENSION_KEY] = container
     # FACEAPI_DEFAULT_COLLECTION_POLICIES must name loaded verify/search policies.
     check_default_binding(settings, container.policies)
+    # The text of every policy version this start loads is kept (policy.load), once
+    # however many workers start together: any decision's version can be read back.
+    container.use_cases.record_policy_versions()
 
     api = Api(app)
     api.register_blueprint(system.blp)

@@ -120,8 +120,8 @@ def index_collection_faces(collection_id: str) -> Any:
         collection_id=collection_id, image=require_image(loaded, "image"),
         subject_id=loaded["subject_id"], max_faces=loaded["max_faces"],
         quality_filter=QualityFilter(loaded["quality_filter"]),
-        consent=service.ConsentInput(ConsentBasis(consent["basis"]), consent["reference"])
-        if consent else None,
+        consent=service.ConsentInput(ConsentBasis(consent["basis"]), consent["reference"],
+                                     consent["expires_at"]) if consent else None,
         attributes=Attributes.ALL if "ALL" in loaded["detection_attributes"]
         else Attributes.DEFAULT)
     return use_cases().index_faces(req, actor=current_actor())
@@ -186,6 +186,7 @@ def record_subject_consent(args: dict[str, Any], collection_id: str, subject_id:
     """Record the consent (or other lawful basis) for a subject's faces."""
     return use_cases().record_consent(
         collection_id, subject_id,
-        service.ConsentInput(ConsentBasis(args["basis"]), args["reference"]),
+        service.ConsentInput(ConsentBasis(args["basis"]), args["reference"],
+                             args["expires_at"]),
         actor=current_actor())
 

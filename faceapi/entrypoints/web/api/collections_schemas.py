@@ -98,6 +98,12 @@ class ConsentInputSchema(StrictSchema):
         required=True, validate=validate.Length(min=1, max=256),
         metadata={"description": "where the evidence is kept (form id, ticket); not the "
                                  "evidence itself"})
+    expires_at = fields.AwareDateTime(
+        load_default=None, allow_none=True,
+        metadata={"description": "when the consent lapses (ISO 8601 with a zone, in the "
+                                 "future); from then the subject is used by no enrollment, "
+                                 "verify or search, and the next retention run erases it. "
+                                 "Omitted: it does not lapse"})
 
 
 class IndexFacesRequestSchema(StrictSchema):
@@ -217,6 +223,7 @@ class ConsentSchema(_OmitNoneSchema):
     reference = fields.String(data_key="Reference")
     recorded_at = fields.DateTime(data_key="RecordedAt")
     recorded_by = fields.String(data_key="RecordedBy", allow_none=True)
+    expires_at = fields.DateTime(data_key="ExpiresAt", allow_none=True)
 
 
 class SubjectResponseSchema(_OmitNoneSchema):

@@ -1,4 +1,5 @@
-"""Policies in force: list and read, each with its version (SHA-256 of its canonical form)."""
+"""Policies in force: list and read, each with its version (SHA-256 of its canonical
+form); and the canonical text of any version ever loaded (services/policy_history.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from marshmallow import Schema, fields
 
 from faceapi.domain.errors import NotFound
 from faceapi.domain.policies import Policy
-from faceapi.entrypoints.web.api.deps import use_cases
+from faceapi.entrypoints.web.api.deps import current_actor, use_cases
 
 blp = Blueprint("policies", __name__, url_prefix="/v1/policies",
                 description="The policies decisions are made under")
@@ -82,3 +83,36 @@ def get_policy(name: str) -> Any:
     if policy is None:
         raise NotFound(f"no policy named {name[:64]!r}")
     return policy_json(policy)
+
+
+class PolicyVersionSchema(Schema):
+    name = fields.String()
+    version = fields.String(metadata={"description": "SHA-256 of canonical_text, as "
+                                                     "recorded by decisions and audit events"})
+    canonical_text = fields.String(metadata={
+        "description": "the policy's canonical JSON (sorted keys, no spaces, UTF-8), every "
+                       "default filled in"})
+    text_sha256 = fields.String(metadata={
+        "description": "SHA-256 of canonical_text computed now: equal to version unless "
+                       "the stored text was altered"})
+    intact = fields.Boolean(metadata={"description": "text_sha256 == version"})
+    first_loaded_at = fields.DateTime(metadata={"description": "the first start that "
+                                                               "loaded this version"})
+    audit_event_id = fields.String(metadata={
+        "description": "the policy.load event that recorded it (its policy version is in "
+                       "the hash chain)"})
+
+
+@blp.route("/<string:name>/versions/<string:version>", methods=["GET"])
+@blp.response(200, PolicyVersionSchema)
+@blp.alt_response(404, description="no start has loaded this version of this policy "
+                                   "(versions loaded before revision 0010 were not kept)")
+def get_policy_version(name: str, version: str) -> Any:
+    """The canonical text of a policy version any start has loaded (what a past decision
+    recording this name and version ran under); 404 for a version never loaded."""
+    view = use_cases().get_policy_version(name, version, actor=current_actor())
+    found = view.recorded
+    return {"name": found.name, "version": found.version,
+            "canonical_text": found.canonical_text, "text_sha256": view.text_sha256,
+            "intact": view.intact, "first_loaded_at": found.first_loaded_at,
+            "audit_event_id": found.audit_event_id}

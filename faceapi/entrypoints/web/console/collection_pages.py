@@ -9,7 +9,7 @@ from typing import Any
 from flask import flash, g, redirect, render_template, request, url_for
 
 from faceapi.domain.errors import FaceApiError, NotFound
-from faceapi.entrypoints.web.api.deps import request_id, use_cases
+from faceapi.entrypoints.web.api.deps import container, request_id, use_cases
 from faceapi.entrypoints.web.console.views import bp
 
 FACES_PER_PAGE = 500
@@ -47,8 +47,9 @@ def subject(collection_id: str, subject_id: str) -> Any:
     """A subject: consent, faces (images are not kept, so no thumbnails), lockouts."""
     view = use_cases().get_subject(collection_id[:128], subject_id[:128], actor=g.actor)
     locks = use_cases().lockout_status(collection_id, subject_id, actor=g.actor)
+    lapsed = view.consent is not None and view.consent.lapsed(container().clock.now())
     return render_template("subject.html", title=f"Subject {subject_id}", view=view,
-                           collection_id=collection_id, locks=locks)
+                           collection_id=collection_id, locks=locks, lapsed=lapsed)
 
 
 @bp.route("/collections/<collection_id>/subjects/<subject_id>/erase", methods=["POST"])

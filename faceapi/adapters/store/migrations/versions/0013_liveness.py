@@ -6,7 +6,7 @@ single use, in the decision's own transaction.
 Existing decisions were made before any policy could require liveness: `not_required`.
 
 Revision ID: 0013_liveness
-Revises: 0009_sigv4_secrets
+Revises: 0010_consent_expiry
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_liveness"
-down_revision = "0009_sigv4_secrets"
+down_revision = "0010_consent_expiry"
 branch_labels = None
 depends_on = None
 
