@@ -111,11 +111,14 @@ def labelled_faces() -> tuple[Path, list[tuple[str, str]]]:
 
 def proc_memory_kb(pid: int) -> dict[str, int]:
     """A process's resident memory from /proc: VmRSS (every page it maps, shared ones in
-    full) and Pss (each shared page divided by the processes sharing it), in KiB."""
+    full), VmHWM (the highest VmRSS it has had) and Pss (each shared page divided by the
+    processes sharing it), in KiB."""
     found: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             found["rss_kb"] = int(line.split()[1])
+        elif line.startswith("VmHWM:"):
+            found["peak_rss_kb"] = int(line.split()[1])
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
             found["pss_kb"] = int(line.split()[1])

@@ -514,12 +514,14 @@ class Clients:
                 self.event_ids.extend(e["id"] for e in answer.json()["events"])
 
     def run(self, clients: int, seconds: float, max_requests: int,
-            on_tick: Callable[[], None] | None = None, tick_seconds: float = 10.0,
-            ) -> tuple[list[Sample], float]:
-        """Run `clients` threads until `seconds` pass or `max_requests` are sent; return
-        the samples and the wall time from start to the last answer."""
-        operations = {name: getattr(self, f"op_{name}") for name in MIX}
-        names, weights = list(MIX), list(MIX.values())
+            *, on_tick: Callable[[], None] | None = None, tick_seconds: float = 10.0,
+            mix: dict[str, int] | None = None) -> tuple[list[Sample], float]:
+        """Run `clients` threads until `seconds` pass or `max_requests` operations are
+        sent (MIX, or `mix`); return the samples and the wall time from start to the
+        last answer."""
+        mix = mix or MIX
+        operations = {name: getattr(self, f"op_{name}") for name in mix}
+        names, weights = list(mix), list(mix.values())
         self.samples = []
         started = time.monotonic()
         deadline = started + seconds
@@ -587,9 +589,10 @@ def _mb(kb: int) -> str:
 
 
 def _memory_line(memory: dict[str, Any]) -> str:
-    workers = ", ".join(f"{_mb(w['rss_kb'])}/{_mb(w['pss_kb'])}" for w in memory["workers"])
+    workers = ", ".join(f"{_mb(w['rss_kb'])}/{_mb(w['pss_kb'])}/{_mb(w['peak_rss_kb'])}"
+                        for w in memory["workers"])
     return (f"master {_mb(memory['master']['rss_kb'])}/{_mb(memory['master']['pss_kb'])} MB, "
-            f"workers {workers} MB (VmRSS/PSS)")
+            f"workers {workers} MB (VmRSS/PSS/peak VmRSS)")
 
 
 def _ms(value: float) -> str:
@@ -834,6 +837,8 @@ def soak(args: argparse.Namespace) -> int:
                 f"{_mb(m['idle_end_kb'])} | {m['growth_after_warmup']:+.1%} | "
                 f"{m['growth_from_start']:+.1%} | "
                 f"{'-' if floor is None else f'{floor:+.1%}'} |")
+    peaks = ", ".join(f"{w['pid']}: {_mb(w['peak_rss_kb'])} MB" for w in idle_end["workers"])
+    lines += ["", f"Peak VmRSS (VmHWM) of each worker over the whole run: {peaks}."]
     lines += ["", f"Audit chain: `faceapi audit verify` exit {verify.returncode}; "
               f"{events['events']} events, seq {events['min_seq']}..{events['max_seq']}, "
               f"gaps: {events['gaps']}.", "",
