@@ -606,16 +606,26 @@ def markdown_steps(run: dict[str, Any]) -> list[str]:
              f"Memory before the load: {_memory_line(run['memory_before'])}; after: "
              f"{_memory_line(run['memory_after'])}.", "",
              "| clients | requests | req/s | 5xx | other non-2xx | worker CPU s | "
-             "req per worker-CPU-s | p50 / p95 / p99 ms (all) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "cores the workers got | req per worker-CPU-s | load average (1 min) | "
+             "p50 / p95 / p99 ms (all) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for step in run["steps"]:
         s = step["summary"]
+        loads = step.get("load_average")
+        load = f"{loads[0]:.1f} → {loads[1]:.1f}" if loads else "-"
         lines.append(
             f"| {step['clients']} | {s['requests']} | {s['per_s']:.2f} | {s['status_5xx']} | "
             f"{s['non_2xx'] - s['status_5xx']} | {step['cpu']['workers']:.1f} | "
-            f"{step['requests_per_worker_cpu_s']:.2f} | "
+            f"{step['cpu']['workers'] / s['wall_s']:.2f} | "
+            f"{step['requests_per_worker_cpu_s']:.2f} | {load} | "
             f"{_ms(step['all_p50_ms'])} / {_ms(step['all_p95_ms'])} / "
             f"{_ms(step['all_p99_ms'])} |")
+    refused: Counter[str] = Counter()
+    for step in run["steps"]:
+        for route, r in step["summary"]["routes"].items():
+            refused.update({f"{route} {k}": v for k, v in r["non_2xx"].items()})
+    lines += ["", "Every non-2xx answer over the steps (route, status, code): "
+              + (", ".join(f"{k} x{v}" for k, v in sorted(refused.items())) or "none") + "."]
     last = run["steps"][-1]
     lines += ["", f"Per route at {last['clients']} clients:", "",
               "| route | count | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
@@ -631,13 +641,18 @@ def _step(server: Server, clients_runner: Clients, clients: int, seconds: float,
           max_requests: int) -> dict[str, Any]:
     cpu_before = server.cpu_seconds()
     client_cpu = time.process_time()
+    load_before = os.getloadavg()[0]
     samples, wall = clients_runner.run(clients, seconds, max_requests)
     cpu_after = server.cpu_seconds()
+    load_after = os.getloadavg()[0]
     summary = summarize(samples, wall)
     cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_before}
     cpu["load_client"] = time.process_time() - client_cpu
     answered = [s.seconds for s in samples if s.status]
+    # The machine's load average at the start and end of the step: on a shared machine
+    # it says how much of the CPU the server could get.
     return {"clients": clients, "summary": summary, "cpu": cpu,
+            "load_average": [load_before, load_after],
             "requests_per_worker_cpu_s": summary["requests"] / cpu["workers"]
             if cpu["workers"] else 0.0,
             "all_p50_ms": percentile(answered, 50) * 1000,
@@ -667,12 +682,18 @@ def rising(args: argparse.Namespace) -> int:
                          "outcomes": dict(sorted(runner.outcomes.items())),
                          "seed": {"enrolled": work.enrolled, "genuine_probes": len(work.genuine),
                                   "decoys": len(work.decoys), "seconds": work.seed_seconds}})
-    growth = _growth(runs)
-    result = {"environment": environment(), "command": " ".join(sys.argv),
-              "config": _config(args), "mix": MIX, "runs": runs, "growth_1_to_2": growth}
+    result = {"environment": environment(), "command": _command(),
+              "config": _config(args), "mix": MIX, "runs": runs, "growth_1_to_2": _growth(runs)}
     write_json(args.output + ".json", result)
+    render(result, args.output)
+    return _verdict(runs)
+
+
+def render(result: dict[str, Any], output: str) -> None:
+    """Write <output>.md from a result (also from a saved JSON: --render)."""
+    runs, growth = result["runs"], result["growth_1_to_2"]
     lines = [f"# Load: mixed requests at rising concurrency ({result['environment']['time_utc']})",
-             "", f"Command: `{_command()}`", ""]
+             "", f"Command: `{result['command']}`", ""]
     for run in runs:
         lines += [*markdown_steps(run), ""]
     if growth:
@@ -680,9 +701,8 @@ def rising(args: argparse.Namespace) -> int:
                   "| clients | req/s 1 worker | req/s 2 workers | ratio |", "|---|---|---|---|"]
         lines += [f"| {g['clients']} | {g['one']:.2f} | {g['two']:.2f} | {g['ratio']:.2f} |"
                   for g in growth]
-    (RESULTS / (args.output + ".md")).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (RESULTS / (output + ".md")).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
-    return _verdict(runs)
 
 
 def _growth(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -899,7 +919,13 @@ def main() -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--output", default="",
                         help="results name in bench/results (default load or soak)")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite <output>.md from bench/results/<output>.json")
     args = parser.parse_args()
+    if args.render:
+        name = args.output or "load"
+        render(json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8")), name)
+        return 0
     if args.soak:
         args.output = args.output or "soak"
         if args.workers == [1, 2]:
