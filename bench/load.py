@@ -364,8 +364,12 @@ def seed(server: Server, *, max_subjects: int, probes_per_subject: int) -> Workl
                                    "policies": ["login", "identity_check", "photo_tagging"]})
                   .encode()), "create collection")
     work = Workload(images=images)
+    # The identities with the fewest images are the decoys (their probes are not
+    # needed), a third of them at most (the fixtures of tests/data hold only two).
+    decoys = set(sorted(identities, key=lambda i: (len(by_identity[i]), i))
+                 [:min(DECOYS, max(1, len(identities) // 3))])
     candidates: list[tuple[str, str]] = []
-    for number, identity in enumerate(identities):
+    for identity in identities:
         files = by_identity[identity]
         enrolled_file = None
         for file in files:
@@ -380,7 +384,7 @@ def seed(server: Server, *, max_subjects: int, probes_per_subject: int) -> Workl
         if enrolled_file is None:
             continue
         others = [f for f in files if f != enrolled_file][:probes_per_subject]
-        if number < DECOYS:
+        if identity in decoys:
             work.decoys.append(identity)
         else:
             candidates += [(identity, f) for f in others]
