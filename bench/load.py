@@ -861,6 +861,10 @@ def soak(args: argparse.Namespace) -> int:
                 f"{_mb(m['idle_end_kb'])} | {m['growth_after_warmup']:+.1%} | "
                 f"{m['growth_from_start']:+.1%} | "
                 f"{'-' if floor is None else f'{floor:+.1%}'} |")
+    sums = ", ".join(f"{name} {_mb(m['master']['pss_kb'] + sum(w['pss_kb'] for w in m['workers']))}"
+                     for name, m in (("start", idle_start), ("after warm-up", idle_warm),
+                                     ("end", idle_end)))
+    lines += ["", f"Sum of PSS of the master and the workers, idle (MB): {sums}."]
     peaks = ", ".join(f"{w['pid']}: {_mb(w['peak_rss_kb'])} MB" for w in idle_end["workers"])
     lines += ["", f"Peak VmRSS (VmHWM) of each worker over the whole run: {peaks}."]
     lines += ["", f"Audit chain: `faceapi audit verify` exit {verify.returncode}; "
