@@ -81,3 +81,58 @@ def _fmt(value: Any) -> str:
             return "-"
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
+
+
+# Labelled images of tests/data/faces (tests/data/README.md), for benches that can run on
+# the small licensed subset when ../shared/data/faces is not there.
+FIXTURE_LABELS = (
+    ("deepface/tests/unit/dataset/img5.jpg", "angelina_jolie"),
+    ("deepface/tests/unit/dataset/img6.jpg", "angelina_jolie"),
+    ("deepface/tests/unit/dataset/img11.jpg", "angelina_jolie"),
+    ("deepface/tests/unit/dataset/img12.jpg", "jennifer_aniston"),
+    ("deepface/tests/unit/dataset/img55.jpg", "jennifer_aniston"),
+    ("CompreFace/embedding-calculator/src/services/imgtools/test/files/einstein.jpeg",
+     "einstein"),
+    ("face-api.js/examples/images/surprised.jpg", ""),
+    ("face-api.js/examples/images/bbt3.jpg", ""),
+    ("mtcnn/tests/images/ivan.jpg", "ivan"),
+)
+
+
+def labelled_faces() -> tuple[Path, list[tuple[str, str]]]:
+    """The data set's root and its (file, identity) rows ("" = no single identity):
+    the shared set's LABELS.csv (FACEAPI_FACES_DIR or ../shared/data/faces) when it is
+    there, else the fixtures in tests/data/faces."""
+    path = Path(os.environ.get("FACEAPI_FACES_DIR", REPO.parent / "shared" / "data" / "faces"))
+    if (path / "LABELS.csv").is_file():
+        return path, [(row["file"], row["identity"]) for row in read_csv(path / "LABELS.csv")]
+    return REPO / "tests" / "data" / "faces", list(FIXTURE_LABELS)
+
+
+def proc_memory_kb(pid: int) -> dict[str, int]:
+    """A process's resident memory from /proc: VmRSS (every page it maps, shared ones in
+    full), VmHWM (the highest VmRSS it has had) and Pss (each shared page divided by the
+    processes sharing it), in KiB."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            found["rss_kb"] = int(line.split()[1])
+        elif line.startswith("VmHWM:"):
+            found["peak_rss_kb"] = int(line.split()[1])
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            found["pss_kb"] = int(line.split()[1])
+    return found
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (/proc/<pid>/stat fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """A process's direct children (gunicorn's workers, for the master)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sorted(int(c) for c in children)
