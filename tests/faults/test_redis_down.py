@@ -1,12 +1,14 @@
-"""Redis killed (SIGKILL) under a deployment that counts its rate limits there
-(FACEAPI_REDIS_URL): nothing fails. Lockout does not use Redis (its state is a row in
+"""Redis killed (SIGKILL) or hung (SIGSTOP) under a deployment that counts its rate
+limits there (FACEAPI_REDIS_URL): nothing fails. Lockout does not use Redis (its state is a row in
 the store, written with the verify's decision), so a locked subject stays locked and
 failures keep counting; rate limits fall back to counting in each worker's memory, as
 docs/security.md says (so with 2 workers a budget may be spent up to twice); /readyz
-names Redis until it is back."""
+names Redis until it is back. A Redis that holds its connections without answering
+costs a request a bounded wait (the limiter's socket timeouts), not a hung worker."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from tests.support.servers import PostgresCluster, RedisServer, random_loopback,
 
 LIMIT = 20  # FACEAPI_RATE_LIMIT_DEFAULT per minute, per key and per address
 FAILURES = 5  # the login policy's lockout.failures
+HUNG_BOUND_S = 5.0  # what one request may wait on a hung Redis (measured: about 2 s)
 
 
 def _spend_budget(d: Deployment, requests: int) -> Counter[int]:
@@ -100,3 +103,32 @@ def _run(d: Deployment, redis: RedisServer) -> None:
            without_redis_passed=alone[200], without_redis_sent=3 * LIMIT,
            readyz_ok_after_redis_start_s=round(ready_again, 3),
            redis_down_s=round(restarted_at - killed_at, 2))
+
+
+def test_a_hung_redis_costs_a_request_a_bounded_wait_not_a_hung_worker(
+        pg_cluster: PostgresCluster, deployment: DeploymentFactory, tmp_path: Path) -> None:
+    missing = redis_missing()
+    if missing:
+        pytest.skip(missing)
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        d = deployment(pg_cluster.create_database("faults_hung"), redis_url=redis.url)
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGSTOP)
+        took, statuses = [], []
+        for _ in range(6):  # the first one in each worker waits, then memory counts
+            started = time.monotonic()
+            statuses.append(d.server.request("GET", "/v1/collections/door",
+                                             key=d.operator_key, timeout=60).status)
+            took.append(round(time.monotonic() - started, 3))
+        ready = d.server.request("GET", "/readyz")
+        redis.process.send_signal(signal.SIGCONT)
+    finally:
+        redis.kill()
+    assert statuses == [200] * 6
+    assert max(took) < HUNG_BOUND_S, took
+    assert ready.status == 503
+    assert ready.json()["checks"]["redis"].startswith("redis_unavailable"), ready.json()
+    report("redis_hung", slowest_request_s=max(took),
+           requests_over_100ms=sum(t > 0.1 for t in took), requests=len(took))
