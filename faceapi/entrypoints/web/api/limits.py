@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from flask import Flask, Response, current_app, g, request
@@ -32,7 +33,8 @@ LIMITER_KEY = "faceapi_limiter"
 # request a bounded wait, after which the limiter counts in memory (the fallback below);
 # redis-py waits forever by default. Redis answers a loopback or LAN call in well under
 # a millisecond. tests/faults/test_redis_down.py measures it.
-REDIS_OPTIONS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+# (Any: Flask-Limiter's hint says str | int, but redis-py takes float seconds.)
+REDIS_OPTIONS: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 # Routes whose attempts are guesses at a face: brute force there is what the tighter
 # `rate_limit_verify` budget (and the per-subject lockout) is for.
 TIGHT_RULES = frozenset({"/v1/verify"})
