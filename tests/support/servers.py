@@ -264,6 +264,31 @@ class Gunicorn:
                 pids.add(int(stat.parent.name))
         return pids
 
+    def serving_workers(self) -> set[int]:
+        """The workers holding an accepted client connection now (inside a request):
+        their open sockets matched with the established TCP connections on our port."""
+        established = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == self.port and fields[3] == "01":  # 01: ESTABLISHED
+                    established.add(fields[9])  # the socket's inode
+        serving = set()
+        for pid in self.worker_pids():
+            try:
+                links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            except OSError:
+                continue
+            if any(link.startswith("socket:[") and link[8:-1] in established
+                   for link in links):
+                serving.add(pid)
+        return serving
+
     def wait_workers(self, count: int, *, timeout: float = 60,
                      other_than: frozenset[int] = frozenset()) -> set[int]:
         """Wait until `count` workers run, none of them in `other_than`."""
