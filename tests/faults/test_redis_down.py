@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,22 +50,25 @@ def _lock(d: Deployment, subject: str, key: str, source: str) -> list[int]:
     return statuses
 
 
-def test_with_redis_killed_lockout_holds_and_rate_limits_fall_back_to_each_worker(
-        pg_cluster: PostgresCluster, deployment: DeploymentFactory, tmp_path: Path) -> None:
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, killed after it."""
     missing = redis_missing()
     if missing:
         pytest.skip(missing)
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
     try:
-        d = deployment(pg_cluster.create_database("faults_redis"), redis_url=redis.url,
-                       FACEAPI_RATE_LIMIT_DEFAULT=f"{LIMIT}/minute")
-        _run(d, redis)
+        yield server
     finally:
-        redis.kill()
+        server.kill()
 
 
-def _run(d: Deployment, redis: RedisServer) -> None:
+def test_with_redis_killed_lockout_holds_and_rate_limits_fall_back_to_each_worker(
+        pg_cluster: PostgresCluster, deployment: DeploymentFactory,
+        redis: RedisServer) -> None:
+    d = deployment(pg_cluster.create_database("faults_redis"), redis_url=redis.url,
+                   FACEAPI_RATE_LIMIT_DEFAULT=f"{LIMIT}/minute")
     for subject in ("locked", "counting"):
         assert d.enroll(subject).status == 200
     assert d.server.request("GET", "/readyz").json()["checks"]["redis"] == "answers PING"
@@ -108,26 +112,19 @@ def _run(d: Deployment, redis: RedisServer) -> None:
 
 
 def test_a_hung_redis_costs_a_request_a_bounded_wait_not_a_hung_worker(
-        pg_cluster: PostgresCluster, deployment: DeploymentFactory, tmp_path: Path) -> None:
-    missing = redis_missing()
-    if missing:
-        pytest.skip(missing)
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
-    try:
-        d = deployment(pg_cluster.create_database("faults_hung"), redis_url=redis.url)
-        assert redis.process is not None
-        redis.process.send_signal(signal.SIGSTOP)
-        took, statuses = [], []
-        for _ in range(6):  # the first one in each worker waits, then memory counts
-            started = time.monotonic()
-            statuses.append(d.server.request("GET", "/v1/collections/door",
-                                             key=d.operator_key, timeout=60).status)
-            took.append(round(time.monotonic() - started, 3))
-        ready = d.server.request("GET", "/readyz")
-        redis.process.send_signal(signal.SIGCONT)
-    finally:
-        redis.kill()
+        pg_cluster: PostgresCluster, deployment: DeploymentFactory,
+        redis: RedisServer) -> None:
+    d = deployment(pg_cluster.create_database("faults_hung"), redis_url=redis.url)
+    assert redis.process is not None
+    # Stopped, not dead: its connections stay open and nothing ever answers on them.
+    redis.process.send_signal(signal.SIGSTOP)
+    took, statuses = [], []
+    for _ in range(6):
+        started = time.monotonic()
+        statuses.append(d.server.request("GET", "/v1/collections/door",
+                                         key=d.operator_key, timeout=60).status)
+        took.append(round(time.monotonic() - started, 3))
+    ready = d.server.request("GET", "/readyz")
     assert statuses == [200] * 6
     assert max(took) < HUNG_BOUND_S, took
     assert ready.status == 503
