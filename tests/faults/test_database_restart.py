@@ -9,14 +9,17 @@ connections dead and opens new ones, with no faceapi restart."""
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from faceapi.adapters.store import Store
+from faceapi.adapters.store.db import PG_CONNECT_TIMEOUT_S, make_engine
 from faceapi.adapters.store.uow import SqlAlchemyUnitOfWork
 from faceapi.config import Settings
 from faceapi.domain.audit import Action, Actor
@@ -169,3 +172,36 @@ def test_a_transaction_cut_by_a_database_shutdown_is_a_503_and_writes_nothing(
         assert store.verify().ok
     finally:
         store.dispose()
+
+
+def test_a_database_that_accepts_but_never_answers_costs_a_bounded_wait() -> None:
+    """A server that takes the TCP connection and then says nothing (hung, or a
+    half-open network path): opening a connection gives up after PG_CONNECT_TIMEOUT_S,
+    as a 503, instead of holding the worker until gunicorn kills it."""
+    outcome: list[BaseException | None] = []
+
+    def connect(engine: Engine) -> None:
+        try:
+            with engine.connect():
+                outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)  # the kernel completes handshakes; nobody ever reads
+        engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:"
+                             f"{mute.getsockname()[1]}/none")
+        started = time.monotonic()
+        # In a thread, so that a wait without end fails this test instead of hanging it
+        # (closing the socket then ends the attempt).
+        attempt = threading.Thread(target=connect, args=(engine,), daemon=True)
+        attempt.start()
+        attempt.join(PG_CONNECT_TIMEOUT_S + 10)
+        waited = time.monotonic() - started
+    attempt.join(10)
+    engine.dispose()
+    assert waited <= PG_CONNECT_TIMEOUT_S + 5, waited
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], StoreUnavailable), outcome
+    assert waited >= PG_CONNECT_TIMEOUT_S - 1, waited

@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -58,6 +59,13 @@ def postgres_missing() -> str | None:
     for tool in ("initdb", "pg_ctl"):
         if not (PG_BIN / tool).is_file():
             return f"PostgreSQL binaries not found in {PG_BIN} (FACEAPI_TEST_PG_BIN)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no `postgres` user to run PostgreSQL as"
+        if not shutil.which("runuser"):
+            return "running as root and `runuser` is missing (needed to run PostgreSQL)"
     return None
 
 
