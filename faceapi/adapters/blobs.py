@@ -5,18 +5,43 @@ A port (`BlobStore`) and one adapter, a directory (settings.resolved_blob_dir). 
 `/`-separated names from a small alphabet, so a key can never climb out of the root.
 Files are written to a temporary name and renamed, so a reader sees a whole file or
 none, and are readable by the service's user only.
+
+A directory that cannot take a write (full, read-only, permissions) or give a file back
+raises `BlobStoreUnavailable` (a 503 the caller may retry) instead of the OSError: every
+write happens inside the unit of work of the change that needs it, so the change is
+refused whole and nothing in the store points at a missing file. Deletes keep raising
+OSError: they run in clean-ups, which log and carry on (services/face_crops.py).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 from pathlib import Path
 
+import structlog
+
 from faceapi.adapters.private_files import write_private_file
+from faceapi.domain.errors import BlobStoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+# What a client is told to wait: a full or read-only disk needs an operator, not a moment.
+RETRY_AFTER_S = 30
 
 _PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def _unavailable(operation: str, exc: OSError) -> BlobStoreUnavailable:
+    # The errno's name (ENOSPC, EROFS, EACCES ...) tells the operator what to fix; the
+    # path is left out (it holds review and face ids).
+    reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    log.error("blob_store_unavailable", operation=operation, reason=reason)
+    return BlobStoreUnavailable(
+        "the blob store cannot take the files this request needs; try again later",
+        retry_after=RETRY_AFTER_S)
 
 
 def _parts(key: str) -> list[str]:
@@ -36,13 +61,19 @@ class DirectoryBlobStore:
         return self.root.joinpath(*_parts(key))
 
     def put(self, key: str, data: bytes) -> None:
-        write_private_file(self._path(key), data)
+        path = self._path(key)
+        try:
+            write_private_file(path, data)
+        except OSError as exc:
+            raise _unavailable("put", exc) from exc
 
     def get(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise _unavailable("get", exc) from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

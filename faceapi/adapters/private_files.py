@@ -10,20 +10,35 @@ from pathlib import Path
 
 
 def _write_temp(directory: Path, data: bytes, prefix: str) -> str:
+    """A new 0600 file in `directory` holding all of `data`, or no file and an OSError.
+    os.write may write less than asked on a nearly full disk without an error: the loop
+    writes the rest (the next write then fails with ENOSPC), and a file that could not
+    be completed is removed, so no truncated file is ever renamed into place."""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return tmp
 
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Write (or replace) `path` atomically with mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.replace(_write_temp(path.parent, data, ".tmp-"), path)
+    tmp = _write_temp(path.parent, data, ".tmp-")
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def create_private_file_once(path: Path, data: bytes) -> None:

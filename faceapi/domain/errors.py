@@ -73,3 +73,10 @@ class EngineAccessDenied(FaceApiError):
 
 class StoreUnavailable(FaceApiError):
     code = "store_unavailable"
+
+
+class BlobStoreUnavailable(FaceApiError):
+    """The blob store (review evidence, face crops) cannot take a write or give back a
+    file: disk full, read-only, unreadable. The change that needed it is refused whole."""
+
+    code = "blob_store_unavailable"

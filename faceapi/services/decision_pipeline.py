@@ -31,8 +31,10 @@ from faceapi.domain.decisions import (
     decide,
     rejected_for,
 )
+from faceapi.domain.errors import BlobStoreUnavailable
 from faceapi.domain.liveness import NOT_REQUIRED, LivenessCheck
 from faceapi.domain.policies import Policy
+from faceapi.services.audit_trail import record
 from faceapi.services.ports import BlobStore, FaceEngine, UnitOfWork
 from faceapi.services.review import discard_evidence, open_review
 
@@ -158,7 +160,13 @@ def take_decision(finding: Finding, audit: DecisionAudit, *, policy: Policy, act
             if after is not None:
                 after(uow, decision)
             uow.commit()
-    except BaseException:
+    except BaseException as exc:
         discard_evidence(blobs, decision.review_id)
+        if isinstance(exc, BlobStoreUnavailable):
+            # The review's evidence could not be written (disk full, read-only): the
+            # decision was refused whole, and the refusal is on record. Its details name
+            # no decision or review: neither exists.
+            record(replace(decision_event(decision, audit, actor=actor), outcome="refused",
+                           reason=exc.code, details=dict(audit.details)), uow=uow)
         raise
     return decision

@@ -22,9 +22,10 @@ from faceapi.domain.collections import (
     quality_reasons,
 )
 from faceapi.domain.engine_values import NotIndexedFace
-from faceapi.domain.errors import InvalidParameter
+from faceapi.domain.errors import BlobStoreUnavailable, InvalidParameter
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
 from faceapi.domain.images import DecodedImage
+from faceapi.services import audit_trail
 from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import (
     ConsentInput,
@@ -163,12 +164,21 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
                                               image=image, found=found, actor=actor,
                                               engine=engine, uow=uow, clock=clock,
                                               blobs=blobs, now=now)
-    except BaseException:
+    except BaseException as exc:
         discard_crops(blobs, req.collection_id, crops)
         if remote is not None and remote_ids:
             # Compensation: the engine's faces must not outlive a failed enrollment.
             compensate(lambda: remote.delete_faces(req.collection_id, remote_ids),
                        "index_faces")
+        if isinstance(exc, BlobStoreUnavailable):
+            # Refused for want of the blob store (disk full, read-only): the refusal is
+            # on record, as the enrollment would have been; nothing else was written.
+            audit_trail.record(AuditEvent(
+                action=Action.FACE_INDEX, outcome="refused", actor=actor,
+                resource=resource(req.collection_id, req.subject_id),
+                subject_id=req.subject_id, engine=engine.name,
+                model_version=engine.model_version, input_digests=(image.sha256,),
+                reason=exc.code, scores={"face_count": found.face_count}), uow=uow)
         raise
     return IndexFacesResult(face_records=records, unindexed_faces=unindexed,
                             face_model_version=engine.model_version,

@@ -6,17 +6,9 @@ one worker resets the count the other one sees."""
 from __future__ import annotations
 
 import base64
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +26,7 @@ from faceapi.services import keys
 from faceapi.services.collections import CreateCollectionRequest, create_collection
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from tests.fakes import FakeClock
+from tests.support.servers import Gunicorn, faceapi_env, start_gunicorn
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -44,12 +37,6 @@ GENUINE = DATASET / "img6.jpg"  # angelina_jolie, another photo
 IMPOSTOR = DATASET / "img12.jpg"  # jennifer_aniston
 PG_SERVER_URL = os.environ.get("FACEAPI_TEST_PG_URL",
                                "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -72,54 +59,16 @@ def fresh_database() -> Iterator[str]:
         admin.dispose()
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-
-
-def start_server(env: dict[str, str], log: Path) -> Server:
-    port = free_port()
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
-         "wsgi:app"], cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-        env={**env, "FACEAPI_BIND": f"127.0.0.1:{port}", "FACEAPI_WORKERS": "1"})
-    handle.close()
-    return Server(f"http://127.0.0.1:{port}", process)
-
-
-def wait_ready(server: Server, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"gunicorn exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"gunicorn did not answer:\n{log.read_text()[-3000:]}")
-
-
-def post_verify(server: Server, key: str, image: Path, subject: str) -> tuple[int, Any, str]:
-    body = {"collection_id": "door", "subject_id": subject, "policy": "login",
-            "image": {"bytes": base64.b64encode(image.read_bytes()).decode("ascii")}}
-    request = urllib.request.Request(
-        f"{server.url}/v1/verify", data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read()), ""
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read()), \
-            error.headers.get("Retry-After", "")
+def post_verify(server: Gunicorn, key: str, image: Path, subject: str) -> tuple[int, Any, str]:
+    answer = server.request("POST", "/v1/verify", key=key, timeout=60, body={
+        "collection_id": "door", "subject_id": subject, "policy": "login",
+        "image": {"bytes": base64.b64encode(image.read_bytes()).decode("ascii")}})
+    return answer.status, answer.json(), answer.headers.get("retry-after", "")
 
 
 @pytest.fixture
 def two_workers(db_backend: str, tmp_path: Path,
-                request: pytest.FixtureRequest) -> Iterator[tuple[list[Server], str]]:
+                request: pytest.FixtureRequest) -> Iterator[tuple[list[Gunicorn], str]]:
     if db_backend != "postgresql":
         pytest.skip("runs in the PostgreSQL pass (--db=postgresql)")
     if not ENROLLED.is_file():
@@ -143,30 +92,22 @@ def two_workers(db_backend: str, tmp_path: Path,
     key = keys.create_key(keys.NewKey(name="door app", role="app"), uow=store.uow(),
                           clock=clock, actor=system).secret
     store.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPI_")}
-    env.update({"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(data_dir),
-                "FACEAPI_DATABASE_URL": fresh_database, "FACEAPI_LOG_FORMAT": "json",
-                # Enough verify requests for the test in each worker's own window.
-                "FACEAPI_RATE_LIMIT_VERIFY": "600/minute"})
-    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-    servers = [start_server(env, log) for log in logs]
+    env = faceapi_env({"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(data_dir),
+                       "FACEAPI_DATABASE_URL": fresh_database, "FACEAPI_LOG_FORMAT": "json",
+                       # Enough verify requests for the test in each worker's own window.
+                       "FACEAPI_RATE_LIMIT_VERIFY": "600/minute"})
+    servers: list[Gunicorn] = []
     try:
-        for server, log in zip(servers, logs, strict=True):
-            wait_ready(server, log)
+        for name in ("worker-a", "worker-b"):
+            servers.append(start_gunicorn(env, tmp_path / f"{name}.log", workers=1))
         yield servers, key
     finally:
         for server in servers:
-            server.process.terminate()
-        for server in servers:
-            try:
-                server.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+            server.stop(timeout=20)
 
 
 def test_six_failed_verifies_lock_the_subject_across_two_gunicorn_workers(
-        two_workers: tuple[list[Server], str]) -> None:
+        two_workers: tuple[list[Gunicorn], str]) -> None:
     servers, key = two_workers
     for attempt in range(5):
         status, body, _ = post_verify(servers[attempt % 2], key, IMPOSTOR, "angelina")
@@ -182,7 +123,7 @@ def test_six_failed_verifies_lock_the_subject_across_two_gunicorn_workers(
 
 
 def test_a_success_on_one_worker_resets_the_count_the_other_sees(
-        two_workers: tuple[list[Server], str]) -> None:
+        two_workers: tuple[list[Gunicorn], str]) -> None:
     servers, key = two_workers
     for attempt in range(4):
         status, body, _ = post_verify(servers[attempt % 2], key, IMPOSTOR, "angelina2")

@@ -5,6 +5,17 @@ SQLite (the default) gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE
 every write transaction, so concurrent writers queue on the database lock instead of
 failing half-way. PostgreSQL is used as is; audit appends take an advisory lock
 (store/audit_repo.py).
+
+A PostgreSQL server that goes away (restart, failover, network) must cost callers a 503
+they can retry, never a 500 or a hung worker, and must not need a faceapi restart when
+it returns (docs/operations.md, "Faults and recovery"):
+- `pool_pre_ping`: a pooled connection is tested when checked out, so the connections
+  a restart killed are replaced by new ones instead of failing the next request;
+- `connect_timeout`: a server that accepts but does not answer costs a bounded wait;
+- `_store_unavailable_on_disconnect`: a connection lost in the middle of a transaction
+  (the server shut down under it) or refused becomes `StoreUnavailable`. The transaction
+  is rolled back by the server with the session, so nothing of it was written (a loss
+  during COMMIT itself leaves the outcome unknown to us; the caller retries).
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.sql.dml import UpdateBase
 
 from faceapi.adapters.store.tables import AUDIT_TABLES
@@ -32,6 +43,12 @@ UNAUDITED = "faceapi_unaudited"
 # Execution option on a connection: a read-only transaction (SQLite: BEGIN DEFERRED).
 READ_ONLY = "faceapi_read_only"
 SQLITE_BUSY_TIMEOUT_S = 30
+# Seconds libpq may take to open a connection (TCP, TLS, authentication) before giving up.
+PG_CONNECT_TIMEOUT_S = 5
+# PostgreSQL SQLSTATE classes that mean "the server is not serving now": connection
+# exceptions, insufficient resources (too many connections), operator intervention
+# (shutdown, "the database system is starting up"; not 57014, a cancelled statement).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
 # gunicorn's preload_app builds the engine (and runs migrations) in the master before
@@ -68,6 +85,29 @@ def _track_changes(conn: Connection, clauseelement: Any, *args: Any) -> None:
             changes.add(name)
 
 
+def _server_unavailable(context: ExceptionContext) -> bool:
+    if context.is_disconnect:
+        return True
+    original = context.original_exception
+    if not isinstance(original, context.dialect.loaded_dbapi.OperationalError):
+        return False
+    sqlstate = getattr(original, "sqlstate", None)
+    # No SQLSTATE: the client library failed to reach the server (refused, timed out).
+    return sqlstate is None or str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def _store_unavailable_on_disconnect(context: ExceptionContext) -> None:
+    """SQLAlchemy's handle_error hook: raise StoreUnavailable in place of a lost or
+    refused connection's error. SQLAlchemy still invalidates the connection (and the
+    pool's other connections of the same server) after this hook."""
+    if context.is_pre_ping:
+        return  # the pool's own test of a connection: it handles the failure itself
+    if _server_unavailable(context):
+        log.warning("store_unavailable", error_type=type(context.original_exception).__name__,
+                    disconnect=context.is_disconnect)
+        raise store_unavailable() from context.sqlalchemy_exception
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url` with our SQLite settings; creates the SQLite file's folder."""
     parsed = make_url(url)
@@ -100,7 +140,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
     else:
         kwargs.setdefault("pool_pre_ping", True)
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            connect_args = dict(kwargs.pop("connect_args", {}))
+            connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+            kwargs["connect_args"] = connect_args
         engine = create_engine(url, **kwargs)
+        event.listen(engine, "handle_error", _store_unavailable_on_disconnect)
     event.listen(engine, "after_execute", _track_changes)
     _ENGINES.add(engine)
     return engine

@@ -114,10 +114,15 @@ class SqlAlchemyUnitOfWork:
         if conn is None:
             return
         try:
-            if conn.in_transaction():
+            # A connection the server dropped (a restart under an open transaction) is
+            # invalidated: rollback() is what releases it, and anything else on it would
+            # try to reconnect first and replace the caller's StoreUnavailable with an
+            # error of its own.
+            if conn.in_transaction() or conn.invalidated:
                 conn.rollback()
         finally:
-            conn.info.pop(CHANGES_KEY, None)
+            if not conn.invalidated:
+                conn.info.pop(CHANGES_KEY, None)
             conn.close()
 
     @property

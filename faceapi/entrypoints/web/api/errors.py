@@ -38,6 +38,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "engine_throttled": 503,
     "engine_access_denied": 502,
     "store_unavailable": 503,
+    "blob_store_unavailable": 503,
     "locked": 423,
     "unknown_policy": 422,
     "wrong_policy_operation": 422,

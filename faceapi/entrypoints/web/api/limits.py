@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from flask import Flask, Response, current_app, g, request
@@ -28,6 +29,12 @@ from faceapi.entrypoints.web.api.errors import error_response
 log = structlog.get_logger(__name__)
 
 LIMITER_KEY = "faceapi_limiter"
+# A Redis that holds the connection but never answers (stopped, partitioned) must cost a
+# request a bounded wait, after which the limiter counts in memory (the fallback below);
+# redis-py waits forever by default. Redis answers a loopback or LAN call in well under
+# a millisecond. tests/faults/test_redis_down.py measures it.
+# (Any: Flask-Limiter's hint says str | int, but redis-py takes float seconds.)
+REDIS_OPTIONS: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 # Routes whose attempts are guesses at a face: brute force there is what the tighter
 # `rate_limit_verify` budget (and the per-subject lockout) is for.
 TIGHT_RULES = frozenset({"/v1/verify"})
@@ -124,6 +131,7 @@ def _limiter(app: Flask, settings: Settings, *,
         application_limits=application_limits,
         default_limits=default_limits,
         storage_uri=settings.redis_url or "memory://",
+        storage_options=REDIS_OPTIONS if settings.redis_url else {},
         # Moving window: no double burst at a window edge, which matters for verify.
         strategy="moving-window",
         # No X-RateLimit-* on every response: that costs one more storage round trip

@@ -70,6 +70,10 @@ EXCEPTION_BY_CODE: dict[str, str] = {
     "engine_access_denied": "AccessDeniedException",
     "engine_throttled": "ThrottlingException",
     "engine_unavailable": "InternalServerError",
+    # Our database or blob directory is down, full or read-only: Rekognition's own
+    # service failure, which boto3 retries (after x-amz-retry-after), not a client error.
+    "store_unavailable": "InternalServerError",
+    "blob_store_unavailable": "InternalServerError",
 }
 
 
