@@ -12,6 +12,11 @@ threads = int(os.environ.get("FACEAPI_THREADS", "1"))
 preload_app = True
 timeout = int(os.environ.get("FACEAPI_TIMEOUT", "60"))
 graceful_timeout = 30
+# gunicorn >= 25 opens a control socket at $HOME/.gunicorn/gunicorn.ctl by default: one
+# path shared by every gunicorn of the user (a second instance takes it over from the
+# first), and unwritable on a read-only root filesystem. Workers are managed by the
+# orchestrator here, so it stays off.
+control_socket_disable = True
 # Our own request log line (with request id, route, status, duration) replaces
 # gunicorn's access log.
 accesslog = None
