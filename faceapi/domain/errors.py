@@ -73,3 +73,20 @@ class EngineAccessDenied(FaceApiError):
 
 class StoreUnavailable(FaceApiError):
     code = "store_unavailable"
+
+
+# Idempotency-Key (services/idempotency.py, docs/api.md "Idempotent requests")
+class InvalidIdempotencyKey(FaceApiError):
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(FaceApiError):
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(FaceApiError):
+    code = "idempotency_in_progress"
+
+
+class IdempotencyResponseUnavailable(FaceApiError):
+    code = "idempotency_response_unavailable"

@@ -51,6 +51,7 @@ from faceapi.adapters.store.collections_repo import (
 )
 from faceapi.adapters.store.db import CHANGES_KEY, READ_ONLY, store_unavailable
 from faceapi.adapters.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsRepo, SqlReviewsRepo
+from faceapi.adapters.store.idempotency_repo import SqlIdempotencyRepo, mark_active_claim
 from faceapi.adapters.store.keys_repo import SqlApiKeyRepository
 from faceapi.domain.errors import FaceApiError
 
@@ -169,6 +170,10 @@ class SqlAlchemyUnitOfWork:
     def lockouts(self) -> SqlLockoutsRepo:
         return self._repo(SqlLockoutsRepo)
 
+    @property
+    def idempotency(self) -> SqlIdempotencyRepo:
+        return self._repo(SqlIdempotencyRepo)
+
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)
         if repo is None:
@@ -189,7 +194,18 @@ class SqlAlchemyUnitOfWork:
             self.rollback()
             tables = ", ".join(sorted(changed))
             raise UnauditedChange(f"refusing to commit changes to {tables} without an audit event")
+        # An Idempotency-Key request's write commits with its claim turned `committed`
+        # (store/idempotency_repo.py says why here and not in the services).
+        claim = None
+        if self.audit.appended:
+            try:
+                claim = mark_active_claim(self.conn)
+            except BaseException:
+                self.rollback()
+                raise
         self.conn.commit()
+        if claim is not None:
+            claim.committed = True
         self._transaction_ended()
 
     def rollback(self) -> None:

@@ -36,6 +36,7 @@ from faceapi.entrypoints.web.api.deps import (
     use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.idempotency import idempotent
 from faceapi.services import collections as service
 from faceapi.services.enroll import IndexFacesRequest
 
@@ -106,6 +107,7 @@ def delete_collection(collection_id: str) -> Any:
 
 
 @blp.route("/<collection_id>/faces", methods=["POST"])
+@idempotent
 @blp.doc(requestBody=image_request_body(IndexFacesRequestSchema, ("image",)))
 @blp.response(200, IndexFacesResponseSchema)
 def index_collection_faces(collection_id: str) -> Any:

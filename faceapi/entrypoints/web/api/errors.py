@@ -52,6 +52,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "owner_already_voted": 403,
     "review_closed": 409,
     "unknown_candidate": 422,
+    # Idempotency-Key (api/idempotency.py)
+    "invalid_idempotency_key": 400,
+    "idempotency_key_reused": 422,
+    "idempotency_in_progress": 409,
+    "idempotency_response_unavailable": 409,
 }
 
 # Stable codes for plain HTTP errors (routing, method, body size ...).

@@ -17,6 +17,7 @@ from faceapi.entrypoints.web.api.deps import (
     use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.idempotency import idempotent
 from faceapi.entrypoints.web.api.schemas import ImageSchema, StrictSchema
 from faceapi.services.verify import CompareRequest, VerifyRequest
 
@@ -90,6 +91,7 @@ class UnlockedSchema(Schema):
 
 
 @blp.route("/verify", methods=["POST"])
+@idempotent
 @blp.doc(requestBody=image_request_body(VerifyRequestSchema, ("image",)))
 @blp.response(200, DecisionSchema)
 @blp.alt_response(423, description="locked: too many failures; see Retry-After")
@@ -103,6 +105,7 @@ def verify_subject() -> Any:
 
 
 @blp.route("/compare", methods=["POST"])
+@idempotent
 @blp.doc(requestBody=image_request_body(PolicyCompareRequestSchema, ("source", "target")))
 @blp.response(200, DecisionSchema)
 def compare_pair() -> Any:
