@@ -11,7 +11,7 @@ and only in requests generated as valid in every part (positive cases):
 - the audit `cursor` is an opaque token from a previous page: a generated one is dropped;
 - a new key's `expires_at` must lie in the future: a generated one is moved a year ahead;
 - IndexFaces into a collection that requires consent needs the consent: one is sent
-  (multipart, which cannot carry the consent object, records it first through
+  (a multipart request without its consent part records it first through
   POST .../subjects/{subject_id}/consent, with the run's key: FACEAPI_SCHEMATHESIS_URL
   and FACEAPI_SCHEMATHESIS_AUTH);
 - an Idempotency-Key names one request: each generated request gets a fresh one.
@@ -88,7 +88,8 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             if case.path.endswith("/faces") and case.method.upper() == "POST":
                 if not multipart and body.get("consent") is None:
                     body["consent"] = CONSENT
-                elif multipart and isinstance(body.get("subject_id"), str):
+                elif multipart and body.get("consent") is None and \
+                        isinstance(body.get("subject_id"), str):
                     _record_consent(case.path_parameters.get("collection_id"),
                                     body["subject_id"])
     # Every edit above keeps the case exactly as valid or invalid as it was generated;

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 from flask import current_app, g, request
-from marshmallow import Schema, fields
+from marshmallow import Schema
 from werkzeug.exceptions import BadRequest
 
 from faceapi.adapters.images import decode_base64_image
@@ -113,12 +113,9 @@ def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
     raw: dict[str, Any]
     if request.mimetype == "multipart/form-data":
         raw = {key: request.form.get(key) for key in request.form}
-        # A list field sent once is a list of one (a form cannot tell them apart).
-        lists = {f.data_key or name for name, f in schema.fields.items()
-                 if isinstance(f, fields.List)}
         for key in request.form:
             values = request.form.getlist(key)
-            if len(values) > 1 or key in lists:
+            if len(values) > 1:
                 raw[key] = values
         for name in image_fields:
             upload = request.files.get(name)

@@ -9,8 +9,8 @@ from datetime import UTC
 from typing import Any
 
 from flask_smorest import Blueprint
-from werkzeug.routing import BaseConverter
 from marshmallow import Schema, fields, validate
+from werkzeug.routing import BaseConverter
 
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey

@@ -83,6 +83,7 @@ def document_truth(api: Any, app: Flask, *, policies: PolicySet, engine_reads_s3
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            _errors_are_the_envelope(operation["responses"])  # smorest's refs inlined
             _statuses(path, operation)
             _path_ids(operation.get("parameters"))
             if (method, path) in idempotent:
@@ -160,8 +161,8 @@ def _errors_are_the_envelope(responses: dict[str, Any]) -> None:
         response = given
         if isinstance(given, dict) and "$ref" in given:
             # flask-smorest's shared DEFAULT_ERROR / UNPROCESSABLE_ENTITY: inline ours.
-            response = responses[status] = {"description": "an error"
-                                            if status == "default" else "see the code"}
+            response = responses[status] = {"description": _GENERIC.get(
+                status, "an error: see `error.code` (docs/api.md)")}
         if not isinstance(response, dict):
             continue
         content = response.setdefault("content", {})
@@ -203,8 +204,7 @@ def _image_body(body: dict[str, Any], schemas: dict[str, Any]) -> None:
         properties[field] = {"$ref": "#/components/schemas/"
                                      + ("Image" if s3 else "ImageBytes")}
     component["required"] = sorted({*component.get("required", ()), *fields})
-    # The same request as a form: plain fields beside the file parts (a nested object,
-    # e.g. IndexFaces' consent, is JSON only).
+    # The same request as a form: plain fields beside the file parts.
     form: dict[str, Any] = {}
     for key, prop in properties.items():
         if key in fields:
@@ -215,6 +215,11 @@ def _image_body(body: dict[str, Any], schemas: dict[str, Any]) -> None:
                 # A form field sent once is a list of one; repeat it for more.
                 plain = {"anyOf": [plain["items"], plain]}
             form[key] = plain
+        elif isinstance(prop, dict) and "$ref" in str(prop):
+            # A nested object travels as a part of JSON text (e.g. IndexFaces' consent).
+            form[key] = {k: v for k, v in prop.items() if k not in ("nullable", "default")}
+            content["multipart/form-data"].setdefault("encoding", {})[key] = {
+                "contentType": "application/json"}
     content["multipart/form-data"]["schema"] = {
         "type": "object", "properties": form, "additionalProperties": False,
         "required": [k for k in component["required"] if k in form]}
@@ -282,6 +287,10 @@ def _scope_names(schemas: dict[str, Any]) -> None:
     for field, pattern in (("name", KEY_NAME_PATTERN), ("owner", KEY_OWNER_PATTERN)):
         if isinstance(properties.get(field), dict):
             properties[field]["pattern"] = pattern
+    # services/collections.py check_consent_reference: not blank.
+    reference = schemas.get("ConsentInput", {}).get("properties", {}).get("reference")
+    if isinstance(reference, dict):
+        reference["pattern"] = f"[^{_SPACE}]"
 
 
 def _special_cases(paths: dict[str, dict[str, Any]]) -> None:
