@@ -15,6 +15,9 @@ Rules the class enforces:
   not tracked: repositories use Core constructs.
 - the audit log remembers the chain head for the rest of the transaction, so never
   append inside a savepoint (`begin_nested`) that may roll back on its own.
+- a commit that carries audit events, made while an Idempotency-Key request is served,
+  marks that request's claim `committed` in the same transaction (or refuses to commit
+  when the claim was taken over): store/idempotency_repo.py.
 
 Adding a repository (collections, faces, subjects, reviews, lockouts, api_keys ...):
 1. in faceapi/services/ports.py, declare `class CollectionRepository(Protocol)` and add
