@@ -402,3 +402,33 @@ def test_two_requests_with_one_key_at_once_run_once_on_a_real_server(
         assert replay.content == winner.content
     finally:
         live.stop()
+
+
+def test_faceapi_retention_run_deletes_records_older_than_24_hours(
+        app: Flask, settings: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from click.testing import CliRunner
+
+    from faceapi.entrypoints.cli import cli
+    from faceapi.services.ports import IdempotencyRecord
+
+    # The command runs on the wall clock.
+    now = datetime.now(UTC)
+    store = app.extensions["faceapi"].store
+    with store.uow() as uow:
+        for key, age in (("old", timedelta(hours=25)), ("young", timedelta(hours=23))):
+            uow.idempotency.claim(IdempotencyRecord(
+                key_id="k1", key=key, fingerprint="f" * 64, state="pending",
+                claim_token=key, created_at=now - age, claimed_at=now - age))
+        uow.commit()
+    env = {"FACEAPI_DATA_DIR": str(settings.data_dir), "FACEAPI_ENV": "test",
+           "FACEAPI_BLOB_DIR": str(settings.resolved_blob_dir)}
+    if settings.database_url:
+        env["FACEAPI_DATABASE_URL"] = settings.database_url
+    result = CliRunner().invoke(cli, ["retention", "run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 expired idempotency record(s)" in result.output
+    with store.engine.connect() as conn:
+        keys = conn.execute(select(idempotency_records.c.idempotency_key)).scalars().all()
+    assert keys == ["young"]
