@@ -8,7 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from faceapi.domain.access import APP
-from faceapi.domain.decisions import Decision, Outcome, requester_view
+from faceapi.domain.decisions import Decision, DecisionKind, Outcome, requester_view
 from faceapi.entrypoints.web.api.deps import (
     current_actor,
     load_body,
@@ -47,19 +47,26 @@ class PolicyCompareRequestSchema(StrictSchema):
 
 class DecisionSchema(Schema):
     decision_id = fields.String(attribute="id")
+    # Typed in the document (a Function field is untyped), for generated clients.
     kind = fields.Function(lambda d: d.kind.value,
-                           metadata={"description": "verify | search | compare"})
+                           metadata={"description": "verify | search | compare",
+                                     "type": "string",
+                                     "enum": [k.value for k in DecisionKind]})
     outcome = fields.Function(
         lambda d: d.outcome.value,
-        metadata={"description": "match | no_match | pending_review | rejected"})
+        metadata={"description": "match | no_match | pending_review | rejected",
+                  "type": "string", "enum": [o.value for o in Outcome]})
     final = fields.Boolean(metadata={"description": "false while a review is pending"})
     reasons = fields.List(fields.String())
     similarity = fields.Function(
         lambda d: round(d.similarity, 4) if d.outcome is Outcome.MATCH and d.similarity
         is not None else None,
-        metadata={"description": "best similarity; given on a final match only"})
+        metadata={"description": "best similarity; given on a final match only",
+                  "type": "number", "nullable": True})
     threshold = fields.Float()
-    policy = fields.Function(lambda d: {"name": d.policy_name, "version": d.policy_version})
+    policy = fields.Function(lambda d: {"name": d.policy_name, "version": d.policy_version},
+                             metadata={"type": "object", "properties": {
+                                 "name": {"type": "string"}, "version": {"type": "string"}}})
     collection_id = fields.String(allow_none=True)
     subject_id = fields.String(allow_none=True)
     matched_face_id = fields.String(allow_none=True)
