@@ -46,6 +46,7 @@ from faceapi.services import compare as compare_svc
 from faceapi.services import detect as detect_svc
 from faceapi.services import enroll as enroll_svc
 from faceapi.services import erase as erase_svc
+from faceapi.services import idempotency as idempotency_svc
 from faceapi.services import keys as keys_svc
 from faceapi.services import lockout as lockout_svc
 from faceapi.services import retention as retention_svc
@@ -157,7 +158,8 @@ class Container:
         and the engine's own copy of the faces when it keeps them (Rekognition)."""
         erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(self.blobs, self.clock),
                                               FaceCropEraser(self.blobs),
-                                              DecisionPseudonymiser(), ReviewPseudonymiser())
+                                              DecisionPseudonymiser(), ReviewPseudonymiser(),
+                                              idempotency_svc.IdempotencyEraser())
         if "engine" not in self.__dict__ and self.settings.engine == "local":
             # The local engine keeps no faces of its own: a process that has not built
             # it (`faceapi retention run`) need not load its models to know that.
@@ -355,6 +357,26 @@ class UseCases:
         return retention_svc.run_retention(uow_factory=c.store.uow, policies=c.policies,
                                            clock=c.clock, actor=Actor.system("retention"),
                                            erasers=c.erasers)
+
+    # --- Idempotency-Key (services/idempotency.py) --------------------------------------
+
+    def claim_idempotency(self, req: idempotency_svc.IdempotentRequest
+                          ) -> idempotency_svc.Claim | idempotency_svc.Replay:
+        return idempotency_svc.claim(req, uow=self._c.store.uow(), clock=self._c.clock)
+
+    def save_idempotent_response(self, held: idempotency_svc.Claim, *, status: int,
+                                 body: str, headers: tuple[tuple[str, str], ...],
+                                 collection_id: str | None) -> bool:
+        return idempotency_svc.save_response(held, status=status, body=body,
+                                             headers=headers, collection_id=collection_id,
+                                             uow=self._c.store.uow())
+
+    def release_idempotency(self, held: idempotency_svc.Claim) -> None:
+        idempotency_svc.release(held, uow=self._c.store.uow())
+
+    def purge_idempotency_records(self) -> int:
+        """Delete Idempotency-Key records past their 24 h (`faceapi retention run`)."""
+        return idempotency_svc.purge_expired(uow=self._c.store.uow(), clock=self._c.clock)
 
     # --- Collections, faces, subjects, consent ------------------------------------------
 

@@ -42,7 +42,7 @@ from faceapi.domain.errors import FaceApiError, NotFound
 from faceapi.domain.liveness import AttestationReplayed, LivenessStatus
 from faceapi.domain.lockout import LockoutKey, LockoutState
 from faceapi.domain.policies import PolicyVersion
-from faceapi.services.ports import SearchHit
+from faceapi.services.ports import IdempotencyRecord, SearchHit
 from tests.fakes_audit import FakeAuditLog
 
 
@@ -67,6 +67,7 @@ class StoreState:
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     sigv4_secrets: dict[str, str] = field(default_factory=dict)
     policy_versions: dict[tuple[str, str], PolicyVersion] = field(default_factory=dict)
+    idempotency: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
 
 
 class _Repo:
@@ -549,6 +550,62 @@ class FakeApiKeyRepository(_Repo):
         return self._s.sigv4_secrets.get(key_id)
 
 
+class FakeIdempotencyRepo(_Repo):
+    """Bookkeeping rows: no table change is recorded (the SQL repo's are unaudited)."""
+
+    def _held(self, key_id: str, key: str, token: str) -> IdempotencyRecord | None:
+        record = self._s.idempotency.get((key_id, key))
+        return record if record is not None and record.claim_token == token else None
+
+    def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        found = self._s.idempotency.get((record.key_id, record.key))
+        if found is None:
+            self._s.idempotency[(record.key_id, record.key)] = record
+        return found
+
+    def take_over(self, record: IdempotencyRecord, *, previous_token: str) -> bool:
+        if self._held(record.key_id, record.key, previous_token) is None:
+            return False
+        self._s.idempotency[(record.key_id, record.key)] = record
+        return True
+
+    def mark_committed(self, key_id: str, key: str, claim_token: str) -> bool:
+        record = self._held(key_id, key, claim_token)
+        if record is None or record.state != "pending":
+            return False
+        self._s.idempotency[(key_id, key)] = replace(record, state="committed")
+        return True
+
+    def save_response(self, key_id: str, key: str, claim_token: str, *, status: int,
+                      body: str, headers: tuple[tuple[str, str], ...],
+                      collection_id: str | None) -> bool:
+        record = self._held(key_id, key, claim_token)
+        if record is None or record.state != "committed":
+            return False
+        self._s.idempotency[(key_id, key)] = replace(
+            record, state="done", status=status, body=body, headers=headers,
+            collection_id=collection_id or record.collection_id)
+        return True
+
+    def release(self, key_id: str, key: str, claim_token: str) -> None:
+        if self._held(key_id, key, claim_token) is not None:
+            del self._s.idempotency[(key_id, key)]
+
+    def delete_before(self, moment: datetime) -> int:
+        old = [k for k, r in self._s.idempotency.items() if r.created_at < moment]
+        for k in old:
+            del self._s.idempotency[k]
+        return len(old)
+
+    def erase_collection(self, collection_id: str) -> int:
+        hit = [k for k, r in self._s.idempotency.items()
+               if r.collection_id == collection_id and r.state == "done"]
+        for k in hit:
+            self._s.idempotency[k] = replace(self._s.idempotency[k], state="erased",
+                                             body=None, headers=())
+        return len(hit)
+
+
 class FakeStoreUnitOfWork:
     """One transaction over a FakeStore (the UnitOfWork port)."""
 
@@ -630,6 +687,10 @@ class FakeStoreUnitOfWork:
     @property
     def reviews(self) -> FakeReviewsRepo:
         return FakeReviewsRepo(self)
+
+    @property
+    def idempotency(self) -> FakeIdempotencyRepo:
+        return FakeIdempotencyRepo(self)
 
     @property
     def lockouts(self) -> FakeLockoutsRepo:

@@ -80,3 +80,20 @@ class BlobStoreUnavailable(FaceApiError):
     file: disk full, read-only, unreadable. The change that needed it is refused whole."""
 
     code = "blob_store_unavailable"
+
+
+# Idempotency-Key (services/idempotency.py, docs/api.md "Idempotent requests")
+class InvalidIdempotencyKey(FaceApiError):
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(FaceApiError):
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(FaceApiError):
+    code = "idempotency_in_progress"
+
+
+class IdempotencyResponseUnavailable(FaceApiError):
+    code = "idempotency_response_unavailable"

@@ -154,6 +154,11 @@ class UnitOfWork(AuditUnitOfWork, Protocol):
         """Every policy version ever loaded, with its canonical text."""
         ...
 
+    @property
+    def idempotency(self) -> IdempotencyRepo:
+        """Idempotency-Key records: the first answer to a request, by key."""
+        ...
+
     def __enter__(self) -> UnitOfWork:
         ...
 
@@ -496,6 +501,67 @@ class LockoutsRepo(Protocol):
         """Delete the policy's states whose last failure and lock end are both before
         `before` (or unset): states a next failure would start afresh anyway. Returns
         the count."""
+        ...
+
+
+# --- Idempotency-Key records (services/idempotency.py) ----------------------------------
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """One Idempotency-Key of one API key: a fingerprint of the request (never the
+    request), who holds the claim (`claim_token`), and, once answered, the answer.
+
+    state: `pending` (claimed, nothing committed), `committed` (the request's write
+    committed in this row's transaction; the answer not saved yet), `done` (answer
+    saved), `erased` (the answer was deleted with its collection's subject)."""
+
+    key_id: str
+    key: str
+    fingerprint: str
+    state: str
+    claim_token: str
+    created_at: datetime
+    claimed_at: datetime
+    collection_id: str | None = None
+    status: int | None = None
+    body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class IdempotencyRepo(Protocol):
+    """Bookkeeping rows, not domain state: their writes need no audit event."""
+
+    def claim(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        """Insert `record` (state pending) unless a row holds its (key_id, key); then
+        return that row, locked for the rest of the transaction."""
+        ...
+
+    def take_over(self, record: IdempotencyRecord, *, previous_token: str) -> bool:
+        """Replace the row held by `previous_token` with `record` (an expired row or a
+        dead claim); False when another request took it first."""
+        ...
+
+    def mark_committed(self, key_id: str, key: str, claim_token: str) -> bool:
+        """pending -> committed, only while `claim_token` still holds the claim."""
+        ...
+
+    def save_response(self, key_id: str, key: str, claim_token: str, *, status: int,
+                      body: str, headers: tuple[tuple[str, str], ...],
+                      collection_id: str | None) -> bool:
+        """committed -> done with the answer, only while `claim_token` holds it."""
+        ...
+
+    def release(self, key_id: str, key: str, claim_token: str) -> None:
+        """Delete the row if `claim_token` still holds it (a refused request)."""
+        ...
+
+    def delete_before(self, moment: datetime) -> int:
+        """Delete rows created before `moment`; how many."""
+        ...
+
+    def erase_collection(self, collection_id: str) -> int:
+        """Drop the saved answers of a collection's rows (state erased); how many."""
         ...
 
 

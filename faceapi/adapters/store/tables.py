@@ -296,3 +296,25 @@ policy_versions = Table(
     Column("first_loaded_at", DateTime(timezone=True), nullable=False),
     Column("audit_event_id", String(36), nullable=False),
 )
+
+
+# Idempotency-Key records (services/idempotency.py): one row per (API key, key), holding
+# the request's SHA-256 fingerprint, never the request; the saved answer (a JSON
+# response body and a few headers) once the request's write has committed. Rows older
+# than 24 h are ignored, and deleted by `faceapi retention run`.
+idempotency_records = Table(
+    "idempotency_records", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("claim_token", String(36), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+    Column("collection_id", String(128)),
+    Column("status", Integer),
+    Column("body", Text),
+    Column("headers", Text),
+)
+Index("ix_idempotency_records_created_at", idempotency_records.c.created_at)
+Index("ix_idempotency_records_collection_id", idempotency_records.c.collection_id)

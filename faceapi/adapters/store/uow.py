@@ -15,6 +15,9 @@ Rules the class enforces:
   not tracked: repositories use Core constructs.
 - the audit log remembers the chain head for the rest of the transaction, so never
   append inside a savepoint (`begin_nested`) that may roll back on its own.
+- a commit that carries audit events, made while an Idempotency-Key request is served,
+  marks that request's claim `committed` in the same transaction (or refuses to commit
+  when the claim was taken over): store/idempotency_repo.py.
 
 Adding a repository (collections, faces, subjects, reviews, lockouts, api_keys ...):
 1. in faceapi/services/ports.py, declare `class CollectionRepository(Protocol)` and add
@@ -51,6 +54,7 @@ from faceapi.adapters.store.collections_repo import (
 )
 from faceapi.adapters.store.db import CHANGES_KEY, READ_ONLY, store_unavailable
 from faceapi.adapters.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsRepo, SqlReviewsRepo
+from faceapi.adapters.store.idempotency_repo import SqlIdempotencyRepo, mark_active_claim
 from faceapi.adapters.store.keys_repo import SqlApiKeyRepository
 from faceapi.adapters.store.policy_versions_repo import SqlPolicyVersionsRepo
 from faceapi.domain.errors import FaceApiError
@@ -179,6 +183,10 @@ class SqlAlchemyUnitOfWork:
     def policy_versions(self) -> SqlPolicyVersionsRepo:
         return self._repo(SqlPolicyVersionsRepo)
 
+    @property
+    def idempotency(self) -> SqlIdempotencyRepo:
+        return self._repo(SqlIdempotencyRepo)
+
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)
         if repo is None:
@@ -199,7 +207,18 @@ class SqlAlchemyUnitOfWork:
             self.rollback()
             tables = ", ".join(sorted(changed))
             raise UnauditedChange(f"refusing to commit changes to {tables} without an audit event")
+        # An Idempotency-Key request's write commits with its claim turned `committed`
+        # (store/idempotency_repo.py says why here and not in the services).
+        claim = None
+        if self.audit.appended:
+            try:
+                claim = mark_active_claim(self.conn)
+            except BaseException:
+                self.rollback()
+                raise
         self.conn.commit()
+        if claim is not None:
+            claim.committed = True
         self._transaction_ended()
 
     def rollback(self) -> None:

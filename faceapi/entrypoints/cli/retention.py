@@ -22,11 +22,13 @@ def run_cmd() -> None:
     Exit 1 when some erasure failed (they are tried again by the next run)."""
     with cli_container() as container:
         report = container.use_cases.run_retention()
+        idempotency_deleted = container.use_cases.purge_idempotency_records()
     by_policy = ", ".join(f"{name}: {n}" for name, n in sorted(report.decisions_deleted.items()))
     click.echo(f"erased {len(report.subjects_erased)} subject(s) whose consent lapsed"
                + (f", {report.erasures_failed} failed" if report.erasures_failed else "")
                + f"; deleted {report.total_decisions_deleted} decision(s)"
                + (f" ({by_policy})" if by_policy else "")
                + f"; audit event {report.audit_event_id}")
+    click.echo(f"deleted {idempotency_deleted} expired idempotency record(s)")
     if report.erasures_failed:
         sys.exit(1)

@@ -31,9 +31,10 @@ from faceapi.entrypoints.web.api import (
     verify,
 )
 from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, refuse_deep_json
+from faceapi.entrypoints.web.api.openapi_doc import document_truth
 from faceapi.entrypoints.web.logging import bind_request, configure_logging, new_request_id
 from faceapi.entrypoints.web.metrics import init_metrics
-from faceapi.services.ports import FaceEngine
+from faceapi.services.ports import FaceEngine, S3ImageReader
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +91,10 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     # however many workers start together: any decision's version can be read back.
     container.use_cases.record_policy_versions()
 
-    api = Api(app)
+    api = Api()
+    # /openapi.json describes our error envelope (api/errors.py), not smorest's default.
+    api.ERROR_SCHEMA = errors.ErrorSchema
+    api.init_app(app)
     api.register_blueprint(system.blp)
     api.register_blueprint(faces.blp)
     api.register_blueprint(collections.blp)
@@ -125,6 +129,8 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
                                   "content": {"text/plain": {}}},
                           "404": {"description": "metrics are switched off"}}}})
     auth.document_security(api, app)
+    document_truth(api, app, policies=container.policies,
+                   engine_reads_s3=isinstance(engine, S3ImageReader))
     log.info("app_created", engine=engine.name, model_version=engine.model_version,
              env=settings.env)
     return app

@@ -38,6 +38,7 @@ from faceapi.entrypoints.web.api.deps import (
     use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.idempotency import idempotent
 from faceapi.entrypoints.web.api.search import SearchByFaceRequestSchema, SearchResponseSchema
 from faceapi.services import collections as service
 from faceapi.services.enroll import IndexFacesRequest
@@ -110,6 +111,7 @@ def delete_collection(collection_id: str) -> Any:
 
 
 @blp.route("/<collection_id>/faces", methods=["POST"])
+@idempotent
 @blp.doc(requestBody=image_request_body(IndexFacesRequestSchema, ("image",)))
 @blp.response(200, IndexFacesResponseSchema)
 def index_collection_faces(collection_id: str) -> Any:
@@ -128,6 +130,7 @@ def index_collection_faces(collection_id: str) -> Any:
 
 
 @blp.route("/<collection_id>/faces/<face_id>/search", methods=["POST"])
+@idempotent
 @blp.arguments(SearchByFaceRequestSchema)
 @blp.response(200, SearchResponseSchema)
 @blp.alt_response(404, description="no such collection or face (or outside the key's scope)")

@@ -27,11 +27,11 @@ class CreateCollectionRequestSchema(StrictSchema):
     collection_id = fields.String(required=True, validate=ID_VALIDATOR)
     description = fields.String(load_default="", validate=validate.Length(max=512))
     consent_required = fields.Boolean(
-        load_default=True,
+        load_default=True, truthy={True}, falsy={False},  # JSON true/false only
         metadata={"description": "refuse to index a subject's faces without a recorded "
                                  "consent (default true)"})
     keep_face_crops = fields.Boolean(
-        load_default=True,
+        load_default=True, truthy={True}, falsy={False},  # JSON true/false only
         metadata={"description": "keep a small JPEG crop of each indexed face, shown to "
                                  "reviewers of decisions about it (default true)"})
     policies = fields.List(

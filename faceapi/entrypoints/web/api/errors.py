@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 from flask import Flask, Response, g, jsonify
-from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+from marshmallow import Schema, ValidationError, fields
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from faceapi.domain.errors import FaceApiError
 
@@ -54,6 +54,11 @@ STATUS_BY_CODE: dict[str, int] = {
     "owner_already_voted": 403,
     "review_closed": 409,
     "unknown_candidate": 422,
+    # Idempotency-Key (api/idempotency.py)
+    "invalid_idempotency_key": 400,
+    "idempotency_key_reused": 422,
+    "idempotency_in_progress": 409,
+    "idempotency_response_unavailable": 409,
 }
 
 # Stable codes for plain HTTP errors (routing, method, body size ...).
@@ -77,6 +82,22 @@ CODE_BY_HTTP_STATUS: dict[int, str] = {
 
 class ValidationFailed(FaceApiError):
     code = "validation_error"
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True,
+                         metadata={"description": "stable snake_case code (docs/api.md)"})
+    message = fields.String(required=True)
+    request_id = fields.String(required=True, allow_none=True,
+                               metadata={"description": "also in the X-Request-ID header"})
+    details = fields.Dict(metadata={"description": "what the code needs said, e.g. the "
+                                                   "fields that failed validation"})
+
+
+class ErrorSchema(Schema):
+    """What /openapi.json says every error response is (api/openapi_doc.py)."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)
 
 
 def error_response(code: str, message: str, status: int, *,
@@ -109,6 +130,9 @@ def _handle_http_exception(exc: HTTPException) -> Response:
         details = {"fields": data["messages"]}
     message = exc.description or exc.name
     response = error_response(code, str(message), status, details=details)
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        # RFC 9110: a 405 names the methods the resource does allow.
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)

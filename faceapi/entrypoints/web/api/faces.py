@@ -26,8 +26,12 @@ blp = Blueprint("faces", __name__, url_prefix="/v1/faces",
                 description="Face detection and 1:1 comparison")
 
 
-def image_request_body(schema: type, image_fields: tuple[str, ...]) -> dict[str, Any]:
-    """OpenAPI requestBody for an endpoint taking images as JSON or multipart."""
+def image_request_body(schema: type, image_fields: tuple[str, ...], *,
+                       s3: bool = False) -> dict[str, Any]:
+    """OpenAPI requestBody for an endpoint taking images as JSON or multipart. The
+    multipart form, and which image fields are required, are filled in from the JSON
+    schema by api/openapi_doc.py (`x-image-fields`; `x-s3`: an S3Object may stand for
+    the bytes, with an engine that reads S3)."""
     multipart_props = {name: {"type": "string", "format": "binary"} for name in image_fields}
     return {
         "required": True,
@@ -35,11 +39,13 @@ def image_request_body(schema: type, image_fields: tuple[str, ...]) -> dict[str,
             "application/json": {"schema": schema},
             "multipart/form-data": {"schema": {"type": "object", "properties": multipart_props}},
         },
+        "x-image-fields": list(image_fields),
+        "x-s3": s3,
     }
 
 
 @blp.route("/detect", methods=["POST"])
-@blp.doc(requestBody=image_request_body(DetectRequestSchema, ("image",)))
+@blp.doc(requestBody=image_request_body(DetectRequestSchema, ("image",), s3=True))
 @blp.response(200, DetectResponseSchema)
 def detect_faces() -> Any:
     """Detect faces (DetectFaces): boxes, confidence and, with ALL, landmarks, pose, quality."""
@@ -50,7 +56,8 @@ def detect_faces() -> Any:
 
 
 @blp.route("/compare", methods=["POST"])
-@blp.doc(requestBody=image_request_body(CompareRequestSchema, ("source", "target")))
+@blp.doc(requestBody=image_request_body(CompareRequestSchema, ("source", "target"),
+                                         s3=True))
 @blp.response(200, CompareResponseSchema)
 def compare_faces() -> Any:
     """Compare the largest source face with every target face (CompareFaces)."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
+from werkzeug.routing import BaseConverter
 
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey
@@ -123,14 +124,28 @@ def get_own_key() -> Any:
     return _view(use_cases().get_key(actor.key_id or "", actor=actor))
 
 
-@blp.route("/<key_id>", methods=["GET"])
+class KeyIdConverter(BaseConverter):
+    """A key id in a path: anything but `me`, which names the caller's own key (no key
+    id is ever `me`), so that DELETE /v1/keys/me is a 405 whose Allow header names only
+    what /me allows. Any other malformed id still reaches the views, after the key check
+    (an unauthenticated probe gets 401, not a routing 404)."""
+
+    regex = r"(?!me(?:/|$))[^/]+"
+
+
+blp.record_once(lambda state: state.app.url_map.converters.setdefault("key_id",
+                                                                      KeyIdConverter))
+_KEY_ID = "/<key_id:key_id>"
+
+
+@blp.route(_KEY_ID, methods=["GET"])
 @blp.response(200, KeySchema)
 def get_key(key_id: str) -> Any:
     """One API key by its id (404 for a key outside the caller's scope)."""
     return _view(use_cases().get_key(key_id, actor=current_actor()))
 
 
-@blp.route("/<key_id>", methods=["DELETE"])
+@blp.route(_KEY_ID, methods=["DELETE"])
 @blp.response(200, KeySchema)
 def revoke_key(key_id: str) -> Any:
     """Revoke an API key inside the caller's scope; it stops working at once on every

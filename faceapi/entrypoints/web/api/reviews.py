@@ -12,6 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from faceapi.domain.decisions import ReviewStatus, Vote
 from faceapi.entrypoints.web.api.deps import current_actor, request_id, use_cases
+from faceapi.entrypoints.web.api.idempotency import idempotent
 from faceapi.entrypoints.web.api.schemas import StrictSchema
 from faceapi.services.review import ReviewQuery, ReviewView, VoteRequest
 
@@ -152,6 +153,7 @@ def get_review_evidence(review_id: str, name: str) -> Response:
 
 
 @blp.route("/<string:review_id>/decision", methods=["POST"])
+@idempotent
 @blp.arguments(DecideRequestSchema)
 @blp.response(200, ReviewDetailSchema)
 def decide_review_item(body: dict[str, Any], review_id: str) -> Any:

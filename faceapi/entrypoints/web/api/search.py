@@ -17,6 +17,7 @@ from faceapi.entrypoints.web.api.deps import (
     use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.idempotency import idempotent
 from faceapi.entrypoints.web.api.schemas import (
     BoundingBoxSchema,
     FaceDetailSchema,
@@ -100,6 +101,7 @@ class SearchResponseSchema(Schema):
 
 
 @blp.route("/<string:collection_id>/search", methods=["POST"])
+@idempotent
 @blp.doc(requestBody=image_request_body(SearchRequestSchema, ("image",)))
 @blp.response(200, SearchResponseSchema)
 def search_faces_by_image(collection_id: str) -> SearchResult:

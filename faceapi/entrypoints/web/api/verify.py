@@ -8,7 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from faceapi.domain.access import APP
-from faceapi.domain.decisions import Decision, Outcome, requester_view
+from faceapi.domain.decisions import Decision, DecisionKind, Outcome, requester_view
 from faceapi.entrypoints.web.api.deps import (
     current_actor,
     load_body,
@@ -17,6 +17,7 @@ from faceapi.entrypoints.web.api.deps import (
     use_cases,
 )
 from faceapi.entrypoints.web.api.faces import image_request_body
+from faceapi.entrypoints.web.api.idempotency import idempotent
 from faceapi.entrypoints.web.api.schemas import ImageSchema, StrictSchema
 from faceapi.services.verify import CompareRequest, VerifyRequest
 
@@ -51,19 +52,26 @@ class PolicyCompareRequestSchema(StrictSchema):
 
 class DecisionSchema(Schema):
     decision_id = fields.String(attribute="id")
+    # Typed in the document (a Function field is untyped), for generated clients.
     kind = fields.Function(lambda d: d.kind.value,
-                           metadata={"description": "verify | search | compare"})
+                           metadata={"description": "verify | search | compare",
+                                     "type": "string",
+                                     "enum": [k.value for k in DecisionKind]})
     outcome = fields.Function(
         lambda d: d.outcome.value,
-        metadata={"description": "match | no_match | pending_review | rejected"})
+        metadata={"description": "match | no_match | pending_review | rejected",
+                  "type": "string", "enum": [o.value for o in Outcome]})
     final = fields.Boolean(metadata={"description": "false while a review is pending"})
     reasons = fields.List(fields.String())
     similarity = fields.Function(
         lambda d: round(d.similarity, 4) if d.outcome is Outcome.MATCH and d.similarity
         is not None else None,
-        metadata={"description": "best similarity; given on a final match only"})
+        metadata={"description": "best similarity; given on a final match only",
+                  "type": "number", "nullable": True})
     threshold = fields.Float()
-    policy = fields.Function(lambda d: {"name": d.policy_name, "version": d.policy_version})
+    policy = fields.Function(lambda d: {"name": d.policy_name, "version": d.policy_version},
+                             metadata={"type": "object", "properties": {
+                                 "name": {"type": "string"}, "version": {"type": "string"}}})
     collection_id = fields.String(allow_none=True)
     subject_id = fields.String(allow_none=True)
     matched_face_id = fields.String(allow_none=True)
@@ -106,6 +114,7 @@ class UnlockedSchema(Schema):
 
 
 @blp.route("/verify", methods=["POST"])
+@idempotent
 @blp.doc(requestBody=image_request_body(VerifyRequestSchema, ("image",)))
 @blp.response(200, DecisionSchema)
 @blp.alt_response(423, description="locked: too many failures; see Retry-After")
@@ -120,6 +129,7 @@ def verify_subject() -> Any:
 
 
 @blp.route("/compare", methods=["POST"])
+@idempotent
 @blp.doc(requestBody=image_request_body(PolicyCompareRequestSchema, ("source", "target")))
 @blp.response(200, DecisionSchema)
 def compare_pair() -> Any:

@@ -6,7 +6,7 @@ single use, in the decision's own transaction.
 Existing decisions were made before any policy could require liveness: `not_required`.
 
 Revision ID: 0013_liveness
-Revises: 0010_consent_expiry
+Revises: 0012_idempotency
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_liveness"
-down_revision = "0010_consent_expiry"
+down_revision = "0012_idempotency"
 branch_labels = None
 depends_on = None
 
