@@ -9,7 +9,8 @@ request valid:
   (the mutation of a negative case) is sent as generated;
 and only in requests generated as valid in every part (positive cases):
 - the audit `cursor` is an opaque token from a previous page: a generated one is dropped;
-- a new key's `expires_at` must lie in the future: a generated one is moved a year ahead;
+- a new key's or a consent's `expires_at` must lie in the future: a generated one is
+  moved a year ahead;
 - IndexFaces into a collection that requires consent needs the consent: one is sent
   (a multipart request without its consent part records it first through
   POST .../subjects/{subject_id}/consent, with the run's key: FACEAPI_SCHEMATHESIS_URL
@@ -20,6 +21,7 @@ and only in requests generated as valid in every part (positive cases):
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -45,6 +47,26 @@ def _record_consent(collection_id: Any, subject_id: str) -> None:
     # request itself is what is checked.
     requests.post(url, json=CONSENT, timeout=10,
                   headers={"Authorization": os.environ["FACEAPI_SCHEMATHESIS_AUTH"]})
+
+
+def _a_year_ahead() -> str:
+    return (datetime.now(UTC) + timedelta(days=365)).isoformat()
+
+
+def _future_consent_expiry(consent: Any) -> Any:
+    """A consent (a JSON object, or its JSON text in a multipart part) whose generated
+    `expires_at` is moved a year ahead."""
+    if isinstance(consent, dict) and consent.get("expires_at") is not None:
+        consent["expires_at"] = _a_year_ahead()
+    elif isinstance(consent, str):
+        try:
+            parsed = json.loads(consent)
+        except ValueError:
+            return consent
+        if isinstance(parsed, dict) and parsed.get("expires_at") is not None:
+            parsed["expires_at"] = _a_year_ahead()
+            return json.dumps(parsed)
+    return consent
 
 
 def _image() -> bytes:
@@ -84,7 +106,11 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         if isinstance(body, dict):
             multipart = (case.media_type or "").startswith("multipart/")
             if case.path == "/v1/keys" and body.get("expires_at") is not None:
-                body["expires_at"] = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+                body["expires_at"] = _a_year_ahead()
+            if case.path.endswith("/consent") and case.method.upper() == "POST":
+                _future_consent_expiry(body)
+            if "consent" in body:
+                body["consent"] = _future_consent_expiry(body["consent"])
             if case.path.endswith("/faces") and case.method.upper() == "POST":
                 if not multipart and body.get("consent") is None:
                     body["consent"] = CONSENT

@@ -115,8 +115,8 @@ def test_images_are_required_as_a_file_part_or_base64(client: FlaskClient) -> No
 
 def test_policy_fields_list_the_policies_in_force(client: FlaskClient) -> None:
     schemas = _spec(client)["components"]["schemas"]
-    assert schemas["VerifyRequest"]["properties"]["policy"]["enum"] == ["identity_check",
-                                                                       "login"]
+    assert schemas["VerifyRequest"]["properties"]["policy"]["enum"] == [
+        "identity_check", "login", "login_liveness"]
     assert schemas["SearchRequest"]["properties"]["policy"]["enum"] == ["photo_tagging",
                                                                        "watchlist_search"]
 
