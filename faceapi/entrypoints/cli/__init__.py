@@ -1,6 +1,7 @@
 """The `faceapi` command: the click group. Each command group is a module of this
-package (audit, collections, db, imports, keys, policies, retention, reviews), registered here;
-each command takes its adapters from the composition root (common.py, bootstrap.py)."""
+package (audit, collections, db, engine, imports, keys, policies, retention, reviews),
+registered here; each command takes its adapters from the composition root (common.py,
+bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from faceapi import __version__
 from faceapi.entrypoints.cli.audit import audit
 from faceapi.entrypoints.cli.collections import collections
 from faceapi.entrypoints.cli.db import db
+from faceapi.entrypoints.cli.engine import engine
 from faceapi.entrypoints.cli.imports import import_cmd
 from faceapi.entrypoints.cli.keys import keys
 from faceapi.entrypoints.cli.policies import policies
@@ -31,6 +33,7 @@ cli.add_command(import_cmd)
 cli.add_command(collections)
 cli.add_command(reviews)
 cli.add_command(retention)
+cli.add_command(engine)
 
 
 def main() -> None:
