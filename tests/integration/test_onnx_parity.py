@@ -170,6 +170,26 @@ def test_a_face_alone_and_in_a_batch_gets_the_same_descriptor(
     assert float(np.abs(batch - alone).max()) <= 1e-6
 
 
+def test_several_large_faces_of_one_image_get_dlibs_single_face_descriptors(
+        onnx_engine: LocalEngine, dlib_engine: LocalEngine, settings: Settings) -> None:
+    # Two big faces side by side (a portrait upscaled 3x, twice): dlib cuts a large
+    # face's chip through a down-sampling pyramid, and cutting several chips in one call
+    # builds that pyramid over all of them, which gave other chips (difference 4e-3 on
+    # the shared set's couple.jpg). Each face must get the chip dlib cuts for it alone.
+    image = decode_image((FACES / "deepface/tests/unit/dataset/img5.jpg").read_bytes(),
+                         settings)
+    big = np.kron(image.pixels, np.ones((3, 3, 1), dtype=np.uint8))
+    pixels = np.ascontiguousarray(np.hstack([big, big[:, ::-1]]))
+    found = find_faces(pixels, onnx_engine._models, upsample=0, max_side=1600,
+                       orientation_search=False)
+    faces = list(found.faces)
+    assert len(faces) == 2
+    assert min(f.width for f in faces) > 300
+    batch = np.array(onnx_engine.descriptors(found.pixels, faces))
+    ref = np.array([reference(dlib_engine, found.pixels, f) for f in faces])
+    assert float(np.abs(batch - ref).max()) <= TOLERANCE
+
+
 def test_more_threads_give_the_same_descriptors(
         fixture_faces: Faces, settings: Settings, onnx_engine: LocalEngine) -> None:
     two = LocalEngine(settings.with_overrides(descriptor_threads=2))

@@ -38,7 +38,7 @@ DESCRIPTOR_ALIGNMENT = "68"
 DESCRIPTOR_JITTERS = 1
 CHIP_PADDING = 0.25
 # dlib's compute_face_descriptor cuts a 150x150 chip (get_face_chip_details(shape, 150,
-# padding)); dlib.get_face_chips cuts the very same one for the onnx runtime.
+# padding)); dlib.get_face_chip cuts the very same one for the onnx runtime.
 CHIP_SIZE = 150
 MODELS_CACHE = "models"  # under the data directory: the converted ONNX file
 
@@ -175,8 +175,12 @@ class LocalEngine:
                 vectors = [self._models.recognizer.compute_face_descriptor(
                     pixels, shape, self._jitters, CHIP_PADDING) for shape in shapes]
             return [tuple(float(v) for v in vector) for vector in vectors]
-        chips = np.stack([np.asarray(chip, dtype=np.uint8) for chip in dlib.get_face_chips(
-            pixels, dlib.full_object_detections(shapes), CHIP_SIZE, CHIP_PADDING)])
+        # One chip per call, as compute_face_descriptor cuts it for a single face: cutting
+        # several at once (get_face_chips) builds dlib's down-sampling pyramid over the
+        # region around all of them, which moves the pyramid's pixel grid and changes
+        # the chips of large faces (descriptor differences up to 4e-3 measured).
+        chips = np.stack([np.asarray(dlib.get_face_chip(pixels, shape, CHIP_SIZE, CHIP_PADDING),
+                                     dtype=np.uint8) for shape in shapes])
         # float32 -> float, as dlib's matrix_cast<double> does.
         return [tuple(float(v) for v in row) for row in self._onnx.compute(chips)]
 

@@ -2,7 +2,7 @@
 
 `build_model` turns the layers read by dlib_format into an ONNX model computing what
 dlib's net computes (dlib 20.0, CPU code in dlib/cuda/cpu_dlib.cpp):
-- input: uint8 chips (N, 150, 150, 3) RGB as dlib.get_face_chips returns them; each
+- input: uint8 chips (N, 150, 150, 3) RGB as dlib.get_face_chip returns them; each
   value becomes (v - mean) / 256 in float32 (input_rgb_image_sized::to_tensor; dividing
   by 256 is exact, so the order of the steps does not change a bit);
 - con_: cross-correlation with dlib's padding (size/2 at stride 1, none otherwise) plus

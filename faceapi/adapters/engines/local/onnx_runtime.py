@@ -1,6 +1,6 @@
 """The face descriptor on onnxruntime: dlib's ResNet converted by onnx_convert, fed the
-same 150x150 chips dlib cuts (dlib.get_face_chips with the engine's padding), every face
-of an image in one batch.
+same 150x150 chips dlib cuts (dlib.get_face_chip, one face a call, with the engine's
+padding), every face of an image in one batch.
 
 Sessions are made lazily and per process: gunicorn loads the app in the master and
 forks workers (preload), and an onnxruntime session's thread pool does not survive a
