@@ -33,6 +33,7 @@ from faceapi.adapters.engines.local.engine import CHIP_PADDING
 from faceapi.adapters.images import decode_image
 from faceapi.adapters.policy_files import load_policies
 from faceapi.config import KNOWN_FORMATS, Settings
+from faceapi.domain.errors import FaceApiError
 
 if __package__ in (None, ""):  # run as a script (`python bench/parity.py`)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,7 +55,12 @@ def thresholds() -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N images")
+    parser.add_argument("--detect-strategy", choices=("adaptive",), default=None,
+                        help="compare FACEAPI_DETECT_STRATEGY=adaptive with fixed instead")
     args = parser.parse_args()
+    if args.detect_strategy:
+        strategy_parity(args)
+        return
     root = faces_dir()
     files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
     if args.limit:
@@ -135,6 +141,137 @@ def main() -> None:
     print(f"wrote {write_json('parity.json', result)}")
     (RESULTS / "parity.md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
+
+
+def _iou(a: Any, b: Any) -> float:
+    left, top = max(a.left, b.left), max(a.top, b.top)
+    right, bottom = min(a.right, b.right), min(a.bottom, b.bottom)
+    inter = max(0.0, right - left) * max(0.0, bottom - top)
+    union = a.area + b.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+def strategy_parity(args: argparse.Namespace) -> None:
+    """The answers of FACEAPI_DETECT_STRATEGY=adaptive against fixed (both on onnx):
+    faces found per image, boxes (IoU of matched faces), the descriptors of matched
+    faces, and, with each image's largest face, every pair's decision at every policy
+    threshold. Writes bench/results/parity_adaptive.json and .md."""
+    root = faces_dir()
+    files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
+    if args.limit:
+        files = files[:args.limit]
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(data_dir))
+        engine = LocalEngine(settings)
+        models: Any = engine._models
+        count_changes: list[dict[str, Any]] = []
+        ious: list[float] = []
+        diffs: list[float] = []
+        largest: dict[str, dict[str, np.ndarray]] = {"fixed": {}, "adaptive": {}}
+        seconds: dict[str, list[float]] = {"fixed": [], "adaptive": []}
+        for file in files:
+            try:
+                image = decode_image((root / file).read_bytes(), settings)
+            except FaceApiError:  # the set holds broken files on purpose
+                continue
+            found = {}
+            for name, adaptive in (("fixed", False), ("adaptive", True)):
+                start = time.perf_counter()
+                found[name] = find_faces(image.pixels, models, upsample=settings.upsample,
+                                         max_side=settings.detect_max_side,
+                                         orientation_search=True, adaptive=adaptive)
+                seconds[name].append(time.perf_counter() - start)
+            fixed, adaptive_found = list(found["fixed"].faces), list(found["adaptive"].faces)
+            if len(fixed) != len(adaptive_found):
+                count_changes.append({"file": file, "fixed": len(fixed),
+                                      "adaptive": len(adaptive_found)})
+            if not fixed or not adaptive_found:
+                continue
+            vec_f = engine.descriptors(found["fixed"].pixels, fixed)
+            vec_a = engine.descriptors(found["adaptive"].pixels, adaptive_found)
+            for i, face in enumerate(fixed):
+                j = max(range(len(adaptive_found)), key=lambda k: _iou(face, adaptive_found[k]))
+                overlap = _iou(face, adaptive_found[j])
+                if overlap > 0.3:
+                    ious.append(overlap)
+                    diffs.append(float(np.abs(np.subtract(vec_f[i], vec_a[j])).max()))
+            for name, faces, vecs in (("fixed", fixed, vec_f), ("adaptive", adaptive_found, vec_a)):
+                k = max(range(len(faces)), key=lambda n: faces[n].area)
+                largest[name][file] = np.asarray(vecs[k], dtype=np.float64)
+        common = sorted(set(largest["fixed"]) & set(largest["adaptive"]))
+        levels = thresholds()
+        changed = dict.fromkeys(levels, 0)
+        sim_diffs: list[float] = []
+        changed_pairs: list[dict[str, Any]] = []
+        for a, b in itertools.combinations(common, 2):
+            s_f = engine.similarity(tuple(largest["fixed"][a]), tuple(largest["fixed"][b]))
+            s_a = engine.similarity(tuple(largest["adaptive"][a]),
+                                    tuple(largest["adaptive"][b]))
+            sim_diffs.append(abs(s_f - s_a))
+            for level in levels:
+                if (s_f >= level) != (s_a >= level):
+                    changed[level] += 1
+                    changed_pairs.append({"a": a, "b": b, "threshold": level,
+                                          "fixed": round(s_f, 3), "adaptive": round(s_a, 3)})
+    pairs = len(common) * (len(common) - 1) // 2
+    result: dict[str, Any] = {
+        "command": COMMAND + " --detect-strategy adaptive"
+                   + (f" --limit {args.limit}" if args.limit else ""),
+        "environment": environment(),
+        "images": len(files), "face_count_changes": count_changes,
+        "matched_faces": len(diffs),
+        "matched_box_iou": {"min": min(ious, default=float("nan")),
+                            "p50": percentile(ious, 50)},
+        "matched_descriptor_max_abs_difference": {"max": max(diffs, default=float("nan")),
+                                                   "p50": percentile(diffs, 50)},
+        "tolerance": TOLERANCE,
+        "largest_face_pairs": pairs,
+        "max_abs_similarity_difference": max(sim_diffs, default=0.0),
+        "p50_abs_similarity_difference": percentile(sim_diffs, 50),
+        "policy_thresholds": levels,
+        "decisions_changed": {str(k): v for k, v in changed.items()},
+        "changed_pairs": changed_pairs,
+        "detection_seconds_per_image": {
+            name: {"p50": percentile(v, 50), "p95": percentile(v, 95),
+                   "mean": sum(v) / len(v) if v else float("nan")}
+            for name, v in seconds.items()},
+    }
+    print(f"wrote {write_json('parity_adaptive.json', result)}")
+    (RESULTS / "parity_adaptive.md").write_text(strategy_markdown(result), encoding="utf-8")
+    print(strategy_markdown(result))
+
+
+def strategy_markdown(r: dict[str, Any]) -> str:
+    det = r["detection_seconds_per_image"]
+    counts = ", ".join(f"{c['file'].rsplit('/', 1)[-1]} {c['fixed']}->{c['adaptive']}"
+                       for c in r["face_count_changes"]) or "none"
+    desc = r["matched_descriptor_max_abs_difference"]
+    facts = [
+        ("images", r["images"]),
+        ("images whose face count changed (fixed->adaptive)",
+         f"{len(r['face_count_changes'])}: {counts}"),
+        ("matched faces; box IoU min / p50",
+         f"{r['matched_faces']}; {r['matched_box_iou']['min']:.3f} / "
+         f"{r['matched_box_iou']['p50']:.3f}"),
+        ("matched faces' largest descriptor difference max / p50",
+         f"{desc['max']:.3g} / {desc['p50']:.3g} (parity tolerance {r['tolerance']:g})"),
+        ("largest-face pairs", r["largest_face_pairs"]),
+        ("similarity difference max / p50",
+         f"{r['max_abs_similarity_difference']:.3g} / {r['p50_abs_similarity_difference']:.3g}"),
+        ("detection per image p50 / p95 / mean, fixed",
+         f"{det['fixed']['p50'] * 1000:.0f} / {det['fixed']['p95'] * 1000:.0f} / "
+         f"{det['fixed']['mean'] * 1000:.0f} ms"),
+        ("detection per image p50 / p95 / mean, adaptive",
+         f"{det['adaptive']['p50'] * 1000:.0f} / {det['adaptive']['p95'] * 1000:.0f} / "
+         f"{det['adaptive']['mean'] * 1000:.0f} ms"),
+    ]
+    lines = ["# Detection strategy adaptive vs fixed: what changes", "",
+             f"`{r['command']}` ({r['environment']['time_utc']})", "",
+             "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in facts], "",
+             "Largest-face pair decisions that differ, per shipped policy threshold:", "",
+             "| threshold | pairs changed |", "|---|---|",
+             *[f"| {level} | {n} |" for level, n in r["decisions_changed"].items()]]
+    return "\n".join(lines) + "\n"
 
 
 def _ort_version() -> str:

@@ -77,6 +77,10 @@ class Settings:
     # descriptors within 1e-5, much faster: bench/parity.py); dlib = dlib, the reference.
     descriptor_runtime: str = "onnx"
     descriptor_threads: int = 1  # onnxruntime threads per inference call
+    # fixed: every upright pass upsamples FACEAPI_UPSAMPLE times (the answers of record);
+    # adaptive: a pass without upsampling first, kept when all its faces are large
+    # (faster, slightly different boxes and descriptors: docs/engines.md).
+    detect_strategy: str = "fixed"
     image_formats: tuple[str, ...] = ("jpeg", "png")
     policies_dir: Path = Path("policies")
     # What a new collection is bound to when its creator names no policy (and what
@@ -135,6 +139,9 @@ class Settings:
         if self.descriptor_runtime not in ("onnx", "dlib"):
             raise ConfigError(f"FACEAPI_DESCRIPTOR_RUNTIME: expected onnx|dlib, "
                               f"got {self.descriptor_runtime!r}")
+        if self.detect_strategy not in ("fixed", "adaptive"):
+            raise ConfigError(f"FACEAPI_DETECT_STRATEGY: expected fixed|adaptive, "
+                              f"got {self.detect_strategy!r}")
         if not 1 <= self.descriptor_threads <= 64:
             raise ConfigError("FACEAPI_DESCRIPTOR_THREADS: must be between 1 and 64")
         if self.upsample > 2:

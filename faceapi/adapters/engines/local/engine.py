@@ -132,7 +132,8 @@ class LocalEngine:
     def _find(self, image: DecodedImage) -> FoundFaces:
         return find_faces(image.pixels, self._models, upsample=self._settings.upsample,
                           max_side=self._settings.detect_max_side,
-                          orientation_search=self._settings.orientation_search)
+                          orientation_search=self._settings.orientation_search,
+                          adaptive=self._settings.detect_strategy == "adaptive")
 
     def _detail(self, pixels: Pixels, face: RawFace, attributes: Attributes) -> FaceDetail:
         h, w = pixels.shape[:2]
