@@ -190,6 +190,19 @@ def test_several_large_faces_of_one_image_get_dlibs_single_face_descriptors(
     assert float(np.abs(batch - ref).max()) <= TOLERANCE
 
 
+def test_five_point_alignment_gets_dlibs_descriptors_too(
+        fixture_faces: Faces, settings: Settings, dlib_engine: LocalEngine) -> None:
+    engine = LocalEngine(settings, alignment="5")
+    models: Any = engine._models
+    worst = 0.0
+    for pixels, faces in zip(fixture_faces.pixels[:4], fixture_faces.faces[:4], strict=True):
+        onnx = np.array(engine.descriptors(pixels, faces))
+        ref = np.array([models.recognizer.compute_face_descriptor(
+            pixels, models.shape5(pixels, f.dlib_rect()), 1, CHIP_PADDING) for f in faces])
+        worst = max(worst, float(np.abs(onnx - ref).max()))
+    assert worst <= TOLERANCE
+
+
 def test_more_threads_give_the_same_descriptors(
         fixture_faces: Faces, settings: Settings, onnx_engine: LocalEngine) -> None:
     two = LocalEngine(settings.with_overrides(descriptor_threads=2))
