@@ -183,7 +183,7 @@ def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int)
 # without upsampling is kept when every face it finds is at least this wide in the
 # detection image (twice HOG's 80 px window), on the bet that such a photo holds no
 # face small enough to need upsampling; otherwise the configured upsampling runs as with
-# `fixed`. Upsampling 1 costs 4-8x a pass without (bench/results/latency_detect.json).
+# `fixed`. Upsampling 1 costs about 4x a pass without (bench/results/latency_detect.md).
 ADAPTIVE_LARGE_FACE = 160
 
 

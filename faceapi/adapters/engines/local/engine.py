@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 def onnx_descriptor(settings: Settings, models: Models) -> OnnxDescriptor:
     """The ResNet on onnxruntime, converted once into data_dir/models (first start or
     `faceapi engine convert`). If that directory cannot be written (a read-only data
-    volume), the model is converted in memory instead: it takes well under a second."""
+    volume), the model is converted in memory instead, at every start."""
     source = models.directory / RECOGNITION_FILE
     try:
         path = ensure_model(source, settings.data_dir / MODELS_CACHE)
