@@ -31,13 +31,16 @@ the adaptive strategy's first pass; writes bench/results/latency_detect.json and
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import io
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -387,6 +390,103 @@ def detection_cost(args: argparse.Namespace) -> None:
     (RESULTS / "latency_detect.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
+def api(port: int, key: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=json.dumps(body), headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+VERIFY_IMAGE = REPO / "tests" / "data" / "faces" / "deepface" / "tests" / "unit" / "dataset"
+
+
+def _verify_client(server: Server, body: Any, stop: float, latencies: list[float],
+                   statuses: dict[str, int]) -> None:
+    while time.monotonic() < stop:
+        start = time.perf_counter()
+        code, _ = api(server.port, server.key, "POST", "/v1/verify", body)
+        latencies.append(time.perf_counter() - start)
+        statuses[str(code)] = statuses.get(str(code), 0) + 1
+
+
+def verify_rps(args: argparse.Namespace) -> None:
+    """A subject enrolled with img5.jpg (330x512), then verified with the same photo
+    under the `login` policy by 4 client threads for --seconds, after 4 warm-up requests;
+    1 and 2 gunicorn workers (sync, one thread each), each descriptor runtime, SQLite in a
+    temporary data dir (the audit trail is written for every decision)."""
+    image = base64.b64encode((VERIFY_IMAGE / "img5.jpg").read_bytes()).decode("ascii")
+    runs: dict[str, Any] = {}
+    rows = []
+    for runtime in ("onnx", "dlib"):
+        for workers in (1, 2):
+            with tempfile.TemporaryDirectory(prefix="faceapi-rps-") as tmp:
+                server = Server(Path(tmp), {"FACEAPI_WORKERS": str(workers),
+                                            "FACEAPI_DESCRIPTOR_RUNTIME": runtime,
+                                            "FACEAPI_RATE_LIMIT_VERIFY": "100000/minute"})
+                server.start()
+                try:
+                    status, _ = api(server.port, server.key, "POST", "/v1/collections",
+                                    {"collection_id": "bench", "consent_required": False})
+                    if status != 201:
+                        raise RuntimeError(f"create collection: {status}")
+                    status, _ = api(server.port, server.key, "POST",
+                                    "/v1/collections/bench/faces",
+                                    {"subject_id": "s1", "image": {"bytes": image}})
+                    if status != 200:
+                        raise RuntimeError(f"index faces: {status}")
+                    status, created = api(server.port, server.key, "POST", "/v1/keys",
+                                          {"name": "bench app", "role": "app",
+                                           "owner": "system:bench"})
+                    if status != 201:
+                        raise RuntimeError(f"create app key: {status}")
+                    server.key = created["key"]  # verify is an app's call
+                    body = {"collection_id": "bench", "subject_id": "s1", "policy": "login",
+                            "image": {"bytes": image}}
+                    for _ in range(4):
+                        api(server.port, server.key, "POST", "/v1/verify", body)
+                    statuses: dict[str, int] = {}
+                    latencies: list[float] = []
+                    stop = time.monotonic() + args.seconds
+                    began = time.monotonic()
+                    threads = [threading.Thread(target=_verify_client, args=(
+                        server, body, stop, latencies, statuses)) for _ in range(4)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    elapsed = time.monotonic() - began
+                    rss = server.worker_rss_mb()
+                finally:
+                    server.stop()
+            ok = statuses.get("200", 0)
+            name = f"{runtime}-{workers}w"
+            runs[name] = {"runtime": runtime, "workers": workers, "seconds": elapsed,
+                          "statuses": statuses, "requests_per_second": ok / elapsed,
+                          "latency": summary(latencies), "worker_rss_mb": rss}
+            rows.append([runtime, workers, ok / elapsed, runs[name]["latency"]["p50_ms"],
+                         runs[name]["latency"]["p95_ms"], ", ".join(f"{r:.0f}" for r in rss)])
+            print(f"{name}: {ok / elapsed:.2f} verify/s", flush=True)
+    result = {"command": ".venv/bin/python -m bench.latency --verify-rps"
+                         + (f" --seconds {args.seconds:g}" if args.seconds != 15.0 else ""),
+              "environment": environment(), "clients": 4, "image": "img5.jpg (330x512)",
+              "runs": runs}
+    headers = ["runtime", "workers", "verify/s (200s)", "p50 ms", "p95 ms", "worker RSS MB"]
+    print(table(headers, rows))
+    print(f"wrote {write_json('latency_verify.json', result)}")
+    md = ["# POST /v1/verify throughput", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs, 4 client threads, "
+          f"{args.seconds:g} s per run, SQLite, `login` policy, the enrolled photo)", "",
+          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += [f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]} |" for r in rows]
+    md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items())]
+    (RESULTS / "latency_verify.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=2, help="timed rounds per image")
@@ -395,6 +495,9 @@ def main() -> None:
                         help="POST /v1/faces/compare vs plain dlib per image size")
     parser.add_argument("--detection-cost", action="store_true",
                         help="HOG time per image size and upsampling")
+    parser.add_argument("--verify-rps", action="store_true",
+                        help="POST /v1/verify requests per second, 1 and 2 workers")
+    parser.add_argument("--seconds", type=float, default=15.0, help="--verify-rps: per run")
     parser.add_argument("--pairs", type=int, default=4, help="--compare: image pairs")
     parser.add_argument("--configs", default="onnx,onnx-adaptive,dlib",
                         help="--compare: server configurations (" + ",".join(CONFIGS) + ")")
@@ -404,6 +507,9 @@ def main() -> None:
         return
     if args.detection_cost:
         detection_cost(args)
+        return
+    if args.verify_rps:
+        verify_rps(args)
         return
 
     root = faces_dir()

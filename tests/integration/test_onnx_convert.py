@@ -8,6 +8,8 @@ import hashlib
 import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +20,12 @@ from click.testing import CliRunner
 from faceapi.adapters.engines.local.dlib_format import DlibFormatError, read_network
 from faceapi.adapters.engines.local.engine import MODELS_CACHE, LocalEngine
 from faceapi.adapters.engines.local.models import RECOGNITION_FILE, models_dir
-from faceapi.adapters.engines.local.onnx_convert import (
+from faceapi.adapters.engines.local.onnx_convert import convert
+from faceapi.adapters.engines.local.onnx_files import (
     CONVERTER_VERSION,
     cached_name,
-    convert,
     ensure_model,
+    file_sha256,
 )
 from faceapi.adapters.engines.local.onnx_runtime import OnnxDescriptor
 from faceapi.config import Settings
@@ -94,15 +97,25 @@ def test_conversion_is_cached_under_the_source_sha256(tmp_path: Path) -> None:
     stamp = first.stat().st_mtime_ns
     assert ensure_model(SOURCE, tmp_path) == first
     assert first.stat().st_mtime_ns == stamp  # found, not written again
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, ".convert.lock"])
+    sidecar = tmp_path / (first.name + ".sha256")
+    assert sidecar.read_text().strip() == file_sha256(first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [first.name, sidecar.name, ".convert.lock"])
 
 
-def test_a_damaged_cached_file_is_converted_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no sidecar"])
+def test_a_damaged_cached_file_is_converted_again(tmp_path: Path, damage: str) -> None:
     target = ensure_model(SOURCE, tmp_path)
-    target.write_bytes(target.read_bytes()[:1000])
+    good = target.read_bytes()
+    if damage == "truncate":
+        target.write_bytes(good[:1000])
+    elif damage == "flip":  # one weight changed, same size: only the hash tells
+        target.write_bytes(good[:5000] + bytes([good[5000] ^ 1]) + good[5001:])
+    else:  # a crash between writing the model and its sidecar
+        (tmp_path / (target.name + ".sha256")).unlink()
     again = ensure_model(SOURCE, tmp_path)
     assert again == target
-    onnx.checker.check_model(onnx.load(str(again)))
+    assert target.read_bytes() == good
 
 
 def test_other_weights_get_their_own_file_and_their_own_answers(tmp_path: Path) -> None:
@@ -133,7 +146,8 @@ def test_workers_starting_together_convert_once_and_leave_no_partial_file(
         paths = pool.map(_convert_into, [str(tmp_path)] * 3)
     assert len(set(paths)) == 1
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == sorted([Path(paths[0]).name, ".convert.lock"])  # no .tmp left over
+    name = Path(paths[0]).name  # and no .tmp left over:
+    assert files == sorted([name, name + ".sha256", ".convert.lock"])
     onnx.checker.check_model(onnx.load(paths[0]))
 
 
@@ -190,3 +204,20 @@ def test_the_converted_graph_depends_only_on_the_file_content(tmp_path: Path) ->
     assert digest_a == digest_b
     assert model_a.SerializeToString() == model_b.SerializeToString()
     assert os.path.getsize(copy) == os.path.getsize(SOURCE)
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "first start"])
+def test_the_server_process_never_loads_the_onnx_package(tmp_path: Path, cached: bool) -> None:
+    # The onnx package and a conversion's garbage cost memory, and gunicorn workers
+    # fork from the process that converted: a start that finds the cached model needs
+    # onnxruntime only, and a first start converts in a child process.
+    if cached:
+        ensure_model(SOURCE, tmp_path / MODELS_CACHE)
+    code = ("import sys; from pathlib import Path; "
+            "from faceapi.adapters.engines.local import LocalEngine; "
+            "from faceapi.config import Settings; "
+            f"e = LocalEngine(Settings(env='test', data_dir=Path({str(tmp_path)!r}))); "
+            "e.ready(); print(e.descriptor_runtime, 'onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["onnx", "False"]

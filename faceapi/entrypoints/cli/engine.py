@@ -19,7 +19,7 @@ def convert_cmd(force: bool) -> None:
     """Write data_dir/models/dlib_face_recognition_resnet_model_v1.<sha256>.c<N>.onnx."""
     from faceapi.adapters.engines.local.engine import MODELS_CACHE
     from faceapi.adapters.engines.local.models import RECOGNITION_FILE, models_dir
-    from faceapi.adapters.engines.local.onnx_convert import (
+    from faceapi.adapters.engines.local.onnx_files import (
         ConversionError,
         ensure_model,
         file_sha256,

@@ -14,20 +14,14 @@ dlib's net computes (dlib 20.0, CPU code in dlib/cuda/cpu_dlib.cpp):
   smaller tensor with zeros at the end of each axis (ONNX Pad) before the Add;
 - fc_no_bias: x @ W; loss_metric: the 128 values as they are (no normalisation).
 
-`ensure_model` converts once and caches the result in the data directory under a name
-holding the SHA-256 of the source `.dat` and the converter version, written atomically
-(several gunicorn workers may start at once: one converts under a file lock, the others
-find its file).
+Caching the result is onnx_files.py's job; this module (and the `onnx` package) is
+imported only when a conversion is needed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import os
-import tempfile
-from collections.abc import Iterator
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,17 +37,15 @@ from faceapi.adapters.engines.local.dlib_format import (
     Layer,
     read_network,
 )
+from faceapi.adapters.engines.local.onnx_files import (
+    CONVERTER_VERSION,
+    DESCRIPTOR_SIZE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ConversionError,
+)
 
-# Bump when the graph this module writes changes, so cached files are rebuilt.
-CONVERTER_VERSION = 1
 OPSET = 17
-INPUT_NAME = "chips"
-OUTPUT_NAME = "descriptors"
-DESCRIPTOR_SIZE = 128
-
-
-class ConversionError(RuntimeError):
-    """The dlib model could not be converted."""
 
 
 @dataclass(frozen=True)
@@ -209,67 +201,25 @@ def convert(source: Path) -> tuple[onnx.ModelProto, str]:
     return build_model(layers, source_sha256=digest), digest
 
 
-def cached_name(source_sha256: str) -> str:
-    return f"dlib_face_recognition_resnet_model_v1.{source_sha256}.c{CONVERTER_VERSION}.onnx"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomically(model: onnx.ModelProto, target: Path) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m faceapi.adapters.engines.local.onnx_convert SOURCE DEST`: write the
+    converted model to DEST and print the source's SHA-256. onnx_files.ensure_model runs
+    this in a child process, so the server process neither imports `onnx` nor keeps the
+    conversion's memory (which forked workers would otherwise inherit)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m faceapi.adapters.engines.local.onnx_convert SOURCE DEST",
+              file=sys.stderr)
+        return 2
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+        model, digest = convert(Path(args[0]))
+        Path(args[1]).write_bytes(model.SerializeToString())
+    except (ConversionError, OSError) as exc:
+        print(f"conversion failed: {exc}", file=sys.stderr)
+        return 1
+    print(digest)
+    return 0
 
 
-def is_converted_from(path: Path, source_sha256: str) -> bool:
-    """Whether `path` is a readable model this converter made from that source."""
-    try:
-        model = onnx.load(str(path))
-    except Exception:  # a damaged file of any kind: convert again
-        return False
-    props = {p.key: p.value for p in model.metadata_props}
-    return (props.get("source_sha256") == source_sha256
-            and props.get("converter_version") == str(CONVERTER_VERSION))
-
-
-def ensure_model(source: Path, cache_dir: Path, *, force: bool = False) -> Path:
-    """The cached ONNX file for `source`, converting it first when it is missing (or
-    unreadable, or made from other weights)."""
-    digest = file_sha256(source)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / cached_name(digest)
-    if not force and target.is_file() and is_converted_from(target, digest):
-        return target
-    with _exclusive(cache_dir / ".convert.lock"):
-        # Another process may have converted it while this one waited for the lock.
-        if not force and target.is_file() and is_converted_from(target, digest):
-            return target
-        model, converted_digest = convert(source)
-        if converted_digest != digest:
-            raise ConversionError(f"{source} changed while it was being converted")
-        _write_atomically(model, target)
-    return target
+if __name__ == "__main__":
+    sys.exit(main())

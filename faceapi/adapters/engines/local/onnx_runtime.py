@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from faceapi.adapters.engines.local.onnx_convert import DESCRIPTOR_SIZE, INPUT_NAME, OUTPUT_NAME
+from faceapi.adapters.engines.local.onnx_files import DESCRIPTOR_SIZE, INPUT_NAME, OUTPUT_NAME
 
 Chips = npt.NDArray[np.uint8]  # (N, 150, 150, 3) RGB
 
@@ -42,6 +42,11 @@ class OnnxDescriptor:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Batches vary in size (one per face of an image): neither a memory arena nor
+        # planned memory patterns pay off, and without them a worker holds about 20 MB
+        # less for a few percent more time per face.
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
         options.log_severity_level = 3  # warnings about unused initializers etc. are noise
         return options
 
