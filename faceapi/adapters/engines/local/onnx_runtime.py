@@ -5,6 +5,11 @@ padding), every face of an image in one batch.
 Sessions are made lazily and per process: gunicorn loads the app in the master and
 forks workers (preload), and an onnxruntime session's thread pool does not survive a
 fork. A session noticed to belong to another process id is replaced, never used.
+
+onnxruntime itself is imported on first use, in the worker, never in the gunicorn master:
+a worker forked from a master that had imported it hung at exit (futex wait in the
+interpreter's shutdown, with either descriptor runtime), so every graceful stop waited
+out gunicorn's graceful_timeout and left the worker behind.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from faceapi.adapters.engines.local.onnx_files import DESCRIPTOR_SIZE, INPUT_NAME, OUTPUT_NAME
 
@@ -34,6 +38,8 @@ class OnnxDescriptor:
         self._pid = -1
 
     def _options(self) -> Any:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         # Requests are served by gunicorn workers (processes) and threads: each call gets
         # `threads` cores at most, and idle pool threads sleep instead of spinning, so one
@@ -57,6 +63,8 @@ class OnnxDescriptor:
             return session
         with self._lock:
             if self._session is None or self._pid != pid:
+                import onnxruntime as ort
+
                 model = str(self._model) if isinstance(self._model, Path) else self._model
                 self._session = ort.InferenceSession(
                     model, self._options(), providers=["CPUExecutionProvider"])
