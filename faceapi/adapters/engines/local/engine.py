@@ -12,7 +12,7 @@ import structlog
 from faceapi.adapters.engines.local import attributes as attrs
 from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
 from faceapi.adapters.engines.local.models import RECOGNITION_FILE, Models, load_models
-from faceapi.adapters.engines.local.onnx_files import convert_bytes, ensure_model
+from faceapi.adapters.engines.local.onnx_files import ensure_model
 from faceapi.adapters.engines.local.onnx_runtime import OnnxDescriptor
 from faceapi.adapters.engines.local.similarity import CALIBRATION_FILE, SimilarityMap
 from faceapi.config import Settings
@@ -55,8 +55,11 @@ def onnx_descriptor(settings: Settings, models: Models) -> OnnxDescriptor:
     except OSError as exc:
         log.warning("onnx_model_cache_unwritable", directory=str(settings.data_dir / MODELS_CACHE),
                     error=type(exc).__name__)
-        model, _ = convert_bytes(source)
-        return OnnxDescriptor(model, threads=settings.descriptor_threads)
+        # Only here does the server process load the onnx package and convert itself.
+        from faceapi.adapters.engines.local.onnx_convert import convert
+
+        model, _ = convert(source)
+        return OnnxDescriptor(model.SerializeToString(), threads=settings.descriptor_threads)
     return OnnxDescriptor(path, threads=settings.descriptor_threads)
 
 

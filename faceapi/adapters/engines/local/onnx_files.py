@@ -83,15 +83,6 @@ def is_intact(target: Path) -> bool:
         return False
 
 
-def convert_bytes(source: Path) -> tuple[bytes, str]:
-    """Convert `source` in this process, in memory (when the cache cannot be written):
-    the serialised ONNX model and the source's SHA-256."""
-    from faceapi.adapters.engines.local.onnx_convert import convert
-
-    model, digest = convert(source)
-    return model.SerializeToString(), digest
-
-
 CONVERT_TIMEOUT_SECONDS = 300
 
 
