@@ -267,14 +267,17 @@ def main() -> None:
     parser.add_argument("--jitters", type=int, default=DESCRIPTOR_JITTERS)
     parser.add_argument("--upsample", type=int, default=Settings().upsample)
     parser.add_argument("--no-orientation-search", action="store_true")
+    parser.add_argument("--detect-strategy", choices=("fixed", "adaptive"), default="fixed")
     parser.add_argument("--output", default="accuracy.json")
     args = parser.parse_args()
 
     root = faces_dir()
     settings = Settings(image_formats=KNOWN_FORMATS, upsample=args.upsample,
-                        orientation_search=not args.no_orientation_search)
+                        orientation_search=not args.no_orientation_search,
+                        detect_strategy=args.detect_strategy)
     default_config = (args.alignment == DESCRIPTOR_ALIGNMENT and args.jitters == DESCRIPTOR_JITTERS
-                      and args.upsample == Settings().upsample and not args.no_orientation_search)
+                      and args.upsample == Settings().upsample and not args.no_orientation_search
+                      and args.detect_strategy == Settings().detect_strategy)
     engine = LocalEngine(settings, alignment=args.alignment, jitters=args.jitters)
     models = load_models("hog")
     listed, every = build_pairs(root)
@@ -291,6 +294,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "config": {"engine": engine.model_version, "alignment": args.alignment,
                    "jitters": args.jitters, "upsample": args.upsample,
+                   "detect_strategy": args.detect_strategy,
+                   "descriptor_runtime": settings.descriptor_runtime,
                    "orientation_search": settings.orientation_search,
                    "detect_max_side": settings.detect_max_side,
                    "baseline": "plain dlib: no EXIF, frontal detector upsample 1 on the full "

@@ -1,28 +1,53 @@
-"""HTTP overhead of POST /v1/faces/detect against the raw local engine.
+"""Latency of the HTTP API against the local engine and against plain dlib.
 
-Run:  .venv/bin/python -m bench.latency            (about 3 minutes on 2 CPUs)
+Run:  .venv/bin/python -m bench.latency            (detect: about 3 minutes on 2 CPUs)
+      .venv/bin/python -m bench.latency --compare  (compare: about 4 minutes)
+      .venv/bin/python -m bench.latency --detection-cost   (about 1 minute)
 
-For every image of the accuracy bench (LABELS.csv and PAIRS.csv files) it times, in
-turn: the engine alone (`LocalEngine.detect_faces` on the decoded image, DEFAULT
-attributes), intake + engine in-process (`decode_image` + detect), and the HTTP endpoint
-on a gunicorn it starts itself (deploy/gunicorn.conf.py, one sync worker, a free port,
-a temporary data dir, a fresh admin key from `faceapi keys bootstrap`), multipart upload,
-one new connection per request. Prints p50/p95 and the ratios; writes
+Default (detect): for every image of the accuracy bench (LABELS.csv and PAIRS.csv files)
+it times, in turn: the engine alone (`LocalEngine.detect_faces` on the decoded image,
+DEFAULT attributes), intake + engine in-process (`decode_image` + detect), and the HTTP
+endpoint on a gunicorn it starts itself (deploy/gunicorn.conf.py, one sync worker, a
+free port, a temporary data dir, a fresh admin key from `faceapi keys bootstrap`),
+multipart upload, one new connection per request. Prints p50/p95 and the ratios; writes
 bench/results/latency.json.
+
+--compare: POST /v1/faces/compare over HTTP against plain dlib in-process on the same
+image pairs in the same run, per image size. Pairs: the first --pairs same-identity
+pairs of PAIRS.csv whose two images are single-face JPEGs, each image resized (Lanczos,
+JPEG quality 90) so its longer side is 640, 1024 and 1600 px. Plain dlib: PIL decode,
+get_frontal_face_detector() upsample 1 on the full image, the 5-point shape, dlib's
+compute_face_descriptor for the source's largest face and every target face, euclidean
+distances (what a dlib user writes). The server runs once per configuration (one worker;
+descriptor runtime onnx or dlib; detect strategy fixed or adaptive), each request
+followed by the plain computation of the same pair. Also the worker's RSS after the run.
+Writes bench/results/latency_compare.json and .md.
+
+--detection-cost: HOG detection alone (dlib's detector on the decoded pixels) per image
+size and upsampling (0, 1, 2; 2 only up to 1024 px), on the same resized images, and
+the adaptive strategy's first pass; writes bench/results/latency_detect.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
+import io
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from faceapi.adapters.engines.local import LocalEngine
 from faceapi.adapters.images import decode_image
@@ -33,6 +58,7 @@ if __package__ in (None, ""):  # run as a script (`python bench/latency.py`, mak
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     REPO,
+    RESULTS,
     environment,
     faces_dir,
     percentile,
@@ -75,7 +101,7 @@ def post(port: int, path: str, body: bytes, content_type: str, key: str) -> tupl
 class Server:
     """gunicorn with one worker on a free port and a throwaway data dir."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPI_")}
         self.env.update({
@@ -88,6 +114,7 @@ class Server:
             # turn some into 429s.
             "FACEAPI_RATE_LIMIT_DEFAULT": "100000/minute",
         })
+        self.env.update(extra_env or {})
         self.log = workdir / "gunicorn.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.key = ""
@@ -117,6 +144,19 @@ class Server:
             time.sleep(0.3)
         raise RuntimeError(f"gunicorn did not become ready; see {self.log}")
 
+    def worker_rss_mb(self) -> list[float]:
+        """Resident memory of each worker (children of the gunicorn master), in MB."""
+        if self.process is None:
+            return []
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        sizes = []
+        for child in children:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+        return sizes
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -131,11 +171,346 @@ def summary(values: list[float]) -> dict[str, float]:
             "mean_ms": sum(values) / len(values) * 1000}
 
 
+# Compare and detection cost ---------------------------------------------------------
+
+SIZES = (640, 1024, 1600)
+CONFIGS: dict[str, dict[str, str]] = {
+    "onnx": {"FACEAPI_DESCRIPTOR_RUNTIME": "onnx", "FACEAPI_DETECT_STRATEGY": "fixed"},
+    "onnx-adaptive": {"FACEAPI_DESCRIPTOR_RUNTIME": "onnx",
+                      "FACEAPI_DETECT_STRATEGY": "adaptive"},
+    "dlib": {"FACEAPI_DESCRIPTOR_RUNTIME": "dlib", "FACEAPI_DETECT_STRATEGY": "fixed"},
+}
+
+
+def compare_pairs(root: Path, count: int) -> list[tuple[str, str]]:
+    """Same-identity PAIRS.csv pairs of single-face JPEGs, distinct files."""
+    notes = {r["file"]: r for r in read_csv(root / "IMAGE_NOTES.csv")}
+    chosen: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for row in read_csv(root / "PAIRS.csv"):
+        a, b = row["file_a"], row["file_b"]
+        if row["same"] != "1" or a in used or b in used:
+            continue
+        if all(notes.get(f, {}).get("faces") == "1" and not notes[f]["tags"]
+               and f.lower().endswith((".jpg", ".jpeg")) for f in (a, b)):
+            chosen.append((a, b))
+            used.update((a, b))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def resized_jpeg(path: Path, side: int) -> bytes:
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+    scale = side / max(rgb.size)
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    out = io.BytesIO()
+    rgb.resize(size, Image.Resampling.LANCZOS).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def plain_compare(models: Any, source: bytes, target: bytes) -> list[float]:
+    """CompareFaces the plain dlib way; returns the target faces' distances."""
+    def pixels(data: bytes) -> Any:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+    src, tgt = pixels(source), pixels(target)
+    dets = models.hog(src, 1)
+    if len(dets) == 0:
+        return []
+    largest = max(dets, key=lambda r: r.width() * r.height())
+    probe = np.array(models.recognizer.compute_face_descriptor(src, models.shape5(src, largest)))
+    return [float(np.linalg.norm(probe - np.array(models.recognizer.compute_face_descriptor(
+        tgt, models.shape5(tgt, det))))) for det in models.hog(tgt, 1)]
+
+
+def multipart_pair(source: bytes, target: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = b""
+    for name, data in (("source", source), ("target", target)):
+        parts += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                  f"filename=\"{name}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+        parts += data + b"\r\n"
+    return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def compare_bench(args: argparse.Namespace) -> None:
+    from faceapi.adapters.engines.local.models import load_models
+
+    root = faces_dir()
+    pairs = compare_pairs(root, args.pairs)
+    images = {(f, side): resized_jpeg(root / f, side)
+              for pair in pairs for f in pair for side in SIZES}
+    models = load_models("hog")
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown configuration(s) {unknown}; choose from {sorted(CONFIGS)}")
+    # Each request is followed by the plain computation of the same pair, and ratios
+    # are taken within a configuration: the machine's load drifts between them.
+    plain: dict[str, dict[int, list[float]]] = {c: {side: [] for side in SIZES}
+                                                for c in configs}
+    http: dict[str, dict[int, list[float]]] = {c: {side: [] for side in SIZES} for c in configs}
+    statuses: dict[str, dict[str, int]] = {c: {} for c in configs}
+    rss: dict[str, list[float]] = {}
+    for config in configs:
+        with tempfile.TemporaryDirectory(prefix="faceapi-latency-") as tmp:
+            server = Server(Path(tmp), CONFIGS[config])
+            server.start()
+            try:
+                warm = multipart_pair(images[(pairs[0][0], SIZES[0])],
+                                      images[(pairs[0][1], SIZES[0])])
+                post(server.port, "/v1/faces/compare", *warm, server.key)
+                for side in SIZES:
+                    for a, b in pairs:
+                        source, target = images[(a, side)], images[(b, side)]
+                        body, ctype = multipart_pair(source, target)
+                        for _ in range(args.repeat):
+                            status, seconds = post(server.port, "/v1/faces/compare", body,
+                                                   ctype, server.key)
+                            statuses[config][str(status)] = statuses[config].get(
+                                str(status), 0) + 1
+                            http[config][side].append(seconds)
+                            start = time.perf_counter()
+                            plain_compare(models, source, target)
+                            plain[config][side].append(time.perf_counter() - start)
+                    print(f"{config}: {side} px done", flush=True)
+                rss[config] = server.worker_rss_mb()
+            finally:
+                server.stop()
+    rows = []
+    per_size: dict[str, Any] = {}
+    for side in SIZES:
+        entry: dict[str, Any] = {}
+        for config in configs:
+            h, p = http[config][side], plain[config][side]
+            entry[config] = {"http": summary(h), "plain_dlib": summary(p)}
+            entry[config]["ratio_p50_to_plain"] = (entry[config]["http"]["p50_ms"]
+                                                   / entry[config]["plain_dlib"]["p50_ms"])
+            entry[config]["paired_ratio_p50"] = percentile(
+                [a / b for a, b in zip(h, p, strict=True)], 50)
+            rows.append([side, config, entry[config]["http"]["p50_ms"],
+                         entry[config]["http"]["p95_ms"], entry[config]["plain_dlib"]["p50_ms"],
+                         entry[config]["plain_dlib"]["p95_ms"],
+                         entry[config]["ratio_p50_to_plain"], entry[config]["paired_ratio_p50"]])
+        per_size[str(side)] = entry
+    result = {
+        "command": ".venv/bin/python -m bench.latency --compare"
+                   + (f" --pairs {args.pairs}" if args.pairs != 4 else "")
+                   + (f" --repeat {args.repeat}" if args.repeat != 2 else "")
+                   + (f" --configs {args.configs}" if args.configs != "onnx,onnx-adaptive,dlib"
+                      else ""),
+        "environment": environment(),
+        "pairs": pairs, "sizes": list(SIZES), "repeat": args.repeat, "workers": 1,
+        "configs": {c: CONFIGS[c] for c in configs},
+        "statuses": statuses, "worker_rss_mb": rss, "per_size": per_size,
+    }
+    headers = ["longer side px", "server config", "HTTP p50 ms", "HTTP p95 ms",
+               "plain dlib p50 ms", "plain dlib p95 ms", "p50 ratio",
+               "median of paired ratios"]
+    print(table(headers, rows))
+    print(f"worker RSS MB: {rss}; statuses {statuses}")
+    print(f"wrote {write_json('latency_compare.json', result)}")
+    (RESULTS / "latency_compare.md").write_text(compare_markdown(result), encoding="utf-8")
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    """bench/results/latency_compare.md from the JSON result."""
+    headers = ["longer side px", "server config", "HTTP p50 ms", "HTTP p95 ms",
+               "plain dlib p50 ms", "plain dlib p95 ms", "p50 ratio", "median paired ratio"]
+    md = ["# POST /v1/faces/compare over HTTP vs plain dlib in-process", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs, one gunicorn worker, "
+          f"{len(result['pairs'])} pairs x {result['repeat']} rounds per size; each request "
+          "followed by the plain computation of the same pair)", "",
+          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for side, entry in result["per_size"].items():
+        for config, e in entry.items():
+            md.append(f"| {side} | {config} | {e['http']['p50_ms']:.0f} | "
+                      f"{e['http']['p95_ms']:.0f} | {e['plain_dlib']['p50_ms']:.0f} | "
+                      f"{e['plain_dlib']['p95_ms']:.0f} | {e['ratio_p50_to_plain']:.2f} | "
+                      f"{e['paired_ratio_p50']:.2f} |")
+    rss = result["worker_rss_mb"]
+    md += ["", "Configurations: " + "; ".join(
+        f"{c}: " + ", ".join(f"{k}={v}" for k, v in env.items())
+        for c, env in result["configs"].items()),
+        "", "Worker RSS after the run (MB): "
+        + ", ".join(f"{c} {', '.join(f'{v:.0f}' for v in sizes)}" for c, sizes in rss.items()),
+        "", f"HTTP statuses: {result['statuses']}"]
+    return "\n".join(md) + "\n"
+
+
+def detection_cost(args: argparse.Namespace) -> None:
+    from faceapi.adapters.engines.local.detection import ADAPTIVE_LARGE_FACE
+    from faceapi.adapters.engines.local.models import load_models
+
+    root = faces_dir()
+    files = [f for pair in compare_pairs(root, args.pairs) for f in pair][:args.pairs]
+    models = load_models("hog")
+    results: dict[str, Any] = {}
+    rows = []
+    for side in SIZES:
+        entry: dict[str, Any] = {}
+        for upsample in (0, 1, 2):
+            if upsample == 2 and side > 1024:
+                continue
+            times = []
+            for f in files:
+                with Image.open(io.BytesIO(resized_jpeg(root / f, side))) as img:
+                    pixels = np.ascontiguousarray(np.asarray(img.convert("RGB")))
+                for _ in range(args.repeat):
+                    start = time.perf_counter()
+                    rects, _, _ = models.hog.run(pixels, upsample, 0.0)
+                    times.append(time.perf_counter() - start)
+                if upsample == 0:  # images whose first adaptive pass would be kept
+                    entry["adaptive_first_pass_kept"] = entry.get(
+                        "adaptive_first_pass_kept", 0) + int(
+                        len(rects) > 0 and min(r.width() for r in rects) >= ADAPTIVE_LARGE_FACE)
+            entry[f"upsample_{upsample}"] = summary(times)
+            rows.append([side, upsample, entry[f"upsample_{upsample}"]["p50_ms"],
+                         entry[f"upsample_{upsample}"]["p95_ms"]])
+        results[str(side)] = entry
+    result = {"command": ".venv/bin/python -m bench.latency --detection-cost"
+                         + (f" --pairs {args.pairs}" if args.pairs != 4 else "")
+                         + (f" --repeat {args.repeat}" if args.repeat != 2 else ""),
+              "environment": environment(), "images": files, "repeat": args.repeat,
+              "adaptive_large_face_px": ADAPTIVE_LARGE_FACE, "per_size": results}
+    headers = ["longer side px", "upsample", "HOG p50 ms", "HOG p95 ms"]
+    print(table(headers, rows))
+    print(f"wrote {write_json('latency_detect.json', result)}")
+    md = ["# HOG detection time by image size and upsampling", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs, {len(files)} single-face "
+          f"photos x {args.repeat} rounds)", "",
+          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(f"{c:.1f}" if isinstance(c, float) else str(c) for c in row) + " |"
+           for row in rows]
+    (RESULTS / "latency_detect.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
+def api(port: int, key: str, method: str, path: str, body: Any) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=json.dumps(body), headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+VERIFY_IMAGE = REPO / "tests" / "data" / "faces" / "deepface" / "tests" / "unit" / "dataset"
+
+
+def _verify_client(server: Server, body: Any, stop: float, latencies: list[float],
+                   statuses: dict[str, int]) -> None:
+    while time.monotonic() < stop:
+        start = time.perf_counter()
+        code, _ = api(server.port, server.key, "POST", "/v1/verify", body)
+        latencies.append(time.perf_counter() - start)
+        statuses[str(code)] = statuses.get(str(code), 0) + 1
+
+
+def verify_rps(args: argparse.Namespace) -> None:
+    """A subject enrolled with img5.jpg (330x512), then verified with the same photo
+    under the `login` policy by 4 client threads for --seconds, after 4 warm-up requests;
+    1 and 2 gunicorn workers (sync, one thread each), each descriptor runtime, SQLite in a
+    temporary data dir (the audit trail is written for every decision)."""
+    image = base64.b64encode((VERIFY_IMAGE / "img5.jpg").read_bytes()).decode("ascii")
+    runs: dict[str, Any] = {}
+    rows = []
+    for runtime in ("onnx", "dlib"):
+        for workers in (1, 2):
+            with tempfile.TemporaryDirectory(prefix="faceapi-rps-") as tmp:
+                server = Server(Path(tmp), {"FACEAPI_WORKERS": str(workers),
+                                            "FACEAPI_DESCRIPTOR_RUNTIME": runtime,
+                                            "FACEAPI_RATE_LIMIT_VERIFY": "100000/minute"})
+                server.start()
+                try:
+                    status, _ = api(server.port, server.key, "POST", "/v1/collections",
+                                    {"collection_id": "bench", "consent_required": False})
+                    if status != 201:
+                        raise RuntimeError(f"create collection: {status}")
+                    status, _ = api(server.port, server.key, "POST",
+                                    "/v1/collections/bench/faces",
+                                    {"subject_id": "s1", "image": {"bytes": image}})
+                    if status != 200:
+                        raise RuntimeError(f"index faces: {status}")
+                    status, created = api(server.port, server.key, "POST", "/v1/keys",
+                                          {"name": "bench app", "role": "app",
+                                           "owner": "system:bench"})
+                    if status != 201:
+                        raise RuntimeError(f"create app key: {status}")
+                    server.key = created["key"]  # verify is an app's call
+                    body = {"collection_id": "bench", "subject_id": "s1", "policy": "login",
+                            "image": {"bytes": image}}
+                    for _ in range(4):
+                        api(server.port, server.key, "POST", "/v1/verify", body)
+                    statuses: dict[str, int] = {}
+                    latencies: list[float] = []
+                    stop = time.monotonic() + args.seconds
+                    began = time.monotonic()
+                    threads = [threading.Thread(target=_verify_client, args=(
+                        server, body, stop, latencies, statuses)) for _ in range(4)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    elapsed = time.monotonic() - began
+                    rss = server.worker_rss_mb()
+                finally:
+                    server.stop()
+            ok = statuses.get("200", 0)
+            name = f"{runtime}-{workers}w"
+            runs[name] = {"runtime": runtime, "workers": workers, "seconds": elapsed,
+                          "statuses": statuses, "requests_per_second": ok / elapsed,
+                          "latency": summary(latencies), "worker_rss_mb": rss}
+            rows.append([runtime, workers, ok / elapsed, runs[name]["latency"]["p50_ms"],
+                         runs[name]["latency"]["p95_ms"], ", ".join(f"{r:.0f}" for r in rss)])
+            print(f"{name}: {ok / elapsed:.2f} verify/s", flush=True)
+    result = {"command": ".venv/bin/python -m bench.latency --verify-rps"
+                         + (f" --seconds {args.seconds:g}" if args.seconds != 15.0 else ""),
+              "environment": environment(), "clients": 4, "image": "img5.jpg (330x512)",
+              "runs": runs}
+    headers = ["runtime", "workers", "verify/s (200s)", "p50 ms", "p95 ms", "worker RSS MB"]
+    print(table(headers, rows))
+    print(f"wrote {write_json('latency_verify.json', result)}")
+    md = ["# POST /v1/verify throughput", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs, 4 client threads, "
+          f"{args.seconds:g} s per run, SQLite, `login` policy, the enrolled photo)", "",
+          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += [f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]} |" for r in rows]
+    md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items())]
+    (RESULTS / "latency_verify.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=2, help="timed rounds per image")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    parser.add_argument("--compare", action="store_true",
+                        help="POST /v1/faces/compare vs plain dlib per image size")
+    parser.add_argument("--detection-cost", action="store_true",
+                        help="HOG time per image size and upsampling")
+    parser.add_argument("--verify-rps", action="store_true",
+                        help="POST /v1/verify requests per second, 1 and 2 workers")
+    parser.add_argument("--seconds", type=float, default=15.0, help="--verify-rps: per run")
+    parser.add_argument("--pairs", type=int, default=4, help="--compare: image pairs")
+    parser.add_argument("--configs", default="onnx,onnx-adaptive,dlib",
+                        help="--compare: server configurations (" + ",".join(CONFIGS) + ")")
     args = parser.parse_args()
+    if args.compare:
+        compare_bench(args)
+        return
+    if args.detection_cost:
+        detection_cost(args)
+        return
+    if args.verify_rps:
+        verify_rps(args)
+        return
 
     root = faces_dir()
     files = sorted({r["file"] for r in read_csv(root / "LABELS.csv")}

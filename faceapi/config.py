@@ -72,6 +72,15 @@ class Settings:
     # at the pixel cap. It bounds a worker's memory for each image (docs/security.md).
     max_decoded_bytes: int = 120_000_000
     detect_max_side: int = 1600  # large images are downscaled to this for detection
+    # Where the local engine's face descriptor runs (docs/engines.md, "Descriptor
+    # runtimes"): onnx = dlib's ResNet converted to ONNX on onnxruntime (same weights,
+    # descriptors within 1e-5, much faster: bench/parity.py); dlib = dlib, the reference.
+    descriptor_runtime: str = "onnx"
+    descriptor_threads: int = 1  # onnxruntime threads per inference call
+    # fixed: every upright pass upsamples FACEAPI_UPSAMPLE times (the answers of record);
+    # adaptive: a pass without upsampling first, kept when all its faces are large
+    # (faster, slightly different boxes and descriptors: docs/engines.md).
+    detect_strategy: str = "fixed"
     image_formats: tuple[str, ...] = ("jpeg", "png")
     policies_dir: Path = Path("policies")
     # What a new collection is bound to when its creator names no policy (and what
@@ -137,6 +146,14 @@ class Settings:
             raise ConfigError("FACEAPI_MAX_IMAGE_BYTES: must be at least 1024")
         if self.max_decoded_bytes < 1024:
             raise ConfigError("FACEAPI_MAX_DECODED_BYTES: must be at least 1024")
+        if self.descriptor_runtime not in ("onnx", "dlib"):
+            raise ConfigError(f"FACEAPI_DESCRIPTOR_RUNTIME: expected onnx|dlib, "
+                              f"got {self.descriptor_runtime!r}")
+        if self.detect_strategy not in ("fixed", "adaptive"):
+            raise ConfigError(f"FACEAPI_DETECT_STRATEGY: expected fixed|adaptive, "
+                              f"got {self.detect_strategy!r}")
+        if not 1 <= self.descriptor_threads <= 64:
+            raise ConfigError("FACEAPI_DESCRIPTOR_THREADS: must be between 1 and 64")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
         if not 1 <= self.liveness_max_age_seconds <= 3600:

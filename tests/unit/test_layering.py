@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "faceapi"
 FORBIDDEN = ("flask", "werkzeug", "sqlalchemy", "alembic", "boto3", "botocore", "dlib",
-             "psycopg", "flask_smorest", "marshmallow", "jwt")
+             "psycopg", "flask_smorest", "marshmallow", "jwt", "onnx",
+             "onnxruntime")
 # Where services may reach inside the package: the domain, the ports and each other.
 SERVICE_IMPORTS = ("faceapi.domain", "faceapi.services")
 

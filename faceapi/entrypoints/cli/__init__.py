@@ -1,5 +1,5 @@
 """The `faceapi` command: the click group. Each command group is a module of this
-package (audit, blobs, collections, db, imports, keys, policies, retention, reviews),
+package (audit, blobs, collections, db, engine, imports, keys, policies, retention, reviews),
 registered here; each command takes its adapters from the composition root (common.py,
 bootstrap.py)."""
 
@@ -12,6 +12,7 @@ from faceapi.entrypoints.cli.audit import audit
 from faceapi.entrypoints.cli.blobs import blobs
 from faceapi.entrypoints.cli.collections import collections
 from faceapi.entrypoints.cli.db import db
+from faceapi.entrypoints.cli.engine import engine
 from faceapi.entrypoints.cli.imports import import_cmd
 from faceapi.entrypoints.cli.keys import keys
 from faceapi.entrypoints.cli.policies import policies
@@ -34,6 +35,7 @@ cli.add_command(collections)
 cli.add_command(reviews)
 cli.add_command(retention)
 cli.add_command(blobs)
+cli.add_command(engine)
 
 
 def main() -> None:

@@ -179,8 +179,24 @@ def detect_upright(pixels: Pixels, models: Models, upsample: int, max_side: int)
     return _landmarked(pixels, _boxes(small, models, upsample), scale, models)
 
 
+# FACEAPI_DETECT_STRATEGY=adaptive (docs/engines.md, "Cheaper detection"): a first pass
+# without upsampling is kept when every face it finds is at least this wide in the
+# detection image (twice HOG's 80 px window), on the bet that such a photo holds no
+# face small enough to need upsampling; otherwise the configured upsampling runs as with
+# `fixed`. Upsampling 1 costs about 4x a pass without (bench/results/latency_detect.md).
+ADAPTIVE_LARGE_FACE = 160
+
+
+def _upright_boxes(small: Pixels, models: Models, upsample: int, adaptive: bool) -> list[Box]:
+    if adaptive and upsample > 0:
+        first = _boxes(small, models, 0)
+        if first and min(b[2] - b[0] + 1 for b in first) >= ADAPTIVE_LARGE_FACE:
+            return first
+    return _boxes(small, models, upsample)
+
+
 def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
-               orientation_search: bool) -> FoundFaces:
+               orientation_search: bool, adaptive: bool = False) -> FoundFaces:
     """Detect faces; when none is upright and orientation search is on, try the three
     other right-angle rotations and keep the first that has a face.
 
@@ -194,7 +210,7 @@ def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
     if min(pixels.shape[:2]) < MIN_DETECT_SIDE:
         return FoundFaces(pixels, (), None)
     small, scale = downscale(pixels, max_side)
-    faces = _landmarked(pixels, _boxes(small, models, upsample), scale, models)
+    faces = _landmarked(pixels, _upright_boxes(small, models, upsample, adaptive), scale, models)
     if faces or not orientation_search:
         return FoundFaces(pixels, tuple(faces),
                           OrientationCorrection.ROTATE_0 if orientation_search and faces else None)

@@ -7,10 +7,13 @@ from typing import Any
 
 import dlib
 import numpy as np
+import structlog
 
 from faceapi.adapters.engines.local import attributes as attrs
 from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
-from faceapi.adapters.engines.local.models import Models, load_models
+from faceapi.adapters.engines.local.models import RECOGNITION_FILE, Models, load_models
+from faceapi.adapters.engines.local.onnx_files import ensure_model
+from faceapi.adapters.engines.local.onnx_runtime import OnnxDescriptor
 from faceapi.adapters.engines.local.similarity import CALIBRATION_FILE, SimilarityMap
 from faceapi.config import Settings
 from faceapi.domain.errors import EngineUnavailable, InvalidParameter, NoFaceInSource
@@ -34,6 +37,30 @@ from faceapi.domain.images import DecodedImage
 DESCRIPTOR_ALIGNMENT = "68"
 DESCRIPTOR_JITTERS = 1
 CHIP_PADDING = 0.25
+# dlib's compute_face_descriptor cuts a 150x150 chip (get_face_chip_details(shape, 150,
+# padding)); dlib.get_face_chip cuts the very same one for the onnx runtime.
+CHIP_SIZE = 150
+MODELS_CACHE = "models"  # under the data directory: the converted ONNX file
+
+log = structlog.get_logger(__name__)
+
+
+def onnx_descriptor(settings: Settings, models: Models) -> OnnxDescriptor:
+    """The ResNet on onnxruntime, converted once into data_dir/models (first start or
+    `faceapi engine convert`). If that directory cannot be written (a read-only data
+    volume), the model is converted in memory instead, at every start."""
+    source = models.directory / RECOGNITION_FILE
+    try:
+        path = ensure_model(source, settings.data_dir / MODELS_CACHE)
+    except OSError as exc:
+        log.warning("onnx_model_cache_unwritable", directory=str(settings.data_dir / MODELS_CACHE),
+                    error=type(exc).__name__)
+        # Only here does the server process load the onnx package and convert itself.
+        from faceapi.adapters.engines.local.onnx_convert import convert
+
+        model, _ = convert(source)
+        return OnnxDescriptor(model.SerializeToString(), threads=settings.descriptor_threads)
+    return OnnxDescriptor(path, threads=settings.descriptor_threads)
 
 
 class LocalEngine:
@@ -47,6 +74,10 @@ class LocalEngine:
         self._models: Models = load_models(settings.detector)
         self._alignment = alignment
         self._jitters = max(1, jitters)
+        # Jittered descriptors average dlib's own random crops: only dlib computes those.
+        self._onnx: OnnxDescriptor | None = None
+        if settings.descriptor_runtime == "onnx" and self._jitters == 1:
+            self._onnx = onnx_descriptor(settings, self._models)
         self._calibration: SimilarityMap | None = None
         self._calibration_problem = ""
         try:
@@ -61,7 +92,12 @@ class LocalEngine:
 
     @property
     def model_version(self) -> str:
+        # The same for both runtimes: they compute the same descriptors (docs/engines.md).
         return self._models.version
+
+    @property
+    def descriptor_runtime(self) -> str:
+        return "dlib" if self._onnx is None else "onnx"
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -85,6 +121,13 @@ class LocalEngine:
     def ready(self) -> tuple[bool, str]:
         if self._calibration is None:
             return False, f"similarity calibration unusable ({self._calibration_problem})"
+        if self._onnx is not None:
+            try:
+                # This worker's session (made on first use after the fork): a worker that
+                # cannot run the descriptor is not ready.
+                self._onnx.warm()
+            except Exception as exc:  # onnxruntime raises its own exception types
+                return False, f"onnx descriptor runtime unusable ({type(exc).__name__})"
         return True, "models loaded"
 
     # Detection -------------------------------------------------------------------
@@ -92,7 +135,8 @@ class LocalEngine:
     def _find(self, image: DecodedImage) -> FoundFaces:
         return find_faces(image.pixels, self._models, upsample=self._settings.upsample,
                           max_side=self._settings.detect_max_side,
-                          orientation_search=self._settings.orientation_search)
+                          orientation_search=self._settings.orientation_search,
+                          adaptive=self._settings.detect_strategy == "adaptive")
 
     def _detail(self, pixels: Pixels, face: RawFace, attributes: Attributes) -> FaceDetail:
         h, w = pixels.shape[:2]
@@ -120,22 +164,37 @@ class LocalEngine:
 
     # Descriptors and comparison --------------------------------------------------
 
-    def _descriptor(self, pixels: Pixels, face: RawFace) -> tuple[float, ...]:
-        shape: Any = face.shape68
+    def _shape(self, pixels: Pixels, face: RawFace) -> Any:
         if self._alignment == "5":
-            shape = self._models.shape5(pixels, face.dlib_rect())
-        with self._models.lock:
-            vector = self._models.recognizer.compute_face_descriptor(
-                pixels, shape, self._jitters, CHIP_PADDING)
-        return tuple(float(v) for v in vector)
+            return self._models.shape5(pixels, face.dlib_rect())
+        return face.shape68
 
-    def _embedded(self, pixels: Pixels, face: RawFace) -> EmbeddedFace:
-        return EmbeddedFace(detail=self._detail(pixels, face, Attributes.ALL),
-                            embedding=self._descriptor(pixels, face))
+    def descriptors(self, pixels: Pixels, faces: list[RawFace]) -> list[tuple[float, ...]]:
+        """One descriptor per face, all faces of the image in one batch on onnx."""
+        if not faces:
+            return []
+        shapes = [self._shape(pixels, f) for f in faces]
+        if self._onnx is None:
+            with self._models.lock:
+                vectors = [self._models.recognizer.compute_face_descriptor(
+                    pixels, shape, self._jitters, CHIP_PADDING) for shape in shapes]
+            return [tuple(float(v) for v in vector) for vector in vectors]
+        # One chip per call, as compute_face_descriptor cuts it for a single face: cutting
+        # several at once (get_face_chips) builds dlib's down-sampling pyramid over the
+        # region around all of them, which moves the pyramid's pixel grid and changes
+        # the chips of large faces (descriptor differences up to 4e-3 measured).
+        chips = np.stack([np.asarray(dlib.get_face_chip(pixels, shape, CHIP_SIZE, CHIP_PADDING),
+                                     dtype=np.uint8) for shape in shapes])
+        # float32 -> float, as dlib's matrix_cast<double> does.
+        return [tuple(float(v) for v in row) for row in self._onnx.compute(chips)]
+
+    def _embedded_all(self, pixels: Pixels, faces: list[RawFace]) -> list[EmbeddedFace]:
+        return [EmbeddedFace(detail=self._detail(pixels, face, Attributes.ALL), embedding=vector)
+                for face, vector in zip(faces, self.descriptors(pixels, faces), strict=True)]
 
     def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
         found = self._find(image)
-        embedded = [self._embedded(found.pixels, f) for f in found.faces]
+        embedded = self._embedded_all(found.pixels, list(found.faces))
         detection = Detection(faces=tuple(e.detail for e in embedded),
                               orientation_correction=found.orientation_correction)
         return detection, embedded
@@ -158,7 +217,7 @@ class LocalEngine:
             raise NoFaceInSource("no face was found in the source image")
         # Only the largest source face is compared, so only it needs a descriptor.
         largest = max(found.faces, key=lambda f: f.area)
-        probe = self._embedded(found.pixels, largest)
+        (probe,) = self._embedded_all(found.pixels, [largest])
         target_detection, target_faces = self.embed_faces(target)
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)

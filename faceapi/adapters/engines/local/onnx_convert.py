@@ -1,0 +1,225 @@
+"""dlib's face recognition ResNet as an ONNX graph, with the same weights.
+
+`build_model` turns the layers read by dlib_format into an ONNX model computing what
+dlib's net computes (dlib 20.0, CPU code in dlib/cuda/cpu_dlib.cpp):
+- input: uint8 chips (N, 150, 150, 3) RGB as dlib.get_face_chip returns them; each
+  value becomes (v - mean) / 256 in float32 (input_rgb_image_sized::to_tensor; dividing
+  by 256 is exact, so the order of the steps does not change a bit);
+- con_: cross-correlation with dlib's padding (size/2 at stride 1, none otherwise) plus
+  the bias; affine_: x * gamma + beta; relu_; max_pool_ / avg_pool_ windows that always
+  fit (no padding); avg_pool_everything: the mean of each channel;
+- add_prev_: dlib adds tensors of different shapes by treating the missing values as
+  zero (tt::add): a down-sampling block's 3x3 result is added to the top-left of the 4x4
+  pooled shortcut, and a shortcut with fewer channels is zero-filled. The graph pads the
+  smaller tensor with zeros at the end of each axis (ONNX Pad) before the Add;
+- fc_no_bias: x @ W; loss_metric: the 128 values as they are (no normalisation).
+
+Caching the result is onnx_files.py's job; this module (and the `onnx` package) is
+imported only when a conversion is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from faceapi.adapters.engines.local.dlib_format import (
+    ARCHITECTURE,
+    CHIP_SIZE,
+    DlibFormatError,
+    Layer,
+    read_network,
+)
+from faceapi.adapters.engines.local.onnx_files import (
+    CONVERTER_VERSION,
+    DESCRIPTOR_SIZE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ConversionError,
+)
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    shape: tuple[int, int, int]  # channels, rows, columns (the batch axis is free)
+
+
+class _Graph:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def fresh(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}_{self._count}"
+
+    def constant(self, stem: str, value: np.ndarray) -> str:
+        name = self.fresh(stem)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], stem: str, **attrs: Any) -> str:
+        out = self.fresh(stem)
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+
+def _out_size(size: int, window: int, stride: int, padding: int) -> int:
+    return 1 + (size + 2 * padding - window) // stride
+
+
+def _pad_to(graph: _Graph, tensor: _Tensor, shape: tuple[int, int, int]) -> _Tensor:
+    """Zero-pad at the end of the channel/row/column axes up to `shape` (dlib tt::add)."""
+    if tensor.shape == shape:
+        return tensor
+    extra = [target - have for target, have in zip(shape, tensor.shape, strict=True)]
+    pads = np.array([0, 0, 0, 0, 0, *extra], dtype=np.int64)
+    name = graph.node("Pad", [tensor.name, graph.constant("pads", pads)], "pad", mode="constant")
+    return _Tensor(name, shape)
+
+
+def _tag_below(index: int, tag: int) -> int:
+    """The first tag layer with this id below `index` (dlib's layer<tagN>(sub))."""
+    for below in range(index + 1, len(ARCHITECTURE)):
+        spec = ARCHITECTURE[below]
+        if spec.kind == "tag" and spec.tag == tag:
+            return below
+    raise ConversionError(f"no tag{tag} below layer {index}")
+
+
+def _layer(graph: _Graph, layer: Layer, x: _Tensor, index: int,
+           outputs: dict[int, _Tensor]) -> _Tensor:
+    spec = layer.spec
+    c, h, w = x.shape
+    if spec.kind == "con":
+        if layer.weights is None or layer.bias is None:
+            raise ConversionError(f"con layer {index} has no weights")
+        p = layer.padding
+        y = graph.node("Conv", [x.name, graph.constant("w", layer.weights),
+                                graph.constant("b", layer.bias)], "conv",
+                       kernel_shape=[spec.size, spec.size], strides=[spec.stride, spec.stride],
+                       pads=[p, p, p, p])
+        out = _Tensor(y, (spec.filters, _out_size(h, spec.size, spec.stride, p),
+                          _out_size(w, spec.size, spec.stride, p)))
+        if layer.relu_after:
+            out = _Tensor(graph.node("Relu", [out.name], "relu"), out.shape)
+        return out
+    if spec.kind == "affine":
+        if layer.disabled:
+            return x
+        if layer.gamma is None or layer.beta is None:
+            raise ConversionError(f"affine layer {index} has no parameters")
+        scaled = graph.node("Mul", [x.name, graph.constant("gamma", layer.gamma)], "scale")
+        return _Tensor(graph.node("Add", [scaled, graph.constant("beta", layer.beta)], "shift"),
+                       x.shape)
+    if spec.kind == "relu":
+        return x if layer.disabled else _Tensor(graph.node("Relu", [x.name], "relu"), x.shape)
+    if spec.kind == "max_pool" or (spec.kind == "avg_pool" and spec.size):
+        op = "MaxPool" if spec.kind == "max_pool" else "AveragePool"
+        y = graph.node(op, [x.name], "pool", kernel_shape=[spec.size, spec.size],
+                       strides=[spec.stride, spec.stride])
+        return _Tensor(y, (c, _out_size(h, spec.size, spec.stride, 0),
+                           _out_size(w, spec.size, spec.stride, 0)))
+    if spec.kind == "avg_pool":  # avg_pool_everything
+        return _Tensor(graph.node("GlobalAveragePool", [x.name], "gap"), (c, 1, 1))
+    if spec.kind == "add_prev":
+        other = outputs[_tag_below(index, spec.tag)]
+        shape = (max(c, other.shape[0]), max(h, other.shape[1]), max(w, other.shape[2]))
+        a, b = _pad_to(graph, x, shape), _pad_to(graph, other, shape)
+        return _Tensor(graph.node("Add", [a.name, b.name], "add"), shape)
+    if spec.kind == "tag":
+        return x
+    if spec.kind == "skip":
+        return outputs[_tag_below(index, spec.tag)]
+    if spec.kind == "fc":
+        if layer.weights is None:
+            raise ConversionError("fc layer has no weights")
+        flat = graph.node("Flatten", [x.name], "flat", axis=1)
+        inputs = layer.weights.shape[0]
+        if inputs != c * h * w:
+            raise ConversionError(f"fc expects {inputs} inputs, the net gives {c * h * w}")
+        y = graph.node("MatMul", [flat, graph.constant("fc", layer.weights)], "fc")
+        return _Tensor(y, (layer.weights.shape[1], 1, 1))
+    raise ConversionError(f"cannot convert layer kind {spec.kind}")
+
+
+def build_model(layers: list[Layer], *, source_sha256: str) -> onnx.ModelProto:
+    """The ONNX model of the parsed network: uint8 (N,150,150,3) -> float32 (N,128)."""
+    graph = _Graph()
+    mean = np.array(layers[-1].mean, dtype=np.float32)
+    as_float = graph.node("Cast", [INPUT_NAME], "float", to=TensorProto.FLOAT)
+    centred = graph.node("Sub", [as_float, graph.constant("mean", mean)], "centred")
+    scaled = graph.node("Mul", [centred, graph.constant("scale", np.array(1.0 / 256.0,
+                                                                          np.float32))], "scaled")
+    nchw = graph.node("Transpose", [scaled], "nchw", perm=[0, 3, 1, 2])
+    x = _Tensor(nchw, (3, CHIP_SIZE, CHIP_SIZE))
+    outputs: dict[int, _Tensor] = {}
+    # Inner to outer: the loss layer (index 0) and the input (last) hold no computation.
+    for index in range(len(layers) - 2, 0, -1):
+        x = _layer(graph, layers[index], x, index, outputs)
+        outputs[index] = x
+    if x.shape != (DESCRIPTOR_SIZE, 1, 1):
+        raise ConversionError(f"the network ends in {x.shape}, not {DESCRIPTOR_SIZE} values")
+    graph.nodes[-1].output[0] = OUTPUT_NAME
+    onnx_graph = helper.make_graph(
+        graph.nodes, "dlib_face_recognition_resnet_model_v1",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8,
+                                       ["batch", CHIP_SIZE, CHIP_SIZE, 3])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
+                                       ["batch", DESCRIPTOR_SIZE])],
+        graph.initializers)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="faceapi", producer_version=str(CONVERTER_VERSION))
+    # IR version 8 (onnx 1.10+) is read by every onnxruntime in use.
+    model.ir_version = 8
+    helper.set_model_props(model, {"source": "dlib_face_recognition_resnet_model_v1.dat",
+                                   "source_sha256": source_sha256,
+                                   "converter_version": str(CONVERTER_VERSION)})
+    onnx.checker.check_model(model)
+    return model
+
+
+def convert(source: Path) -> tuple[onnx.ModelProto, str]:
+    """Read and convert a `.dat` file; returns the model and the source's SHA-256."""
+    data = source.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        layers = read_network(data)
+    except DlibFormatError as exc:
+        raise ConversionError(f"{source.name}: {exc}") from exc
+    return build_model(layers, source_sha256=digest), digest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m faceapi.adapters.engines.local.onnx_convert SOURCE DEST`: write the
+    converted model to DEST and print the source's SHA-256. onnx_files.ensure_model runs
+    this in a child process, so the server process neither imports `onnx` nor keeps the
+    conversion's memory (which forked workers would otherwise inherit)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m faceapi.adapters.engines.local.onnx_convert SOURCE DEST",
+              file=sys.stderr)
+        return 2
+    try:
+        model, digest = convert(Path(args[0]))
+        Path(args[1]).write_bytes(model.SerializeToString())
+    except (ConversionError, OSError) as exc:
+        print(f"conversion failed: {exc}", file=sys.stderr)
+        return 1
+    print(digest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
