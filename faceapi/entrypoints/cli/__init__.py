@@ -1,5 +1,5 @@
 """The `faceapi` command: the click group. Each command group is a module of this
-package (audit, blobs, collections, db, imports, keys, policies, retention, reviews),
+package (audit, blobs, calibrate, collections, db, imports, keys, policies, retention, reviews),
 registered here; each command takes its adapters from the composition root (common.py,
 bootstrap.py)."""
 
@@ -10,6 +10,7 @@ import click
 from faceapi import __version__
 from faceapi.entrypoints.cli.audit import audit
 from faceapi.entrypoints.cli.blobs import blobs
+from faceapi.entrypoints.cli.calibrate import calibrate
 from faceapi.entrypoints.cli.collections import collections
 from faceapi.entrypoints.cli.db import db
 from faceapi.entrypoints.cli.imports import import_cmd
@@ -34,6 +35,7 @@ cli.add_command(collections)
 cli.add_command(reviews)
 cli.add_command(retention)
 cli.add_command(blobs)
+cli.add_command(calibrate)
 
 
 def main() -> None:
