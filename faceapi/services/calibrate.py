@@ -393,15 +393,15 @@ def write_policy_threshold(name: str, report: CalibrationReport, *,
             event = uow.audit.append(AuditEvent(
                 action=Action.POLICY_CALIBRATE, outcome="written", actor=actor,
                 resource=f"policies/{name}", policy_name=name,
-                policy_version=change.new_version,
-                details={"previous_version": change.old_version,
-                         "previous_min_similarity": change.old_threshold,
-                         "min_similarity": change.new_threshold,
-                         "target_fmr": c.target_fmr, "measured_fmr": c.fmr,
-                         "measured_fnmr": c.fnmr, "interval": [c.low, c.high],
-                         "genuine_pairs": len(report.genuine),
-                         "impostor_pairs": len(report.impostor),
-                         "engine": report.engine, "model_version": report.model_version}))
+                policy_version=change.new_version, engine=report.engine,
+                model_version=report.model_version,
+                scores={"previous_min_similarity": change.old_threshold,
+                        "min_similarity": change.new_threshold,
+                        "target_fmr": c.target_fmr, "measured_fmr": c.fmr,
+                        "measured_fnmr": c.fnmr, "interval_low": c.low,
+                        "interval_high": c.high, "genuine_pairs": len(report.genuine),
+                        "impostor_pairs": len(report.impostor)},
+                details={"previous_version": change.old_version}))
             if uow.policy_versions.get(name, change.new_version) is None:
                 uow.policy_versions.add(PolicyVersion(
                     name=name, version=change.new_version,

@@ -11,7 +11,11 @@ import numpy as np
 from faceapi.adapters.engines.local import attributes as attrs
 from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
 from faceapi.adapters.engines.local.models import Models, load_models
-from faceapi.adapters.engines.local.similarity import CALIBRATION_FILE, SimilarityMap
+from faceapi.adapters.engines.local.similarity import (
+    CALIBRATION_FILE,
+    SCALE_DESCRIPTION,
+    SimilarityMap,
+)
 from faceapi.config import Settings
 from faceapi.domain.errors import EngineUnavailable, InvalidParameter, NoFaceInSource
 from faceapi.domain.faces import (
@@ -70,8 +74,7 @@ class LocalEngine:
             detector=self._settings.detector,
             attributes=DETAIL_ATTRIBUTES,
             unsupported=UNCARRIED_ATTRIBUTES,
-            similarity=("calibrated on false-match rate: similarity 20 * -log10(FMR) up to 90, "
-                        "compressed above; 60 = FMR 1e-3, 80 = FMR 1e-4 (docs/accuracy.md)"),
+            similarity=SCALE_DESCRIPTION,
             notes=(
                 "Landmark left/right are the image's left/right "
                 "(eyeLeft is the subject's right eye).",
