@@ -47,7 +47,9 @@ THRESHOLDS = tuple(range(0, 100))
 GRID = 0.1  # resolution of the chosen threshold
 DEFAULT_BOOTSTRAP_ROUNDS = 500
 CONFIDENCE = 0.95
-MAX_IMAGES = 20_000  # bounds the pairs formed from labelled images (about 2e8 at most)
+# Bounds the pairs formed from labelled images (4.5 million at most, about 1 GB as
+# Python objects); the bootstrap costs pairs x rounds, so big sets want fewer rounds.
+MAX_IMAGES = 3_000
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,8 @@ def report_markdown(report: CalibrationReport, plots: Sequence[str]) -> str:
                 "own threshold for target |", "|---|---:|---:|---:|---:|---:|"]
         for g in report.groups:
             own = "n/a" if math.isnan(g.own_threshold) else f"{g.own_threshold:.1f}"
+            if g.impostor and g.impostor * c.target_fmr < 1.0:
+                own += " (too few impostor pairs: above every one)"
             out.append(f"| {g.group} | {g.genuine} | {g.impostor} | {_fmt(g.at_chosen.fmr)} | "
                        f"{_fmt(g.at_chosen.fnmr)} | {own} |")
         out.append("")

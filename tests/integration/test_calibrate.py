@@ -203,11 +203,26 @@ def test_write_policy_rewrites_the_threshold_validated_versioned_and_audited(
             recorded = uow.policy_versions.get("photo_tagging", after.version)
         assert recorded is not None
         assert recorded.canonical_text == after.canonical_text()
+        # A threshold the policy loader refuses (outside dataset_cleaning's review band
+        # [50, 87)) writes nothing and audits nothing.
+        cleaning = (policies / "dataset_cleaning.yaml").read_bytes()
+        refused = CliRunner().invoke(cli, [
+            "calibrate", str(tmp_path / "set" / "labels.csv"), "--out", str(tmp_path / "out3"),
+            "--target-fmr", str(TARGET), "--bootstrap", "50",
+            "--write-policy", "dataset_cleaning"], env=env)
+        assert refused.exit_code == 1
+        assert "policy not written" in refused.output
+        assert "band" in refused.output
+        assert (policies / "dataset_cleaning.yaml").read_bytes() == cleaning
         # A policy that does not exist, or a name that is a path, writes nothing.
         for bad in ("nope", "../login"):
             refused = CliRunner().invoke(cli, [
                 "calibrate", str(tmp_path / "set" / "labels.csv"), "--out",
                 str(tmp_path / "out2"), "--bootstrap", "50", "--write-policy", bad], env=env)
             assert refused.exit_code != 0
+        with store.engine.connect() as conn:
+            events = conn.execute(select(audit_events).where(
+                audit_events.c.action == "policy.calibrate")).all()
+        assert len(events) == 1  # only the write that happened
     finally:
         store.dispose()

@@ -3,8 +3,10 @@
 SOURCE is a folder with one subfolder per identity (its images), or a CSV with a header:
 `path,identity[,group]` (labelled images: every pair is scored) or
 `path_a,path_b,same[,group]` (labelled pairs; `same` is 1/0, true/false, yes/no). CSV
-paths are relative to the CSV's folder. The configured engine embeds every image once
-(the API's image intake and limits apply). The report directory gets `report.md`,
+paths are relative to the CSV's folder (or `--root`) and must stay inside it. The
+configured engine embeds every image once (the API's image intake, formats and limits
+apply: an image refused there counts as one without a face). The report directory
+gets `report.md`,
 `table.csv` (FMR/FNMR per threshold), `summary.json`, `roc.png`, `det.png` and
 `distributions.png`; the method is in faceapi/services/calibrate.py.
 
@@ -99,10 +101,13 @@ def _loader(base: Path, decoder: ImageDecoder) -> Callable[[str], DecodedImage]:
 @click.option("--bootstrap", "rounds", type=click.IntRange(50, 10_000), default=500,
               show_default=True, help="bootstrap rounds for the threshold's interval")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="folder the CSV's paths are relative to (default: the "
+                                 "CSV's own folder)")
 @click.option("--write-policy", "policy", default=None,
               help="write the chosen threshold into policies/NAME.yaml (audited)")
 def calibrate(source: Path, *, out: Path, target_fmr: float, rounds: int, seed: int,
-              policy: str | None) -> None:
+              root: Path | None, policy: str | None) -> None:
     """Measure FMR/FNMR on a labelled set, choose a threshold, write a report."""
     if not 0.0 < target_fmr < 1.0:
         raise click.BadParameter("must be between 0 and 1", param_hint="--target-fmr")
@@ -112,6 +117,8 @@ def calibrate(source: Path, *, out: Path, target_fmr: float, rounds: int, seed: 
         raise click.ClickException(f"{source}: cannot be read ({type(exc).__name__})") from exc
     except FaceApiError as exc:
         raise click.ClickException(exc.message) from exc
+    if root is not None and not source.is_dir():
+        base = root
 
     def progress(done: int, total: int) -> None:
         click.echo(f"\r{done}/{total} images embedded", nl=done == total, err=True)
