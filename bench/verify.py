@@ -32,6 +32,7 @@ from typing import Any
 from bench.common import environment, faces_dir, read_csv, write_json
 from faceapi.adapters.blobs import DirectoryBlobStore
 from faceapi.adapters.engines.factory import build_engine
+from faceapi.adapters.engines.local.similarity import SCALE_VERSION
 from faceapi.adapters.images import PillowImageDecoder
 from faceapi.adapters.policy_files import load_policies
 from faceapi.adapters.store import Store
@@ -41,7 +42,7 @@ from faceapi.domain.clock import SystemClock
 from faceapi.domain.decisions import Decision, Outcome
 from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
 from faceapi.domain.images import DecodedImage
-from faceapi.domain.policies import PolicySet
+from faceapi.domain.policies import Lockout, PolicySet
 from faceapi.services.collections import CreateCollectionRequest, create_collection, delete_faces
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.ports import FaceEngine
@@ -148,7 +149,9 @@ def main() -> None:
     store.upgrade()
     engine = CachingEngine(build_engine(settings))
     login = load_policies(REPO / "policies")["login"]
-    measured = replace(login, lockout=None)
+    # A verify policy must lock (issue 12); a count no run reaches keeps every attempt
+    # decided, which is what "switched off" means here.
+    measured = replace(login, lockout=Lockout(failures=10**9))
     policies = PolicySet({"login": measured})
     clock = SystemClock()
     blobs = DirectoryBlobStore(settings.resolved_blob_dir)
@@ -164,14 +167,15 @@ def main() -> None:
             result = index_faces(IndexFacesRequest(
                 collection_id=COLLECTION, image=(data / file).read_bytes(),
                 subject_id=identity, max_faces=1), actor=operator, engine=engine,
-                uow=store.uow(), clock=clock, decoder=PillowImageDecoder(settings))
+                uow=store.uow(), clock=clock, decoder=PillowImageDecoder(settings),
+                blobs=blobs)
             if len(result.face_records) == 1 and not result.unindexed_faces:
                 enrolled[identity] = file
                 break
             if result.face_records:
                 # Several faces: a group photo is no enrolment; undo it.
                 delete_faces(COLLECTION, [r.face.face_id for r in result.face_records],
-                             actor=operator, uow=store.uow())
+                             actor=operator, uow=store.uow(), engine=engine, blobs=blobs)
 
     def attempt(file: str, claimed: str) -> Decision:
         return verify(VerifyRequest(COLLECTION, claimed, (data / file).read_bytes(),
@@ -209,6 +213,11 @@ def main() -> None:
         "identities": len(by_identity), "enrolled_identities": len(enrolled),
         "images": len(labels),
         "fmr": fmr, "fnmr": fnmr,
+        # Issue 15's acceptance figure: genuine attempts answered `match`, over all
+        # genuine attempts (rejected ones included: a refused genuine user is lost too).
+        "genuine_acceptance": (genuine.outcomes["match"] / sum(genuine.outcomes.values())
+                               if genuine.outcomes else float("nan")),
+        "similarity_scale": SCALE_VERSION,
         "genuine": genuine.as_json(), "impostor": impostor.as_json(),
         "impostor_matches": impostor.matches,
         "this_protocol": {"threshold_for_fmr_1e-3": needed,
@@ -223,6 +232,8 @@ def main() -> None:
     print(f"impostor attempts {sum(impostor.outcomes.values())}: {dict(impostor.outcomes)}")
     print(f"FMR  {fmr:.5f}  ({impostor.outcomes['match']} of {impostor.decided} decided)")
     print(f"FNMR {fnmr:.5f}  ({genuine.outcomes['no_match']} of {genuine.decided} decided)")
+    print(f"genuine acceptance {summary['genuine_acceptance']:.4f} "
+          f"({genuine.outcomes['match']} match of {sum(genuine.outcomes.values())} attempts)")
     print(f"this protocol would need threshold {needed} for FMR <= 1e-3 "
           f"(FNMR there {fnmr_needed:.4f})")
     print(f"rejected before comparison: genuine {dict(genuine.reasons)}, "

@@ -9,9 +9,11 @@ only what its request says. The web app (`entrypoints/web/app.py`) and every CLI
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -120,6 +122,29 @@ class Container:
         if self.record_policy_loads:
             self.use_cases.record_policy_versions(policies)
         return policies
+
+    @cached_property
+    def calibration_document(self) -> dict[str, Any] | None:
+        """calibration.json of the local engine (None for Rekognition, or unreadable:
+        the engine's readiness reports that case)."""
+        if self.settings.engine != "local":
+            return None
+        from faceapi.adapters.engines.local.similarity import CALIBRATION_FILE, SimilarityMap
+        try:
+            document: dict[str, Any] = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8"))
+            SimilarityMap.from_document(document)  # the scale version the code uses
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return document
+
+    @cached_property
+    def calibration_png(self) -> bytes | None:
+        document = self.calibration_document
+        if document is None:
+            return None
+        from faceapi.adapters import plots  # matplotlib only for those who look
+
+        return plots.calibration_png(document)
 
     @cached_property
     def decoder(self) -> ImageDecoder:
@@ -242,6 +267,15 @@ class UseCases:
     def engine_capabilities(self) -> Capabilities:
         """The active engine: what it computes and what it never returns."""
         return self._c.engine.capabilities()
+
+    def similarity_calibration(self) -> dict[str, Any] | None:
+        """The local engine's calibration document (curve, measured FMR/FNMR per
+        threshold, pair histograms), or None for an engine without one."""
+        return self._c.calibration_document
+
+    def similarity_calibration_png(self) -> bytes | None:
+        """The calibration drawn as a PNG (rendered once per process, then kept)."""
+        return self._c.calibration_png
 
     # --- Images without a collection (detect, compare) ----------------------------------
 

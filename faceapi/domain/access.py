@@ -88,6 +88,9 @@ PERMISSIONS: dict[str, Rule] = {
     "metrics.scrape": frozenset({AUDITOR, ADMIN}),
     # Engine facts reveal the model version only: any key may read them.
     "system.engine_info": ALL_ROLES,
+    # What a similarity threshold means (measured FMR/FNMR per threshold, pair
+    # histograms): operators tune policies with it, auditors check them.
+    "system.engine_calibration": frozenset({OPERATOR, AUDITOR, ADMIN}),
     # Stateless analysis: apps, and operators checking an image before enrolling it.
     "faces.detect_faces": frozenset({APP, OPERATOR, ADMIN}),
     "faces.compare_faces": frozenset({APP, OPERATOR, ADMIN}),
@@ -169,6 +172,10 @@ PERMISSIONS: dict[str, Rule] = {
     "console.subject": ConsolePage(_OPERATOR_PLUS),
     "console.subject_erase": ConsolePage(_OPERATOR_PLUS),
     "console.subject_unlock": ConsolePage(_OPERATOR_PLUS),
+    # The engine's similarity calibration: operators set thresholds from it, auditors
+    # check what a threshold means; it holds no biometric data, only pair statistics.
+    "console.calibration": ConsolePage(frozenset({OPERATOR, AUDITOR, ADMIN})),
+    "console.calibration_plot": ConsolePage(frozenset({OPERATOR, AUDITOR, ADMIN})),
 }
 
 

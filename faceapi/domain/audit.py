@@ -46,6 +46,7 @@ class Action(StrEnum):
     LOCKOUT_LOCK = "lockout.lock"
     LOCKOUT_UNLOCK = "lockout.unlock"
     POLICY_LOAD = "policy.load"
+    POLICY_CALIBRATE = "policy.calibrate"
     AUDIT_EXPORT = "audit.export"
     AUDIT_VERIFY = "audit.verify"
     AUDIT_CHECKPOINT = "audit.checkpoint"

@@ -836,3 +836,31 @@ class NullMetrics:
 
     def count_rate_limited(self, route: str) -> None:
         return None
+
+
+# --- Policy files rewritten by `faceapi calibrate` (adapters/policy_threshold.py) ----------
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """A policy file's min_similarity rewritten: the versions before and after."""
+
+    name: str
+    old_version: str
+    new_version: str
+    old_threshold: float
+    new_threshold: float
+    canonical_text: str  # of the new version, kept in policy_versions
+
+
+class PolicyThresholdWriter(Protocol):
+    """Rewrite one policy file's `min_similarity` (validated by the policy loader,
+    written atomically) and put the previous bytes back."""
+
+    def write(self, name: str, threshold: float, note: str) -> tuple[PolicyChange, bytes]:
+        """Validate and write; the change made and the file's previous bytes."""
+        ...
+
+    def restore(self, name: str, previous: bytes) -> None:
+        """Put the previous bytes back, atomically."""
+        ...

@@ -19,10 +19,11 @@ PAGES = {
     "/console/audit": {"auditor", "admin"},
     "/console/reviews": {"reviewer"},
     "/console/collections": {"operator", "admin"},
+    "/console/calibration": {"operator", "auditor", "admin"},
 }
 NAV = {"overview": "/console/overview", "policies": "/console/policies",
        "audit": "/console/audit", "reviews": "/console/reviews",
-       "collections": "/console/collections"}
+       "collections": "/console/collections", "calibration": "/console/calibration"}
 
 
 def nav_links(tab: Any) -> set[str]:

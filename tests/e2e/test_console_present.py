@@ -67,6 +67,8 @@ MIRRORS = {
     "console.subject": "collections.get_subject",
     "console.subject_erase": "collections.erase_collection_subject",
     "console.subject_unlock": "lockouts.unlock_subject",
+    "console.calibration": "system.engine_calibration",
+    "console.calibration_plot": "system.engine_calibration",
 }
 
 

@@ -179,7 +179,7 @@ def test_every_operation_answers_in_botocores_shapes(
     assert len(client.list_faces(CollectionId=collection)["Faces"]) == 3
 
     found = client.search_faces_by_image(CollectionId=collection, Image={"Bytes": same},
-                                             FaceMatchThreshold=60)
+                                             FaceMatchThreshold=80)
     assert [m["Face"]["ExternalImageId"] for m in found["FaceMatches"]] == ["jack"]
     client.search_faces(CollectionId=collection, FaceId=face_id, FaceMatchThreshold=0)
 

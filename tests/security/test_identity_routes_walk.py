@@ -91,6 +91,9 @@ NOT_REVEALING = {
     "console.collections": "enrollment", "console.collection": "enrollment",
     "console.subject": "enrollment, no probe", "console.subject_erase": "erasure",
     "console.subject_unlock": "unlock",
+    "system.engine_calibration": "pair statistics of the calibration set, no subject",
+    "console.calibration": "pair statistics of the calibration set, no subject",
+    "console.calibration_plot": "pair statistics of the calibration set, no subject",
 }
 REVEALING_OPERATIONS = {"SearchFacesByImage": "1:N by image", "SearchFaces": "1:N by face"}
 NOT_REVEALING_OPERATIONS = {

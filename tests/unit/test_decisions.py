@@ -109,10 +109,13 @@ def test_a_pending_decision_shows_its_requester_only_that_review_is_required(
 
 def test_the_review_band_sends_scores_near_the_threshold_to_review(policies: PolicySet) -> None:
     cleaning = policies["dataset_cleaning"]
-    assert decide(cleaning, 79.9).outcome is Outcome.NO_MATCH
-    assert decide(cleaning, 80.0).outcome is Outcome.PENDING_REVIEW
-    assert decide(cleaning, 89.9).outcome is Outcome.PENDING_REVIEW
-    assert decide(cleaning, 90.0).outcome is Outcome.MATCH
+    low, high = cleaning.human_review.band or (0.0, 0.0)
+    assert (low, high) == (50.0, 87.0)  # measured: see the policy file
+    assert decide(cleaning, low - 0.1).outcome is Outcome.NO_MATCH
+    assert decide(cleaning, low).outcome is Outcome.PENDING_REVIEW
+    assert decide(cleaning, cleaning.min_similarity).outcome is Outcome.PENDING_REVIEW
+    assert decide(cleaning, high - 0.1).outcome is Outcome.PENDING_REVIEW
+    assert decide(cleaning, high).outcome is Outcome.MATCH
 
 
 def test_the_requester_cannot_review_their_own_decision() -> None:

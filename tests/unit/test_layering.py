@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "faceapi"
 FORBIDDEN = ("flask", "werkzeug", "sqlalchemy", "alembic", "boto3", "botocore", "dlib",
              "psycopg", "flask_smorest", "marshmallow", "jwt", "onnx",
-             "onnxruntime")
+             "onnxruntime", "matplotlib")
 # Where services may reach inside the package: the domain, the ports and each other.
 SERVICE_IMPORTS = ("faceapi.domain", "faceapi.services")
 
@@ -91,6 +91,16 @@ def test_boto3_is_imported_only_by_the_rekognition_adapter() -> None:
             continue
         roots = {name.split(".")[0] for name in imported_modules(path)}
         assert "boto3" not in roots, f"{path.relative_to(PACKAGE)} imports boto3"
+
+
+def test_matplotlib_is_imported_only_by_the_plots_adapter() -> None:
+    # Plots are drawn in one place (adapters/plots.py, Agg backend chosen before any
+    # figure); the calibrate service computes figures and tables without it.
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).as_posix() == "adapters/plots.py":
+            continue
+        roots = {name.split(".")[0] for name in imported_modules(path)}
+        assert "matplotlib" not in roots, f"{path.relative_to(PACKAGE)} imports matplotlib"
 
 
 def test_jwt_is_imported_only_by_the_liveness_adapter() -> None:

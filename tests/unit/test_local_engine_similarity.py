@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import subprocess
 import sys
@@ -11,6 +10,9 @@ import sys
 import pytest
 
 from faceapi.adapters.engines.local.similarity import (
+    ANCHOR_NINES,
+    LOW_NINES,
+    SCALE_VERSION,
     SimilarityMap,
     calibration_document,
     fit_curve,
@@ -24,25 +26,43 @@ def synthetic_impostors(n: int = 5000, seed: int = 3) -> list[float]:
     return [rng.gauss(0.85, 0.08) for _ in range(n)]
 
 
-def test_the_similarity_scale_is_20_points_per_decade_of_false_match_rate() -> None:
-    assert nines_to_similarity(1.0) == pytest.approx(20.0)
-    assert nines_to_similarity(3.0) == pytest.approx(60.0)
-    assert nines_to_similarity(4.0) == pytest.approx(80.0)
+def test_the_scale_keeps_rekognitions_reading_of_80_and_99() -> None:
+    # 80, the CompareFaces / SearchFacesByImage default, is FMR 1e-3; 99, the
+    # strictest setting, is FMR 1e-5; about 30 points per decade between 20 and 80.
+    assert nines_to_similarity(3.0) == pytest.approx(80.0)
+    assert nines_to_similarity(5.0) == pytest.approx(99.0)
+    assert nines_to_similarity(2.0) == pytest.approx(50.0, abs=0.1)
+    assert nines_to_similarity(1.0) == pytest.approx(20.0, abs=0.1)
+    assert nines_to_similarity(4.0) > 95.0
 
 
-def test_the_scale_is_continuous_and_strictly_increasing_across_its_joins() -> None:
+def test_the_scale_is_continuous_smooth_and_strictly_increasing_across_its_joins() -> None:
     grid = [i / 1000.0 for i in range(-3000, 12001)]
     values = [nines_to_similarity(x) for x in grid]
     assert all(a < b for a, b in itertools.pairwise(values))
     assert all(0.0 < v < 100.0 for v in values)
-    for join in (math.log10(2.0), 4.5):
+    for join in (LOW_NINES, ANCHOR_NINES):
         below, above = nines_to_similarity(join - 1e-9), nines_to_similarity(join + 1e-9)
         assert above - below == pytest.approx(0.0, abs=1e-6)
+        # Smooth: the slope is the same on both sides of the join.
+        h = 1e-6
+        left = (nines_to_similarity(join - h) - nines_to_similarity(join - 2 * h)) / h
+        right = (nines_to_similarity(join + 2 * h) - nines_to_similarity(join + h)) / h
+        assert left == pytest.approx(right, rel=1e-4)
 
 
-@pytest.mark.parametrize("similarity", [1.0, 6.0, 20.0, 59.5, 90.0, 95.0, 99.9])
+@pytest.mark.parametrize("similarity", [1.0, 6.0, 20.0, 50.0, 79.5, 80.0, 90.0, 95.0, 99.0,
+                                        99.9])
 def test_similarity_to_nines_inverts_the_scale(similarity: float) -> None:
     assert nines_to_similarity(similarity_to_nines(similarity)) == pytest.approx(similarity)
+
+
+def test_a_calibration_made_for_another_scale_version_is_refused() -> None:
+    doc = calibration_document("test", synthetic_impostors(), [0.4], "synthetic")
+    assert doc["scale"]["version"] == SCALE_VERSION
+    old = {k: v for k, v in doc.items() if k != "scale"}  # version 1 files had no scale
+    with pytest.raises(ValueError, match="scale 1"):
+        SimilarityMap.from_document(old)
 
 
 def test_a_fitted_curve_passes_through_the_measured_false_match_rates() -> None:
@@ -52,7 +72,8 @@ def test_a_fitted_curve_passes_through_the_measured_false_match_rates() -> None:
         if row["target_fmr"] >= 0.005:
             assert row["model_fmr"] == pytest.approx(row["measured_fmr"], rel=0.1, abs=2e-4)
     curve = SimilarityMap.from_document(doc)
-    assert curve.fmr(curve.distance_at(60.0)) == pytest.approx(1e-3, rel=1e-3)
+    assert curve.fmr(curve.distance_at(80.0)) == pytest.approx(1e-3, rel=1e-3)
+    assert curve.fmr(curve.distance_at(99.0)) == pytest.approx(1e-5, rel=1e-3)
 
 
 def test_a_fitted_curve_gives_a_strictly_decreasing_similarity() -> None:

@@ -43,7 +43,7 @@ def test_the_five_shipped_policies_load_and_validate() -> None:
     assert not loaded["login"].consequential
     assert loaded["identity_check"].human_review.mode is ReviewMode.ALWAYS
     assert loaded["watchlist_search"].human_review.reviewers == 2
-    assert loaded["dataset_cleaning"].min_similarity == 85
+    assert loaded["dataset_cleaning"].min_similarity == 80
     assert loaded["dataset_cleaning"].human_review.mode is ReviewMode.BAND
     assert "Pose" in loaded["photo_tagging"].attributes
 

@@ -1,5 +1,6 @@
 """The `faceapi` command: the click group. Each command group is a module of this
-package (audit, blobs, collections, db, engine, imports, keys, policies, retention, reviews),
+package (audit, blobs, calibrate, collections, db, engine, imports, keys, policies, retention,
+reviews),
 registered here; each command takes its adapters from the composition root (common.py,
 bootstrap.py)."""
 
@@ -10,6 +11,7 @@ import click
 from faceapi import __version__
 from faceapi.entrypoints.cli.audit import audit
 from faceapi.entrypoints.cli.blobs import blobs
+from faceapi.entrypoints.cli.calibrate import calibrate
 from faceapi.entrypoints.cli.collections import collections
 from faceapi.entrypoints.cli.db import db
 from faceapi.entrypoints.cli.engine import engine
@@ -35,6 +37,7 @@ cli.add_command(collections)
 cli.add_command(reviews)
 cli.add_command(retention)
 cli.add_command(blobs)
+cli.add_command(calibrate)
 cli.add_command(engine)
 
 

@@ -14,7 +14,11 @@ from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace
 from faceapi.adapters.engines.local.models import RECOGNITION_FILE, Models, load_models
 from faceapi.adapters.engines.local.onnx_files import ensure_model
 from faceapi.adapters.engines.local.onnx_runtime import OnnxDescriptor
-from faceapi.adapters.engines.local.similarity import CALIBRATION_FILE, SimilarityMap
+from faceapi.adapters.engines.local.similarity import (
+    CALIBRATION_FILE,
+    SCALE_DESCRIPTION,
+    SimilarityMap,
+)
 from faceapi.config import Settings
 from faceapi.domain.errors import EngineUnavailable, InvalidParameter, NoFaceInSource
 from faceapi.domain.faces import (
@@ -106,8 +110,7 @@ class LocalEngine:
             detector=self._settings.detector,
             attributes=DETAIL_ATTRIBUTES,
             unsupported=UNCARRIED_ATTRIBUTES,
-            similarity=("calibrated on false-match rate: similarity 20 * -log10(FMR) up to 90, "
-                        "compressed above; 60 = FMR 1e-3, 80 = FMR 1e-4 (docs/accuracy.md)"),
+            similarity=SCALE_DESCRIPTION,
             notes=(
                 "Landmark left/right are the image's left/right "
                 "(eyeLeft is the subject's right eye).",

@@ -14,14 +14,22 @@ levels with at least MIN_PAIRS_PER_ANCHOR impostor pairs below them).
     model, fitted on the measured tail and continuous with it; it is an extrapolation.
     Above the last anchor (FMR 0.5) it continues with the last segment's slope.
 
-With L = -log10 FMR(d) (the "number of nines" of false-match protection):
-    S = 20 * L                                   for log10(2) <= L <= 4.5
-    S = 100 - 10 * exp(-(20 * L - 90) / 10)      for L > 4.5    (approaches 100)
-    S = 20 * l0 * exp((L - l0) / l0), l0=log10 2 for L < log10(2) (approaches 0)
-so S 20 = FMR 1e-1, S 40 = 1e-2, S 60 = 1e-3, S 80 = 1e-4, S 90 = 10^-4.5. Both ends
-are compressed with the same slope at the joins, so S is strictly monotone and smooth
-(in floating point, values closer than about 1e-13 to 0 or 100 can tie; with the
-shipped calibration S stays below 99.9 for every distance >= 0).
+With L = -log10 FMR(d) (the "number of nines" of false-match protection), scale
+version 2 keeps Rekognition's reading of the numbers (80 is the CompareFaces and
+SearchFacesByImage default, higher is stricter, 99 the strictest setting):
+    S = 100 - 20 * 20 ** (-(L - 3) / 2)          for L >= 3     (approaches 100)
+    S = 80 - K * (3 - L),  K = 10 ln 20 = 29.96  for L20 <= L <= 3
+    S = 20 * exp(K * (L - L20) / 20)             for L < L20    (approaches 0)
+with L20 = 3 - 60 / K (FMR about 0.1). So S 80 = FMR 1e-3 (the first measured anchor
+of the shared set, where its measured FMR is at most 1e-3), S 99 = FMR 1e-5, S 50 is
+about FMR 1e-2 and S 20 about 1e-1. 99 is the strictest point the engine offers
+honestly: the normal tail extrapolates two decades past the last measured anchor
+(1e-3) and no further; stricter points would mostly separate near-copies of one photo
+(descriptor noise: the JPEG/PNG/GIF/WebP copies in tests/data lie within d 0.14,
+similarity 99.5+, and d 0.2 is 99.0), not people. The joins have equal slopes, so S
+is strictly monotone and smooth, always in (0, 100) (in floating point, values closer
+than about 1e-13 to 0 or 100 can tie). Version 1 (S = 20 L, so 60 = FMR 1e-3) is gone;
+calibration.json records the scale version its tables were computed with.
 """
 
 from __future__ import annotations
@@ -34,9 +42,21 @@ from statistics import NormalDist
 from typing import Any
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-POINTS_PER_DECADE = 20.0
-KNEE = 90.0
-LOW_NINES = math.log10(2.0)  # FMR 0.5
+SCALE_VERSION = 2
+ANCHOR_NINES = 3.0  # FMR 1e-3 ...
+ANCHOR_SIMILARITY = 80.0  # ... is Rekognition's default threshold
+TOP_NINES = 5.0  # FMR 1e-5 ...
+TOP_SIMILARITY = 99.0  # ... is the strictest honest setting
+# The upper branch 100 - S = 20 * 20 ** (-(L - 3) / 2) has slope K at L = 3; the middle
+# branch keeps that slope so the join is smooth.
+_UPPER_BASE = math.log(100.0 - ANCHOR_SIMILARITY) / (TOP_NINES - ANCHOR_NINES)  # ln 20 / 2
+SLOPE = (100.0 - ANCHOR_SIMILARITY) * _UPPER_BASE  # 10 ln 20, points per decade
+LOW_SIMILARITY = 20.0
+LOW_NINES = ANCHOR_NINES - (ANCHOR_SIMILARITY - LOW_SIMILARITY) / SLOPE  # about FMR 0.1
+SCALE_DESCRIPTION = (
+    "calibrated on false-match rate (scale version 2, Rekognition-like): 80 = FMR 1e-3 "
+    "(measured), 50 about FMR 1e-2, 99 = FMR 1e-5 (extrapolated); higher is stricter "
+    "(docs/accuracy.md)")
 MIN_PAIRS_PER_ANCHOR = 5
 ANCHOR_LEVELS = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001,
                  0.0005, 0.0002, 0.0001)
@@ -55,24 +75,22 @@ def _log_normal_cdf(z: float) -> float:
 
 def nines_to_similarity(nines: float) -> float:
     """L = -log10 FMR -> similarity, strictly increasing, in (0, 100)."""
-    if nines < LOW_NINES:
-        low = POINTS_PER_DECADE * LOW_NINES
-        return low * math.exp(max((nines - LOW_NINES) / LOW_NINES, -700.0))
-    s = POINTS_PER_DECADE * nines
-    if s <= KNEE:
-        return s
-    return 100.0 - (100.0 - KNEE) * math.exp(-(s - KNEE) / (100.0 - KNEE))
+    if nines >= ANCHOR_NINES:
+        gap = (100.0 - ANCHOR_SIMILARITY) * math.exp(-_UPPER_BASE * (nines - ANCHOR_NINES))
+        return 100.0 - gap
+    if nines >= LOW_NINES:
+        return ANCHOR_SIMILARITY - SLOPE * (ANCHOR_NINES - nines)
+    return LOW_SIMILARITY * math.exp(max(SLOPE * (nines - LOW_NINES) / LOW_SIMILARITY, -700.0))
 
 
 def similarity_to_nines(similarity: float) -> float:
     """Inverse of nines_to_similarity for 0 < similarity < 100."""
-    low = POINTS_PER_DECADE * LOW_NINES
-    if similarity < low:
-        return LOW_NINES + LOW_NINES * math.log(similarity / low)
-    if similarity <= KNEE:
-        return similarity / POINTS_PER_DECADE
-    s = KNEE - (100.0 - KNEE) * math.log((100.0 - similarity) / (100.0 - KNEE))
-    return s / POINTS_PER_DECADE
+    if similarity >= ANCHOR_SIMILARITY:
+        return ANCHOR_NINES + math.log((100.0 - ANCHOR_SIMILARITY) / (100.0 - similarity)) \
+            / _UPPER_BASE
+    if similarity >= LOW_SIMILARITY:
+        return ANCHOR_NINES - (ANCHOR_SIMILARITY - similarity) / SLOPE
+    return LOW_NINES + LOW_SIMILARITY * math.log(similarity / LOW_SIMILARITY) / SLOPE
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,12 @@ class SimilarityMap:
 
     @classmethod
     def from_document(cls, data: dict[str, Any]) -> SimilarityMap:
+        # Tables and policies computed on another scale would be read with the wrong
+        # meaning: refuse (the engine then reports not ready) rather than guess.
+        scale = data.get("scale", {}).get("version", 1)
+        if scale != SCALE_VERSION:
+            raise ValueError(f"calibration made for similarity scale {scale}, "
+                             f"this code uses scale {SCALE_VERSION}")
         curve = data["curve"]
         return cls(anchors=tuple((float(d), float(lg)) for d, lg in curve["anchors"]),
                    sigma_low=float(curve["sigma_low"]), slope_high=float(curve["slope_high"]),
@@ -163,17 +187,52 @@ def fit_curve(impostor_distances: list[float]) -> dict[str, Any]:
             "tail_fit_max_fmr": TAIL_FIT_MAX_FMR, "min_pairs_per_anchor": MIN_PAIRS_PER_ANCHOR}
 
 
+MEANING_THRESHOLDS = (20, 40, *range(50, 100))
+HISTOGRAM_BIN = 2.0  # similarity points per histogram bin (50 bins over 0-100)
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    out = {}
+    for q in (5, 10, 25, 50, 75, 90, 95):
+        pos = (len(ordered) - 1) * q / 100.0
+        lo = int(pos)
+        hi = min(lo + 1, len(ordered) - 1)
+        out[f"p{q}"] = round(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo), 2)
+    return out
+
+
+def _histogram(values: list[float]) -> list[int]:
+    bins = round(100.0 / HISTOGRAM_BIN)
+    counts = [0] * bins
+    for v in values:
+        counts[min(int(v / HISTOGRAM_BIN), bins - 1)] += 1
+    return counts
+
+
 def calibration_document(model: str, impostor_distances: list[float],
                          genuine_distances: list[float], source: str) -> dict[str, Any]:
-    """The content of calibration.json: the curve plus the measured table."""
+    """The content of calibration.json: the curve plus the measured tables.
+
+    `similarity_meaning` gives, for every threshold 50-99 (and 20, 40), the curve's FMR
+    and the measured FMR and FNMR; `extrapolated` marks thresholds reached by fewer than
+    MIN_PAIRS_PER_ANCHOR impostor pairs, where the FMR the threshold stands for comes
+    from the curve's normal tail rather than from a count. `distributions` holds
+    histograms of the similarity of the genuine and impostor pairs (the console's
+    calibration plot is drawn from them)."""
     doc: dict[str, Any] = {
         "model": model,
         "source": source,
+        "scale": {"version": SCALE_VERSION, "description": SCALE_DESCRIPTION,
+                  "anchor": {"similarity": ANCHOR_SIMILARITY, "fmr": 10.0 ** -ANCHOR_NINES},
+                  "top": {"similarity": TOP_SIMILARITY, "fmr": 10.0 ** -TOP_NINES}},
         "impostor_pairs": len(impostor_distances),
         "genuine_pairs": len(genuine_distances),
         "map": ("log10 FMR(d) piecewise linear through impostor-distance quantiles; normal "
                 "tail below the first anchor, linear above the last; L = -log10 FMR; "
-                "S = 20 L for 0.5 >= FMR >= 10^-4.5, smoothly compressed toward 0 and 100"),
+                "S = 100 - 20 * 20^(-(L - 3)/2) for L >= 3 (80 = FMR 1e-3, 99 = FMR 1e-5), "
+                "linear with the same slope (29.96 points per decade) down to S 20, "
+                "compressed toward 0 below"),
         "curve": fit_curve(impostor_distances),
     }
     fitted = SimilarityMap.from_document(doc)
@@ -196,10 +255,23 @@ def calibration_document(model: str, impostor_distances: list[float],
         })
     doc["table"] = table
     doc["similarity_meaning"] = [
-        {"similarity": s, "distance": round(fitted.distance_at(s), 4),
-         "model_fmr": float(f"{10.0 ** -similarity_to_nines(s):.3g}"),
-         "measured_fmr": round(sum(1 for d in ds if fitted.similarity(d) >= s) / n, 6),
-         "fnmr": round(sum(1 for g in gs if fitted.similarity(g) < s) / len(gs), 4) if gs else None}
-        for s in (20, 40, 50, 60, 70, 80, 90, 95, 99)
+        {"similarity": t, "distance": round(fitted.distance_at(t), 4),
+         "model_fmr": float(f"{10.0 ** -similarity_to_nines(t):.3g}"),
+         "measured_fmr": round(sum(1 for d in ds if fitted.similarity(d) >= t) / n, 6),
+         "false_matches": sum(1 for d in ds if fitted.similarity(d) >= t),
+         "fnmr": round(sum(1 for g in gs if fitted.similarity(g) < t) / len(gs), 4) if gs else None,
+         # Fewer counted impostor pairs than an anchor needs: the FMR this threshold
+         # stands for comes from the curve's normal tail, not from a count.
+         "extrapolated": sum(1 for d in ds if fitted.similarity(d) >= t)
+         < MIN_PAIRS_PER_ANCHOR}
+        for t in MEANING_THRESHOLDS
     ]
+    genuine_scores = [fitted.similarity(g) for g in gs]
+    impostor_scores = [fitted.similarity(d) for d in ds]
+    if genuine_scores:
+        doc["genuine_similarity"] = _quantiles(genuine_scores)
+    doc["impostor_similarity"] = _quantiles(impostor_scores)
+    doc["distributions"] = {"bin_width": HISTOGRAM_BIN,
+                            "genuine": _histogram(genuine_scores),
+                            "impostor": _histogram(impostor_scores)}
     return doc

@@ -6,7 +6,9 @@ from typing import Any
 
 from flask import Response
 from flask_smorest import Blueprint
+from marshmallow import Schema, fields
 
+from faceapi.domain.errors import NotFound
 from faceapi.entrypoints.web.api.deps import use_cases
 from faceapi.entrypoints.web.api.schemas import CapabilitiesSchema, HealthSchema
 
@@ -39,6 +41,36 @@ def readyz() -> Any:
 def engine_info() -> Any:
     """The active engine: what it computes and what it never returns."""
     return use_cases().engine_capabilities()
+
+
+class CalibrationSchema(Schema):
+    """calibration.json as shipped: pair statistics only, no image or descriptor."""
+
+    model = fields.String()
+    source = fields.String()
+    scale = fields.Dict(metadata={"description": "scale version and its fixed points"})
+    impostor_pairs = fields.Integer()
+    genuine_pairs = fields.Integer()
+    map = fields.String()
+    curve = fields.Dict()
+    table = fields.List(fields.Dict())
+    similarity_meaning = fields.List(fields.Dict(), metadata={
+        "description": "per threshold: curve FMR, measured FMR and FNMR, extrapolated"})
+    genuine_similarity = fields.Dict()
+    impostor_similarity = fields.Dict()
+    distributions = fields.Dict()
+
+
+@blp.route("/v1/engine/calibration", methods=["GET"])
+@blp.response(200, CalibrationSchema)
+def engine_calibration() -> Any:
+    """What the local engine's similarity thresholds mean: the calibration it loaded
+    (measured FMR and FNMR per threshold, score histograms). 404 for an engine without
+    a local calibration (Rekognition)."""
+    document = use_cases().similarity_calibration()
+    if document is None:
+        raise NotFound("this engine publishes no local similarity calibration")
+    return document
 
 
 _DOCS_PAGE = """<!doctype html>

@@ -13,6 +13,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     # The page modules add their routes to the blueprint when imported.
     from faceapi.entrypoints.web.console import (  # noqa: F401
         audit_pages,
+        calibration_pages,
         collection_pages,
         overview,
         review_pages,

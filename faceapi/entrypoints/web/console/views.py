@@ -54,6 +54,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("console.audit", "Audit trail"),
     ("console.collections", "Collections"),
     ("console.policies", "Policies"),
+    ("console.calibration", "Calibration"),
 )
 
 
