@@ -9,7 +9,7 @@ only what its request says. The web app (`entrypoints/web/app.py`) and every CLI
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
 
@@ -26,6 +26,7 @@ from faceapi.adapters.private_files import PrivateFiles
 from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
 from faceapi.adapters.signing_keys import CheckpointSigner, signing_key_path
 from faceapi.adapters.store import Store
+from faceapi.adapters.webhook_sender import HttpWebhookSender
 from faceapi.config import Settings
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey
@@ -38,6 +39,7 @@ from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Capabilities, Comparison, Detection
 from faceapi.domain.liveness import Freshness
 from faceapi.domain.policies import Policy, PolicySet, PolicyVersion
+from faceapi.domain.webhooks import AddressRules, Delivery, DeliveryStatus, Webhook
 from faceapi.services import audit_trail, policy_history
 from faceapi.services import blob_check as blob_check_svc
 from faceapi.services import bulk_import as bulk_import_svc
@@ -53,6 +55,7 @@ from faceapi.services import review as review_svc
 from faceapi.services import search as search_svc
 from faceapi.services import sigv4 as sigv4_svc
 from faceapi.services import verify as verify_svc
+from faceapi.services import webhooks as webhooks_svc
 from faceapi.services.collections import RemoteFacesEraser
 from faceapi.services.erase import ErasureReport
 from faceapi.services.face_crops import FaceCropEraser
@@ -66,6 +69,7 @@ from faceapi.services.ports import (
     SearchIndex,
     SecretFileWriter,
     SubjectEraser,
+    WebhookSender,
     remote_collections,
 )
 from faceapi.services.retention import DecisionPseudonymiser, ReviewPseudonymiser
@@ -166,6 +170,19 @@ class Container:
         if remote is not None:
             erasers = (*erasers, RemoteFacesEraser(self.engine, remote))
         return erasers
+
+    @cached_property
+    def webhook_rules(self) -> AddressRules:
+        """Where review callbacks may go (FACEAPI_WEBHOOK_*)."""
+        s = self.settings
+        return AddressRules(hosts=s.webhook_allowed_hosts,
+                            networks=s.webhook_allowed_networks,
+                            http_loopback=s.webhook_allow_http_loopback)
+
+    @cached_property
+    def webhook_sender(self) -> WebhookSender:
+        return HttpWebhookSender(self.webhook_rules,
+                                 timeout_seconds=self.settings.webhook_timeout_seconds)
 
     @cached_property
     def use_cases(self) -> UseCases:
@@ -299,6 +316,43 @@ class UseCases:
         c = self._c
         return review_svc.get_decision(decision_id, actor=actor, uow=c.store.uow(),
                                        blobs=c.blobs, clock=c.clock)
+
+    # --- Review callbacks ---------------------------------------------------------------
+
+    def register_webhook(self, url: str, *, actor: Actor,
+                         request_id: str | None = None) -> webhooks_svc.RegisteredWebhook:
+        c = self._c
+        return webhooks_svc.register_webhook(url, actor=actor, uow=c.store.uow(),
+                                             clock=c.clock, rules=c.webhook_rules,
+                                             request_id=request_id)
+
+    def get_webhook(self, *, actor: Actor) -> Webhook:
+        return webhooks_svc.get_webhook(actor=actor, uow=self._c.store.uow())
+
+    def delete_webhook(self, *, actor: Actor, request_id: str | None = None) -> None:
+        webhooks_svc.delete_webhook(actor=actor, uow=self._c.store.uow(),
+                                    request_id=request_id)
+
+    def list_webhook_deliveries(self, *, actor: Actor, limit: int = 50,
+                                before: str | None = None,
+                                status: DeliveryStatus | None = None) -> list[Delivery]:
+        return webhooks_svc.list_deliveries(actor=actor, uow=self._c.store.uow(),
+                                            limit=limit, before=before, status=status)
+
+    def deliver_webhooks(self, render: Callable[[Decision], bytes], *,
+                         limit: int = webhooks_svc.DELIVERY_BATCH
+                         ) -> webhooks_svc.DeliveryReport:
+        """Send the due review callbacks once; `render` is the decision's JSON as
+        GET /v1/decisions/{id} shows it (the entry point's schema)."""
+        c = self._c
+        s = c.settings
+        return webhooks_svc.deliver_due(
+            uow_factory=c.store.uow, sender=c.webhook_sender, clock=c.clock, render=render,
+            settings=webhooks_svc.DeliverySettings(
+                max_attempts=s.webhook_max_attempts,
+                backoff_seconds=s.webhook_backoff_seconds,
+                lease_seconds=s.webhook_lease_seconds),
+            limit=limit)
 
     # --- Lockouts -----------------------------------------------------------------------
 

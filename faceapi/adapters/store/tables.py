@@ -296,3 +296,41 @@ policy_versions = Table(
     Column("first_loaded_at", DateTime(timezone=True), nullable=False),
     Column("audit_event_id", String(36), nullable=False),
 )
+
+# --- Review callbacks (revision 0014_webhooks, docs/webhooks.md) -----------------------
+# One webhook per API key: its URL and its HMAC signing secret, sealed with the server
+# key like SigV4 secrets (faceapi/adapters/secret_box.py), bound to the key's row.
+webhooks = Table(
+    "webhooks", metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret_sealed", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(64)),
+)
+
+# The outbox: one row per final decision to call back, written in the transaction that
+# made the decision final. A worker claims a row by setting `lease_until` (a conditional
+# UPDATE, so two workers never send one row at once) and records each attempt.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("key_id", String(16), nullable=False),
+    Column("decision_id", String(36), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_status_code", Integer),
+    Column("last_error", String(64)),
+)
+# One callback per final decision and key, whatever retries the finalising path makes.
+Index("ux_webhook_deliveries_decision", webhook_deliveries.c.decision_id,
+      webhook_deliveries.c.key_id, unique=True)
+Index("ix_webhook_deliveries_due", webhook_deliveries.c.status,
+      webhook_deliveries.c.next_attempt_at)
+Index("ix_webhook_deliveries_key", webhook_deliveries.c.key_id,
+      webhook_deliveries.c.created_at)

@@ -53,6 +53,7 @@ from faceapi.adapters.store.db import CHANGES_KEY, READ_ONLY, store_unavailable
 from faceapi.adapters.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsRepo, SqlReviewsRepo
 from faceapi.adapters.store.keys_repo import SqlApiKeyRepository
 from faceapi.adapters.store.policy_versions_repo import SqlPolicyVersionsRepo
+from faceapi.adapters.store.webhooks_repo import SqlWebhooksRepo
 from faceapi.domain.errors import FaceApiError
 
 R = TypeVar("R")
@@ -173,6 +174,15 @@ class SqlAlchemyUnitOfWork:
     @property
     def policy_versions(self) -> SqlPolicyVersionsRepo:
         return self._repo(SqlPolicyVersionsRepo)
+
+    @property
+    def webhooks(self) -> SqlWebhooksRepo:
+        repo = self._repos.get(SqlWebhooksRepo)
+        if repo is None:
+            # Webhook signing secrets are sealed with the store's secret box too.
+            repo = self._repos[SqlWebhooksRepo] = SqlWebhooksRepo(
+                self.conn, self._store.secret_box)
+        return repo  # type: ignore[no-any-return]
 
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)

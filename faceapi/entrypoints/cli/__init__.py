@@ -17,6 +17,7 @@ from faceapi.entrypoints.cli.keys import keys
 from faceapi.entrypoints.cli.policies import policies
 from faceapi.entrypoints.cli.retention import retention
 from faceapi.entrypoints.cli.reviews import reviews
+from faceapi.entrypoints.cli.webhooks import webhooks
 
 
 @click.group()
@@ -34,6 +35,7 @@ cli.add_command(collections)
 cli.add_command(reviews)
 cli.add_command(retention)
 cli.add_command(blobs)
+cli.add_command(webhooks)
 
 
 def main() -> None:

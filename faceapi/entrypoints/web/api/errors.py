@@ -53,6 +53,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "owner_already_voted": 403,
     "review_closed": 409,
     "unknown_candidate": 422,
+    "webhook_url_refused": 422,
+    "webhook_not_found": 404,
 }
 
 # Stable codes for plain HTTP errors (routing, method, body size ...).
