@@ -29,7 +29,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures: --db=postgresq
 )
 from tests.integration.verify_support import b64, enroll, make_collection, scripted, vector_at
 from tests.integration.webhook_support import Receiver, serve_receiver
-from tests.security.conftest import Http, http, live  # noqa: F401 (live server fixtures)
+from tests.security.conftest import Http, serve
 from tests.security.support import ALICE, audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +45,16 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
+def api(app: Flask) -> Iterator[Http]:
+    """The app on a live werkzeug server."""
+    server = serve(app)
+    try:
+        yield Http(server.url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     yield from serve_receiver()
 
@@ -55,24 +65,24 @@ def watch(app: Flask) -> None:
     enroll(app, "watch", "alice", ALICE)
 
 
-def register(http: Http, key: str, url: str) -> dict[str, Any]:
-    reply = http.request("PUT", "/v1/webhook", key=key, json_body={"url": url})
+def register(api: Http, key: str, url: str) -> dict[str, Any]:
+    reply = api.request("PUT", "/v1/webhook", key=key, json_body={"url": url})
     assert reply.status == 200, reply.body
     body: dict[str, Any] = reply.json()
     return body
 
 
-def verify(http: Http, key: str, engine: FakeEngine, policy: str = "identity_check") -> Any:
+def verify(api: Http, key: str, engine: FakeEngine, policy: str = "identity_check") -> Any:
     probe = scripted(engine, [vector_at(ALICE, 99.0)])
-    reply = http.post("/v1/verify", key=key, json_body={
+    reply = api.post("/v1/verify", key=key, json_body={
         "collection_id": "watch", "subject_id": "alice", "policy": policy,
         "image": b64(probe)})
     assert reply.status == 200, reply.body
     return reply.json()
 
 
-def confirm(http: Http, reviewer: str, review_id: str) -> None:
-    reply = http.post(f"/v1/reviews/{review_id}/decision", key=reviewer,
+def confirm(api: Http, reviewer: str, review_id: str) -> None:
+    reply = api.post(f"/v1/reviews/{review_id}/decision", key=reviewer,
                       json_body={"decision": "confirm", "reason": "same person"})
     assert reply.status == 200, reply.body
 
@@ -87,11 +97,11 @@ def outbox(app: Flask) -> list[dict[str, Any]]:
 
 
 def test_a_reviewed_decision_is_called_back_once_signed_with_what_its_requester_reads(
-        app: Flask, http: Http, make_key: KeyFactory, fake_engine: FakeEngine,
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
         receiver: Receiver) -> None:
     key = make_key("app")
-    secret = register(http, key, receiver.url)["secret"]
-    pending = verify(http, key, fake_engine)
+    secret = register(api, key, receiver.url)["secret"]
+    pending = verify(api, key, fake_engine)
     assert pending["outcome"] == "pending_review"
 
     # Pending: nothing is queued, nothing is sent.
@@ -99,7 +109,7 @@ def test_a_reviewed_decision_is_called_back_once_signed_with_what_its_requester_
     assert receiver.requests == []
     assert outbox(app) == []
 
-    confirm(http, make_key("reviewer"), pending["review_id"])
+    confirm(api, make_key("reviewer"), pending["review_id"])
     report = deliver(app)
     assert (report.delivered, report.retrying, report.failed) == (1, 0, 0)
     assert len(receiver.requests) == 1
@@ -109,7 +119,7 @@ def test_a_reviewed_decision_is_called_back_once_signed_with_what_its_requester_
     assert not got.signed_with("whsec_" + "0" * 64)
     assert got.headers["Faceapi-Event"] == "decision.final"
     # The body is the decision as GET /v1/decisions/{id} shows it to this key.
-    read = http.get(f"/v1/decisions/{pending['decision_id']}", key=key).json()
+    read = api.get(f"/v1/decisions/{pending['decision_id']}", key=key).json()
     assert got.json() == read
     assert read["outcome"] == "match"
     assert read["final"] is True
@@ -118,7 +128,7 @@ def test_a_reviewed_decision_is_called_back_once_signed_with_what_its_requester_
     assert deliver(app).delivered == 0
     assert len(receiver.requests) == 1
 
-    log = http.get("/v1/webhook/deliveries", key=key).json()["deliveries"]
+    log = api.get("/v1/webhook/deliveries", key=key).json()["deliveries"]
     assert [(d["delivery_id"], d["decision_id"], d["status"], d["attempts"],
              d["last_status_code"]) for d in log] == [
         (got.delivery_id, pending["decision_id"], "delivered", 1, 200)]
@@ -130,11 +140,11 @@ def test_a_reviewed_decision_is_called_back_once_signed_with_what_its_requester_
 
 
 def test_a_review_that_expires_is_called_back_as_rejected(
-        app: Flask, http: Http, make_key: KeyFactory, fake_engine: FakeEngine,
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
         clock: FakeClock, receiver: Receiver) -> None:
     key = make_key("app")
-    secret = register(http, key, receiver.url)["secret"]
-    pending = verify(http, key, fake_engine)
+    secret = register(api, key, receiver.url)["secret"]
+    pending = verify(api, key, fake_engine)
     clock.advance(hours=73)
     app.extensions["faceapi"].use_cases.sweep_reviews()
     assert deliver(app).delivered == 1
@@ -146,11 +156,11 @@ def test_a_review_that_expires_is_called_back_as_rejected(
 
 
 def test_a_decision_final_in_its_own_answer_is_not_called_back(
-        app: Flask, http: Http, make_key: KeyFactory, fake_engine: FakeEngine,
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
         receiver: Receiver) -> None:
     key = make_key("app")
-    register(http, key, receiver.url)
-    decision = verify(http, key, fake_engine, policy="login")
+    register(api, key, receiver.url)
+    decision = verify(api, key, fake_engine, policy="login")
     assert decision["final"] is True
     assert deliver(app).delivered == 0
     assert outbox(app) == []
@@ -158,12 +168,12 @@ def test_a_decision_final_in_its_own_answer_is_not_called_back(
 
 
 def test_a_failing_receiver_is_retried_after_a_backoff_then_given_up_and_audited(
-        app: Flask, http: Http, make_key: KeyFactory, fake_engine: FakeEngine,
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
         clock: FakeClock, receiver: Receiver) -> None:
     receiver.status = 500
     key = make_key("app")
-    register(http, key, receiver.url)
-    confirm(http, make_key("reviewer"), verify(http, key, fake_engine)["review_id"])
+    register(api, key, receiver.url)
+    confirm(api, make_key("reviewer"), verify(api, key, fake_engine)["review_id"])
     assert deliver(app).retrying == 1
     assert deliver(app).retrying == 0  # not due before its backoff
     assert len(receiver.requests) == 1
@@ -171,21 +181,21 @@ def test_a_failing_receiver_is_retried_after_a_backoff_then_given_up_and_audited
     assert deliver(app).failed == 1  # max attempts 2
     assert len(receiver.requests) == 2
     assert {r.delivery_id for r in receiver.requests} == {receiver.requests[0].delivery_id}
-    (row,) = http.get("/v1/webhook/deliveries", key=key).json()["deliveries"]
+    (row,) = api.get("/v1/webhook/deliveries", key=key).json()["deliveries"]
     assert (row["status"], row["attempts"], row["last_status_code"], row["last_error"]) == \
         ("failed", 2, 500, "http_status")
     assert [r["outcome"] for r in audit_rows(app, "webhook.delivery")] == \
         ["queued", "retrying", "failed"]
 
 
-def test_a_redirect_is_not_followed(app: Flask, http: Http, make_key: KeyFactory,
+def test_a_redirect_is_not_followed(app: Flask, api: Http, *, make_key: KeyFactory,
                                     fake_engine: FakeEngine, receiver: Receiver) -> None:
     receiver.status = 302
     key = make_key("app")
-    register(http, key, receiver.url)
-    confirm(http, make_key("reviewer"), verify(http, key, fake_engine)["review_id"])
+    register(api, key, receiver.url)
+    confirm(api, make_key("reviewer"), verify(api, key, fake_engine)["review_id"])
     assert deliver(app).retrying == 1
-    (row,) = http.get("/v1/webhook/deliveries", key=key).json()["deliveries"]
+    (row,) = api.get("/v1/webhook/deliveries", key=key).json()["deliveries"]
     assert (row["last_status_code"], row["last_error"]) == (302, "redirect_not_followed")
 
 
@@ -205,12 +215,12 @@ def _deliver_command(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 def test_a_deliverer_killed_mid_delivery_leaves_it_to_the_next_run_same_delivery_id(
-        app: Flask, http: Http, make_key: KeyFactory, fake_engine: FakeEngine,
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
         settings: Settings, receiver: Receiver) -> None:
     key = make_key("app")
-    secret = register(http, key, receiver.url)["secret"]
-    decision = verify(http, key, fake_engine)
-    confirm(http, make_key("reviewer"), decision["review_id"])
+    secret = register(api, key, receiver.url)["secret"]
+    decision = verify(api, key, fake_engine)
+    confirm(api, make_key("reviewer"), decision["review_id"])
 
     receiver.stall_first = True
     first = _deliver_command(settings)
@@ -244,3 +254,33 @@ def test_a_deliverer_killed_mid_delivery_leaves_it_to_the_next_run_same_delivery
     assert receiver.requests[0].body == receiver.requests[1].body
     (row,) = outbox(app)
     assert (row["status"], row["attempts"], row["last_status_code"]) == ("delivered", 2, 200)
+
+
+def test_the_outbox_row_commits_with_the_final_decision_or_not_at_all(
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
+        receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceapi.domain.decisions import Vote
+    from faceapi.services import review as review_svc
+    from faceapi.services.review import VoteRequest
+
+    key = make_key("app")
+    register(api, key, receiver.url)
+    pending = verify(api, key, fake_engine)
+    real = review_svc.enqueue_final
+
+    def crash_after_queueing(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise RuntimeError("the process dies before the commit")
+
+    monkeypatch.setattr(review_svc, "enqueue_final", crash_after_queueing)
+    reviewer = app.extensions["faceapi"].use_cases.authenticate(make_key("reviewer"))
+    vote = VoteRequest(review_id=pending["review_id"], vote=Vote.CONFIRM, reason="same")
+    with pytest.raises(RuntimeError):
+        app.extensions["faceapi"].use_cases.decide_review(vote, actor=reviewer)
+    assert outbox(app) == []
+    assert api.get(f"/v1/decisions/{pending['decision_id']}", key=key).json()["final"] \
+        is False
+
+    monkeypatch.setattr(review_svc, "enqueue_final", real)
+    app.extensions["faceapi"].use_cases.decide_review(vote, actor=reviewer)
+    assert [r["decision_id"] for r in outbox(app)] == [pending["decision_id"]]

@@ -59,7 +59,7 @@ def serve_receiver() -> Iterator[Receiver]:
     receiver: Receiver | None = None
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             assert receiver is not None
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
