@@ -98,6 +98,8 @@ collections = Table(
     Column("consent_required", Boolean, nullable=False, default=True),
     # Revision 0005_face_crops: keep a crop of each indexed face for reviewers.
     Column("keep_face_crops", Boolean, nullable=False, default=True),
+    # Revision 0014_webhooks: enrolling a photo with several faces: refuse | largest.
+    Column("multiple_faces", String(16), nullable=False, server_default="refuse"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Revision 0006_policy_binding: the verify/search policies that may be used on the
     # collection, sorted and comma-separated ("" binds none: everything is refused).

@@ -54,6 +54,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "review_closed": 409,
     "unknown_candidate": 422,
     "webhook_url_refused": 422,
+    "multiple_faces": 422,  # enrollment of a group photo where the collection refuses it
     "webhook_not_found": 404,
 }
 

@@ -1,6 +1,8 @@
 """Review callbacks (issue 17, item 1): a webhook per API key (its signing secret sealed
 with the server key) and the outbox of deliveries, written in the transaction that makes
-a reviewed decision final.
+a reviewed decision final. And group photos (item 7): a collection's rule for enrolling a
+photo with several faces, `refuse` for existing collections too (their REST enrollments
+indexed every face of a group photo under one subject before).
 
 Revision ID: 0014_webhooks
 Revises: 0013_liveness
@@ -18,6 +20,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("collections") as batch:
+        batch.add_column(sa.Column("multiple_faces", sa.String(16), nullable=False,
+                                   server_default="refuse"))
     op.create_table(
         "webhooks",
         sa.Column("key_id", sa.String(16), nullable=False),
@@ -57,3 +62,5 @@ def downgrade() -> None:
     op.drop_index("ux_webhook_deliveries_decision", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhooks")
+    with op.batch_alter_table("collections") as batch:
+        batch.drop_column("multiple_faces")
