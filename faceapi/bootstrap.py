@@ -297,6 +297,18 @@ class UseCases:
         self._counted(result.decision)
         return result
 
+    def search_every_face(self, req: search_svc.SearchRequest, *, actor: Actor,
+                          request_id: str | None = None) -> list[search_svc.SearchResult]:
+        """Photo tagging of a group photo: each face its own result and decision."""
+        c = self._c
+        results = search_svc.search_every_face(
+            req, actor=actor, engine=c.engine, uow=c.store.uow(), index=c.index,
+            policies=c.policies, clock=c.clock, blobs=c.blobs, decoder=c.decoder,
+            request_id=request_id)
+        for result in results:
+            self._counted(result.decision)
+        return results
+
     def search_by_face(self, req: search_svc.SearchByFaceRequest, *, actor: Actor,
                        request_id: str | None = None) -> search_svc.SearchResult:
         c = self._c
