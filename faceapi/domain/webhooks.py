@@ -140,6 +140,8 @@ def check_url(url: str, rules: AddressRules) -> SplitResult:
         raise _refuse("length")
     if any(ord(c) < 0x21 or ord(c) == 0x7f for c in url):
         raise _refuse("control_or_space")
+    if not url.isascii():  # IDN hosts as punycode, paths percent-encoded
+        raise _refuse("not_ascii")
     try:
         parts = urlsplit(url)
         port = parts.port

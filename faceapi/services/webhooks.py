@@ -256,7 +256,13 @@ def deliver_due(*, uow_factory: UnitOfWorkFactory, sender: WebhookSender, clock:
             uow.commit()  # the lease is held from here on, whatever happens to us
         if isinstance(prepared, str):
             continue
-        result = sender.send(prepared.url, prepared.body, prepared.headers)
+        try:
+            result = sender.send(prepared.url, prepared.body, prepared.headers)
+        except Exception:  # a sender bug must not wedge the outbox
+            # Recorded as a failed attempt (retried, then given up) rather than left
+            # leased and re-sent by every run until someone notices.
+            log.exception("webhook_send_crashed", delivery_id=prepared.delivery.id)
+            result = SendResult(None, "internal_error")
         _record(uow_factory(), prepared.delivery, result, now=clock.now(),
                 settings=settings, report=report)
     return report

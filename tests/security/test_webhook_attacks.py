@@ -200,3 +200,28 @@ def audit_rows_event() -> Any:
     from faceapi.domain.audit import Action, Actor, AuditEvent
     return AuditEvent(action=Action.WEBHOOK_DELIVERY, outcome="queued",
                       actor=Actor.system("tests"))
+
+
+def test_a_sender_that_crashes_records_a_failed_attempt_instead_of_wedging_the_outbox(
+        app: Flask, http: Http, make_key: KeyFactory, fake_engine: FakeEngine,
+        receiver: Receiver) -> None:
+    class Crashing:
+        def send(self, url: str, body: bytes, headers: Any) -> Any:
+            raise RuntimeError("a bug in the sender")
+
+    key = make_key("app")
+    http.request("PUT", "/v1/webhook", key=key, json_body={"url": receiver.url})
+    make_collection(app, "watch", ("identity_check",))
+    enroll(app, "watch", "alice", ALICE)
+    probe = scripted(fake_engine, [vector_at(ALICE, 99.0)])
+    decision = http.post("/v1/verify", key=key, json_body={
+        "collection_id": "watch", "subject_id": "alice", "policy": "identity_check",
+        "image": b64(probe)}).json()
+    http.post(f"/v1/reviews/{decision['review_id']}/decision", key=make_key("reviewer"),
+              json_body={"decision": "confirm", "reason": "same person"})
+    container = app.extensions["faceapi"]
+    container.webhook_sender = Crashing()
+    assert container.use_cases.deliver_webhooks(render_decision).retrying == 1
+    (row,) = http.get("/v1/webhook/deliveries", key=key).json()["deliveries"]
+    assert (row["status"], row["attempts"], row["last_error"]) == \
+        ("pending", 1, "internal_error")

@@ -101,3 +101,9 @@ def test_settings_refuse_http_loopback_in_production_and_bad_networks() -> None:
         Settings(webhook_timeout_seconds=10, webhook_lease_seconds=15)
     assert Settings.from_env({"FACEAPI_WEBHOOK_ALLOWED_HOSTS": "a.example.com, *.b.org"}
                              ).webhook_allowed_hosts == ("a.example.com", "*.b.org")
+
+
+def test_a_url_that_is_not_ascii_is_refused() -> None:
+    with pytest.raises(WebhookUrlRefused) as refused:
+        check_url("https://hooks.example.com/r\u00e9ception", RULES)
+    assert refused.value.details == {"reason": "not_ascii"}

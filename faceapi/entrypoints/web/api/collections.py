@@ -113,6 +113,9 @@ def delete_collection(collection_id: str) -> Any:
 @blp.route("/<collection_id>/faces", methods=["POST"])
 @blp.doc(requestBody=image_request_body(IndexFacesRequestSchema, ("image",)))
 @blp.response(200, IndexFacesResponseSchema)
+@blp.alt_response(422, description="multiple_faces: the photo shows several faces and the "
+                                   "collection's multiple_faces rule is refuse "
+                                   "(details.face_count); also validation and intake codes")
 def index_collection_faces(collection_id: str) -> Any:
     """Index the faces of an image under a subject (IndexFaces), with its consent."""
     loaded = load_body(IndexFacesRequestSchema(), ("image",))

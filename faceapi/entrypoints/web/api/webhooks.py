@@ -74,6 +74,9 @@ def _view(webhook: Webhook) -> dict[str, Any]:
 @blp.route("", methods=["PUT"])
 @blp.arguments(WebhookPutSchema)
 @blp.response(200, RegisteredWebhookSchema)
+@blp.alt_response(422, description="webhook_url_refused: not https, host not in "
+                                   "FACEAPI_WEBHOOK_ALLOWED_HOSTS, or a non-public address "
+                                   "(details.reason); audited")
 def put_webhook(args: dict[str, Any]) -> Any:
     """Register (or replace) the calling key's webhook; a new signing secret is made and
     shown once. A URL outside the allowed hosts, not https, or naming a private,
@@ -85,6 +88,7 @@ def put_webhook(args: dict[str, Any]) -> Any:
 
 @blp.route("", methods=["GET"])
 @blp.response(200, WebhookSchema)
+@blp.alt_response(404, description="webhook_not_found: this key has no webhook")
 def get_webhook() -> Any:
     """The calling key's webhook (never its secret); 404 `webhook_not_found` if none."""
     return _view(use_cases().get_webhook(actor=current_actor()))
@@ -92,6 +96,7 @@ def get_webhook() -> Any:
 
 @blp.route("", methods=["DELETE"])
 @blp.response(204)
+@blp.alt_response(404, description="webhook_not_found: this key has no webhook")
 def delete_webhook() -> None:
     """Remove the calling key's webhook; queued deliveries are cancelled."""
     use_cases().delete_webhook(actor=current_actor(), request_id=request_id())
