@@ -284,3 +284,24 @@ def test_the_outbox_row_commits_with_the_final_decision_or_not_at_all(
     monkeypatch.setattr(review_svc, "enqueue_final", real)
     app.extensions["faceapi"].use_cases.decide_review(vote, actor=reviewer)
     assert [r["decision_id"] for r in outbox(app)] == [pending["decision_id"]]
+
+
+def test_a_reviewed_search_is_called_back_once_after_its_second_reviewer(
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
+        receiver: Receiver) -> None:
+    make_collection(app, "list", ("watchlist_search",))
+    enroll(app, "list", "alice", ALICE)
+    key = make_key("app")
+    secret = register(api, key, receiver.url)["secret"]
+    probe = scripted(fake_engine, [vector_at(ALICE, 99.0)])
+    pending = api.post("/v1/collections/list/search", key=key, json_body={
+        "policy": "watchlist_search", "image": b64(probe)}).json()["decision"]
+    confirm(api, make_key("reviewer"), pending["review_id"])
+    assert deliver(app).delivered == 0  # one of two reviewers: still pending
+    confirm(api, make_key("reviewer"), pending["review_id"])
+    assert deliver(app).delivered == 1
+    (got,) = receiver.requests
+    assert got.signed_with(secret)
+    read = api.get(f"/v1/decisions/{pending['decision_id']}", key=key).json()
+    assert got.json() == read
+    assert (read["outcome"], read["matched_subject_id"]) == ("match", "alice")
