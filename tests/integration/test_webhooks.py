@@ -305,3 +305,19 @@ def test_a_reviewed_search_is_called_back_once_after_its_second_reviewer(
     read = api.get(f"/v1/decisions/{pending['decision_id']}", key=key).json()
     assert got.json() == read
     assert (read["outcome"], read["matched_subject_id"]) == ("match", "alice")
+
+
+def test_a_subject_erased_while_its_review_waits_is_called_back_without_its_ids(
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
+        receiver: Receiver) -> None:
+    key = make_key("app")
+    register(api, key, receiver.url)
+    pending = verify(api, key, fake_engine)
+    erased = api.delete("/v1/collections/watch/subjects/alice", key=make_key("admin"))
+    assert erased.status == 200, erased.body
+    assert deliver(app).delivered == 1
+    body = receiver.requests[0].json()
+    assert body["decision_id"] == pending["decision_id"]
+    assert (body["outcome"], body["reasons"][-1]) == ("rejected", "subject_erased")
+    assert "alice" not in receiver.requests[0].body.decode()
+    assert body == api.get(f"/v1/decisions/{pending['decision_id']}", key=key).json()
