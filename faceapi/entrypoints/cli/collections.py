@@ -52,6 +52,7 @@ def create_cmd(collection_id: str, description: str, no_consent: bool,  # noqa: 
             raise click.ClickException(f"{exc.code}: {exc.message}") from exc
     click.echo(f"created {collection.collection_id} ({collection.engine} "
                f"{collection.model_version}, consent required: {collection.consent_required}, "
+               f"multiple faces: {collection.multiple_faces.value}, "
                f"policies: {','.join(collection.policies)})")
 
 
