@@ -599,9 +599,13 @@ class FakeWebhooksRepo(_Repo):
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         return self._s.deliveries.get(delivery_id)
 
-    def finish(self, delivery: Delivery) -> None:
+    def finish(self, delivery: Delivery) -> bool:
+        stored = self._s.deliveries.get(delivery.id)
+        if stored is None or stored.lease_until != delivery.lease_until:
+            return False
         self._changed("webhook_deliveries")
         self._s.deliveries[delivery.id] = replace(delivery, lease_until=None)
+        return True
 
     def deliveries(self, key_id: str, *, limit: int, before: str | None = None,
                    status: DeliveryStatus | None = None) -> list[Delivery]:

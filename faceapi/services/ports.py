@@ -815,9 +815,10 @@ class WebhooksRepo(Protocol):
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         ...
 
-    def finish(self, delivery: Delivery) -> None:
+    def finish(self, delivery: Delivery) -> bool:
         """Store an attempt's result: status, next attempt, last status code and error;
-        the lease is released."""
+        the lease is released. Only while `delivery.lease_until` is still the row's
+        lease: False (nothing written) when it ran out and another worker claimed it."""
         ...
 
     def deliveries(self, key_id: str, *, limit: int, before: str | None = None,

@@ -273,18 +273,21 @@ def _record(uow: UnitOfWork, delivery: Delivery, result: SendResult, *, now: dat
     tried = replace(delivery, last_status_code=result.status_code,
                     last_error=None if result.ok else (result.error or "http_status"))
     if result.ok:
-        done = replace(tried, status=DeliveryStatus.DELIVERED, delivered_at=now)
-        outcome, report.delivered = "delivered", report.delivered + 1
+        done, outcome = replace(tried, status=DeliveryStatus.DELIVERED, delivered_at=now), \
+            "delivered"
     elif delivery.attempts >= settings.max_attempts:
-        done = replace(tried, status=DeliveryStatus.FAILED)
-        outcome, report.failed = "failed", report.failed + 1
+        done, outcome = replace(tried, status=DeliveryStatus.FAILED), "failed"
     else:
-        done = replace(tried, next_attempt_at=now + backoff(
-            delivery.attempts, base_seconds=settings.backoff_seconds))
-        outcome, report.retrying = "retrying", report.retrying + 1
+        done, outcome = replace(tried, next_attempt_at=now + backoff(
+            delivery.attempts, base_seconds=settings.backoff_seconds)), "retrying"
     with uow:
-        uow.webhooks.finish(done)
+        if not uow.webhooks.finish(done):
+            # Our lease ran out (a resolver slower than the lease allows) and another
+            # worker holds the delivery now: its outcome is the one recorded.
+            log.warning("webhook_lease_lost", delivery_id=done.id, outcome=outcome)
+            return
         uow.audit.append(_delivery_event(done, outcome, reason=done.last_error))
         uow.commit()
+    setattr(report, outcome, getattr(report, outcome) + 1)
     log.info("webhook_delivery", delivery_id=done.id, outcome=outcome,
              status_code=result.status_code, error=result.error, attempts=done.attempts)

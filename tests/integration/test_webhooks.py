@@ -321,3 +321,33 @@ def test_a_subject_erased_while_its_review_waits_is_called_back_without_its_ids(
     assert (body["outcome"], body["reasons"][-1]) == ("rejected", "subject_erased")
     assert "alice" not in receiver.requests[0].body.decode()
     assert body == api.get(f"/v1/decisions/{pending['decision_id']}", key=key).json()
+
+
+def test_a_worker_whose_lease_ran_out_mid_send_does_not_overwrite_the_next_workers_outcome(
+        app: Flask, api: Http, *, make_key: KeyFactory, fake_engine: FakeEngine,
+        clock: FakeClock, receiver: Receiver) -> None:
+    from faceapi.services.ports import SendResult
+
+    key = make_key("app")
+    register(api, key, receiver.url)
+    confirm(api, make_key("reviewer"), verify(api, key, fake_engine)["review_id"])
+    container = app.extensions["faceapi"]
+    real_sender = container.webhook_sender
+
+    class SlowThenOvertaken:
+        """The first worker's send outlives its lease; meanwhile a second worker
+        claims the delivery and delivers it."""
+
+        def send(self, url: str, body: bytes, headers: Any) -> SendResult:
+            clock.advance(seconds=WEBHOOK_SETTINGS["webhook_lease_seconds"] + 1)
+            container.webhook_sender = real_sender
+            assert deliver(app).delivered == 1  # the second worker
+            return SendResult(500, "http_status")  # what the first one saw, late
+
+    container.webhook_sender = SlowThenOvertaken()
+    first = deliver(app)
+    assert (first.delivered, first.retrying) == (0, 0)  # its outcome was not recorded
+    (row,) = outbox(app)
+    assert (row["status"], row["attempts"], row["last_status_code"]) == ("delivered", 2, 200)
+    assert [r["outcome"] for r in audit_rows(app, "webhook.delivery")] == \
+        ["queued", "delivered"]

@@ -131,14 +131,17 @@ class SqlWebhooksRepo:
                                  .where(webhook_deliveries.c.id == delivery_id)).first()
         return None if row is None else _delivery(row)
 
-    def finish(self, delivery: Delivery) -> None:
-        self._conn.execute(update(webhook_deliveries)
-                           .where(webhook_deliveries.c.id == delivery.id)
-                           .values(status=delivery.status.value,
-                                   next_attempt_at=delivery.next_attempt_at,
-                                   lease_until=None, delivered_at=delivery.delivered_at,
-                                   last_status_code=delivery.last_status_code,
-                                   last_error=delivery.last_error))
+    def finish(self, delivery: Delivery) -> bool:
+        held = (webhook_deliveries.c.lease_until.is_(None) if delivery.lease_until is None
+                else webhook_deliveries.c.lease_until == delivery.lease_until)
+        result = self._conn.execute(
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == delivery.id, held)
+            .values(status=delivery.status.value, next_attempt_at=delivery.next_attempt_at,
+                    lease_until=None, delivered_at=delivery.delivered_at,
+                    last_status_code=delivery.last_status_code,
+                    last_error=delivery.last_error))
+        return result.rowcount == 1
 
     def deliveries(self, key_id: str, *, limit: int, before: str | None = None,
                    status: DeliveryStatus | None = None) -> list[Delivery]:
