@@ -48,26 +48,6 @@ class EngineMismatch(FaceApiError):
     code = "engine_mismatch"
 
 
-@dataclass(frozen=True)
-class Collection:
-    collection_id: str
-    description: str
-    engine: str
-    model_version: str
-    created_at: datetime
-    # Bumped on every change to the collection's faces; search indexes compare it.
-    version: int = 0
-    consent_required: bool = True
-    # Keep a small JPEG crop of each indexed face for reviewers (services/face_crops.py).
-    keep_face_crops: bool = True
-    # The verify and search policies that may be used on this collection (sorted names).
-    # Empty: none may, so every verify and search is refused (fail closed).
-    policies: tuple[str, ...] = ()
-    # What enrolling a photo with several faces does (REST and `faceapi import`;
-    # docs/collections.md, "Group photos"): refuse it, or take the largest face and say so.
-    multiple_faces: MultipleFaces = field(default_factory=lambda: MultipleFaces.REFUSE)
-
-
 class MultipleFaces(StrEnum):
     """A collection's rule for enrolling a photo that shows more than one face."""
 
@@ -86,6 +66,26 @@ def multiple_faces_warning(face_count: int) -> str:
     """The warning an enrollment under the `largest` rule (or an explicit max_faces that
     left faces out) carries."""
     return f"multiple_faces: the photo shows {face_count} faces; only the largest was enrolled"
+
+
+@dataclass(frozen=True)
+class Collection:
+    collection_id: str
+    description: str
+    engine: str
+    model_version: str
+    created_at: datetime
+    # Bumped on every change to the collection's faces; search indexes compare it.
+    version: int = 0
+    consent_required: bool = True
+    # Keep a small JPEG crop of each indexed face for reviewers (services/face_crops.py).
+    keep_face_crops: bool = True
+    # The verify and search policies that may be used on this collection (sorted names).
+    # Empty: none may, so every verify and search is refused (fail closed).
+    policies: tuple[str, ...] = ()
+    # What enrolling a photo with several faces does (REST and `faceapi import`;
+    # docs/collections.md, "Group photos"): refuse it, or take the largest face and say so.
+    multiple_faces: MultipleFaces = MultipleFaces.REFUSE
 
 
 class PolicyNotBound(Forbidden):
