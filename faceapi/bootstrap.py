@@ -10,7 +10,7 @@ only what its request says. The web app (`entrypoints/web/app.py`) and every CLI
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -28,6 +28,7 @@ from faceapi.adapters.private_files import PrivateFiles
 from faceapi.adapters.search.index import BruteForceIndex, StoreIndexSource
 from faceapi.adapters.signing_keys import CheckpointSigner, signing_key_path
 from faceapi.adapters.store import Store
+from faceapi.adapters.webhook_sender import HttpWebhookSender
 from faceapi.config import Settings
 from faceapi.domain import access
 from faceapi.domain.access import ApiKey
@@ -40,6 +41,7 @@ from faceapi.domain.errors import FaceApiError
 from faceapi.domain.faces import Capabilities, Comparison, Detection
 from faceapi.domain.liveness import Freshness
 from faceapi.domain.policies import Policy, PolicySet, PolicyVersion
+from faceapi.domain.webhooks import AddressRules, Delivery, DeliveryStatus, Webhook
 from faceapi.services import audit_trail, policy_history
 from faceapi.services import blob_check as blob_check_svc
 from faceapi.services import bulk_import as bulk_import_svc
@@ -56,6 +58,7 @@ from faceapi.services import review as review_svc
 from faceapi.services import search as search_svc
 from faceapi.services import sigv4 as sigv4_svc
 from faceapi.services import verify as verify_svc
+from faceapi.services import webhooks as webhooks_svc
 from faceapi.services.collections import RemoteFacesEraser
 from faceapi.services.erase import ErasureReport
 from faceapi.services.face_crops import FaceCropEraser
@@ -69,6 +72,7 @@ from faceapi.services.ports import (
     SearchIndex,
     SecretFileWriter,
     SubjectEraser,
+    WebhookSender,
     remote_collections,
 )
 from faceapi.services.retention import DecisionPseudonymiser, ReviewPseudonymiser
@@ -195,6 +199,19 @@ class Container:
         return erasers
 
     @cached_property
+    def webhook_rules(self) -> AddressRules:
+        """Where review callbacks may go (FACEAPI_WEBHOOK_*)."""
+        s = self.settings
+        return AddressRules(hosts=s.webhook_allowed_hosts,
+                            networks=s.webhook_allowed_networks,
+                            http_loopback=s.webhook_allow_http_loopback)
+
+    @cached_property
+    def webhook_sender(self) -> WebhookSender:
+        return HttpWebhookSender(self.webhook_rules,
+                                 timeout_seconds=self.settings.webhook_timeout_seconds)
+
+    @cached_property
     def use_cases(self) -> UseCases:
         """Every use case with these adapters bound."""
         return UseCases(self)
@@ -316,6 +333,18 @@ class UseCases:
         self._counted(result.decision)
         return result
 
+    def search_every_face(self, req: search_svc.SearchRequest, *, actor: Actor,
+                          request_id: str | None = None) -> list[search_svc.SearchResult]:
+        """Photo tagging of a group photo: each face its own result and decision."""
+        c = self._c
+        results = search_svc.search_every_face(
+            req, actor=actor, engine=c.engine, uow=c.store.uow(), index=c.index,
+            policies=c.policies, clock=c.clock, blobs=c.blobs, decoder=c.decoder,
+            request_id=request_id)
+        for result in results:
+            self._counted(result.decision)
+        return results
+
     def search_by_face(self, req: search_svc.SearchByFaceRequest, *, actor: Actor,
                        request_id: str | None = None) -> search_svc.SearchResult:
         c = self._c
@@ -335,6 +364,43 @@ class UseCases:
         c = self._c
         return review_svc.get_decision(decision_id, actor=actor, uow=c.store.uow(),
                                        blobs=c.blobs, clock=c.clock)
+
+    # --- Review callbacks ---------------------------------------------------------------
+
+    def register_webhook(self, url: str, *, actor: Actor,
+                         request_id: str | None = None) -> webhooks_svc.RegisteredWebhook:
+        c = self._c
+        return webhooks_svc.register_webhook(url, actor=actor, uow=c.store.uow(),
+                                             clock=c.clock, rules=c.webhook_rules,
+                                             request_id=request_id)
+
+    def get_webhook(self, *, actor: Actor) -> Webhook:
+        return webhooks_svc.get_webhook(actor=actor, uow=self._c.store.uow())
+
+    def delete_webhook(self, *, actor: Actor, request_id: str | None = None) -> None:
+        webhooks_svc.delete_webhook(actor=actor, uow=self._c.store.uow(),
+                                    request_id=request_id)
+
+    def list_webhook_deliveries(self, *, actor: Actor, limit: int = 50,
+                                before: str | None = None,
+                                status: DeliveryStatus | None = None) -> list[Delivery]:
+        return webhooks_svc.list_deliveries(actor=actor, uow=self._c.store.uow(),
+                                            limit=limit, before=before, status=status)
+
+    def deliver_webhooks(self, render: Callable[[Decision], bytes], *,
+                         limit: int = webhooks_svc.DELIVERY_BATCH
+                         ) -> webhooks_svc.DeliveryReport:
+        """Send the due review callbacks once; `render` is the decision's JSON as
+        GET /v1/decisions/{id} shows it (the entry point's schema)."""
+        c = self._c
+        s = c.settings
+        return webhooks_svc.deliver_due(
+            uow_factory=c.store.uow, sender=c.webhook_sender, clock=c.clock, render=render,
+            settings=webhooks_svc.DeliverySettings(
+                max_attempts=s.webhook_max_attempts,
+                backoff_seconds=s.webhook_backoff_seconds,
+                lease_seconds=s.webhook_lease_seconds),
+            limit=limit)
 
     # --- Lockouts -----------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ composition root (create_app) or the CLI, and the frozen result is passed down.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -125,6 +126,20 @@ class Settings:
     liveness_issuers: Path = Path("")
     liveness_max_age_seconds: int = 120  # an attestation older than this is expired
     liveness_clock_skew_seconds: int = 10  # how far an issuer's clock may run ahead
+    # Review callbacks (docs/webhooks.md): the hosts a key may register a webhook at
+    # (names or IP literals, "*.example.com" for subdomains; empty: none), the
+    # non-public networks a callback may reach (CIDRs; every other address must be
+    # global), plain http to 127.0.0.1 (development and tests only, refused in
+    # production), and the delivery worker's bounds.
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_allowed_networks: tuple[str, ...] = ()
+    webhook_allow_http_loopback: bool = False
+    webhook_timeout_seconds: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: int = 30
+    # How long a worker holds a claimed delivery: a worker that dies mid-send leaves it
+    # to the next run after this; longer than an attempt can take (2 x timeout + DNS).
+    webhook_lease_seconds: int = 60
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -160,6 +175,23 @@ class Settings:
             raise ConfigError("FACEAPI_LIVENESS_MAX_AGE_SECONDS: 1-3600 (seconds)")
         if not 0 <= self.liveness_clock_skew_seconds <= 300:
             raise ConfigError("FACEAPI_LIVENESS_CLOCK_SKEW_SECONDS: 0-300 (seconds)")
+        for network in self.webhook_allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"FACEAPI_WEBHOOK_ALLOWED_NETWORKS: not a CIDR: "
+                                  f"{network!r}") from None
+        if self.webhook_allow_http_loopback and self.env == "production":
+            raise ConfigError("FACEAPI_WEBHOOK_ALLOW_HTTP_LOOPBACK: not in production")
+        if not 0.5 <= self.webhook_timeout_seconds <= 60:
+            raise ConfigError("FACEAPI_WEBHOOK_TIMEOUT_SECONDS: 0.5-60 (seconds)")
+        if not 1 <= self.webhook_max_attempts <= 30:
+            raise ConfigError("FACEAPI_WEBHOOK_MAX_ATTEMPTS: 1-30")
+        if not 2 * self.webhook_timeout_seconds + 2 <= self.webhook_lease_seconds <= 3600:
+            raise ConfigError("FACEAPI_WEBHOOK_LEASE_SECONDS: at least twice "
+                              "FACEAPI_WEBHOOK_TIMEOUT_SECONDS plus 2, at most 3600")
+        if not 1 <= self.webhook_backoff_seconds <= 3600:
+            raise ConfigError("FACEAPI_WEBHOOK_BACKOFF_SECONDS: 1-3600 (seconds)")
         host, _, port = self.metrics_bind.rpartition(":")
         if self.metrics_bind and not (host and port.isdigit() and 0 < int(port) < 65536):
             raise ConfigError(f"FACEAPI_METRICS_BIND: expected host:port (127.0.0.1:9100), "

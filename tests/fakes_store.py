@@ -42,6 +42,7 @@ from faceapi.domain.errors import FaceApiError, NotFound
 from faceapi.domain.liveness import AttestationReplayed, LivenessStatus
 from faceapi.domain.lockout import LockoutKey, LockoutState
 from faceapi.domain.policies import PolicyVersion
+from faceapi.domain.webhooks import Delivery, DeliveryStatus, Webhook
 from faceapi.services.ports import IdempotencyRecord, SearchHit
 from tests.fakes_audit import FakeAuditLog
 
@@ -68,6 +69,8 @@ class StoreState:
     sigv4_secrets: dict[str, str] = field(default_factory=dict)
     policy_versions: dict[tuple[str, str], PolicyVersion] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
+    webhooks: dict[str, tuple[Webhook, str]] = field(default_factory=dict)
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
 
 
 class _Repo:
@@ -606,6 +609,72 @@ class FakeIdempotencyRepo(_Repo):
         return len(hit)
 
 
+class FakeWebhooksRepo(_Repo):
+    """WebhooksRepo in memory (the SQL one: faceapi/adapters/store/webhooks_repo.py)."""
+
+    def put(self, webhook: Webhook, secret: str) -> None:
+        self._changed("webhooks")
+        self._s.webhooks[webhook.key_id] = (webhook, secret)
+
+    def get(self, key_id: str) -> Webhook | None:
+        found = self._s.webhooks.get(key_id)
+        return None if found is None else found[0]
+
+    def secret(self, key_id: str) -> str | None:
+        found = self._s.webhooks.get(key_id)
+        return None if found is None else found[1]
+
+    def delete(self, key_id: str) -> bool:
+        self._changed("webhooks")
+        return self._s.webhooks.pop(key_id, None) is not None
+
+    def enqueue(self, delivery: Delivery) -> bool:
+        if any(d.decision_id == delivery.decision_id and d.key_id == delivery.key_id
+               for d in self._s.deliveries.values()):
+            return False
+        self._changed("webhook_deliveries")
+        self._s.deliveries[delivery.id] = delivery
+        return True
+
+    def _due(self, d: Delivery, now: datetime) -> bool:
+        return (d.status is DeliveryStatus.PENDING and d.next_attempt_at <= now
+                and (d.lease_until is None or d.lease_until <= now))
+
+    def due(self, now: datetime, limit: int) -> list[Delivery]:
+        found = [d for d in self._s.deliveries.values() if self._due(d, now)]
+        return sorted(found, key=lambda d: (d.next_attempt_at, d.id))[:limit]
+
+    def claim(self, delivery_id: str, now: datetime, lease_until: datetime) -> bool:
+        d = self._s.deliveries.get(delivery_id)
+        if d is None or not self._due(d, now):
+            return False
+        self._s.deliveries[delivery_id] = replace(d, lease_until=lease_until,
+                                                  attempts=d.attempts + 1,
+                                                  last_attempt_at=now)
+        return True
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        return self._s.deliveries.get(delivery_id)
+
+    def finish(self, delivery: Delivery) -> bool:
+        stored = self._s.deliveries.get(delivery.id)
+        if stored is None or stored.lease_until != delivery.lease_until:
+            return False
+        self._changed("webhook_deliveries")
+        self._s.deliveries[delivery.id] = replace(delivery, lease_until=None)
+        return True
+
+    def deliveries(self, key_id: str, *, limit: int, before: str | None = None,
+                   status: DeliveryStatus | None = None) -> list[Delivery]:
+        found = sorted((d for d in self._s.deliveries.values() if d.key_id == key_id
+                        and (status is None or d.status is status)),
+                       key=lambda d: (d.created_at, d.id), reverse=True)
+        if before is not None:
+            ids = [d.id for d in found]
+            found = found[ids.index(before) + 1:] if before in ids else []
+        return found[:limit]
+
+
 class FakeStoreUnitOfWork:
     """One transaction over a FakeStore (the UnitOfWork port)."""
 
@@ -699,6 +768,10 @@ class FakeStoreUnitOfWork:
     @property
     def policy_versions(self) -> FakePolicyVersionsRepo:
         return FakePolicyVersionsRepo(self)
+
+    @property
+    def webhooks(self) -> FakeWebhooksRepo:
+        return FakeWebhooksRepo(self)
 
 
 @dataclass

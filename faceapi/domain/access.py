@@ -118,6 +118,12 @@ PERMISSIONS: dict[str, Rule] = {
     "verify.compare_pair": frozenset({APP, OPERATOR, ADMIN}),
     # Apps read their own decisions (the service checks the requester key).
     "verify.get_decision_view": frozenset({APP, REVIEWER, AUDITOR, ADMIN}),
+    # Review callbacks: a key manages its own webhook and reads its own delivery log
+    # (/v1/webhook names no other key); the roles that can request decisions.
+    "webhooks.put_webhook": frozenset({APP, OPERATOR, ADMIN}),
+    "webhooks.get_webhook": frozenset({APP, OPERATOR, ADMIN}),
+    "webhooks.delete_webhook": frozenset({APP, OPERATOR, ADMIN}),
+    "webhooks.list_webhook_deliveries": frozenset({APP, OPERATOR, ADMIN}),
     # The review queue and its evidence images are the reviewers' alone.
     "reviews.list_review_queue": frozenset({REVIEWER}),
     "reviews.get_review_item": frozenset({REVIEWER}),
@@ -302,6 +308,16 @@ def can_read(actor: audit.Actor, collection_id: str | None, policy_name: str | N
     the actor's read scope."""
     return (_inside(collection_filter(actor), collection_id)
             and _inside(policy_filter(actor), policy_name))
+
+
+def can_read_decision(actor: audit.Actor, requester_key_id: str | None,
+                      collection_id: str | None, policy_name: str | None) -> bool:
+    """GET /v1/decisions/{id}: apps read their own decisions only; other roles those
+    their scope covers (a compare names no collection: collection-scoped keys do not see
+    it). The review callbacks send a decision to its requester under the same rule."""
+    if actor.role == APP:
+        return requester_key_id is not None and requester_key_id == actor.key_id
+    return can_read(actor, collection_id, policy_name)
 
 
 def collection_named(resource: str | None, details: Mapping[str, object]) -> str | None:

@@ -52,6 +52,9 @@ class Action(StrEnum):
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_SIGNING_KEY_ROTATED = "audit.signing_key.rotated"
     RETENTION_RUN = "retention.run"
+    WEBHOOK_REGISTER = "webhook.register"
+    WEBHOOK_DELETE = "webhook.delete"
+    WEBHOOK_DELIVERY = "webhook.delivery"
 
 
 ROLES = frozenset({"app", "operator", "reviewer", "auditor", "admin", "system", "none"})

@@ -48,6 +48,26 @@ class EngineMismatch(FaceApiError):
     code = "engine_mismatch"
 
 
+class MultipleFaces(StrEnum):
+    """A collection's rule for enrolling a photo that shows more than one face."""
+
+    REFUSE = "refuse"  # 422 `multiple_faces`, naming the count; nothing is enrolled
+    LARGEST = "largest"  # the largest face is enrolled, with a warning
+
+
+class MultipleFacesInPhoto(FaceApiError):
+    """Enrollment of a photo showing several faces into a collection whose rule is
+    `refuse`: which face is the subject's cannot be told."""
+
+    code = "multiple_faces"
+
+
+def multiple_faces_warning(face_count: int) -> str:
+    """The warning an enrollment under the `largest` rule (or an explicit max_faces that
+    left faces out) carries."""
+    return f"multiple_faces: the photo shows {face_count} faces; only the largest was enrolled"
+
+
 @dataclass(frozen=True)
 class Collection:
     collection_id: str
@@ -63,6 +83,9 @@ class Collection:
     # The verify and search policies that may be used on this collection (sorted names).
     # Empty: none may, so every verify and search is refused (fail closed).
     policies: tuple[str, ...] = ()
+    # What enrolling a photo with several faces does (REST and `faceapi import`;
+    # docs/collections.md, "Group photos"): refuse it, or take the largest face and say so.
+    multiple_faces: MultipleFaces = MultipleFaces.REFUSE
 
 
 class PolicyNotBound(Forbidden):

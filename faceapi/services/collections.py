@@ -25,6 +25,7 @@ from faceapi.domain.collections import (
     Consent,
     ConsentBasis,
     EngineMismatch,
+    MultipleFaces,
     StoredFace,
     Subject,
     valid_id,
@@ -78,6 +79,7 @@ class CreateCollectionRequest:
     keep_face_crops: bool = True
     # The verify/search policies that may be used on it; None: the configured default.
     policies: tuple[str, ...] | None = None
+    multiple_faces: MultipleFaces = MultipleFaces.REFUSE
 
 
 def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: FaceEngine,
@@ -96,7 +98,8 @@ def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: Fac
                             engine=engine.name, model_version=engine.model_version,
                             created_at=clock.now(), version=0,
                             consent_required=req.consent_required,
-                            keep_face_crops=req.keep_face_crops, policies=bound)
+                            keep_face_crops=req.keep_face_crops, policies=bound,
+                            multiple_faces=req.multiple_faces)
     remote = remote_collections(engine)
     if remote is not None:
         with uow:
@@ -113,6 +116,7 @@ def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: Fac
                 model_version=engine.model_version,
                 details={"consent_required": req.consent_required,
                          "keep_face_crops": req.keep_face_crops,
+                         "multiple_faces": req.multiple_faces.value,
                          "policies": list(bound)}))
             uow.commit()
     except BaseException:

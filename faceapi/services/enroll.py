@@ -12,6 +12,8 @@ from faceapi.domain.clock import Clock
 from faceapi.domain.collections import (
     Collection,
     ConsentRequired,
+    MultipleFaces,
+    MultipleFacesInPhoto,
     QualityFilter,
     StoredFace,
     Subject,
@@ -19,6 +21,7 @@ from faceapi.domain.collections import (
     consent_expired_error,
     consent_lapsed,
     embedding_to_bytes,
+    multiple_faces_warning,
     quality_reasons,
 )
 from faceapi.domain.engine_values import NotIndexedFace
@@ -58,6 +61,11 @@ class IndexFacesRequest:
     quality_filter: QualityFilter = QualityFilter.AUTO
     consent: ConsentInput | None = None
     attributes: Attributes = Attributes.DEFAULT
+    # True (REST and `faceapi import` without max_faces): a photo with several faces
+    # follows the collection's `multiple_faces` rule (refuse, or the largest face with
+    # a warning). False: Rekognition's IndexFaces semantics (the emulator, an explicit
+    # max_faces): the largest faces up to max_faces, the rest in unindexed_faces.
+    collection_rule: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class IndexFacesResult:
     orientation_correction: OrientationCorrection | None
     image_sha256: str
     audit_event_id: str
+    warnings: tuple[str, ...] = ()
 
 
 def select_faces(faces: list[EmbeddedFace], quality_filter: QualityFilter,
@@ -150,13 +159,17 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
 
     image = decoder.decode(req.image)
     remote = remote_collections(engine)
-    found = (_index_remote(remote, req, image) if remote is not None
-             else _index_local(engine, req, image))
+    # Under the collection's rule one face at most is enrolled, whatever the rule says.
+    engine_req = replace(req, max_faces=1) if req.collection_rule else req
+    found = (_index_remote(remote, engine_req, image) if remote is not None
+             else _index_local(engine, engine_req, image))
     remote_ids = [f.engine_face_id for f, _ in found.faces if f.engine_face_id]
     now = clock.now()
     records: list[FaceRecord] = []
     crops: dict[str, bytes] = {}
     try:
+        warnings = _group_photo(req, collection, found, actor=actor, engine=engine,
+                                uow=uow, sha256=image.sha256)
         records, unindexed = _face_records(req, collection, image, found, now)
         if collection.keep_face_crops:
             crops = _face_crops(image, records, found)
@@ -183,7 +196,37 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
     return IndexFacesResult(face_records=records, unindexed_faces=unindexed,
                             face_model_version=engine.model_version,
                             orientation_correction=found.orientation_correction,
-                            image_sha256=image.sha256, audit_event_id=event_id)
+                            image_sha256=image.sha256, audit_event_id=event_id,
+                            warnings=warnings)
+
+
+def _group_photo(req: IndexFacesRequest, collection: Collection, found: _Found, *,
+                 actor: Actor, engine: FaceEngine, uow: UnitOfWork,
+                 sha256: str) -> tuple[str, ...]:
+    """A photo with several faces, said plainly: refused (audited, 422 naming the count)
+    when the collection's rule is `refuse`, else the warning the answer carries. Counted
+    are the faces that pass the quality filter (any could be the subject's); a tiny face
+    in the background that could not be enrolled anyway changes nothing."""
+    left_out = sum(UnindexedReason.EXCEEDS_MAX_FACES in u.reasons for u in found.unindexed)
+    face_count = len(found.faces) + left_out
+    if face_count <= 1:
+        return ()
+    if req.collection_rule and collection.multiple_faces is MultipleFaces.REFUSE:
+        with uow:
+            uow.audit.append(AuditEvent(
+                action=Action.FACE_INDEX, outcome="refused", actor=actor,
+                resource=resource(collection.collection_id, req.subject_id),
+                subject_id=req.subject_id, engine=engine.name,
+                model_version=engine.model_version, input_digests=(sha256,),
+                reason=MultipleFacesInPhoto.code,
+                scores={"face_count": face_count}))
+            uow.commit()
+        raise MultipleFacesInPhoto(
+            f"the photo shows {face_count} faces; collection "
+            f"{collection.collection_id!r} enrolls photos of one face only "
+            "(multiple_faces: refuse)",
+            details={"face_count": face_count, "collection_id": collection.collection_id})
+    return (multiple_faces_warning(face_count),) if left_out else ()
 
 
 def _check_request(req: IndexFacesRequest, now: datetime) -> None:
@@ -271,7 +314,10 @@ def _write_enrollment(req: IndexFacesRequest, records: list[FaceRecord],
             scores={"face_count": found.face_count, "indexed_count": len(records),
                     "unindexed_count": len(unindexed)},
             details={"face_ids": [r.face.face_id for r in records][:16],
-                     "quality_filter": req.quality_filter.value}))
+                     "quality_filter": req.quality_filter.value,
+                     **({"warning": "multiple_faces"} if any(
+                         UnindexedReason.EXCEEDS_MAX_FACES in u.reasons for u in unindexed)
+                        else {})}))
         uow.commit()
     return records, event.id
 

@@ -43,6 +43,7 @@ from faceapi.domain.images import DecodedImage
 from faceapi.domain.liveness import Attestation
 from faceapi.domain.lockout import LockoutKey, LockoutState
 from faceapi.domain.policies import PolicyVersion
+from faceapi.domain.webhooks import Delivery, DeliveryStatus, Webhook
 
 
 class AuditLog(Protocol):
@@ -157,6 +158,11 @@ class UnitOfWork(AuditUnitOfWork, Protocol):
     @property
     def idempotency(self) -> IdempotencyRepo:
         """Idempotency-Key records: the first answer to a request, by key."""
+        ...
+
+    @property
+    def webhooks(self) -> WebhooksRepo:
+        """Keys' webhooks and the outbox of callback deliveries."""
         ...
 
     def __enter__(self) -> UnitOfWork:
@@ -863,4 +869,75 @@ class PolicyThresholdWriter(Protocol):
 
     def restore(self, name: str, previous: bytes) -> None:
         """Put the previous bytes back, atomically."""
+        ...
+
+
+# --- Review callbacks (faceapi/services/webhooks.py) -------------------------------------
+
+
+class WebhooksRepo(Protocol):
+    def put(self, webhook: Webhook, secret: str) -> None:
+        """Insert or replace a key's webhook; the secret is stored sealed."""
+        ...
+
+    def get(self, key_id: str) -> Webhook | None:
+        """A key's webhook, or None."""
+        ...
+
+    def secret(self, key_id: str) -> str | None:
+        """A key's signing secret in clear (None: no webhook, or it does not open)."""
+        ...
+
+    def delete(self, key_id: str) -> bool:
+        """Remove a key's webhook; False if it had none."""
+        ...
+
+    def enqueue(self, delivery: Delivery) -> bool:
+        """Add an outbox row unless one exists for the decision and key (False then)."""
+        ...
+
+    def due(self, now: datetime, limit: int) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due and whose lease (if any) ran out,
+        oldest first."""
+        ...
+
+    def claim(self, delivery_id: str, now: datetime, lease_until: datetime) -> bool:
+        """Lease one due delivery and count the attempt; False when another worker holds
+        it or it is no longer pending (a compare-and-set: one winner)."""
+        ...
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        ...
+
+    def finish(self, delivery: Delivery) -> bool:
+        """Store an attempt's result: status, next attempt, last status code and error;
+        the lease is released. Only while `delivery.lease_until` is still the row's
+        lease: False (nothing written) when it ran out and another worker claimed it."""
+        ...
+
+    def deliveries(self, key_id: str, *, limit: int, before: str | None = None,
+                   status: DeliveryStatus | None = None) -> list[Delivery]:
+        """A key's deliveries, newest first (keyset on created_at, id: `before` is the
+        last id of the previous page)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one HTTP attempt came to: the status code when the receiver answered, else
+    a short error code (`timeout`, `connect_failed`, `address_not_allowed`, ...)."""
+
+    status_code: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookSender(Protocol):
+    """POSTs one signed body (faceapi/adapters/webhook_sender.py): resolves the host,
+    refuses disallowed addresses, follows no redirect, bounded time and response size."""
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         ...

@@ -25,9 +25,9 @@ from PIL import Image
 
 from faceapi.domain.access import (
     ADMIN,
-    APP,
     AUDITOR,
     can_read,
+    can_read_decision,
     collection_filter,
     out_of_scope_like,
     policy_filter,
@@ -56,6 +56,7 @@ from faceapi.domain.images import DecodedImage
 from faceapi.domain.policies import Policy
 from faceapi.services.face_crops import face_region
 from faceapi.services.ports import BlobStore, ErasedData, UnitOfWork
+from faceapi.services.webhooks import enqueue_final
 
 log = structlog.get_logger(__name__)
 
@@ -140,6 +141,8 @@ def _close(uow: UnitOfWork, review: Review, resolution: Resolution, now: datetim
     final = decision.finalised(resolution.outcome, resolution.reasons, now,
                                resolution.matched_face_id)
     uow.decisions.update(final)
+    # The requester's callback, in this transaction: final and queued commit together.
+    enqueue_final(uow, final, now)
     uow.audit.append(AuditEvent(
         action=action, outcome=resolution.status.value, actor=actor,
         resource=f"reviews/{review.id}", subject_id=review.subject_id,
@@ -308,11 +311,8 @@ def get_decision(decision_id: str, *, actor: Actor, uow: UnitOfWork, blobs: Blob
                                details={"decision_id": decision_id[:64]})
     if decision is None:
         raise missing
-    # Apps read their own decisions only; other roles those their scope covers (a
-    # compare names no collection: collection-scoped keys do not see it).
-    visible = (decision.requester_key_id == actor.key_id if actor.role == APP
-               else can_read(actor, decision.collection_id, decision.policy_name))
-    if not visible:
+    if not can_read_decision(actor, decision.requester_key_id, decision.collection_id,
+                             decision.policy_name):
         raise out_of_scope_like(missing)
     return decision
 

@@ -30,11 +30,17 @@ from faceapi.domain.decisions import (
     Outcome,
     Reason,
 )
-from faceapi.domain.errors import NoFaceInSource, NotFound
+from faceapi.domain.errors import InvalidParameter, NoFaceInSource, NotFound
 from faceapi.domain.faces import FaceDetail
 from faceapi.domain.images import DecodedImage
 from faceapi.domain.liveness import NOT_REQUIRED, AttestationReplayed, LivenessCheck
-from faceapi.domain.policies import Operation, Policy, PolicySet, strictest_bound
+from faceapi.domain.policies import (
+    Operation,
+    Policy,
+    PolicySet,
+    quality_reasons,
+    strictest_bound,
+)
 from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import check_engine
 from faceapi.services.decision_pipeline import DecisionAudit, Finding, take_decision
@@ -89,6 +95,9 @@ class SearchResult:
     attributes: tuple[str, ...]  # the policy's allowed attributes of the searched face
     model_version: str
     searched_face_id: str | None = None  # search by face: the probe face
+    # REST `all_faces` (search_every_face): every face's result, largest first; this
+    # result is the first of them.
+    face_searches: tuple[SearchResult, ...] = ()
 
 
 def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
@@ -131,6 +140,63 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                                  max_faces=max_faces)
     return SearchResult(decision=decision, searched_face=probe, face_matches=matches,
                         attributes=policy.attributes, model_version=engine.model_version)
+
+
+def search_every_face(req: SearchRequest, *, actor: Actor, engine: FaceEngine,
+                      uow: UnitOfWork, index: SearchIndex, policies: PolicySet, clock: Clock,
+                      blobs: BlobStore, decoder: ImageDecoder,
+                      request_id: str | None = None) -> list[SearchResult]:
+    """Photo tagging of a group photo: every face of the image is searched, each with
+    its own result and its own decision (largest face first), under a policy that is
+    not consequential (a crowd photo must not open one human review per face) and
+    needs no liveness attestation (one token is consumed by one decision). Local
+    engine only: a remote engine searches the largest face of an image only. More faces
+    than the policy's `max_faces` give one `rejected` decision (`multiple_faces`), as
+    the single-face search does."""
+    named = policy_for(policies, actor, req.policy or "", Operation.SEARCH)
+    policy = _check_collection(req.collection_id, named, policies, actor=actor,
+                               engine=engine, uow=uow)
+    if policy.consequential or policy.liveness.required:
+        raise InvalidParameter(
+            f"all_faces: policy {policy.name} is consequential or requires liveness; every "
+            "face would be its own reviewed decision: search the faces one by one",
+            details={"field": "all_faces", "policy": policy.name})
+    if remote_collections(engine) is not None:
+        raise InvalidParameter("all_faces: this engine searches the largest face only",
+                               details={"field": "all_faces"})
+    threshold = max(policy.min_similarity, req.threshold or 0.0)
+    max_faces = min(policy.max_matches, req.max_faces or policy.max_matches)
+    image = decoder.decode(req.image)
+    _, embedded = engine.embed_faces(image)
+    if not embedded or len(embedded) > policy.max_faces:
+        # Nothing to search face by face: the single search's refusal, decided once.
+        return [search(req, actor=actor, engine=engine, uow=uow, index=index,
+                       policies=policies, clock=clock, blobs=blobs, decoder=decoder,
+                       request_id=request_id)]
+    ordered = sorted(embedded, key=lambda f: -(f.detail.bounding_box.width
+                                               * f.detail.bounding_box.height))
+    results = []
+    for position, face in enumerate(ordered):
+        reasons = tuple(quality_reasons(face.detail, policy))
+        candidates: tuple[Candidate, ...] = ()
+        if not reasons:
+            hits = index.search(req.collection_id, face.embedding, threshold=threshold,
+                                max_faces=max_faces + LOCKED_HEADROOM)
+            candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity)
+                               for h in hits)
+        found = _Probe(collection_id=req.collection_id, sha256=image.sha256,
+                       candidates=candidates, usable=not reasons, reasons=reasons,
+                       threshold=threshold, max_faces=max_faces,
+                       scores={"face_count": len(embedded), "face_index": position},
+                       details={"all_faces": "true"})
+        decision, matches = _decide(found, policy=policy, actor=actor, engine=engine,
+                                    uow=uow, clock=clock, blobs=blobs, request_id=request_id,
+                                    evidence=lambda _found: {})
+        results.append(SearchResult(decision=decision,
+                                    searched_face=None if reasons else face.detail,
+                                    face_matches=matches, attributes=policy.attributes,
+                                    model_version=engine.model_version))
+    return results
 
 
 def _liveness_refused(req: SearchRequest, check: LivenessCheck, *, policy: Policy,

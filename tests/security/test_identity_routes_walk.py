@@ -82,6 +82,13 @@ NOT_REVEALING = {
     "audit.verify_chain": "auditors", "audit.export_events": "auditors",
     "audit.list_checkpoints": "auditors", "audit.create_checkpoint": "auditors",
     "audit.public_key": "auditors",
+    # The caller's own webhook: its URL, and delivery ids, statuses and HTTP codes of
+    # its decisions once final; the callbacks themselves carry only final decisions
+    # (tests/security/test_webhook_attacks.py).
+    "webhooks.put_webhook": "the caller's own webhook",
+    "webhooks.get_webhook": "the caller's own webhook",
+    "webhooks.delete_webhook": "the caller's own webhook",
+    "webhooks.list_webhook_deliveries": "delivery statuses of final decisions, no content",
     "console.signin": "sign-in", "console.signout": "sign-out", "console.static": "assets",
     "console.home": "links", "console.overview": "counts", "console.policies": "public",
     "console.audit": "auditors", "console.audit_event": "auditors",

@@ -18,6 +18,7 @@ from faceapi.domain.collections import (
     CollectionStats,
     Consent,
     ConsentBasis,
+    MultipleFaces,
     StoredFace,
     Subject,
 )
@@ -35,7 +36,8 @@ def _collection(row: Row[Any]) -> Collection:
                       created_at=_utc(row.created_at), version=int(row.version),
                       consent_required=bool(row.consent_required),
                       keep_face_crops=bool(row.keep_face_crops),
-                      policies=policies_from_text(row.policies))
+                      policies=policies_from_text(row.policies),
+                      multiple_faces=MultipleFaces(row.multiple_faces))
 
 
 def policies_to_text(names: Sequence[str]) -> str:
@@ -62,6 +64,7 @@ class SqlCollectionsRepo:
                     consent_required=collection.consent_required,
                     keep_face_crops=collection.keep_face_crops,
                     policies=policies_to_text(collection.policies),
+                    multiple_faces=collection.multiple_faces.value,
                     created_at=collection.created_at))
         except IntegrityError as exc:
             raise CollectionExists(f"collection {collection.collection_id!r} already exists",

@@ -98,6 +98,8 @@ collections = Table(
     Column("consent_required", Boolean, nullable=False, default=True),
     # Revision 0005_face_crops: keep a crop of each indexed face for reviewers.
     Column("keep_face_crops", Boolean, nullable=False, default=True),
+    # Revision 0014_webhooks: enrolling a photo with several faces: refuse | largest.
+    Column("multiple_faces", String(16), nullable=False, server_default="refuse"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Revision 0006_policy_binding: the verify/search policies that may be used on the
     # collection, sorted and comma-separated ("" binds none: everything is refused).
@@ -318,3 +320,41 @@ idempotency_records = Table(
 )
 Index("ix_idempotency_records_created_at", idempotency_records.c.created_at)
 Index("ix_idempotency_records_collection_id", idempotency_records.c.collection_id)
+
+# --- Review callbacks (revision 0014_webhooks, docs/webhooks.md) -----------------------
+# One webhook per API key: its URL and its HMAC signing secret, sealed with the server
+# key like SigV4 secrets (faceapi/adapters/secret_box.py), bound to the key's row.
+webhooks = Table(
+    "webhooks", metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret_sealed", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(64)),
+)
+
+# The outbox: one row per final decision to call back, written in the transaction that
+# made the decision final. A worker claims a row by setting `lease_until` (a conditional
+# UPDATE, so two workers never send one row at once) and records each attempt.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("key_id", String(16), nullable=False),
+    Column("decision_id", String(36), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_status_code", Integer),
+    Column("last_error", String(64)),
+)
+# One callback per final decision and key, whatever retries the finalising path makes.
+Index("ux_webhook_deliveries_decision", webhook_deliveries.c.decision_id,
+      webhook_deliveries.c.key_id, unique=True)
+Index("ix_webhook_deliveries_due", webhook_deliveries.c.status,
+      webhook_deliveries.c.next_attempt_at)
+Index("ix_webhook_deliveries_key", webhook_deliveries.c.key_id,
+      webhook_deliveries.c.created_at)

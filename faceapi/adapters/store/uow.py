@@ -57,6 +57,7 @@ from faceapi.adapters.store.decisions_repo import SqlDecisionsRepo, SqlLockoutsR
 from faceapi.adapters.store.idempotency_repo import SqlIdempotencyRepo, mark_active_claim
 from faceapi.adapters.store.keys_repo import SqlApiKeyRepository
 from faceapi.adapters.store.policy_versions_repo import SqlPolicyVersionsRepo
+from faceapi.adapters.store.webhooks_repo import SqlWebhooksRepo
 from faceapi.domain.errors import FaceApiError
 
 R = TypeVar("R")
@@ -186,6 +187,15 @@ class SqlAlchemyUnitOfWork:
     @property
     def idempotency(self) -> SqlIdempotencyRepo:
         return self._repo(SqlIdempotencyRepo)
+
+    @property
+    def webhooks(self) -> SqlWebhooksRepo:
+        repo = self._repos.get(SqlWebhooksRepo)
+        if repo is None:
+            # Webhook signing secrets are sealed with the store's secret box too.
+            repo = self._repos[SqlWebhooksRepo] = SqlWebhooksRepo(
+                self.conn, self._store.secret_box)
+        return repo  # type: ignore[no-any-return]
 
     def _repo(self, factory: type[R]) -> R:
         repo = self._repos.get(factory)

@@ -1,6 +1,6 @@
 """The `faceapi` command: the click group. Each command group is a module of this
 package (audit, blobs, calibrate, collections, db, engine, imports, keys, policies, retention,
-reviews),
+reviews, webhooks),
 registered here; each command takes its adapters from the composition root (common.py,
 bootstrap.py)."""
 
@@ -20,6 +20,7 @@ from faceapi.entrypoints.cli.keys import keys
 from faceapi.entrypoints.cli.policies import policies
 from faceapi.entrypoints.cli.retention import retention
 from faceapi.entrypoints.cli.reviews import reviews
+from faceapi.entrypoints.cli.webhooks import webhooks
 
 
 @click.group()
@@ -39,6 +40,7 @@ cli.add_command(retention)
 cli.add_command(blobs)
 cli.add_command(calibrate)
 cli.add_command(engine)
+cli.add_command(webhooks)
 
 
 def main() -> None:

@@ -30,15 +30,21 @@ def collections() -> None:
 @click.option("--policies", "policy_names", default=None,
               help="Comma-separated verify/search policies that may be used on the "
                    "collection (default: FACEAPI_DEFAULT_COLLECTION_POLICIES).")
-def create_cmd(collection_id: str, description: str, no_consent: bool,
-               no_crops: bool, policy_names: str | None) -> None:
+@click.option("--multiple-faces", type=click.Choice(["refuse", "largest"]),
+              default="refuse", show_default=True,
+              help="Enrolling a photo with several faces: refuse it, or take the largest "
+                   "face with a warning.")
+def create_cmd(collection_id: str, description: str, no_consent: bool,  # noqa: PLR0917
+               no_crops: bool, policy_names: str | None, multiple_faces: str) -> None:
     """Create a collection bound to the configured engine and model version, and to the
     policies that may be used on it."""
+    from faceapi.domain.collections import MultipleFaces
     from faceapi.services.collections import CreateCollectionRequest
 
     request = CreateCollectionRequest(
         collection_id, description, consent_required=not no_consent, keep_face_crops=not no_crops,
-        policies=None if policy_names is None else tuple(policy_names.split(",")))
+        policies=None if policy_names is None else tuple(policy_names.split(",")),
+        multiple_faces=MultipleFaces(multiple_faces))
     with cli_container() as container:
         try:
             collection = container.use_cases.create_collection(request, actor=CLI_ACTOR)
@@ -46,6 +52,7 @@ def create_cmd(collection_id: str, description: str, no_consent: bool,
             raise click.ClickException(f"{exc.code}: {exc.message}") from exc
     click.echo(f"created {collection.collection_id} ({collection.engine} "
                f"{collection.model_version}, consent required: {collection.consent_required}, "
+               f"multiple faces: {collection.multiple_faces.value}, "
                f"policies: {','.join(collection.policies)})")
 
 

@@ -174,15 +174,20 @@ class Importer:
                 IndexFacesRequest(collection_id=self.collection_id, image=data,
                                   subject_id=item.subject_id, max_faces=self.max_faces,
                                   quality_filter=self.quality_filter, consent=consent,
-                                  attributes=Attributes.DEFAULT),
+                                  attributes=Attributes.DEFAULT,
+                                  collection_rule=self.max_faces is None),
                 actor=self.actor)
         except FaceApiError as exc:
+            if exc.code == "multiple_faces":  # the collection refuses group photos
+                return Outcome("failed", reason=f"multiple_faces: "
+                                                f"{exc.details.get('face_count')} faces")
             return Outcome("failed", reason=exc.code)
         if result.face_records:  # the consent (if any) was recorded with the faces
             self._consented.add(item.subject_id)
         ids = tuple(r.face.face_id for r in result.face_records)
         if ids:
-            return Outcome("indexed", ids)
+            # A group photo enrolled by its largest face says so in the report.
+            return Outcome("indexed", ids, "; ".join(result.warnings))
         reasons = sorted({r.value for u in result.unindexed_faces for r in u.reasons})
         return Outcome("not_indexed", reason="+".join(reasons) or "no_face")
 
@@ -223,8 +228,10 @@ def _shown(item: ImportItem | None) -> str | None:
 @click.option("--subject-column", default="subject_id", show_default=True)
 @click.option("--quality-filter", type=click.Choice([q.value for q in QualityFilter]),
               default="AUTO", show_default=True)
-@click.option("--max-faces", type=click.IntRange(1, 100), default=1, show_default=True,
-              help="Faces to index per image (the largest first).")
+@click.option("--max-faces", type=click.IntRange(1, 100), default=None,
+              help="Index up to this many faces per image, the largest first, all under "
+                   "the image's subject (Rekognition's MaxFaces). Default: the "
+                   "collection's multiple_faces rule (refuse, or the largest face).")
 @click.option("--consent-basis", type=click.Choice([b.value for b in ConsentBasis]),
               help="Lawful basis recorded for every subject that has none yet.")
 @click.option("--consent-reference", help="Where the consent evidence is kept (e.g. a batch id).")
@@ -235,7 +242,7 @@ def _shown(item: ImportItem | None) -> str | None:
               help="CSV report path (default: import-report-<collection>.csv).")
 def import_cmd(  # noqa: PLR0917 (click passes every option as an argument)
         folder: Path, collection_id: str, subject_from: str, csv_file: Path | None,
-        file_column: str, subject_column: str, quality_filter: str, max_faces: int,
+        file_column: str, subject_column: str, quality_filter: str, max_faces: int | None,
         consent_basis: str | None, consent_reference: str | None,
         consent_expires: str | None, report_path: Path | None) -> None:
     """Index every image under FOLDER into a collection; resumable, with a CSV report."""

@@ -29,6 +29,7 @@ from faceapi.entrypoints.web.api import (
     search,
     system,
     verify,
+    webhooks,
 )
 from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, refuse_deep_json
 from faceapi.entrypoints.web.api.openapi_doc import document_truth
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     api.register_blueprint(search.blp)
     api.register_blueprint(reviews.blp)
     api.register_blueprint(audit.blp)
+    api.register_blueprint(webhooks.blp)
     # Rekognition-compatible endpoint for AWS SDKs (POST /); kept out of the OpenAPI spec.
     emulator.init_app(app, enabled_faults=settings.env == "test")
     console.init_app(app, settings)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from faceapi.domain.collections import ConsentBasis, QualityFilter
+from faceapi.domain.collections import ConsentBasis, MultipleFaces, QualityFilter
 from faceapi.domain.decisions import requester_view
 from faceapi.domain.faces import Attributes
 from faceapi.entrypoints.web.api.collections_schemas import (
@@ -57,9 +57,10 @@ def _arn(collection_id: str) -> str:
 def create_collection(args: dict[str, Any]) -> Any:
     """Create a collection (CreateCollection) bound to the engine and model in use."""
     policies = args.pop("policies", None)
+    multiple_faces = MultipleFaces(args.pop("multiple_faces", MultipleFaces.REFUSE.value))
     collection = use_cases().create_collection(
         service.CreateCollectionRequest(**args, policies=None if policies is None
-                                        else tuple(policies)),
+                                        else tuple(policies), multiple_faces=multiple_faces),
         actor=current_actor())
     return {"status_code": 201, "collection_id": collection.collection_id,
             "collection_arn": _arn(collection.collection_id),
@@ -99,7 +100,7 @@ def describe_collection(collection_id: str) -> Any:
             "user_count": found.stats.subject_count, "face_model_version": c.model_version,
             "engine": c.engine, "creation_timestamp": c.created_at,
             "consent_required": c.consent_required, "keep_face_crops": c.keep_face_crops,
-            "policies": c.policies}
+            "multiple_faces": c.multiple_faces.value, "policies": c.policies}
 
 
 @blp.route("/<collection_id>", methods=["DELETE"])
@@ -114,6 +115,9 @@ def delete_collection(collection_id: str) -> Any:
 @idempotent
 @blp.doc(requestBody=image_request_body(IndexFacesRequestSchema, ("image",)))
 @blp.response(200, IndexFacesResponseSchema)
+@blp.alt_response(422, description="multiple_faces: the photo shows several faces and the "
+                                   "collection's multiple_faces rule is refuse "
+                                   "(details.face_count); also validation and intake codes")
 def index_collection_faces(collection_id: str) -> Any:
     """Index the faces of an image under a subject (IndexFaces), with its consent."""
     loaded = load_body(IndexFacesRequestSchema(), ("image",))
@@ -125,7 +129,10 @@ def index_collection_faces(collection_id: str) -> Any:
         consent=service.ConsentInput(ConsentBasis(consent["basis"]), consent["reference"],
                                      consent["expires_at"]) if consent else None,
         attributes=Attributes.ALL if "ALL" in loaded["detection_attributes"]
-        else Attributes.DEFAULT)
+        else Attributes.DEFAULT,
+        # Without max_faces, the collection's rule for group photos decides; with it,
+        # Rekognition's MaxFaces (the largest faces up to it), with a warning.
+        collection_rule=loaded["max_faces"] is None)
     return use_cases().index_faces(req, actor=current_actor())
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, pre_dump, pre_load, validate
 
-from faceapi.domain.collections import ConsentBasis, QualityFilter, StoredFace
+from faceapi.domain.collections import ConsentBasis, MultipleFaces, QualityFilter, StoredFace
 from faceapi.entrypoints.web.api.schemas import (
     BoundingBoxSchema,
     FaceDetailSchema,
@@ -34,6 +34,11 @@ class CreateCollectionRequestSchema(StrictSchema):
         load_default=True, truthy={True}, falsy={False},  # JSON true/false only
         metadata={"description": "keep a small JPEG crop of each indexed face, shown to "
                                  "reviewers of decisions about it (default true)"})
+    multiple_faces = fields.String(
+        load_default="refuse", validate=validate.OneOf([m.value for m in MultipleFaces]),
+        metadata={"description": "enrolling a photo with several faces: `refuse` (422 "
+                                 "`multiple_faces`, default) or `largest` (the largest "
+                                 "face, with a warning)"})
     policies = fields.List(
         fields.String(validate=validate.Length(min=1, max=64)), load_default=None,
         validate=validate.Length(min=1, max=32),
@@ -84,6 +89,8 @@ class DescribeCollectionResponseSchema(Schema):
     creation_timestamp = fields.DateTime(data_key="CreationTimestamp")
     consent_required = fields.Boolean(data_key="ConsentRequired")
     keep_face_crops = fields.Boolean(data_key="KeepFaceCrops")
+    multiple_faces = fields.String(data_key="MultipleFaces",
+                                   metadata={"description": "refuse | largest"})
     policies = fields.List(fields.String(), data_key="Policies")
 
 
@@ -173,6 +180,7 @@ class IndexFacesResponseSchema(_OmitNoneSchema):
                 "orientation_correction": result.orientation_correction,
                 "face_model_version": result.face_model_version,
                 "unindexed_faces": result.unindexed_faces,
+                "warnings": list(result.warnings) or None,
                 "audit_event_id": result.audit_event_id}
 
     face_records = fields.List(fields.Nested(FaceRecordSchema), data_key="FaceRecords")
@@ -181,6 +189,9 @@ class IndexFacesResponseSchema(_OmitNoneSchema):
         data_key="OrientationCorrection")
     face_model_version = fields.String(data_key="FaceModelVersion")
     unindexed_faces = fields.List(fields.Nested(UnindexedFaceSchema), data_key="UnindexedFaces")
+    warnings = fields.List(fields.String(), data_key="Warnings", metadata={
+        "description": "e.g. multiple_faces: the photo showed several faces and only the "
+                       "largest was enrolled (absent when there is nothing to say)"})
     audit_event_id = fields.String(data_key="AuditEventId")
 
 

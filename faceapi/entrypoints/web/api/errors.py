@@ -59,6 +59,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "idempotency_key_reused": 422,
     "idempotency_in_progress": 409,
     "idempotency_response_unavailable": 409,
+    "webhook_url_refused": 422,
+    "multiple_faces": 422,  # enrollment of a group photo where the collection refuses it
+    "webhook_not_found": 404,
 }
 
 # Stable codes for plain HTTP errors (routing, method, body size ...).

@@ -44,6 +44,12 @@ class SearchRequestSchema(StrictSchema):
         metadata={"description": "a liveness service's signed attestation (JWT) whose "
                                  "`sub` is `search:<collection_id>`; required by a policy "
                                  "with `liveness.required` (docs/verify.md)"})
+    all_faces = fields.Boolean(
+        load_default=False,
+        metadata={"description": "search every face of the photo, each its own decision "
+                                 "(FaceSearches, largest first; the top level is the "
+                                 "largest face's); only under a policy that is not "
+                                 "consequential, e.g. photo_tagging (docs/collections.md)"})
 
 
 class SearchByFaceRequestSchema(StrictSchema):
@@ -94,6 +100,12 @@ class SearchResponseSchema(Schema):
     searched_face_id = fields.String(
         data_key="SearchedFaceId", metadata={"description": "search by face: the probe"})
     decision = fields.Nested(DecisionSchema)
+    face_searches = fields.Function(
+        lambda r: [SearchResponseSchema().dump(replace(f, face_searches=()))
+                   for f in r.face_searches] or None,
+        data_key="FaceSearches",
+        metadata={"description": "all_faces: one search result per face, largest first, "
+                                 "each with its own decision"})
 
     @post_dump
     def _drop_none(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -111,6 +123,11 @@ def search_faces_by_image(collection_id: str) -> SearchResult:
                         policy=loaded["policy"], threshold=loaded["threshold"],
                         max_faces=loaded["max_faces"],
                         liveness_attestation=loaded["liveness_attestation"])
+    if loaded["all_faces"]:
+        every = [replace(r, decision=requester_view(r.decision)) for r in
+                 use_cases().search_every_face(req, actor=current_actor(),
+                                               request_id=request_id())]
+        return replace(every[0], face_searches=tuple(every))
     result = use_cases().search(req, actor=current_actor(), request_id=request_id())
     # Until reviewers decide, the caller learns only that review is required.
     return replace(result, decision=requester_view(result.decision))

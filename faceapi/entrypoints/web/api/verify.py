@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask_smorest import Blueprint
@@ -90,6 +91,13 @@ class DecisionSchema(Schema):
     audit_event_id = fields.String(allow_none=True)
     created_at = fields.DateTime()
     decided_at = fields.DateTime(allow_none=True)
+
+
+def render_decision(decision: Decision) -> bytes:
+    """The JSON body of a decision as this schema shows it: what a review callback sends
+    (faceapi/services/webhooks.py), the same fields GET /v1/decisions/{id} returns."""
+    return json.dumps(DecisionSchema().dump(decision), sort_keys=True,
+                      separators=(",", ":")).encode("utf-8")
 
 
 class LockoutStatusSchema(Schema):
