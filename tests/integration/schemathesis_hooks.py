@@ -15,6 +15,8 @@ and only in requests generated as valid in every part (positive cases):
   (a multipart request without its consent part records it first through
   POST .../subjects/{subject_id}/consent, with the run's key: FACEAPI_SCHEMATHESIS_URL
   and FACEAPI_SCHEMATHESIS_AUTH);
+- a webhook URL must name a host the server allows (the test allows one): a generated
+  URL becomes https://hooks.example.test/<n>;
 - an Idempotency-Key names one request: each generated request gets a fresh one.
 """
 
@@ -107,6 +109,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             multipart = (case.media_type or "").startswith("multipart/")
             if case.path == "/v1/keys" and body.get("expires_at") is not None:
                 body["expires_at"] = _a_year_ahead()
+            if case.path == "/v1/webhook" and case.method.upper() == "PUT" and \
+                    isinstance(body.get("url"), str):
+                body["url"] = f"https://hooks.example.test/{uuid.uuid4().hex}"
             if case.path.endswith("/consent") and case.method.upper() == "POST":
                 _future_consent_expiry(body)
             if "consent" in body:

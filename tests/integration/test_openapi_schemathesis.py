@@ -40,7 +40,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     # Rate limits out of the way: a 429 is documented, but a run of 429s tests nothing.
     return Settings(env="test", data_dir=tmp_path / "data", log_format="json",
                     database_url=database_url, rate_limit_default="1000000/minute",
-                    rate_limit_verify="1000000/minute")
+                    rate_limit_verify="1000000/minute",
+                    webhook_allowed_hosts=("hooks.example.test",))
 
 
 # Each run: the key's role, the operations (a path regex; None: all), its time budget.
