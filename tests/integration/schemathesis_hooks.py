@@ -17,6 +17,8 @@ and only in requests generated as valid in every part (positive cases):
   and FACEAPI_SCHEMATHESIS_AUTH);
 - a webhook URL must name a host the server allows (the test allows one): a generated
   URL becomes https://hooks.example.test/<n>;
+- `all_faces` is for a policy that is neither consequential nor requires liveness (every
+  face would be its own reviewed decision): under another policy it is sent as false;
 - an Idempotency-Key names one request: each generated request gets a fresh one.
 """
 
@@ -112,6 +114,8 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             if case.path == "/v1/webhook" and case.method.upper() == "PUT" and \
                     isinstance(body.get("url"), str):
                 body["url"] = f"https://hooks.example.test/{uuid.uuid4().hex}"
+            if body.get("all_faces") is True and body.get("policy") != "photo_tagging":
+                body["all_faces"] = False
             if case.path.endswith("/consent") and case.method.upper() == "POST":
                 _future_consent_expiry(body)
             if "consent" in body:

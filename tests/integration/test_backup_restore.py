@@ -42,14 +42,10 @@ from faceapi.config import Settings
 from faceapi.domain.audit import Actor
 from faceapi.domain.clock import SystemClock
 from faceapi.services import keys as keys_svc
-from tests.integration.test_lockout_gunicorn import (
-    DATASET,
-    PG_SERVER_URL,
-    Server,
-    start_server,
-    wait_ready,
-)
+from tests.integration.test_lockout_gunicorn import DATASET, PG_SERVER_URL
 from tests.support.production_keys import write_production_keys
+from tests.support.servers import Gunicorn as Server
+from tests.support.servers import start_gunicorn
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -79,12 +75,7 @@ def image(path: Path) -> dict[str, str]:
 
 
 def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    server.stop(timeout=20)
 
 
 def faceapi(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -106,9 +97,7 @@ class Deployment:
 
     def serve(self, name: str) -> Server:
         log = self.root / f"{name}.log"
-        server = start_server(self.env, log)
-        wait_ready(server, log)
-        return server
+        return start_gunicorn(self.env, log, workers=1)
 
 
 @pytest.fixture

@@ -240,6 +240,10 @@ class Gunicorn:
     port: int
     source: str = field(default_factory=random_loopback)
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
     def request(self, method: str, path: str, *, key: str | None = None,
                 body: Any = None, timeout: float = 30,
                 source: str | None = None) -> Response:
