@@ -60,6 +60,9 @@ class Collection:
     consent_required: bool = True
     # Keep a small JPEG crop of each indexed face for reviewers (services/face_crops.py).
     keep_face_crops: bool = True
+    # Keep each face's aligned chip (sealed at rest) so `faceapi collections reindex`
+    # can move the collection to a new template version without the original photos.
+    keep_chips: bool = True
     # The verify and search policies that may be used on this collection (sorted names).
     # Empty: none may, so every verify and search is refused (fail closed).
     policies: tuple[str, ...] = ()
@@ -165,6 +168,9 @@ class StoredFace:
     # The collection version the face was added at: search indexes fetch only the
     # faces added since their copy's version instead of the whole collection.
     added_version: int = 0
+    # What the descriptor was computed with (FaceEngine.template_version): faces are
+    # only ever compared with probes of the same template version.
+    template_version: str = ""
 
     def vector(self) -> tuple[float, ...]:
         """The descriptor as floats; empty when this engine keeps no descriptors."""
@@ -186,6 +192,19 @@ def embedding_from_bytes(data: bytes) -> tuple[float, ...]:
     if sys.byteorder != "little":
         packed.byteswap()
     return tuple(packed)
+
+
+@dataclass(frozen=True)
+class FaceChip:
+    """The aligned face chip a stored descriptor was computed from: the exact input of
+    the descriptor network, biometric data like the descriptor itself. Sealed at rest
+    by the store; never logged, audited or returned."""
+
+    collection_id: str
+    subject_id: str
+    face_id: str
+    chip_format: str  # the engine's ChipEmbedder.chip_format when it was cut
+    pixels: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -178,11 +178,17 @@ def _search_probe(collection_id: str, image: DecodedImage, policy: Policy, *,
         probe = found.detail if found is not None else None
         face_count = len(embedded)
         if found is not None:
+            # Like with like: only faces of the probe's template version are compared.
             hits = index.search(collection_id, found.embedding, threshold=threshold,
-                                max_faces=max_faces + LOCKED_HEADROOM)
+                                max_faces=max_faces + LOCKED_HEADROOM,
+                                template_version=engine.template_version)
             candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity)
                                for h in hits)
+        with uow:
+            counts = uow.faces.template_counts(collection_id)
+        not_compared = sum(n for v, n in counts.items() if v != engine.template_version)
     else:
+        not_compared = 0
         probe, reasons, face_count = remote_probe(engine, image, policy)
         if probe is not None:
             candidates, reasons = _remote_candidates(remote, uow, collection_id, image,
@@ -192,7 +198,10 @@ def _search_probe(collection_id: str, image: DecodedImage, policy: Policy, *,
     return probe, _Probe(collection_id=collection_id, sha256=image.sha256,
                          candidates=candidates, usable=probe is not None,
                          reasons=tuple(reasons), threshold=threshold, max_faces=max_faces,
-                         scores={"face_count": face_count}, details={})
+                         # Faces of another template version, awaiting a reindex: a
+                         # search cannot find them (docs/collections.md).
+                         scores={"face_count": face_count,
+                                 "faces_not_migrated": not_compared}, details={})
 
 
 # Searches ask the index for this many candidates more than they may return, so that
@@ -307,7 +316,8 @@ def search_by_face(req: SearchByFaceRequest, *, actor: Actor, engine: FaceEngine
     # One more than asked: the probe finds itself first and is left out, as in
     # Rekognition.
     hits = [h for h in index.search(req.collection_id, probe.vector(), threshold=threshold,
-                                    max_faces=max_faces + 1 + LOCKED_HEADROOM)
+                                    max_faces=max_faces + 1 + LOCKED_HEADROOM,
+                                    template_version=probe.template_version)
             if h.face_id != req.face_id]
     decision, matches = _decide(
         _Probe(collection_id=req.collection_id, sha256=probe.image_sha256,

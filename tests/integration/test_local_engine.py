@@ -46,7 +46,8 @@ def test_the_local_engine_is_a_face_engine(engine: LocalEngine) -> None:
     assert port.name == "local"
     assert port.ready() == (True, "models loaded")
     assert port.model_version.startswith("dlib-20.")
-    assert port.model_version.endswith("/resnet_v1/hog")
+    assert port.model_version.endswith("/resnet_v1/hog/align68/jitter1")
+    assert port.template_version.endswith("/resnet_v1/align68/jitter1")
 
 
 def test_a_single_face_photo_gives_one_face_with_a_box_inside_the_image(
