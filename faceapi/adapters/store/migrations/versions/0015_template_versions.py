@@ -37,12 +37,12 @@ def template_of(engine: str, model_version: str) -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("collections") as batch:
-        batch.add_column(sa.Column("keep_chips", sa.Boolean(), nullable=False,
-                                   server_default=sa.true()))
-    with op.batch_alter_table("faces") as batch:
-        batch.add_column(sa.Column("template_version", sa.String(128), nullable=False,
-                                   server_default=""))
+    # Plain ADD COLUMN, never a batch table copy: on SQLite a copy of `collections`
+    # drops the old table, and its ON DELETE CASCADE would empty subjects and faces.
+    op.add_column("collections", sa.Column("keep_chips", sa.Boolean(), nullable=False,
+                                           server_default=sa.true()))
+    op.add_column("faces", sa.Column("template_version", sa.String(128), nullable=False,
+                                     server_default=""))
     op.create_index("ix_faces_collection_template", "faces",
                     ["collection_id", "template_version"])
     conn = op.get_bind()
