@@ -89,6 +89,9 @@ class SearchResult:
     attributes: tuple[str, ...]  # the policy's allowed attributes of the searched face
     model_version: str
     searched_face_id: str | None = None  # search by face: the probe face
+    # Faces of the collection at another template version than the probe (a model
+    # change whose reindex has not reached them): this search could not find them.
+    faces_not_migrated: int = 0
 
 
 def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
@@ -130,7 +133,8 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                                  request_id=request_id, threshold=threshold,
                                  max_faces=max_faces)
     return SearchResult(decision=decision, searched_face=probe, face_matches=matches,
-                        attributes=policy.attributes, model_version=engine.model_version)
+                        attributes=policy.attributes, model_version=engine.model_version,
+                        faces_not_migrated=int(found.scores.get("faces_not_migrated") or 0))
 
 
 def _liveness_refused(req: SearchRequest, check: LivenessCheck, *, policy: Policy,

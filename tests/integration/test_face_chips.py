@@ -43,7 +43,7 @@ def operator(auth_headers: HeadersFactory) -> dict[str, str]:
     return auth_headers("operator")
 
 
-def enroll(client: FlaskClient, operator: dict[str, str], engine: FakeEngine,
+def enroll(client: FlaskClient, operator: dict[str, str], engine: FakeEngine, *,
            subject: str, seed: int, collection: str = "staff") -> str:
     response = client.post(f"/v1/collections/{collection}/faces", headers=operator, json={
         "image": b64(scripted(engine, seed)), "subject_id": subject, "consent": CONSENT})
@@ -60,8 +60,8 @@ def chip_rows(app: Flask) -> list[Any]:
 def staff(client: FlaskClient, operator: dict[str, str], fake_engine: FakeEngine) -> str:
     assert client.post("/v1/collections", headers=operator,
                        json={"collection_id": "staff"}).status_code == 201
-    enroll(client, operator, fake_engine, "alice", 1)
-    enroll(client, operator, fake_engine, "bob", 2)
+    enroll(client, operator, fake_engine, subject="alice", seed=1)
+    enroll(client, operator, fake_engine, subject="bob", seed=2)
     return "staff"
 
 
@@ -113,7 +113,7 @@ def test_a_collection_created_with_keep_chips_false_keeps_none(
 
     app.extensions["faceapi"].use_cases.create_collection(
         CreateCollectionRequest("nochips", keep_chips=False), actor=Actor.system("tests"))
-    enroll(client, operator, fake_engine, "carol", 3, collection="nochips")
+    enroll(client, operator, fake_engine, subject="carol", seed=3, collection="nochips")
     assert chip_rows(app) == []
 
 
