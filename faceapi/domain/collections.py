@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -89,6 +89,8 @@ def require_bound(collection: Collection, policy_name: str) -> None:
 class CollectionStats:
     face_count: int
     subject_count: int
+    # Faces per template version (filled by describe_collection only).
+    template_versions: Mapping[str, int] = field(default_factory=dict)
 
 
 class ConsentBasis(StrEnum):

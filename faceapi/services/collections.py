@@ -206,7 +206,9 @@ def describe_collection(collection_id: str, *, actor: Actor,
     """One collection with its face and subject counts."""
     with uow:
         collection = load_collection(uow, actor, collection_id)
-        return CollectionDescription(collection, uow.collections.stats(collection_id))
+        stats = replace(uow.collections.stats(collection_id),
+                        template_versions=uow.faces.template_counts(collection_id))
+        return CollectionDescription(collection, stats)
 
 
 def delete_collection(collection_id: str, *, actor: Actor, uow: UnitOfWork,

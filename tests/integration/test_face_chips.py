@@ -160,3 +160,15 @@ def test_chips_are_only_written_with_an_audit_event(store: Store) -> None:
         uow.commit()
     with store.uow() as uow:
         assert uow.chips.get_many("c", ["f"])["f"].pixels == b"x" * 10
+
+
+def test_rest_creates_a_collection_without_chips_and_describe_shows_template_versions(
+        client: FlaskClient, app: Flask, operator: dict[str, str],
+        fake_engine: FakeEngine) -> None:
+    response = client.post("/v1/collections", headers=operator,
+                           json={"collection_id": "plain", "keep_chips": False})
+    assert response.status_code == 201
+    enroll(client, operator, fake_engine, subject="dave", seed=4, collection="plain")
+    body = client.get("/v1/collections/plain", headers=operator).get_json()
+    assert (body["KeepChips"], body["TemplateVersions"]) == (False, {"fake-1": 1})
+    assert chip_rows(app) == []

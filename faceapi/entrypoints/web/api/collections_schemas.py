@@ -34,6 +34,11 @@ class CreateCollectionRequestSchema(StrictSchema):
         load_default=True, truthy={True}, falsy={False},  # JSON true/false only
         metadata={"description": "keep a small JPEG crop of each indexed face, shown to "
                                  "reviewers of decisions about it (default true)"})
+    keep_chips = fields.Boolean(
+        load_default=True, truthy={True}, falsy={False},  # JSON true/false only
+        metadata={"description": "keep each face's aligned chip, sealed, so a model change "
+                                 "needs `faceapi collections reindex`, not re-enrollment "
+                                 "(default true)"})
     policies = fields.List(
         fields.String(validate=validate.Length(min=1, max=64)), load_default=None,
         validate=validate.Length(min=1, max=32),
@@ -84,6 +89,10 @@ class DescribeCollectionResponseSchema(Schema):
     creation_timestamp = fields.DateTime(data_key="CreationTimestamp")
     consent_required = fields.Boolean(data_key="ConsentRequired")
     keep_face_crops = fields.Boolean(data_key="KeepFaceCrops")
+    keep_chips = fields.Boolean(data_key="KeepChips")
+    # Faces per template version: more than one while a model change is being reindexed.
+    template_versions = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                                    data_key="TemplateVersions")
     policies = fields.List(fields.String(), data_key="Policies")
 
 
