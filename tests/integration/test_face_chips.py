@@ -75,15 +75,22 @@ def test_an_enrolled_face_keeps_its_chip_sealed_not_in_the_clear(app: Flask, sta
     assert opened[rows[0].face_id].pixels == plain
 
 
-def test_a_sealed_chip_moved_onto_another_faces_row_does_not_open(app: Flask,
-                                                                   staff: str) -> None:
+def test_a_sealed_chip_moved_onto_another_faces_row_does_not_open_and_is_not_used(
+        app: Flask, staff: str) -> None:
     alice, bob = chip_rows(app)
     store: Store = app.extensions["faceapi"].store
     with store.engine.begin() as conn:
         conn.execute(update(face_chips).where(face_chips.c.face_id == bob.face_id)
                      .values(sealed=alice.sealed))
-    with store.uow() as uow, pytest.raises(SecretBoxError):
-        uow.chips.get_many("staff", [bob.face_id])
+    with store.uow() as uow:
+        assert uow.chips.get_many("staff", [alice.face_id, bob.face_id]).keys() == {
+            alice.face_id}
+    # What refuses it is the seal itself, bound to bob's row.
+    box = store.secret_box
+    assert box is not None
+    with pytest.raises(SecretBoxError):
+        box.open_bytes(bytes(alice.sealed),
+                       context=f"face_chips/staff/bob/{bob.face_id}")
 
 
 def test_erasing_a_subject_deletes_its_chips_and_the_erasure_event_counts_them(

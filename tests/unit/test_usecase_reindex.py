@@ -111,6 +111,7 @@ def test_after_a_model_change_verify_says_template_not_migrated_instead_of_no_ma
     decision = verify_decision(w, 1, "alice")
     assert decision.outcome is Outcome.REJECTED
     assert decision.reasons == ("template_not_migrated",)
+    assert w.store.state.lockouts == {}  # not a failed match: nothing was compared
     # An unknown subject still answers like one: nothing enrolled, nothing compared.
     assert verify_decision(w, 1, "nobody", tag="n").outcome is Outcome.NO_MATCH
 

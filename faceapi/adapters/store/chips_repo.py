@@ -9,14 +9,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
+import structlog
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
-from faceapi.adapters.secret_box import SecretBox
+from faceapi.adapters.secret_box import SecretBox, SecretBoxError
 from faceapi.adapters.store.tables import face_chips
 from faceapi.domain.collections import FaceChip
 
 _BATCH = 500
+
+log = structlog.get_logger(__name__)
 
 
 def _context(collection_id: str, subject_id: str, face_id: str) -> str:
@@ -50,9 +53,16 @@ class SqlFaceChipsRepo:
                 face_chips.c.collection_id == collection_id,
                 face_chips.c.face_id.in_(wanted[start:start + _BATCH])))
             for row in rows:
-                pixels = zlib.decompress(box.open_bytes(
-                    bytes(row.sealed),
-                    context=_context(row.collection_id, row.subject_id, row.face_id)))
+                try:
+                    pixels = zlib.decompress(box.open_bytes(
+                        bytes(row.sealed),
+                        context=_context(row.collection_id, row.subject_id, row.face_id)))
+                except (SecretBoxError, zlib.error):
+                    # Sealed under a key no longer configured, or moved or altered: it
+                    # is not used (the face then counts as having no chip).
+                    log.warning("face_chip_unopenable", collection_id=collection_id,
+                                face_id=row.face_id)
+                    continue
                 found[row.face_id] = FaceChip(collection_id=row.collection_id,
                                               subject_id=row.subject_id, face_id=row.face_id,
                                               chip_format=row.chip_format, pixels=pixels)
