@@ -255,3 +255,25 @@ def test_reindex_to_a_new_template_version_while_searches_continue_resumes_after
     assert sum(s["reindexed_count"] for o, s in events if o == "batch") == total
     # The chain, with the events of the killed run, still verifies.
     faceapi(new, "audit", "verify")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "dlib"])
+def test_a_kept_chip_gives_the_very_descriptor_the_image_gave(runtime: str,
+                                                              tmp_path: Path) -> None:
+    # Reindexing to the same template version must change nothing: embed_chips on the
+    # chips embed_faces hands back is embed_faces' own descriptor (the chip is the
+    # network's exact input), on either runtime.
+    from faceapi.adapters.engines.local import LocalEngine
+    from faceapi.adapters.images import decode_image
+
+    if not IMAGES:
+        pytest.skip("tests/data face images are missing")
+    settings = Settings(env="test", data_dir=tmp_path, descriptor_runtime=runtime)
+    engine = LocalEngine(settings)
+    for path in IMAGES[:3]:
+        _, faces = engine.embed_faces(decode_image(path.read_bytes(), settings))
+        assert faces
+        chips = [f.chip for f in faces]
+        assert all(c is not None and len(c) == 150 * 150 * 3 for c in chips)
+        again = engine.embed_chips([c for c in chips if c is not None])
+        assert again == [f.embedding for f in faces]

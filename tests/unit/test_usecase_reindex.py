@@ -221,3 +221,13 @@ def test_the_store_index_keeps_one_copy_per_template_version_through_a_reindex()
                                                template_version="fake-2")] == ["alice"]
     assert index.search("c1", old_probe, threshold=99, max_faces=5,
                         template_version="fake-1") == []
+
+
+def test_the_log_redactor_blanks_a_face_chip_but_keeps_counts_and_ids() -> None:
+    from faceapi.entrypoints.web.logging import redact
+
+    event = redact(None, "info", {"event": "x", "chip": b"\x01" * 30, "face_chip": "...",
+                                  "pixels": [1, 2], "without_chip_count": 2,
+                                  "face_id": "f1"})
+    assert [event[k] for k in ("chip", "face_chip", "pixels")] == ["[redacted]"] * 3
+    assert (event["without_chip_count"], event["face_id"]) == (2, "f1")
