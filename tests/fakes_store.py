@@ -125,6 +125,13 @@ class FakeCollectionsRepo(_Repo):
         s.subjects = {k: v for k, v in s.subjects.items() if k[0] != collection_id}
         s.collections.pop(collection_id, None)
 
+    def set_model_version(self, collection_id: str, model_version: str) -> None:
+        self._changed("collections")
+        collection = self._s.collections.get(collection_id)
+        if collection is not None:
+            self._s.collections[collection_id] = replace(collection,
+                                                         model_version=model_version)
+
     def set_policies(self, collection_id: str, policies: Sequence[str]) -> None:
         self._changed("collections")
         collection = self._s.collections.get(collection_id)

@@ -330,6 +330,10 @@ class CollectionsRepo(Protocol):
         """Replace the policies bound to the collection."""
         ...
 
+    def set_model_version(self, collection_id: str, model_version: str) -> None:
+        """Record the model version the collection's faces are now all computed with."""
+        ...
+
 
 class SubjectsRepo(Protocol):
     def get(self, collection_id: str, subject_id: str) -> Subject | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from faceapi.domain.audit import Action, Actor, AuditEvent
+from faceapi.domain.audit import Action, Actor, AuditEvent, DetailValue
 from faceapi.domain.collections import StoredFace, embedding_to_bytes
 from faceapi.domain.errors import InvalidParameter
 from faceapi.services.collection_lookup import load_collection, resource
@@ -126,13 +126,19 @@ def reindex_collection(collection_id: str, *, actor: Actor, engine: FaceEngine,
         collection = load_collection(end, actor, collection_id)
         remaining = sum(n for v, n in end.faces.template_counts(collection_id).items()
                         if v != target)
+        details: dict[str, DetailValue] = {"template_version": target}
+        if remaining == 0 and collection.model_version != engine.model_version:
+            # Every face is now the current model's: the collection says so.
+            end.collections.set_model_version(collection_id, engine.model_version)
+            details.update(old_model_version=collection.model_version,
+                           new_model_version=engine.model_version)
         end.audit.append(AuditEvent(
             action=Action.COLLECTION_REINDEX, outcome="finished", actor=actor,
             resource=resource(collection_id), engine=engine.name,
             model_version=engine.model_version,
             scores={"reindexed_count": done, "faces_current_before": already,
                     "without_chip_count": skipped_count, "remaining_count": remaining},
-            details={"template_version": target}))
+            details=details))
         end.commit()
     return ReindexReport(collection_id=collection_id, template_version=target,
                          reindexed=done, already_current=already,

@@ -131,11 +131,12 @@ def stop(server: subprocess.Popen[bytes]) -> None:
             server.wait()
 
 
-def template_versions(data_dir: Path) -> list[str]:
+def template_versions(data_dir: Path, table: str = "faces",
+                      column: str = "template_version") -> list[str]:
     engine = create_engine(f"sqlite:///{data_dir / 'faceapi.db'}")
     try:
         with engine.connect() as conn:
-            return list(conn.execute(text("SELECT template_version FROM faces")).scalars())
+            return list(conn.execute(text(f"SELECT {column} FROM {table}")).scalars())
     finally:
         engine.dispose()
 
@@ -249,6 +250,8 @@ def test_reindex_to_a_new_template_version_while_searches_continue_resumes_after
     assert len(versions) == total
     assert len(set(versions)) == 1
     assert versions[0].endswith("/align68/jitter2")
+    [recorded] = template_versions(data_dir, "collections", "model_version")
+    assert recorded.endswith("/hog/align68/jitter2")
     events = reindex_events(data_dir)
     assert [o for o, _ in events].count("started") == 2
     assert [o for o, _ in events][-1] == "finished"

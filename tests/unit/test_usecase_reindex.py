@@ -143,6 +143,10 @@ def test_reindex_is_audited_with_counts_and_no_biometric_data() -> None:
     assert events[0].scores == {"faces_to_reindex": 2, "faces_current": 0}
     assert events[-1].scores["reindexed_count"] == 2
     assert events[-1].details["template_version"] == "fake-2"
+    # Every face moved: the collection now records the model version it holds.
+    assert (events[-1].details["old_model_version"],
+            events[-1].details["new_model_version"]) == ("fake-1", "fake-2/scripted")
+    assert w.store.state.collections["c1"].model_version == "fake-2/scripted"
     text = repr([(e.scores, e.details) for e in events])
     assert "embedding" not in text
     assert "chip" not in text.replace("without_chip", "")
@@ -187,6 +191,8 @@ def test_faces_without_a_chip_are_reported_for_re_enrollment_and_left_as_they_ar
     assert (report.reindexed, report.without_chip, report.remaining) == (1, 1, 1)
     assert report.without_chip_ids == (bob.face_id,)
     assert templates(w)[bob.face_id] == "fake-1"
+    # A face is left at the old model: the collection still records the old one.
+    assert w.store.state.collections["c1"].model_version == "fake-1"
 
 
 def test_reindex_only_to_the_engines_own_version() -> None:

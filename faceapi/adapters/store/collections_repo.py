@@ -105,6 +105,11 @@ class SqlCollectionsRepo:
             update(collections).where(collections.c.collection_id == collection_id)
             .values(policies=policies_to_text(policies)))
 
+    def set_model_version(self, collection_id: str, model_version: str) -> None:
+        self._conn.execute(
+            update(collections).where(collections.c.collection_id == collection_id)
+            .values(model_version=model_version))
+
     def delete(self, collection_id: str) -> None:
         # Children first and explicitly, so nothing depends on the database honouring
         # ON DELETE CASCADE (SQLite only does with its foreign_keys pragma on).
