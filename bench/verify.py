@@ -67,6 +67,10 @@ class CachingEngine:
     def model_version(self) -> str:
         return self.inner.model_version
 
+    @property
+    def template_version(self) -> str:
+        return self.inner.template_version
+
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities()
 

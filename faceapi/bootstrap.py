@@ -53,6 +53,7 @@ from faceapi.services import erase as erase_svc
 from faceapi.services import idempotency as idempotency_svc
 from faceapi.services import keys as keys_svc
 from faceapi.services import lockout as lockout_svc
+from faceapi.services import reindex as reindex_svc
 from faceapi.services import retention as retention_svc
 from faceapi.services import review as review_svc
 from faceapi.services import search as search_svc
@@ -187,6 +188,7 @@ class Container:
         and the engine's own copy of the faces when it keeps them (Rekognition)."""
         erasers: tuple[SubjectEraser, ...] = (ReviewEvidenceEraser(self.blobs, self.clock),
                                               FaceCropEraser(self.blobs),
+                                              reindex_svc.FaceChipEraser(),
                                               DecisionPseudonymiser(), ReviewPseudonymiser(),
                                               idempotency_svc.IdempotencyEraser())
         if "engine" not in self.__dict__ and self.settings.engine == "local":
@@ -508,6 +510,17 @@ class UseCases:
         c = self._c
         collections_svc.delete_collection(collection_id, actor=actor, uow=c.store.uow(),
                                           erasers=c.erasers, on_erased=c.index.invalidate)
+
+    def reindex_collection(self, collection_id: str, *, actor: Actor,
+                           to_version: str = "current",
+                           batch_size: int = reindex_svc.DEFAULT_BATCH,
+                           progress: Callable[[reindex_svc.ReindexProgress], None] | None = None
+                           ) -> reindex_svc.ReindexReport:
+        """Move a collection's faces to the engine's template version from kept chips."""
+        c = self._c
+        return reindex_svc.reindex_collection(collection_id, actor=actor, engine=c.engine,
+                                              uow=c.store.uow, to_version=to_version,
+                                              batch_size=batch_size, progress=progress)
 
     def index_faces(self, req: enroll_svc.IndexFacesRequest, *,
                     actor: Actor) -> enroll_svc.IndexFacesResult:

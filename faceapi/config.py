@@ -78,6 +78,10 @@ class Settings:
     # descriptors within 1e-5, much faster: bench/parity.py); dlib = dlib, the reference.
     descriptor_runtime: str = "onnx"
     descriptor_threads: int = 1  # onnxruntime threads per inference call
+    # Each descriptor is the mean of this many randomly jittered chips (1: none; more runs
+    # on dlib only). Part of the template version: changing it needs `faceapi
+    # collections reindex` (docs/collections.md, "Moving a collection to a new model").
+    descriptor_jitters: int = 1
     # fixed: every upright pass upsamples FACEAPI_UPSAMPLE times (the answers of record);
     # adaptive: a pass without upsampling first, kept when all its faces are large
     # (faster, slightly different boxes and descriptors: docs/engines.md).
@@ -169,6 +173,8 @@ class Settings:
                               f"got {self.detect_strategy!r}")
         if not 1 <= self.descriptor_threads <= 64:
             raise ConfigError("FACEAPI_DESCRIPTOR_THREADS: must be between 1 and 64")
+        if not 1 <= self.descriptor_jitters <= 16:
+            raise ConfigError("FACEAPI_DESCRIPTOR_JITTERS: must be between 1 and 16")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
         if not 1 <= self.liveness_max_age_seconds <= 3600:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from faceapi.domain.collections import embedding_from_bytes, embedding_to_bytes
 from faceapi.domain.errors import InvalidImage, NoFaceInSource
 from faceapi.domain.faces import (
     Attributes,
@@ -53,6 +54,11 @@ class FakeEngine:
     faces_by_sha: dict[str, list[ScriptedFace]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     is_ready: bool = True
+    # The template version: "fake-1" gives the scripted descriptors; any other version
+    # gives them reversed (another model's descriptors, comparable only among
+    # themselves). The detector part of model_version never changes a descriptor.
+    template: str = "fake-1"
+    detector: str = "scripted"
 
     @property
     def name(self) -> str:
@@ -60,7 +66,24 @@ class FakeEngine:
 
     @property
     def model_version(self) -> str:
-        return "fake-1"
+        return "fake-1" if (self.template, self.detector) == ("fake-1", "scripted") \
+            else f"{self.template}/{self.detector}"
+
+    @property
+    def template_version(self) -> str:
+        return self.template
+
+    @property
+    def chip_format(self) -> str:
+        return "fake-chip"
+
+    def _descriptor(self, scripted: tuple[float, ...]) -> tuple[float, ...]:
+        return scripted if self.template == "fake-1" else tuple(reversed(scripted))
+
+    def embed_chips(self, chips: list[bytes] | tuple[bytes, ...]) -> list[tuple[float, ...]]:
+        # A fake chip is the scripted descriptor's bytes: the model's input, not its output.
+        self.calls.append(("embed_chips", str(len(chips))))
+        return [self._descriptor(embedding_from_bytes(chip)) for chip in chips]
 
     def script(self, data: bytes, faces: list[ScriptedFace]) -> None:
         self.faces_by_sha[hashlib.sha256(data).hexdigest()] = faces
@@ -100,7 +123,8 @@ class FakeEngine:
         self.calls.append(("embed_faces", image.sha256))
         faces = self._faces(image)
         return (Detection(faces=tuple(f.detail for f in faces)),
-                [EmbeddedFace(detail=f.detail, embedding=f.embedding) for f in faces])
+                [EmbeddedFace(detail=f.detail, embedding=self._descriptor(f.embedding),
+                              chip=embedding_to_bytes(f.embedding)) for f in faces])
 
     def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
         dot = sum(x * y for x, y in zip(a, b, strict=True))

@@ -27,6 +27,7 @@ from faceapi.domain.collections import (
     CollectionExists,
     CollectionStats,
     Consent,
+    FaceChip,
     StoredFace,
     Subject,
 )
@@ -71,6 +72,7 @@ class StoreState:
     idempotency: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
     webhooks: dict[str, tuple[Webhook, str]] = field(default_factory=dict)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
+    chips: dict[tuple[str, str], FaceChip] = field(default_factory=dict)
 
 
 class _Repo:
@@ -122,8 +124,16 @@ class FakeCollectionsRepo(_Repo):
         s = self._s
         s.consents = [c for c in s.consents if c.collection_id != collection_id]
         s.faces = {k: f for k, f in s.faces.items() if k[0] != collection_id}
+        s.chips = {k: c for k, c in s.chips.items() if k[0] != collection_id}
         s.subjects = {k: v for k, v in s.subjects.items() if k[0] != collection_id}
         s.collections.pop(collection_id, None)
+
+    def set_model_version(self, collection_id: str, model_version: str) -> None:
+        self._changed("collections")
+        collection = self._s.collections.get(collection_id)
+        if collection is not None:
+            self._s.collections[collection_id] = replace(collection,
+                                                         model_version=model_version)
 
     def set_policies(self, collection_id: str, policies: Sequence[str]) -> None:
         self._changed("collections")
@@ -195,6 +205,7 @@ class FakeFacesRepo(_Repo):
             self._changed("faces")
         for face_id in found:
             del self._s.faces[(collection_id, face_id)]
+            self._s.chips.pop((collection_id, face_id), None)
         return found
 
     def delete_for_subject(self, collection_id: str, subject_id: str) -> list[str]:
@@ -203,22 +214,52 @@ class FakeFacesRepo(_Repo):
             self._changed("faces")
         for face_id in found:
             del self._s.faces[(collection_id, face_id)]
+            self._s.chips.pop((collection_id, face_id), None)
         return found
 
-    def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
-        return [(f.face_id, f.subject_id, f.embedding) for f in self._of(collection_id)
+    def _embedded(self, collection_id: str, template_version: str | None) -> list[StoredFace]:
+        return [f for f in self._of(collection_id) if f.embedding is not None
+                and template_version in (None, f.template_version)]
+
+    def embeddings(self, collection_id: str,
+                   template_version: str | None = None) -> list[tuple[str, str, bytes]]:
+        return [(f.face_id, f.subject_id, f.embedding)
+                for f in self._embedded(collection_id, template_version)
                 if f.embedding is not None]
 
-    def embeddings_since(self, collection_id: str,
-                         version: int) -> list[tuple[str, str, bytes]]:
-        newer = sorted((f for f in self._of(collection_id)
-                        if f.embedding is not None and f.added_version > version),
+    def embeddings_since(self, collection_id: str, version: int,
+                         template_version: str | None = None) -> list[tuple[str, str, bytes]]:
+        newer = sorted((f for f in self._embedded(collection_id, template_version)
+                        if f.added_version > version),
                        key=lambda f: (f.added_version, f.face_id))
         return [(f.face_id, f.subject_id, f.embedding) for f in newer
                 if f.embedding is not None]
 
-    def embedding_count(self, collection_id: str) -> int:
-        return sum(1 for f in self._of(collection_id) if f.embedding is not None)
+    def embedding_count(self, collection_id: str, template_version: str | None = None) -> int:
+        return len(self._embedded(collection_id, template_version))
+
+    def template_counts(self, collection_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for f in self._of(collection_id):
+            counts[f.template_version] = counts.get(f.template_version, 0) + 1
+        return counts
+
+    def not_at_template(self, collection_id: str, template_version: str, *,
+                        after: str | None, limit: int) -> list[StoredFace]:
+        return [_no_embedding(f) for f in self._of(collection_id)
+                if f.template_version != template_version
+                and (after is None or f.face_id > after)][:limit]
+
+    def set_template(self, collection_id: str, face_id: str, *, embedding: bytes,
+                     template_version: str, from_version: str, added_version: int) -> bool:
+        face = self._s.faces.get((collection_id, face_id))
+        if face is None or face.template_version != from_version:
+            return False
+        self._changed("faces")
+        self._s.faces[(collection_id, face_id)] = replace(
+            face, embedding=embedding, template_version=template_version,
+            added_version=added_version)
+        return True
 
     def by_engine_face_ids(self, collection_id: str,
                            engine_face_ids: Sequence[str]) -> dict[str, StoredFace]:
@@ -235,6 +276,35 @@ class FakeFacesRepo(_Repo):
         wanted = set(face_ids)
         return [f.engine_face_id for f in self._of(collection_id)
                 if f.face_id in wanted and f.engine_face_id is not None]
+
+
+class FakeFaceChipsRepo(_Repo):
+    """Chips in the clear: sealing is the SQL store's (adapters/store/chips_repo.py)."""
+
+    def add(self, chip: FaceChip) -> None:
+        self._changed("face_chips")
+        self._s.chips[(chip.collection_id, chip.face_id)] = chip
+
+    def get_many(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, FaceChip]:
+        return {f: self._s.chips[(collection_id, f)] for f in face_ids
+                if (collection_id, f) in self._s.chips}
+
+    def delete(self, collection_id: str, face_ids: Sequence[str]) -> int:
+        gone = [k for k in [(collection_id, f) for f in face_ids] if k in self._s.chips]
+        if gone:
+            self._changed("face_chips")
+        for key in gone:
+            del self._s.chips[key]
+        return len(gone)
+
+    def delete_for_subject(self, collection_id: str, subject_id: str | None) -> int:
+        gone = [k for k, c in self._s.chips.items() if k[0] == collection_id
+                and subject_id in (None, c.subject_id)]
+        if gone:
+            self._changed("face_chips")
+        for key in gone:
+            del self._s.chips[key]
+        return len(gone)
 
 
 class FakeConsentsRepo(_Repo):
@@ -738,6 +808,10 @@ class FakeStoreUnitOfWork:
         return FakeCollectionsRepo(self)
 
     @property
+    def chips(self) -> FakeFaceChipsRepo:
+        return FakeFaceChipsRepo(self)
+
+    @property
     def subjects(self) -> FakeSubjectsRepo:
         return FakeSubjectsRepo(self)
 
@@ -800,13 +874,14 @@ class FakeSearchIndex:
     invalidated: list[str] = field(default_factory=list)
 
     def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
-               max_faces: int) -> list[SearchHit]:
+               max_faces: int, template_version: str | None = None) -> list[SearchHit]:
         if collection_id not in self.store.state.collections:
             raise NotFound(f"collection {collection_id} not found")
         probe = tuple(embedding)
         hits = [SearchHit(f.face_id, f.subject_id, self.similarity(probe, f.vector()))
                 for (c, _), f in sorted(self.store.state.faces.items())
-                if c == collection_id and f.embedding is not None]
+                if c == collection_id and f.embedding is not None
+                and template_version in (None, f.template_version)]
         hits = [h for h in hits if h.similarity >= threshold]
         return sorted(hits, key=lambda h: (-h.similarity, h.face_id))[:max_faces]
 

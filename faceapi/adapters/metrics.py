@@ -209,10 +209,10 @@ class TimedIndex:
         self._metrics = metrics
 
     def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
-               max_faces: int) -> list[SearchHit]:
+               max_faces: int, template_version: str | None = None) -> list[SearchHit]:
         with _Timer(self._metrics, "search"):
             return self._inner.search(collection_id, embedding, threshold=threshold,
-                                      max_faces=max_faces)
+                                      max_faces=max_faces, template_version=template_version)
 
     def invalidate(self, collection_id: str) -> None:
         self._inner.invalidate(collection_id)
@@ -242,6 +242,10 @@ class TimedEngine:
     @property
     def model_version(self) -> str:
         return self._inner.model_version
+
+    @property
+    def template_version(self) -> str:
+        return self._inner.template_version
 
     def capabilities(self) -> Capabilities:
         return self._inner.capabilities()

@@ -26,6 +26,7 @@ class Action(StrEnum):
     COLLECTION_CREATE = "collection.create"
     COLLECTION_DELETE = "collection.delete"
     COLLECTION_POLICIES = "collection.policies"
+    COLLECTION_REINDEX = "collection.reindex"
     FACE_INDEX = "face.index"
     FACE_DELETE = "face.delete"
     FACE_SEARCH = "face.search"

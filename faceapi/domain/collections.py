@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -80,6 +80,9 @@ class Collection:
     consent_required: bool = True
     # Keep a small JPEG crop of each indexed face for reviewers (services/face_crops.py).
     keep_face_crops: bool = True
+    # Keep each face's aligned chip (sealed at rest) so `faceapi collections reindex`
+    # can move the collection to a new template version without the original photos.
+    keep_chips: bool = True
     # The verify and search policies that may be used on this collection (sorted names).
     # Empty: none may, so every verify and search is refused (fail closed).
     policies: tuple[str, ...] = ()
@@ -109,6 +112,8 @@ def require_bound(collection: Collection, policy_name: str) -> None:
 class CollectionStats:
     face_count: int
     subject_count: int
+    # Faces per template version (filled by describe_collection only).
+    template_versions: Mapping[str, int] = field(default_factory=dict)
 
 
 class ConsentBasis(StrEnum):
@@ -188,6 +193,9 @@ class StoredFace:
     # The collection version the face was added at: search indexes fetch only the
     # faces added since their copy's version instead of the whole collection.
     added_version: int = 0
+    # What the descriptor was computed with (FaceEngine.template_version): faces are
+    # only ever compared with probes of the same template version.
+    template_version: str = ""
 
     def vector(self) -> tuple[float, ...]:
         """The descriptor as floats; empty when this engine keeps no descriptors."""
@@ -209,6 +217,19 @@ def embedding_from_bytes(data: bytes) -> tuple[float, ...]:
     if sys.byteorder != "little":
         packed.byteswap()
     return tuple(packed)
+
+
+@dataclass(frozen=True)
+class FaceChip:
+    """The aligned face chip a stored descriptor was computed from: the exact input of
+    the descriptor network, biometric data like the descriptor itself. Sealed at rest
+    by the store; never logged, audited or returned."""
+
+    collection_id: str
+    subject_id: str
+    face_id: str
+    chip_format: str  # the engine's ChipEmbedder.chip_format when it was cut
+    pixels: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

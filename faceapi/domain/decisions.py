@@ -43,6 +43,9 @@ class Reason(StrEnum):
     REVIEWERS_DISAGREED = "reviewers_disagreed"
     REVIEW_EXPIRED = "review_expired"
     SUBJECT_ERASED = "subject_erased"
+    # The claimed subject's faces are all of another template version (a model change
+    # whose `faceapi collections reindex` has not reached them): nothing was compared.
+    TEMPLATE_NOT_MIGRATED = "template_not_migrated"
 
 
 class DecisionKind(StrEnum):

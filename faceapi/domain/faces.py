@@ -117,6 +117,10 @@ class EmbeddedFace:
 
     detail: FaceDetail
     embedding: tuple[float, ...] = field(repr=False)
+    # The aligned face chip the descriptor was computed from (engine-specific bytes,
+    # e.g. 150x150 RGB for the local engine), kept sealed so a collection can be
+    # re-embedded under a new template version; None if the engine has no chips.
+    chip: bytes | None = field(default=None, repr=False)
 
 
 # Rekognition's FaceDetail members that our FaceDetail carries, and those it does not

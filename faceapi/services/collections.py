@@ -42,6 +42,7 @@ from faceapi.services.ports import (
     FaceEngine,
     SubjectEraser,
     UnitOfWork,
+    chip_embedder,
     remote_collections,
 )
 
@@ -61,8 +62,14 @@ def check_id(kind: str, value: str) -> None:
 
 
 def check_engine(collection: Collection, engine: FaceEngine) -> None:
-    """A collection's descriptors are only comparable under the engine and model that
-    computed them."""
+    """A collection's faces are only usable by the engine that indexed them. Where our
+    store keeps the descriptors, each face records its template version and is only
+    compared with probes of the same version (a model change leaves the faces in place
+    until `faceapi collections reindex` moves them; a detector change alone changes no
+    template version). An engine that keeps the faces itself (Rekognition) needs the
+    model version the collection was made with."""
+    if collection.engine == engine.name and remote_collections(engine) is None:
+        return
     if (collection.engine, collection.model_version) != (engine.name, engine.model_version):
         raise EngineMismatch(
             f"collection {collection.collection_id!r} holds faces of {collection.engine} "
@@ -77,6 +84,7 @@ class CreateCollectionRequest:
     description: str = ""
     consent_required: bool = True
     keep_face_crops: bool = True
+    keep_chips: bool = True
     # The verify/search policies that may be used on it; None: the configured default.
     policies: tuple[str, ...] | None = None
     multiple_faces: MultipleFaces = MultipleFaces.REFUSE
@@ -98,8 +106,9 @@ def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: Fac
                             engine=engine.name, model_version=engine.model_version,
                             created_at=clock.now(), version=0,
                             consent_required=req.consent_required,
-                            keep_face_crops=req.keep_face_crops, policies=bound,
-                            multiple_faces=req.multiple_faces)
+                            keep_face_crops=req.keep_face_crops,
+                            keep_chips=req.keep_chips and chip_embedder(engine) is not None,
+                            policies=bound, multiple_faces=req.multiple_faces)
     remote = remote_collections(engine)
     if remote is not None:
         with uow:
@@ -117,6 +126,7 @@ def create_collection(req: CreateCollectionRequest, *, actor: Actor, engine: Fac
                 details={"consent_required": req.consent_required,
                          "keep_face_crops": req.keep_face_crops,
                          "multiple_faces": req.multiple_faces.value,
+                         "keep_chips": collection.keep_chips,
                          "policies": list(bound)}))
             uow.commit()
     except BaseException:
@@ -199,7 +209,9 @@ def describe_collection(collection_id: str, *, actor: Actor,
     """One collection with its face and subject counts."""
     with uow:
         collection = load_collection(uow, actor, collection_id)
-        return CollectionDescription(collection, uow.collections.stats(collection_id))
+        stats = replace(uow.collections.stats(collection_id),
+                        template_versions=uow.faces.template_counts(collection_id))
+        return CollectionDescription(collection, stats)
 
 
 def delete_collection(collection_id: str, *, actor: Actor, uow: UnitOfWork,

@@ -4,7 +4,7 @@ under a subject (ExternalImageId), with the subject's consent."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from faceapi.domain.audit import Action, Actor, AuditEvent
@@ -12,6 +12,7 @@ from faceapi.domain.clock import Clock
 from faceapi.domain.collections import (
     Collection,
     ConsentRequired,
+    FaceChip,
     MultipleFaces,
     MultipleFacesInPhoto,
     QualityFilter,
@@ -45,6 +46,7 @@ from faceapi.services.ports import (
     FaceEngine,
     ImageDecoder,
     UnitOfWork,
+    chip_embedder,
     remote_collections,
 )
 
@@ -161,8 +163,8 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
     remote = remote_collections(engine)
     # Under the collection's rule one face at most is enrolled, whatever the rule says.
     engine_req = replace(req, max_faces=1) if req.collection_rule else req
-    found = (_index_remote(remote, engine_req, image) if remote is not None
-             else _index_local(engine, engine_req, image))
+    found = (_index_remote(remote, engine_req, image, engine.template_version)
+             if remote is not None else _index_local(engine, engine_req, image))
     remote_ids = [f.engine_face_id for f, _ in found.faces if f.engine_face_id]
     now = clock.now()
     records: list[FaceRecord] = []
@@ -302,6 +304,8 @@ def _write_enrollment(req: IndexFacesRequest, records: list[FaceRecord],
                 uow.subjects.ensure(Subject(collection.collection_id, req.subject_id, now))
             for record in records:
                 uow.faces.add(record.face)
+            if collection.keep_chips:
+                _keep_chips(uow, records, found, engine)
             if collection.keep_face_crops:
                 # Before the commit, deleted again by the caller if it does not happen
                 # (services/face_crops.py explains why not after).
@@ -322,6 +326,22 @@ def _write_enrollment(req: IndexFacesRequest, records: list[FaceRecord],
     return records, event.id
 
 
+def _keep_chips(uow: UnitOfWork, records: list[FaceRecord], found: _Found,
+                engine: FaceEngine) -> None:
+    """Each new face's aligned chip, sealed by the store, in the enrollment's own
+    transaction (so it is erased with the face and never outlives a failed one)."""
+    embedder = chip_embedder(engine)
+    if embedder is None:
+        return
+    for record in records:
+        pixels = found.chips.get(record.face.face_id)
+        if pixels:
+            uow.chips.add(FaceChip(collection_id=record.face.collection_id,
+                                   subject_id=record.face.subject_id,
+                                   face_id=record.face.face_id,
+                                   chip_format=embedder.chip_format, pixels=pixels))
+
+
 @dataclass(frozen=True)
 class _Found:
     """What the engine found: faces to store (ids, boxes, descriptors or the engine's
@@ -331,35 +351,40 @@ class _Found:
     unindexed: list[NotIndexedFace]
     face_count: int
     orientation_correction: OrientationCorrection | None
+    # The aligned chip of each face to store, by face id (engines that cut chips).
+    chips: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
-def _stored(detail: FaceDetail, *, embedding: bytes | None = None,
+def _stored(detail: FaceDetail, *, template_version: str, embedding: bytes | None = None,
             engine_face_id: str | None = None) -> StoredFace:
     return StoredFace(
         face_id=str(uuid.uuid4()), collection_id="", subject_id="", image_id="",
         image_sha256="", bounding_box=detail.bounding_box, confidence=detail.confidence,
         created_at=datetime.min, quality=detail.quality, pose=detail.pose,
         width_px=detail.width_px, height_px=detail.height_px, embedding=embedding,
-        engine_face_id=engine_face_id)
+        engine_face_id=engine_face_id, template_version=template_version)
 
 
 def _index_local(engine: FaceEngine, req: IndexFacesRequest, image: DecodedImage) -> _Found:
     """Descriptors computed here, kept in our store."""
     detection, embedded = engine.embed_faces(image)
     to_index, unindexed = select_faces(embedded, req.quality_filter, req.max_faces)
-    return _Found([(_stored(f.detail, embedding=embedding_to_bytes(f.embedding)), f.detail)
-                   for f in to_index], unindexed, len(detection.faces),
-                  detection.orientation_correction)
+    faces = [(_stored(f.detail, embedding=embedding_to_bytes(f.embedding),
+                      template_version=engine.template_version), f) for f in to_index]
+    return _Found([(stored, f.detail) for stored, f in faces], unindexed,
+                  len(detection.faces), detection.orientation_correction,
+                  chips={stored.face_id: f.chip for stored, f in faces if f.chip})
 
 
-def _index_remote(remote: FaceCollections, req: IndexFacesRequest,
-                  image: DecodedImage) -> _Found:
+def _index_remote(remote: FaceCollections, req: IndexFacesRequest, image: DecodedImage,
+                  template_version: str) -> _Found:
     """Faces kept by the engine (IndexFaces there); we keep its face ids."""
     result = remote.index_faces(req.collection_id, image, req.subject_id,
                                 max_faces=req.max_faces, quality_filter=req.quality_filter)
     faces = [(_stored(replace(r.detail, bounding_box=r.face.bounding_box,
                               confidence=r.face.confidence),
-                      engine_face_id=r.face.face_id), r.detail) for r in result.records]
+                      engine_face_id=r.face.face_id, template_version=template_version),
+              r.detail) for r in result.records]
     unindexed = list(result.unindexed)
     return _Found(faces, unindexed, len(faces) + len(unindexed),
                   result.orientation_correction)

@@ -24,6 +24,7 @@ from faceapi.domain.collections import (
     Collection,
     CollectionStats,
     Consent,
+    FaceChip,
     QualityFilter,
     StoredFace,
     Subject,
@@ -163,6 +164,11 @@ class UnitOfWork(AuditUnitOfWork, Protocol):
     @property
     def webhooks(self) -> WebhooksRepo:
         """Keys' webhooks and the outbox of callback deliveries."""
+        ...
+
+    @property
+    def chips(self) -> FaceChipsRepo:
+        """Kept face chips (sealed at rest), for re-embedding under a new model."""
         ...
 
     def __enter__(self) -> UnitOfWork:
@@ -330,6 +336,10 @@ class CollectionsRepo(Protocol):
         """Replace the policies bound to the collection."""
         ...
 
+    def set_model_version(self, collection_id: str, model_version: str) -> None:
+        """Record the model version the collection's faces are now all computed with."""
+        ...
+
 
 class SubjectsRepo(Protocol):
     def get(self, collection_id: str, subject_id: str) -> Subject | None:
@@ -384,17 +394,36 @@ class FacesRepo(Protocol):
         """Delete every face of a subject; return their ids."""
         ...
 
-    def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
-        """(face_id, subject_id, float32 bytes) for every face with an embedding."""
+    def embeddings(self, collection_id: str,
+                   template_version: str | None = None) -> list[tuple[str, str, bytes]]:
+        """(face_id, subject_id, float32 bytes) for every face with an embedding (of
+        that template version when one is given)."""
         ...
 
-    def embeddings_since(self, collection_id: str,
-                         version: int) -> list[tuple[str, str, bytes]]:
+    def embeddings_since(self, collection_id: str, version: int,
+                         template_version: str | None = None) -> list[tuple[str, str, bytes]]:
         """Like `embeddings`, for the faces added after collection version `version`."""
         ...
 
-    def embedding_count(self, collection_id: str) -> int:
-        """How many faces of the collection have an embedding."""
+    def embedding_count(self, collection_id: str, template_version: str | None = None) -> int:
+        """How many faces of the collection have an embedding (of that version)."""
+        ...
+
+    def template_counts(self, collection_id: str) -> dict[str, int]:
+        """How many faces of the collection each template version has."""
+        ...
+
+    def not_at_template(self, collection_id: str, template_version: str, *,
+                        after: str | None, limit: int) -> list[StoredFace]:
+        """Faces (without embeddings) of another template version, by face id after
+        `after`: what a reindex still has to do."""
+        ...
+
+    def set_template(self, collection_id: str, face_id: str, *, embedding: bytes,
+                     template_version: str, from_version: str, added_version: int) -> bool:
+        """Replace a face's descriptor and template version, only if it is still at
+        `from_version` (a concurrent reindex did not get there first). `added_version`
+        makes search indexes of the new template version fetch it as added."""
         ...
 
     def by_engine_face_ids(self, collection_id: str,
@@ -410,6 +439,26 @@ class FacesRepo(Protocol):
 
     def engine_face_ids(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
         """The remote engine's face ids of these faces (those that have one)."""
+        ...
+
+
+class FaceChipsRepo(Protocol):
+    """Face chips, sealed at rest by the store (never stored or read in the clear)."""
+
+    def add(self, chip: FaceChip) -> None:
+        """Keep one face's chip."""
+        ...
+
+    def get_many(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, FaceChip]:
+        """The kept chips of these faces (faces without one are absent)."""
+        ...
+
+    def delete(self, collection_id: str, face_ids: Sequence[str]) -> int:
+        """Delete these faces' chips; return how many there were."""
+        ...
+
+    def delete_for_subject(self, collection_id: str, subject_id: str | None) -> int:
+        """Delete a subject's chips (None: every chip of the collection)."""
         ...
 
 
@@ -658,8 +707,9 @@ class SearchIndex(Protocol):
     """Nearest stored faces of a collection; always current with the store."""
 
     def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
-               max_faces: int) -> list[SearchHit]:
-        """Up to `max_faces` faces with similarity >= threshold, best first.
+               max_faces: int, template_version: str | None = None) -> list[SearchHit]:
+        """Up to `max_faces` faces with similarity >= threshold, best first; only faces
+        of `template_version` when one is given (the probe's: like with like).
 
         Raises NotFound for an unknown collection."""
         ...
@@ -719,6 +769,12 @@ class FaceEngine(Protocol):
     @property
     def model_version(self) -> str:
         """Version of the models in use; recorded on collections and audit events."""
+        ...
+
+    @property
+    def template_version(self) -> str:
+        """What a descriptor depends on (the recogniser, its input chip, jitter; not
+        the detector): descriptors are comparable only within one template version."""
         ...
 
     def capabilities(self) -> Capabilities:
@@ -794,6 +850,26 @@ class FaceCollections(Protocol):
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> FaceDeletion:
         """Delete faces by id; ids that were not there are reported, not raised."""
         ...
+
+
+@runtime_checkable
+class ChipEmbedder(Protocol):
+    """Engines whose descriptors are computed from an aligned face chip they hand out
+    (EmbeddedFace.chip): a kept chip can be re-embedded without the original image."""
+
+    @property
+    def chip_format(self) -> str:
+        """The chips this engine cuts and takes (size, padding, alignment)."""
+        ...
+
+    def embed_chips(self, chips: Sequence[bytes]) -> list[tuple[float, ...]]:
+        """One descriptor per chip, at this engine's template version."""
+        ...
+
+
+def chip_embedder(engine: FaceEngine) -> ChipEmbedder | None:
+    """The engine itself when it can re-embed kept chips, else None."""
+    return engine if isinstance(engine, ChipEmbedder) else None
 
 
 def remote_collections(engine: FaceEngine) -> FaceCollections | None:

@@ -98,6 +98,9 @@ class SearchResult:
     # REST `all_faces` (search_every_face): every face's result, largest first; this
     # result is the first of them.
     face_searches: tuple[SearchResult, ...] = ()
+    # Faces of the collection at another template version than the probe (a model
+    # change whose reindex has not reached them): this search could not find them.
+    faces_not_migrated: int = 0
 
 
 def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
@@ -139,7 +142,8 @@ def search(req: SearchRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                                  request_id=request_id, threshold=threshold,
                                  max_faces=max_faces)
     return SearchResult(decision=decision, searched_face=probe, face_matches=matches,
-                        attributes=policy.attributes, model_version=engine.model_version)
+                        attributes=policy.attributes, model_version=engine.model_version,
+                        faces_not_migrated=int(found.scores.get("faces_not_migrated") or 0))
 
 
 def search_every_face(req: SearchRequest, *, actor: Actor, engine: FaceEngine,
@@ -244,11 +248,17 @@ def _search_probe(collection_id: str, image: DecodedImage, policy: Policy, *,
         probe = found.detail if found is not None else None
         face_count = len(embedded)
         if found is not None:
+            # Like with like: only faces of the probe's template version are compared.
             hits = index.search(collection_id, found.embedding, threshold=threshold,
-                                max_faces=max_faces + LOCKED_HEADROOM)
+                                max_faces=max_faces + LOCKED_HEADROOM,
+                                template_version=engine.template_version)
             candidates = tuple(Candidate(h.face_id, h.subject_id, h.similarity)
                                for h in hits)
+        with uow:
+            counts = uow.faces.template_counts(collection_id)
+        not_compared = sum(n for v, n in counts.items() if v != engine.template_version)
     else:
+        not_compared = 0
         probe, reasons, face_count = remote_probe(engine, image, policy)
         if probe is not None:
             candidates, reasons = _remote_candidates(remote, uow, collection_id, image,
@@ -258,7 +268,10 @@ def _search_probe(collection_id: str, image: DecodedImage, policy: Policy, *,
     return probe, _Probe(collection_id=collection_id, sha256=image.sha256,
                          candidates=candidates, usable=probe is not None,
                          reasons=tuple(reasons), threshold=threshold, max_faces=max_faces,
-                         scores={"face_count": face_count}, details={})
+                         # Faces of another template version, awaiting a reindex: a
+                         # search cannot find them (docs/collections.md).
+                         scores={"face_count": face_count,
+                                 "faces_not_migrated": not_compared}, details={})
 
 
 # Searches ask the index for this many candidates more than they may return, so that
@@ -373,7 +386,8 @@ def search_by_face(req: SearchByFaceRequest, *, actor: Actor, engine: FaceEngine
     # One more than asked: the probe finds itself first and is left out, as in
     # Rekognition.
     hits = [h for h in index.search(req.collection_id, probe.vector(), threshold=threshold,
-                                    max_faces=max_faces + 1 + LOCKED_HEADROOM)
+                                    max_faces=max_faces + 1 + LOCKED_HEADROOM,
+                                    template_version=probe.template_version)
             if h.face_id != req.face_id]
     decision, matches = _decide(
         _Probe(collection_id=req.collection_id, sha256=probe.image_sha256,

@@ -233,9 +233,17 @@ def _compare_with_claimed_subject(req: VerifyRequest, image: DecodedImage, polic
             with uow:
                 stored = ([] if _consent_lapsed(uow, req, now) else
                           uow.faces.list_for_subject(req.collection_id, req.subject_id))
+            # Like with like: a face of another template version (a model change not
+            # yet reindexed) is not compared; if that leaves nothing, say so rather
+            # than answer no_match for a face that was never looked at.
+            comparable = [f for f in stored
+                          if f.embedding and f.template_version == engine.template_version]
+            if stored and not comparable:
+                reasons = [Reason.TEMPLATE_NOT_MIGRATED]
+                probe = None
             scored = [Candidate(f.face_id, f.subject_id,
                                 engine.similarity(found.embedding, f.vector()))
-                      for f in stored if f.embedding]
+                      for f in comparable]
     else:
         probe, reasons, _ = remote_probe(engine, image, policy)
         if probe is not None:

@@ -46,7 +46,8 @@ def test_the_local_engine_is_a_face_engine(engine: LocalEngine) -> None:
     assert port.name == "local"
     assert port.ready() == (True, "models loaded")
     assert port.model_version.startswith("dlib-20.")
-    assert port.model_version.endswith("/resnet_v1/hog")
+    assert port.model_version.endswith("/resnet_v1/hog/align68/jitter1")
+    assert port.template_version.endswith("/resnet_v1/align68/jitter1")
 
 
 def test_a_single_face_photo_gives_one_face_with_a_box_inside_the_image(
@@ -280,7 +281,8 @@ def test_capabilities_list_what_the_engine_does_not_compute(engine: LocalEngine)
 def test_the_cnn_detector_finds_a_face_with_a_confidence_from_its_score() -> None:
     # The MMOD CNN is slow on a CPU (tens of seconds for a 500 px photo): a 150 px crop.
     cnn = LocalEngine(SETTINGS.with_overrides(detector="cnn", orientation_search=False))
-    assert cnn.model_version.endswith("/cnn")
+    assert cnn.model_version.endswith("/cnn/align68/jitter1")
+    assert cnn.template_version == LocalEngine(SETTINGS).template_version
     detection = cnn.detect_faces(load(f"{FACEAPI}/amy/amy1.png"), Attributes.DEFAULT)
     assert len(detection.faces) == 1
     assert 50.0 < detection.faces[0].confidence <= 100.0

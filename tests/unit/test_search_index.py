@@ -36,14 +36,20 @@ class FakeSource:
         found = self.collections.get(collection_id)
         return None if found is None else found[0]
 
-    def snapshot(self, collection_id: str) -> Snapshot | None:
+    def snapshot(self, collection_id: str,
+                 template_version: str | None = None) -> Snapshot | None:
+        # Rows of one template version only (tests/unit/test_usecase_reindex.py has
+        # the index over several).
+        assert template_version is None
         found = self.collections.get(collection_id)
         if found is None:
             return None
         self.snapshots += 1
         return snapshot_from_rows(found[0], [(f, s, b) for f, s, b, _ in found[1]])
 
-    def changes(self, collection_id: str, since: int) -> Delta | None:
+    def changes(self, collection_id: str, since: int,
+                template_version: str | None = None) -> Delta | None:
+        assert template_version is None
         found = self.collections.get(collection_id)
         if found is None:
             return None

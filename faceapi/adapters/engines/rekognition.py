@@ -143,6 +143,11 @@ class RekognitionEngine:
         return f"rekognition-{API_VERSION}"
 
     @property
+    def template_version(self) -> str:
+        # Rekognition keeps its faces: one version for everything it computes.
+        return self.model_version
+
+    @property
     def client(self) -> Any:
         """The boto3 client, for the collection operations in this module."""
         return self._client

@@ -6,6 +6,12 @@ matrix, built from the store. Before every search it reads the collection's `ver
 rebuilt from the store, so every worker answers from the same data without any
 messaging between them.
 
+A collection may hold faces of several template versions while it is moved to a new
+model (`faceapi collections reindex`); a probe is only compared with faces of its own
+template version, so each version has its own copy. A reindexed face gets the
+collection's new version as its `added_version`, so the new version's copy fetches it
+as added, and the old version's copy (which lost it) is read again.
+
 Ranking is by euclidean distance, which both descriptor engines' similarity maps are
 strictly decreasing in (the local engine's calibrated map; cosine on unit vectors for
 the fake). Only the `max_faces` nearest candidates are then scored with the engine's own
@@ -86,12 +92,15 @@ class IndexSource(Protocol):
         """The collection's current version, or None if it does not exist."""
         ...
 
-    def snapshot(self, collection_id: str) -> Snapshot | None:
-        """Every descriptor of the collection with the version they belong to."""
+    def snapshot(self, collection_id: str, template_version: str | None) -> Snapshot | None:
+        """Every descriptor of the collection (of that template version, None: all)
+        with the collection version they belong to."""
         ...
 
-    def changes(self, collection_id: str, since: int) -> Delta | None:
-        """The faces added after version `since`, and the collection's face count."""
+    def changes(self, collection_id: str, since: int,
+                template_version: str | None) -> Delta | None:
+        """The faces added after version `since`, and the collection's face count
+        (both of that template version)."""
         ...
 
 
@@ -120,22 +129,25 @@ class StoreIndexSource:
             collection = uow.collections.get(collection_id)
             return None if collection is None else collection.version
 
-    def snapshot(self, collection_id: str) -> Snapshot | None:
+    def snapshot(self, collection_id: str, template_version: str | None) -> Snapshot | None:
         # Version and rows in one transaction, so the snapshot is never labelled with
         # a version its rows do not belong to.
         with self._read_uow() as uow:
             collection = uow.collections.get(collection_id)
             if collection is None:
                 return None
-            return snapshot_from_rows(collection.version, uow.faces.embeddings(collection_id))
+            return snapshot_from_rows(collection.version,
+                                      uow.faces.embeddings(collection_id, template_version))
 
-    def changes(self, collection_id: str, since: int) -> Delta | None:
+    def changes(self, collection_id: str, since: int,
+                template_version: str | None) -> Delta | None:
         with self._read_uow() as uow:
             collection = uow.collections.get(collection_id)
             if collection is None:
                 return None
-            return Delta(collection.version, uow.faces.embeddings_since(collection_id, since),
-                         uow.faces.embedding_count(collection_id))
+            return Delta(collection.version,
+                         uow.faces.embeddings_since(collection_id, since, template_version),
+                         uow.faces.embedding_count(collection_id, template_version))
 
 
 class BruteForceIndex:
@@ -144,48 +156,53 @@ class BruteForceIndex:
     def __init__(self, source: IndexSource, similarity: Similarity) -> None:
         self._source = source
         self._similarity = similarity
-        self._snapshots: dict[str, Snapshot] = {}
+        self._snapshots: dict[tuple[str, str | None], Snapshot] = {}
         self._lock = threading.Lock()
 
     def invalidate(self, collection_id: str) -> None:
         with self._lock:
-            self._snapshots.pop(collection_id, None)
+            for key in [k for k in self._snapshots if k[0] == collection_id]:
+                del self._snapshots[key]
 
-    def current(self, collection_id: str) -> Snapshot:
-        """This process's snapshot, rebuilt if the store's version moved on."""
+    def current(self, collection_id: str, template_version: str | None = None) -> Snapshot:
+        """This process's snapshot (of one template version, None: every face),
+        rebuilt if the store's version moved on."""
         version = self._source.version(collection_id)
         if version is None:
             self.invalidate(collection_id)
             raise NotFound(f"collection {collection_id} not found")
-        snapshot = self._snapshots.get(collection_id)
+        key = (collection_id, template_version)
+        snapshot = self._snapshots.get(key)
         if snapshot is not None and snapshot.version == version:
             return snapshot
         with self._lock:
-            snapshot = self._snapshots.get(collection_id)
+            snapshot = self._snapshots.get(key)
             if snapshot is None or snapshot.version != version:
-                fresh = self._refreshed(collection_id, snapshot)
+                fresh = self._refreshed(collection_id, template_version, snapshot)
                 if fresh is None:
-                    self._snapshots.pop(collection_id, None)
+                    self._snapshots.pop(key, None)
                     raise NotFound(f"collection {collection_id} not found")
-                self._snapshots[collection_id] = snapshot = fresh
+                self._snapshots[key] = snapshot = fresh
         return snapshot
 
-    def _refreshed(self, collection_id: str, old: Snapshot | None) -> Snapshot | None:
-        # Enrolment only adds faces: read just those. Any deletion since shows as a
-        # count below old + added, and only then is the whole collection read again.
+    def _refreshed(self, collection_id: str, template_version: str | None,
+                   old: Snapshot | None) -> Snapshot | None:
+        # Enrolment only adds faces: read just those. Any deletion since (or a face
+        # reindexed away from this template version) shows as a count below
+        # old + added, and only then is the whole collection read again.
         if old is not None:
-            delta = self._source.changes(collection_id, old.version)
+            delta = self._source.changes(collection_id, old.version, template_version)
             if delta is None:
                 return None
             if delta.total == len(old.face_ids) + len(delta.added):
                 return old.extended(delta.version, delta.added)
-        return self._source.snapshot(collection_id)
+        return self._source.snapshot(collection_id, template_version)
 
     def search(self, collection_id: str, embedding: Sequence[float], *, threshold: float,
-               max_faces: int) -> list[SearchHit]:
+               max_faces: int, template_version: str | None = None) -> list[SearchHit]:
         if not 1 <= max_faces <= MAX_FACES_LIMIT:
             raise InvalidParameter(f"max_faces must be between 1 and {MAX_FACES_LIMIT}")
-        snapshot = self.current(collection_id)
+        snapshot = self.current(collection_id, template_version)
         if not snapshot.face_ids:
             return []
         probe = np.asarray(embedding, dtype=np.float32)

@@ -11,7 +11,7 @@ from sqlalchemy import Row, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from faceapi.adapters.store.tables import collections, consents, faces, subjects
+from faceapi.adapters.store.tables import collections, consents, face_chips, faces, subjects
 from faceapi.domain.collections import (
     Collection,
     CollectionExists,
@@ -36,6 +36,7 @@ def _collection(row: Row[Any]) -> Collection:
                       created_at=_utc(row.created_at), version=int(row.version),
                       consent_required=bool(row.consent_required),
                       keep_face_crops=bool(row.keep_face_crops),
+                      keep_chips=bool(row.keep_chips),
                       policies=policies_from_text(row.policies),
                       multiple_faces=MultipleFaces(row.multiple_faces))
 
@@ -63,6 +64,7 @@ class SqlCollectionsRepo:
                     model_version=collection.model_version, version=collection.version,
                     consent_required=collection.consent_required,
                     keep_face_crops=collection.keep_face_crops,
+                    keep_chips=collection.keep_chips,
                     policies=policies_to_text(collection.policies),
                     multiple_faces=collection.multiple_faces.value,
                     created_at=collection.created_at))
@@ -106,10 +108,16 @@ class SqlCollectionsRepo:
             update(collections).where(collections.c.collection_id == collection_id)
             .values(policies=policies_to_text(policies)))
 
+    def set_model_version(self, collection_id: str, model_version: str) -> None:
+        self._conn.execute(
+            update(collections).where(collections.c.collection_id == collection_id)
+            .values(model_version=model_version))
+
     def delete(self, collection_id: str) -> None:
         # Children first and explicitly, so nothing depends on the database honouring
         # ON DELETE CASCADE (SQLite only does with its foreign_keys pragma on).
         self._conn.execute(delete(consents).where(consents.c.collection_id == collection_id))
+        self._conn.execute(delete(face_chips).where(face_chips.c.collection_id == collection_id))
         self._conn.execute(delete(faces).where(faces.c.collection_id == collection_id))
         self._conn.execute(delete(subjects).where(subjects.c.collection_id == collection_id))
         self._conn.execute(
@@ -175,7 +183,8 @@ def _face(row: Row[Any], *, with_embedding: bool) -> StoredFace:
         confidence=row.confidence, created_at=_utc(row.created_at), quality=quality,
         pose=pose, width_px=row.width_px, height_px=row.height_px,
         embedding=bytes(embedding) if embedding is not None else None,
-        engine_face_id=row.engine_face_id, added_version=int(row.added_version))
+        engine_face_id=row.engine_face_id, added_version=int(row.added_version),
+        template_version=row.template_version)
 
 
 class SqlFacesRepo:
@@ -195,7 +204,7 @@ class SqlFacesRepo:
             pitch=pose.pitch if pose else None,
             width_px=face.width_px, height_px=face.height_px, embedding=face.embedding,
             engine_face_id=face.engine_face_id, created_at=face.created_at,
-            added_version=face.added_version))
+            added_version=face.added_version, template_version=face.template_version))
 
     def get(self, collection_id: str, face_id: str) -> StoredFace | None:
         row = self._conn.execute(select(faces).where(
@@ -262,6 +271,9 @@ class SqlFacesRepo:
             faces.c.collection_id == collection_id, faces.c.face_id.in_(list(face_ids))))
             .scalars())
         if found:
+            # A chip never outlives its face, whatever deletes the face.
+            self._conn.execute(delete(face_chips).where(
+                face_chips.c.collection_id == collection_id, face_chips.c.face_id.in_(found)))
             self._conn.execute(delete(faces).where(
                 faces.c.collection_id == collection_id, faces.c.face_id.in_(found)))
         return found
@@ -271,31 +283,69 @@ class SqlFacesRepo:
             faces.c.collection_id == collection_id, faces.c.subject_id == subject_id))
             .scalars())
         if found:
+            self._conn.execute(delete(face_chips).where(
+                face_chips.c.collection_id == collection_id,
+                face_chips.c.subject_id == subject_id))
             self._conn.execute(delete(faces).where(
                 faces.c.collection_id == collection_id, faces.c.subject_id == subject_id))
         return found
 
-    def embeddings(self, collection_id: str) -> list[tuple[str, str, bytes]]:
+    @staticmethod
+    def _with_embedding(collection_id: str, template_version: str | None) -> list[Any]:
+        where = [faces.c.collection_id == collection_id, faces.c.embedding.is_not(None)]
+        if template_version is not None:
+            where.append(faces.c.template_version == template_version)
+        return where
+
+    def embeddings(self, collection_id: str,
+                   template_version: str | None = None) -> list[tuple[str, str, bytes]]:
         rows = self._conn.execute(
             select(faces.c.face_id, faces.c.subject_id, faces.c.embedding)
-            .where(faces.c.collection_id == collection_id, faces.c.embedding.is_not(None))
+            .where(*self._with_embedding(collection_id, template_version))
             .order_by(faces.c.face_id))
         return [(row.face_id, row.subject_id, bytes(row.embedding)) for row in rows]
 
-    def embeddings_since(self, collection_id: str,
-                         version: int) -> list[tuple[str, str, bytes]]:
+    def embeddings_since(self, collection_id: str, version: int,
+                         template_version: str | None = None) -> list[tuple[str, str, bytes]]:
         rows = self._conn.execute(
             select(faces.c.face_id, faces.c.subject_id, faces.c.embedding)
-            .where(faces.c.collection_id == collection_id, faces.c.embedding.is_not(None),
+            .where(*self._with_embedding(collection_id, template_version),
                    faces.c.added_version > version)
             .order_by(faces.c.added_version, faces.c.face_id))
         return [(row.face_id, row.subject_id, bytes(row.embedding)) for row in rows]
 
-    def embedding_count(self, collection_id: str) -> int:
+    def embedding_count(self, collection_id: str, template_version: str | None = None) -> int:
         return int(self._conn.execute(
             select(func.count()).select_from(faces)
-            .where(faces.c.collection_id == collection_id, faces.c.embedding.is_not(None))
+            .where(*self._with_embedding(collection_id, template_version))
         ).scalar_one())
+
+    def template_counts(self, collection_id: str) -> dict[str, int]:
+        rows = self._conn.execute(
+            select(faces.c.template_version, func.count())
+            .where(faces.c.collection_id == collection_id)
+            .group_by(faces.c.template_version))
+        return {row[0]: int(row[1]) for row in rows}
+
+    def not_at_template(self, collection_id: str, template_version: str, *,
+                        after: str | None, limit: int) -> list[StoredFace]:
+        stmt = (select(*_FACE_COLUMNS_NO_EMBEDDING)
+                .where(faces.c.collection_id == collection_id,
+                       faces.c.template_version != template_version)
+                .order_by(faces.c.face_id).limit(limit))
+        if after is not None:
+            stmt = stmt.where(faces.c.face_id > after)
+        return [_face(row, with_embedding=False) for row in self._conn.execute(stmt)]
+
+    def set_template(self, collection_id: str, face_id: str, *, embedding: bytes,
+                     template_version: str, from_version: str, added_version: int) -> bool:
+        result = self._conn.execute(
+            update(faces).where(faces.c.collection_id == collection_id,
+                                faces.c.face_id == face_id,
+                                faces.c.template_version == from_version)
+            .values(embedding=embedding, template_version=template_version,
+                    added_version=added_version))
+        return bool(result.rowcount)
 
 
 class SqlConsentsRepo:

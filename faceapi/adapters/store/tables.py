@@ -104,6 +104,9 @@ collections = Table(
     # Revision 0006_policy_binding: the verify/search policies that may be used on the
     # collection, sorted and comma-separated ("" binds none: everything is refused).
     Column("policies", String(1024), nullable=False, default=""),
+    # Revision 0015_template_versions: keep each face's aligned chip (sealed, in
+    # face_chips) so the collection can be re-embedded under a new model.
+    Column("keep_chips", Boolean, nullable=False, default=True),
 )
 
 subjects = Table(
@@ -139,6 +142,8 @@ faces = Table(
     Column("engine_face_id", String(128)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("added_version", BigInteger, nullable=False, default=0),
+    # Revision 0015_template_versions: FaceEngine.template_version of the descriptor.
+    Column("template_version", String(128), nullable=False, default=""),
     ForeignKeyConstraint(["collection_id", "subject_id"],
                          ["subjects.collection_id", "subjects.subject_id"],
                          name="fk_faces_subject", ondelete="CASCADE"),
@@ -149,6 +154,7 @@ Index("ix_faces_collection_image", faces.c.collection_id, faces.c.image_sha256)
 Index("ix_faces_collection_added", faces.c.collection_id, faces.c.added_version)
 # Revision 0005_face_crops: search results of a remote engine name its own face ids.
 Index("ix_faces_collection_engine_face", faces.c.collection_id, faces.c.engine_face_id)
+Index("ix_faces_collection_template", faces.c.collection_id, faces.c.template_version)
 
 # Consent records are appended, never edited: the newest one of a subject is in force,
 # and the older ones show its history until the subject is erased.
@@ -358,3 +364,17 @@ Index("ix_webhook_deliveries_due", webhook_deliveries.c.status,
       webhook_deliveries.c.next_attempt_at)
 Index("ix_webhook_deliveries_key", webhook_deliveries.c.key_id,
       webhook_deliveries.c.created_at)
+
+# Revision 0015_template_versions: the aligned chip of each face (the descriptor's exact
+# input), AES-GCM sealed under the credentials key with the row's ids as associated
+# data (adapters/store/chips_repo.py). Biometric: erased with its face, subject and
+# collection (services/erase.py's chip eraser), never logged or audited.
+face_chips = Table(
+    "face_chips", metadata,
+    Column("face_id", String(36), primary_key=True),
+    Column("collection_id", String(128), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("chip_format", String(64), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+)
+Index("ix_face_chips_collection_subject", face_chips.c.collection_id, face_chips.c.subject_id)

@@ -46,6 +46,7 @@ from sqlalchemy.exc import OperationalError
 from faceapi.adapters.secret_box import SecretBox
 from faceapi.adapters.signing_keys import CheckpointSigner
 from faceapi.adapters.store.audit_repo import SqlAuditLog
+from faceapi.adapters.store.chips_repo import SqlFaceChipsRepo
 from faceapi.adapters.store.collections_repo import (
     SqlCollectionsRepo,
     SqlConsentsRepo,
@@ -149,6 +150,15 @@ class SqlAlchemyUnitOfWork:
         if repo is None:
             # The one repository that also needs the store's secret box (SigV4 secrets).
             repo = self._repos[SqlApiKeyRepository] = SqlApiKeyRepository(
+                self.conn, self._store.secret_box)
+        return repo  # type: ignore[no-any-return]
+
+    @property
+    def chips(self) -> SqlFaceChipsRepo:
+        repo = self._repos.get(SqlFaceChipsRepo)
+        if repo is None:
+            # Chips are sealed with the store's secret box, like SigV4 secrets.
+            repo = self._repos[SqlFaceChipsRepo] = SqlFaceChipsRepo(
                 self.conn, self._store.secret_box)
         return repo  # type: ignore[no-any-return]
 

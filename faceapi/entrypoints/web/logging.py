@@ -20,7 +20,7 @@ from faceapi.domain.audit import InvalidAuditEvent, check_text
 
 _REDACTED_KEYS = re.compile(
     r"(image|embedding|descriptor|vector|api_key|apikey|authorization|secret|password"
-    r"|token|bytes)",
+    r"|token|bytes|chip|pixels)",
     re.IGNORECASE)
 _ALLOWED_SUFFIXES = ("_sha256", "_digest", "_count", "_id", "_prefix", "_bytes_len")
 _KEY_LIKE = re.compile(r"fa_[A-Za-z0-9]{6,}_[A-Za-z0-9_-]{20,}")

@@ -3,6 +3,7 @@ landmarks, ResNet 128-d descriptor) with a calibrated Similarity."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dlib
@@ -71,13 +72,13 @@ class LocalEngine:
     """Face detection, attributes and comparison with dlib, on this machine."""
 
     def __init__(self, settings: Settings, *, alignment: str = DESCRIPTOR_ALIGNMENT,
-                 jitters: int = DESCRIPTOR_JITTERS) -> None:
+                 jitters: int | None = None) -> None:
         if alignment not in ("68", "5"):
             raise ValueError("alignment must be '68' or '5'")
         self._settings = settings
         self._models: Models = load_models(settings.detector)
         self._alignment = alignment
-        self._jitters = max(1, jitters)
+        self._jitters = max(1, settings.descriptor_jitters if jitters is None else jitters)
         # Jittered descriptors average dlib's own random crops: only dlib computes those.
         self._onnx: OnnxDescriptor | None = None
         if settings.descriptor_runtime == "onnx" and self._jitters == 1:
@@ -97,7 +98,19 @@ class LocalEngine:
     @property
     def model_version(self) -> str:
         # The same for both runtimes: they compute the same descriptors (docs/engines.md).
-        return self._models.version
+        return f"{self._models.version}/align{self._alignment}/jitter{self._jitters}"
+
+    @property
+    def template_version(self) -> str:
+        # What a descriptor depends on: the network, the chip's alignment and the
+        # jitter; not the detector, which only decides where the face is.
+        return f"{self._models.recognizer_version}/align{self._alignment}/jitter{self._jitters}"
+
+    @property
+    def chip_format(self) -> str:
+        """The kind of chip embed_chips takes: chips of another format (another size,
+        padding or alignment) would give descriptors of no template version."""
+        return f"dlib-chip{CHIP_SIZE}/pad{CHIP_PADDING}/align{self._alignment}"
 
     @property
     def descriptor_runtime(self) -> str:
@@ -174,26 +187,49 @@ class LocalEngine:
 
     def descriptors(self, pixels: Pixels, faces: list[RawFace]) -> list[tuple[float, ...]]:
         """One descriptor per face, all faces of the image in one batch on onnx."""
+        return self._descriptors_and_chips(pixels, faces)[0]
+
+    def _descriptors_and_chips(self, pixels: Pixels, faces: list[RawFace]
+                               ) -> tuple[list[tuple[float, ...]], Any]:
         if not faces:
-            return []
+            return [], np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
         shapes = [self._shape(pixels, f) for f in faces]
-        if self._onnx is None:
-            with self._models.lock:
-                vectors = [self._models.recognizer.compute_face_descriptor(
-                    pixels, shape, self._jitters, CHIP_PADDING) for shape in shapes]
-            return [tuple(float(v) for v in vector) for vector in vectors]
         # One chip per call, as compute_face_descriptor cuts it for a single face: cutting
         # several at once (get_face_chips) builds dlib's down-sampling pyramid over the
         # region around all of them, which moves the pyramid's pixel grid and changes
         # the chips of large faces (descriptor differences up to 4e-3 measured).
         chips = np.stack([np.asarray(dlib.get_face_chip(pixels, shape, CHIP_SIZE, CHIP_PADDING),
                                      dtype=np.uint8) for shape in shapes])
+        if self._onnx is None:
+            with self._models.lock:
+                vectors = [self._models.recognizer.compute_face_descriptor(
+                    pixels, shape, self._jitters, CHIP_PADDING) for shape in shapes]
+            return [tuple(float(v) for v in vector) for vector in vectors], chips
         # float32 -> float, as dlib's matrix_cast<double> does.
-        return [tuple(float(v) for v in row) for row in self._onnx.compute(chips)]
+        return [tuple(float(v) for v in row) for row in self._onnx.compute(chips)], chips
+
+    def embed_chips(self, chips: Sequence[bytes]) -> list[tuple[float, ...]]:
+        """Descriptors of kept chips (`chip_format`, 150x150 RGB bytes), as
+        `embed_faces` computes them from the image (faceapi collections reindex)."""
+        if not chips:
+            return []
+        side = CHIP_SIZE * CHIP_SIZE * 3
+        if any(len(c) != side for c in chips):
+            raise InvalidParameter(f"a face chip must be {CHIP_SIZE}x{CHIP_SIZE} RGB bytes")
+        batch = np.frombuffer(b"".join(chips), dtype=np.uint8).reshape(
+            len(chips), CHIP_SIZE, CHIP_SIZE, 3)
+        if self._onnx is None:
+            with self._models.lock:
+                vectors = [self._models.recognizer.compute_face_descriptor(
+                    np.ascontiguousarray(chip), self._jitters) for chip in batch]
+            return [tuple(float(v) for v in vector) for vector in vectors]
+        return [tuple(float(v) for v in row) for row in self._onnx.compute(batch)]
 
     def _embedded_all(self, pixels: Pixels, faces: list[RawFace]) -> list[EmbeddedFace]:
-        return [EmbeddedFace(detail=self._detail(pixels, face, Attributes.ALL), embedding=vector)
-                for face, vector in zip(faces, self.descriptors(pixels, faces), strict=True)]
+        vectors, chips = self._descriptors_and_chips(pixels, faces)
+        return [EmbeddedFace(detail=self._detail(pixels, face, Attributes.ALL), embedding=vector,
+                             chip=chip.tobytes())
+                for face, vector, chip in zip(faces, vectors, chips, strict=True)]
 
     def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
         found = self._find(image)

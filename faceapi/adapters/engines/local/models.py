@@ -61,6 +61,11 @@ class Models:
     def version(self) -> str:
         return f"dlib-{dlib.__version__}/resnet_v1/{self.detector_kind}"
 
+    @property
+    def recognizer_version(self) -> str:
+        """The descriptor network alone (no detector): what a template depends on."""
+        return f"dlib-{dlib.__version__}/resnet_v1"
+
 
 _cache: dict[tuple[str, str], Models] = {}
 _lock = threading.Lock()

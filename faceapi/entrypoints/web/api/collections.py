@@ -100,7 +100,9 @@ def describe_collection(collection_id: str) -> Any:
             "user_count": found.stats.subject_count, "face_model_version": c.model_version,
             "engine": c.engine, "creation_timestamp": c.created_at,
             "consent_required": c.consent_required, "keep_face_crops": c.keep_face_crops,
-            "multiple_faces": c.multiple_faces.value, "policies": c.policies}
+            "multiple_faces": c.multiple_faces.value,
+            "keep_chips": c.keep_chips, "template_versions": dict(found.stats.template_versions),
+            "policies": c.policies}
 
 
 @blp.route("/<collection_id>", methods=["DELETE"])

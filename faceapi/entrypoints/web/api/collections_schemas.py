@@ -39,6 +39,11 @@ class CreateCollectionRequestSchema(StrictSchema):
         metadata={"description": "enrolling a photo with several faces: `refuse` (422 "
                                  "`multiple_faces`, default) or `largest` (the largest "
                                  "face, with a warning)"})
+    keep_chips = fields.Boolean(
+        load_default=True, truthy={True}, falsy={False},  # JSON true/false only
+        metadata={"description": "keep each face's aligned chip, sealed, so a model change "
+                                 "needs `faceapi collections reindex`, not re-enrollment "
+                                 "(default true)"})
     policies = fields.List(
         fields.String(validate=validate.Length(min=1, max=64)), load_default=None,
         validate=validate.Length(min=1, max=32),
@@ -91,6 +96,10 @@ class DescribeCollectionResponseSchema(Schema):
     keep_face_crops = fields.Boolean(data_key="KeepFaceCrops")
     multiple_faces = fields.String(data_key="MultipleFaces",
                                    metadata={"description": "refuse | largest"})
+    keep_chips = fields.Boolean(data_key="KeepChips")
+    # Faces per template version: more than one while a model change is being reindexed.
+    template_versions = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                                    data_key="TemplateVersions")
     policies = fields.List(fields.String(), data_key="Policies")
 
 

@@ -94,6 +94,10 @@ class SearchResponseSchema(Schema):
         data_key="SearchedFaceConfidence")
     face_matches = fields.List(fields.Nested(FaceMatchSchema), data_key="FaceMatches")
     model_version = fields.String(data_key="FaceModelVersion")
+    faces_not_migrated = fields.Integer(
+        data_key="FacesNotMigrated",
+        metadata={"description": "faces of the collection at another template version "
+                                 "(a model change not yet reindexed): not searched"})
     searched_face = fields.Function(
         _allowed_attributes, data_key="SearchedFace",
         metadata={"description": "the searched face's attributes the policy allows"})
