@@ -133,6 +133,36 @@ def degrade(kind: str, pixels: np.ndarray, box: tuple[float, float, float, float
     raise ValueError(kind)
 
 
+def compare(before_name: str, after_name: str) -> str:
+    """A before/after table of two runs' JSON (bench/results/<name>.json)."""
+    import json
+
+    results = Path(__file__).resolve().parent / "results"
+    def load(names: str) -> dict[str, Any]:
+        # Comma-separated names: runs of different kinds, merged (later ones win).
+        runs = [json.loads((results / f"{n}.json").read_text()) for n in names.split(",")]
+        return {"command": " ; ".join(r["command"] for r in runs),
+                "kinds": {k: v for r in runs for k, v in r["kinds"].items()}}
+
+    before, after = load(before_name), load(after_name)
+    rows = []
+    for kind in KINDS:
+        b, a = before["kinds"].get(kind), after["kinds"].get(kind)
+        if b is None or a is None:
+            continue
+        rows.append([kind, b["images"], f"{b['faces_found']:.3f} -> {a['faces_found']:.3f}",
+                     f"{b['fnmr_at_fmr_1e-2']:.3f} -> {a['fnmr_at_fmr_1e-2']:.3f}",
+                     f"{b['ms_per_image_mean']:.0f} -> {a['ms_per_image_mean']:.0f}"])
+    b, a = before["kinds"].get("no_face_images"), after["kinds"].get("no_face_images")
+    if b and a:
+        rows.append(["(no face)", b["images"], "-", "-",
+                     f"{b['ms_per_image_mean']:.0f} -> {a['ms_per_image_mean']:.0f}"])
+    headers = ["kind", "images", "faces found", "FNMR @FMR 1e-2", "ms/image (mean)"]
+    return (f"# Degraded benchmark: {before_name} -> {after_name}\n\n"
+            f"before: `{before['command']}`\nafter: `{after['command']}`\n\n"
+            f"```\n{table(headers, rows)}\n```\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--per-kind", type=int, default=60,
@@ -140,7 +170,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--out", default="degraded")
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="only write bench/results/degraded_compare.md from two runs")
     args = parser.parse_args()
+    if args.compare:
+        text = compare(*args.compare)
+        (Path(__file__).resolve().parent / "results" / "degraded_compare.md").write_text(
+            text, encoding="utf-8")
+        print(text)
+        return
     kinds = [k for k in args.kinds.split(",") if k]
 
     data = faces_dir()
