@@ -153,10 +153,11 @@ def compare(before_name: str, after_name: str) -> str:
         rows.append([kind, b["images"], f"{b['faces_found']:.3f} -> {a['faces_found']:.3f}",
                      f"{b['fnmr_at_fmr_1e-2']:.3f} -> {a['fnmr_at_fmr_1e-2']:.3f}",
                      f"{b['ms_per_image_mean']:.0f} -> {a['ms_per_image_mean']:.0f}"])
-    b, a = before["kinds"].get("no_face_images"), after["kinds"].get("no_face_images")
-    if b and a:
-        rows.append(["(no face)", b["images"], "-", "-",
-                     f"{b['ms_per_image_mean']:.0f} -> {a['ms_per_image_mean']:.0f}"])
+    for key, label in (("no_face_images", "(no face)"), ("no_face_1600px", "(no face, 1600 px)")):
+        b, a = before["kinds"].get(key), after["kinds"].get(key)
+        if b and a:
+            rows.append([label, b["images"], "-", "-",
+                         f"{b['ms_per_image_mean']:.0f} -> {a['ms_per_image_mean']:.0f}"])
     headers = ["kind", "images", "faces found", "FNMR @FMR 1e-2", "ms/image (mean)"]
     return (f"# Degraded benchmark: {before_name} -> {after_name}\n\n"
             f"before: `{before['command']}`\nafter: `{after['command']}`\n\n"
@@ -277,6 +278,17 @@ def main() -> None:
             started = time.perf_counter()
             engine.embed_faces(image)
             noface_times.append(time.perf_counter() - started)
+    # And a large one (1600x1200, smooth gradients and noise, no face): the detection
+    # image's maximum size, where each extra pass costs most.
+    rng = np.random.default_rng(args.seed)
+    ramp = np.linspace(20, 230, 1600)[None, :, None] * np.ones((1200, 1, 3))
+    large = np.clip(ramp + rng.normal(0, 12, (1200, 1600, 3)), 0, 255).astype(np.uint8)
+    image = decoder.decode(_jpeg(large, 90))
+    started = time.perf_counter()
+    engine.embed_faces(image)
+    large_ms = round((time.perf_counter() - started) * 1000, 1)
+    results["no_face_1600px"] = {"images": 1, "ms_per_image_mean": large_ms}
+    md_rows.append(["(no face, 1600 px)", 1, "-", "-", "-", "-", large_ms])
     results["no_face_images"] = {
         "images": len(noface_times),
         "ms_per_image_mean": round(sum(noface_times) / max(1, len(noface_times)) * 1000, 1),
@@ -289,7 +301,8 @@ def main() -> None:
         "command": ("FACEAPI_DETECT_FALLBACK=" + ",".join(settings.detect_fallback) + " "
                     if settings.detect_fallback else "")
         + f".venv/bin/python -m bench.degraded --per-kind {args.per_kind} "
-                   f"--seed {args.seed} --out {args.out}",
+                   f"--seed {args.seed} --out {args.out}"
+        + (f" --kinds {args.kinds}" if args.kinds != ",".join(KINDS) else ""),
         "settings": {"detect_fallback": list(settings.detect_fallbacks),
                      "upsample": settings.upsample, "detect_strategy": settings.detect_strategy,
                      "descriptor_runtime": settings.descriptor_runtime},

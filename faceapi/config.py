@@ -87,7 +87,7 @@ class Settings:
     detect_strategy: str = "fixed"
     # Hard-photo fallbacks, run only when the normal detection (and orientation search)
     # found no face, in this order: contrast (CLAHE), roll (copies turned +-28 degrees),
-    # upsample (one more upsampling step, images up to 1000 px). Empty: none; "hard": all
+    # upsample (one more upsampling step, images up to 640 px). Empty: none; "hard": all
     # three (docs/engines.md, "Hard photos"; bench/degraded.py).
     detect_fallback: tuple[str, ...] = ()
     image_formats: tuple[str, ...] = ("jpeg", "png")

@@ -207,9 +207,14 @@ DENOISE_SIGMA = 1.5
 # HOG's frontal templates tolerate roll up to about 15-20 degrees; copies turned this
 # far either way cover rolls of about 10-45 degrees.
 ROLL_DEGREES = (28.0, -28.0)
-# One more upsampling step quadruples the pass's cost: only for images this small (the
-# downscaled detection copy's longer side), where the faces that need it are.
-UPSAMPLE_FALLBACK_MAX_SIDE = 1000
+# The fallbacks work on a copy at most this large (longer side): a face hard enough to
+# need them in a big photo is not a tiny one, and a face-less 1600 px image would
+# otherwise pay ~3x its normal detection time again (HOG at upsample 1 costs ~0.5 s at
+# 1000 px and ~1.9 s at 1600 px: bench/results/latency_detect.md).
+FALLBACK_MAX_SIDE = 1000
+# One more upsampling step quadruples the pass's cost: only for images this small,
+# where the faces that need it are (~0.8 s at 640 px and upsample 2).
+UPSAMPLE_FALLBACK_MAX_SIDE = 640
 
 
 def _clahe(pixels: Pixels) -> Pixels:
@@ -288,6 +293,8 @@ def _rolled_faces(pixels: Pixels, small: Pixels, scale: float, models: Models,
 def fallback_faces(pixels: Pixels, small: Pixels, scale: float, models: Models, *,
                    upsample: int, fallbacks: tuple[str, ...]) -> list[RawFace]:
     """The hard-photo fallbacks, in order, until one finds a face (see above)."""
+    small, shrink = downscale(small, FALLBACK_MAX_SIDE)
+    scale *= shrink
     for fallback in fallbacks:
         if fallback == "contrast":
             boxes = _boxes(_clahe(small), models, upsample)
