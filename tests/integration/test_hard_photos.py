@@ -132,3 +132,12 @@ def test_the_engine_reads_the_setting(settings: Settings) -> None:
     hard = LocalEngine(settings.with_overrides(detect_fallback=("hard",)))
     _, faces = hard.embed_faces(decoded)
     assert len(faces) == 1
+
+
+@pytest.mark.parametrize("shape", [(20, 3000, 3), (3000, 17, 3), (16, 16, 3), (40, 40),
+                                   (1200, 1600, 3)])
+def test_odd_and_large_face_less_images_run_every_fallback_without_error(
+        engine: LocalEngine, shape: tuple[int, ...]) -> None:
+    noise = np.random.default_rng(3).integers(0, 255, shape, dtype=np.uint8)
+    found = find(engine, noise, ALL)
+    assert found.faces == ()
