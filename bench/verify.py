@@ -42,7 +42,7 @@ from faceapi.domain.clock import SystemClock
 from faceapi.domain.decisions import Decision, Outcome
 from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
 from faceapi.domain.images import DecodedImage
-from faceapi.domain.policies import Lockout, PolicySet
+from faceapi.domain.policies import Lockout, Policy, PolicySet, quality_reasons
 from faceapi.services.collections import CreateCollectionRequest, create_collection, delete_faces
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.ports import FaceEngine
@@ -57,6 +57,7 @@ class CachingEngine:
     """The real engine, with embed_faces cached by image digest (see module doc)."""
 
     inner: FaceEngine
+    settings: Settings
     cache: dict[str, tuple[Detection, list[EmbeddedFace]]] = field(default_factory=dict)
 
     @property
@@ -132,11 +133,115 @@ def threshold_for_fmr(impostor: list[float], target: float) -> float:
     return round(ordered[allowed] + 0.01, 2)
 
 
+GATES = ("low_confidence", "small_face", "extreme_pose", "low_quality")
+
+
+def gate_breakdown(engine: CachingEngine, policy: Policy, data: Path,
+                   attempts: list[tuple[str, str, bool]],
+                   templates: dict[str, list[tuple[float, ...]]]) -> dict[str, Any]:
+    """Where attempts are lost, and what each gate buys: every attempt is also scored
+    with the gates ignored (its largest face against the claimed subject's enrolled
+    faces, best of them), so for the attempts a gate rejects we can say how many
+    would have been errors (genuine below the threshold, impostor at or above it)."""
+    threshold = policy.min_similarity
+    per_gate = {g: {"genuine_rejected": 0, "genuine_rejected_would_fail": 0,
+                    "impostor_rejected": 0, "impostor_rejected_would_match": 0}
+                for g in GATES}
+    lost: Counter[str] = Counter()
+    for file, claimed, is_genuine in attempts:
+        _, faces = engine.embed_faces(PillowImageDecoder(engine.settings).decode(
+            (data / file).read_bytes()))
+        if not faces:
+            if is_genuine:
+                lost["no_face"] += 1
+            continue
+        probe = max(faces, key=lambda f: f.detail.bounding_box.width
+                    * f.detail.bounding_box.height)
+        score = max(engine.similarity(probe.embedding, t) for t in templates[claimed])
+        reasons = quality_reasons(probe.detail, policy)
+        many = len(faces) > policy.max_faces
+        for gate in reasons:
+            row = per_gate[gate]
+            if is_genuine:
+                row["genuine_rejected"] += 1
+                row["genuine_rejected_would_fail"] += score < threshold
+            else:
+                row["impostor_rejected"] += 1
+                row["impostor_rejected_would_match"] += score >= threshold
+        if is_genuine:
+            if many:
+                lost["multiple_faces"] += 1
+            elif reasons:
+                lost["gate:" + "+".join(reasons)] += 1
+            elif score < threshold:
+                lost["score"] += 1
+            else:
+                lost["match"] += 1
+    return {"genuine_outcome_causes": dict(lost), "per_gate": per_gate}
+
+
+def fusion(engine: CachingEngine, data: Path, by_identity: dict[str, list[str]],
+           threshold_fmr: float = 1e-3) -> dict[str, Any]:
+    """Two enrolled images per identity (when it has three or more): best-of (the
+    highest similarity over the templates, what verify does) against a fused template
+    (mean of the L2-normalised descriptors, renormalised), each at the threshold giving
+    impostor FMR <= threshold_fmr in this protocol; with one enrolled image as the base."""
+    import numpy as np
+
+    vectors: dict[str, tuple[float, ...]] = {}
+    for files in by_identity.values():
+        for file in files:
+            _, faces = engine.embed_faces(PillowImageDecoder(engine.settings).decode(
+                (data / file).read_bytes()))
+            if len(faces) == 1:
+                vectors[file] = faces[0].embedding
+    enrolled = {i: [f for f in fs if f in vectors][:2] for i, fs in by_identity.items()}
+    enrolled = {i: fs for i, fs in enrolled.items()
+                if len(fs) == 2 and sum(1 for f in by_identity[i] if f in vectors) >= 3}
+
+    def unit(v: tuple[float, ...]) -> Any:
+        a = np.asarray(v, dtype=np.float64)
+        return a / np.linalg.norm(a)
+
+    fused: dict[str, tuple[float, ...]] = {}
+    for identity, files in enrolled.items():
+        mean = sum(unit(vectors[f]) for f in files) / len(files)
+        # Back to the descriptors' own length (dlib's are about unit length already).
+        norm = float(np.mean([np.linalg.norm(vectors[f]) for f in files]))
+        fused[identity] = tuple(float(x) for x in mean / np.linalg.norm(mean) * norm)
+    schemes: dict[str, Any] = {
+        "one_image": lambda i, v: engine.similarity(v, vectors[enrolled[i][0]]),
+        "best_of_two": lambda i, v: max(engine.similarity(v, vectors[f]) for f in enrolled[i]),
+        "fused_two": lambda i, v: engine.similarity(v, fused[i]),
+    }
+    out: dict[str, Any] = {"identities": len(enrolled)}
+    for name, score in schemes.items():
+        genuine, impostor = [], []
+        for identity, files in by_identity.items():
+            for file in files:
+                if file not in vectors:
+                    continue
+                for claimed in enrolled:
+                    if file in enrolled[claimed]:
+                        continue
+                    (genuine if claimed == identity else impostor).append(
+                        score(claimed, vectors[file]))
+        needed = threshold_for_fmr(impostor, threshold_fmr)
+        out[name] = {"genuine": len(genuine), "impostor": len(impostor),
+                     "threshold_for_fmr_1e-3": needed,
+                     "fnmr_there": round(sum(s < needed for s in genuine) / len(genuine), 4),
+                     "fnmr_at_80": round(sum(s < 80 for s in genuine) / len(genuine), 4),
+                     "fmr_at_80": round(sum(s >= 80 for s in impostor) / len(impostor), 5)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--impostors-per-image", type=int, default=0,
                         help="sample this many other identities per image (0: all)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--policy", default="login", help="policy file name (policies/)")
+    parser.add_argument("--out", default="verify.json")
     args = parser.parse_args()
 
     data = faces_dir()
@@ -151,8 +256,8 @@ def main() -> None:
                         image_formats=("jpeg", "png", "webp", "bmp", "gif"))
     store = Store.from_settings(settings)
     store.upgrade()
-    engine = CachingEngine(build_engine(settings))
-    login = load_policies(REPO / "policies")["login"]
+    engine = CachingEngine(build_engine(settings), settings)
+    login = load_policies(REPO / "policies")[args.policy]
     # A verify policy must lock (issue 12); a count no run reaches keeps every attempt
     # decided, which is what "switched off" means here.
     measured = replace(login, lockout=Lockout(failures=10**9))
@@ -188,19 +293,29 @@ def main() -> None:
                           policies=policies, clock=clock, blobs=blobs,
                           decoder=PillowImageDecoder(settings))
 
+    templates: dict[str, list[tuple[float, ...]]] = {}
+    for identity, file in enrolled.items():
+        _, faces = engine.embed_faces(PillowImageDecoder(settings).decode(
+            (data / file).read_bytes()))
+        templates[identity] = [faces[0].embedding]
+    attempts: list[tuple[str, str, bool]] = []
     genuine, impostor = Tally(), Tally()
     rng = random.Random(args.seed)
     for identity, files in sorted(by_identity.items()):
         for file in files:
             if identity in enrolled and file != enrolled[identity]:
                 genuine.add(attempt(file, identity), file)
+                attempts.append((file, identity, True))
             others = sorted(i for i in enrolled if i != identity)
             if args.impostors_per_image:
                 others = rng.sample(others, min(args.impostors_per_image, len(others)))
             for claimed in others:
                 impostor.add(attempt(file, claimed), file)
+                attempts.append((file, claimed, False))
     seconds = time.perf_counter() - started
     store.dispose()
+    breakdown = gate_breakdown(engine, login, data, attempts, templates)
+    fused = fusion(engine, data, by_identity)
 
     fmr, fnmr = impostor.rate("match"), genuine.rate("no_match")
     # The same protocol's own answer to "which threshold gives FMR <= 1e-3": for
@@ -224,12 +339,13 @@ def main() -> None:
         "similarity_scale": SCALE_VERSION,
         "genuine": genuine.as_json(), "impostor": impostor.as_json(),
         "impostor_matches": impostor.matches,
+        "breakdown": breakdown, "templates": fused,
         "this_protocol": {"threshold_for_fmr_1e-3": needed,
                           "fnmr_at_that_threshold": fnmr_needed},
         "impostors_per_image": args.impostors_per_image or "all",
         "seconds": round(seconds, 1), "environment": environment(),
     }
-    path = write_json("verify.json", summary)
+    path = write_json(args.out, summary)
     print(f"login threshold {login.min_similarity} (policy version {login.version[:12]})")
     print(f"enrolled {len(enrolled)} of {len(by_identity)} identities")
     print(f"genuine attempts {sum(genuine.outcomes.values())}: {dict(genuine.outcomes)}")
@@ -242,6 +358,10 @@ def main() -> None:
           f"(FNMR there {fnmr_needed:.4f})")
     print(f"rejected before comparison: genuine {dict(genuine.reasons)}, "
           f"impostor {dict(impostor.reasons)}")
+    print("genuine attempts by cause:", breakdown["genuine_outcome_causes"])
+    for gate, row in breakdown["per_gate"].items():
+        print(f"gate {gate}: {row}")
+    print("templates:", fused)
     print(f"wrote {path.relative_to(REPO)} in {seconds:.0f} s")
 
 

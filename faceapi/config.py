@@ -53,6 +53,10 @@ def _float(name: str, raw: str, *, minimum: float = 0.0) -> float:
     return value
 
 
+# The local engine's hard-photo fallbacks, in the order they run (detection.py).
+DETECT_FALLBACKS = ("contrast", "roll", "upsample")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting, with its embedded default. Env var = FACEAPI_<FIELD NAME>."""
@@ -86,6 +90,11 @@ class Settings:
     # adaptive: a pass without upsampling first, kept when all its faces are large
     # (faster, slightly different boxes and descriptors: docs/engines.md).
     detect_strategy: str = "fixed"
+    # Hard-photo fallbacks, run only when the normal detection (and orientation search)
+    # found no face, in this order: contrast (CLAHE), roll (copies turned +-28 degrees),
+    # upsample (one more upsampling step, images up to 640 px). Empty: none; "hard": all
+    # three (docs/engines.md, "Hard photos"; bench/degraded.py).
+    detect_fallback: tuple[str, ...] = ()
     image_formats: tuple[str, ...] = ("jpeg", "png")
     policies_dir: Path = Path("policies")
     # What a new collection is bound to when its creator names no policy (and what
@@ -171,6 +180,10 @@ class Settings:
         if self.detect_strategy not in ("fixed", "adaptive"):
             raise ConfigError(f"FACEAPI_DETECT_STRATEGY: expected fixed|adaptive, "
                               f"got {self.detect_strategy!r}")
+        bad = [f for f in self.detect_fallback if f not in (*DETECT_FALLBACKS, "hard")]
+        if bad:
+            raise ConfigError(f"FACEAPI_DETECT_FALLBACK: choose from "
+                              f"{', '.join(DETECT_FALLBACKS)} or hard; got {bad}")
         if not 1 <= self.descriptor_threads <= 64:
             raise ConfigError("FACEAPI_DESCRIPTOR_THREADS: must be between 1 and 64")
         if not 1 <= self.descriptor_jitters <= 16:
@@ -260,6 +273,12 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def detect_fallbacks(self) -> tuple[str, ...]:
+        """FACEAPI_DETECT_FALLBACK resolved: the fallbacks to run, in their fixed order."""
+        chosen = set(self.detect_fallback)
+        return tuple(f for f in DETECT_FALLBACKS if f in chosen or "hard" in chosen)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

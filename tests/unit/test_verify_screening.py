@@ -40,7 +40,7 @@ def test_a_tagging_search_takes_the_largest_of_several_faces(policies: PolicySet
 
 
 @pytest.mark.parametrize(("face_args", "reason"), [
-    ({"confidence": 50.0}, "low_confidence"),
+    ({"confidence": 30.0}, "low_confidence"),
     ({"width_px": 40}, "small_face"),
     ({"yaw": 60.0}, "extreme_pose"),
     ({"sharpness": 1.0}, "low_quality"),

@@ -195,8 +195,130 @@ def _upright_boxes(small: Pixels, models: Models, upsample: int, adaptive: bool)
     return _boxes(small, models, upsample)
 
 
+# Hard-photo fallbacks (FACEAPI_DETECT_FALLBACK; bench/degraded.py measures them). They
+# run only after every normal pass found nothing, so a photo with a face HOG sees is
+# answered exactly as without them, and only face-less (or hard) images pay.
+CLAHE_CLIP = 2.0
+CLAHE_TILES = 8
+# A dark photo is a noisy one (sensor noise, lifted by the equalisation as much as the
+# face); smoothing first keeps HOG's gradients on the face's edges. Sigma 1.5 found
+# the fixture faces darkened to 5-10% with noise sigma 3-6 that CLAHE alone missed.
+DENOISE_SIGMA = 1.5
+# HOG's frontal templates tolerate roll up to about 15-20 degrees; copies turned this
+# far either way cover rolls of about 10-45 degrees.
+ROLL_DEGREES = (28.0, -28.0)
+# The fallbacks work on a copy at most this large (longer side): a face hard enough to
+# need them in a big photo is not a tiny one, and a face-less 1600 px image would
+# otherwise pay ~3x its normal detection time again (HOG at upsample 1 costs ~0.5 s at
+# 1000 px and ~1.9 s at 1600 px: bench/results/latency_detect.md).
+FALLBACK_MAX_SIDE = 1000
+# One more upsampling step quadruples the pass's cost: only for images this small,
+# where the faces that need it are (~0.8 s at 640 px and upsample 2).
+UPSAMPLE_FALLBACK_MAX_SIDE = 640
+
+
+def _clahe(pixels: Pixels) -> Pixels:
+    """Smoothed, contrast-limited histogram equalisation of the luminance, as grey RGB:
+    lifts dark and washed-out faces to the contrast HOG's gradients need."""
+    gray = cv2.GaussianBlur(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), (0, 0), DENOISE_SIGMA)
+    equalised = cv2.createCLAHE(clipLimit=CLAHE_CLIP,
+                                tileGridSize=(CLAHE_TILES, CLAHE_TILES)).apply(gray)
+    return np.ascontiguousarray(np.stack([equalised] * 3, axis=-1))
+
+
+def _rotation(shape: tuple[int, ...], degrees: float, scale: float = 1.0) -> tuple[
+        Any, tuple[int, int]]:
+    """The affine map turning an image of `shape` by `degrees` (counter-clockwise)
+    about its centre onto a canvas large enough to hold all of it."""
+    h, w = shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, scale)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    out_w, out_h = math.ceil(h * sin + w * cos), math.ceil(h * cos + w * sin)
+    matrix[0, 2] += out_w / 2.0 - w / 2.0 * scale
+    matrix[1, 2] += out_h / 2.0 - h / 2.0 * scale
+    return matrix, (out_w, out_h)
+
+
+def _apply(matrix: Any, x: float, y: float) -> tuple[float, float]:
+    return (float(matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]),
+            float(matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]))
+
+
+def _rolled_faces(pixels: Pixels, small: Pixels, scale: float, models: Models,
+                  upsample: int) -> list[RawFace]:
+    """Detect on copies of `small` turned +-ROLL_DEGREES; a face found there gets its
+    landmarks on the full-size image turned the same way, then landmarks and box are
+    mapped back to `pixels` (the descriptor's chip is cut along the eyes, so the roll is
+    undone there)."""
+    for degrees in ROLL_DEGREES:
+        turn_small, size_small = _rotation(small.shape, degrees)
+        turned = np.ascontiguousarray(cv2.warpAffine(small, turn_small, size_small),
+                                      dtype=np.uint8)
+        boxes = _boxes(turned, models, upsample)
+        if not boxes:
+            continue
+        back_small = cv2.invertAffineTransform(turn_small)
+        turn_full, size_full = _rotation(pixels.shape, degrees)
+        turned_full = np.ascontiguousarray(cv2.warpAffine(pixels, turn_full, size_full),
+                                           dtype=np.uint8)
+        back_full = cv2.invertAffineTransform(turn_full)
+        h, w = pixels.shape[:2]
+        faces = []
+        for left, top, right, bottom, score in boxes:
+            # Box centre: turned-small -> small -> full -> turned-full; size / scale.
+            cx, cy = _apply(back_small, (left + right + 1) / 2.0, (top + bottom + 1) / 2.0)
+            fx, fy = _apply(turn_full, cx / scale, cy / scale)
+            half_w, half_h = (right + 1 - left) / scale / 2.0, (bottom + 1 - top) / scale / 2.0
+            rect = dlib.rectangle(round(fx - half_w), round(fy - half_h),
+                                  round(fx + half_w) - 1, round(fy + half_h) - 1)
+            turned_shape = models.shape68(turned_full, rect)
+            points = np.array([_apply(back_full, p.x, p.y) for p in turned_shape.parts()],
+                              dtype=np.float64)
+            ox, oy = _apply(back_full, fx, fy)
+            box = (ox - half_w, oy - half_h, ox + half_w, oy + half_h)
+            shape = dlib.full_object_detection(
+                dlib.rectangle(round(box[0]), round(box[1]), round(box[2]) - 1,
+                               round(box[3]) - 1),
+                [dlib.point(round(x), round(y)) for x, y in points])
+            faces.append(RawFace(
+                left=max(0.0, box[0]), top=max(0.0, box[1]),
+                right=min(float(w), box[2]), bottom=min(float(h), box[3]),
+                score=score, confidence=score_to_confidence(score, models.detector_kind),
+                shape68=shape, points=points))
+        faces.sort(key=lambda f: f.score, reverse=True)
+        return faces
+    return []
+
+
+def fallback_faces(pixels: Pixels, small: Pixels, scale: float, models: Models, *,
+                   upsample: int, fallbacks: tuple[str, ...]) -> list[RawFace]:
+    """The hard-photo fallbacks, in order, until one finds a face (see above)."""
+    small, shrink = downscale(small, FALLBACK_MAX_SIDE)
+    scale *= shrink
+    for fallback in fallbacks:
+        if fallback == "contrast":
+            boxes = _boxes(_clahe(small), models, upsample)
+            if boxes:
+                # Landmarks on the equalised image (a dark face's contours are
+                # invisible to the shape model too); the descriptor and the quality
+                # measures still read the original pixels.
+                found = _landmarked(_clahe(pixels), boxes, scale, models)
+                return found
+        elif fallback == "roll":
+            faces = _rolled_faces(pixels, small, scale, models, upsample)
+            if faces:
+                return faces
+        elif (fallback == "upsample" and upsample < 2
+              and max(small.shape[:2]) <= UPSAMPLE_FALLBACK_MAX_SIDE):
+            boxes = _boxes(small, models, upsample + 1)
+            if boxes:
+                return _landmarked(pixels, boxes, scale, models)
+    return []
+
+
 def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
-               orientation_search: bool, adaptive: bool = False) -> FoundFaces:
+               orientation_search: bool, adaptive: bool = False,
+               fallbacks: tuple[str, ...] = ()) -> FoundFaces:
     """Detect faces; when none is upright and orientation search is on, try the three
     other right-angle rotations and keep the first that has a face.
 
@@ -211,6 +333,9 @@ def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
         return FoundFaces(pixels, (), None)
     small, scale = downscale(pixels, max_side)
     faces = _landmarked(pixels, _upright_boxes(small, models, upsample, adaptive), scale, models)
+    if not faces and fallbacks and not orientation_search:
+        faces = fallback_faces(pixels, small, scale, models, upsample=upsample,
+                               fallbacks=fallbacks)
     if faces or not orientation_search:
         return FoundFaces(pixels, tuple(faces),
                           OrientationCorrection.ROTATE_0 if orientation_search and faces else None)
@@ -227,4 +352,9 @@ def find_faces(pixels: Pixels, models: Models, *, upsample: int, max_side: int,
             rotated = np.ascontiguousarray(np.rot90(pixels, k))
             return FoundFaces(rotated, tuple(_landmarked(rotated, boxes, scale, models)),
                               correction)
+    if fallbacks:
+        found = fallback_faces(pixels, small, scale, models, upsample=upsample,
+                               fallbacks=fallbacks)
+        if found:
+            return FoundFaces(pixels, tuple(found), OrientationCorrection.ROTATE_0)
     return FoundFaces(pixels, (), None)

@@ -152,7 +152,8 @@ class LocalEngine:
         return find_faces(image.pixels, self._models, upsample=self._settings.upsample,
                           max_side=self._settings.detect_max_side,
                           orientation_search=self._settings.orientation_search,
-                          adaptive=self._settings.detect_strategy == "adaptive")
+                          adaptive=self._settings.detect_strategy == "adaptive",
+                          fallbacks=self._settings.detect_fallbacks)
 
     def _detail(self, pixels: Pixels, face: RawFace, attributes: Attributes) -> FaceDetail:
         h, w = pixels.shape[:2]
