@@ -81,6 +81,9 @@ class Settings:
     # adaptive: a pass without upsampling first, kept when all its faces are large
     # (faster, slightly different boxes and descriptors: docs/engines.md).
     detect_strategy: str = "fixed"
+    # Threads one compare request may detect with (its two images at once; HOG only):
+    # 1 = one after the other. Same answers either way (docs/engines.md, "Speed").
+    detect_threads: int = 2
     image_formats: tuple[str, ...] = ("jpeg", "png")
     policies_dir: Path = Path("policies")
     # What a new collection is bound to when its creator names no policy (and what
@@ -154,6 +157,8 @@ class Settings:
                               f"got {self.detect_strategy!r}")
         if not 1 <= self.descriptor_threads <= 64:
             raise ConfigError("FACEAPI_DESCRIPTOR_THREADS: must be between 1 and 64")
+        if not 1 <= self.detect_threads <= 2:
+            raise ConfigError("FACEAPI_DETECT_THREADS: must be 1 or 2")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
         if not 1 <= self.liveness_max_age_seconds <= 3600:
