@@ -168,3 +168,17 @@ def test_hog_detection_lets_other_python_threads_run(settings: Settings) -> None
     # With the GIL held for the whole call the spinner would get at most a switch or
     # two; released, it counts on (hundreds of thousands per second here).
     assert during > 1000
+
+
+def test_a_forked_process_makes_its_own_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn forks workers from a master that built the engine: threads do not survive
+    a fork, so each process must start its own helper rather than queue on a dead one."""
+    runner = PairRunner(2)
+    _, second = runner.pair(where, where, "a", "b")
+    parent_helper = second()
+    monkeypatch.setattr("faceapi.adapters.engines.local.parallel.os.getpid", lambda: -1)
+    state_before = runner._state
+    _, second = runner.pair(where, where, "a", "b")
+    assert second().startswith("faceapi-detect")
+    assert runner._state is not state_before
+    assert parent_helper.startswith("faceapi-detect")

@@ -53,23 +53,23 @@ class PairRunner:
 
     def __init__(self, threads: int) -> None:
         self._helpers = max(0, threads - 1)
-        self._slots = threading.BoundedSemaphore(max(1, self._helpers))
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = 0
+        self._state: tuple[int, threading.BoundedSemaphore, ThreadPoolExecutor] | None = None
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self._helpers > 0
 
-    def _pool(self) -> ThreadPoolExecutor:
+    def _pool(self) -> tuple[threading.BoundedSemaphore, ThreadPoolExecutor]:
+        """This process's helper and its free-slot count, made on first use: a pool
+        made before a fork has no threads in the child, and a semaphore copied while
+        held would stay held there."""
         with self._lock:
-            if self._executor is None or self._pid != os.getpid():
-                # A pool made before a fork has no threads in the child: make a new one.
-                self._executor = ThreadPoolExecutor(max_workers=self._helpers,
-                                                    thread_name_prefix="faceapi-detect")
-                self._pid = os.getpid()
-            return self._executor
+            if self._state is None or self._state[0] != os.getpid():
+                self._state = (os.getpid(), threading.BoundedSemaphore(self._helpers),
+                               ThreadPoolExecutor(max_workers=self._helpers,
+                                                  thread_name_prefix="faceapi-detect"))
+            return self._state[1], self._state[2]
 
     def pair(self, fn: Callable[[A], R], helper_fn: Callable[[A], R], a: A,
              b: A) -> tuple[R, Callable[[], R]]:
@@ -79,16 +79,19 @@ class PairRunner:
         and b's result or exception comes from the getter, so callers keep their
         sequential order of errors (a source without a face is reported as such even
         when the target cannot be read)."""
-        if not self.enabled or not self._slots.acquire(blocking=False):
+        if not self.enabled:
+            return fn(a), lambda: fn(b)
+        slots, pool = self._pool()
+        if not slots.acquire(blocking=False):
             return fn(a), lambda: fn(b)
         try:
             # The request's logging context (request id) follows the work.
             context = contextvars.copy_context()
-            future: Future[R] = self._pool().submit(context.run, helper_fn, b)
+            future: Future[R] = pool.submit(context.run, helper_fn, b)
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(lambda _: slots.release())
         try:
             first = fn(a)
         except BaseException:
