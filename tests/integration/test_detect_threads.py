@@ -182,3 +182,17 @@ def test_a_forked_process_makes_its_own_helper(monkeypatch: pytest.MonkeyPatch) 
     assert second().startswith("faceapi-detect")
     assert runner._state is not state_before
     assert parent_helper.startswith("faceapi-detect")
+
+
+def test_the_helper_gives_its_freed_memory_back_after_each_detection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc keeps a thread's freed image pyramids in that thread's arena (58-130 MB more
+    worker RSS measured without the trim); each helper job ends with malloc_trim."""
+    trims: list[str] = []
+    monkeypatch.setattr("faceapi.adapters.engines.local.parallel._trim",
+                        lambda: trims.append(threading.current_thread().name))
+    runner = PairRunner(2)
+    _, second = runner.pair(where, where, "a", "b")
+    assert second().startswith("faceapi-detect")
+    assert len(trims) == 1
+    assert trims[0].startswith("faceapi-detect")

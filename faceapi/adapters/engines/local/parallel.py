@@ -20,6 +20,8 @@ after gunicorn's fork (threads do not survive a fork).
 from __future__ import annotations
 
 import contextvars
+import ctypes
+import ctypes.util
 import dataclasses
 import os
 import threading
@@ -35,6 +37,29 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 _local = threading.local()
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or nothing elsewhere. The helper thread allocates from
+    its own malloc arena; glibc keeps the freed image pyramids (tens of MB at 1600 px)
+    there, which raised a worker's RSS by 58-130 MB (bench/results/latency_compare_*.md);
+    trimming after each detection gives it back (measured: the same RSS as one thread)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def run() -> None:
+        trim(0)
+
+    return run
+
+
+_trim = _malloc_trim()
 
 
 def thread_models(models: Models) -> Models:
@@ -87,7 +112,7 @@ class PairRunner:
         try:
             # The request's logging context (request id) follows the work.
             context = contextvars.copy_context()
-            future: Future[R] = pool.submit(context.run, helper_fn, b)
+            future: Future[R] = pool.submit(context.run, _trimmed, helper_fn, b)
         except BaseException:
             slots.release()
             raise
@@ -101,6 +126,13 @@ class PairRunner:
             raise
         future.exception()  # waits for b without raising; the getter raises
         return first, future.result
+
+
+def _trimmed(fn: Callable[[A], R], arg: A) -> R:
+    try:
+        return fn(arg)
+    finally:
+        _trim()
 
 
 def helper_capable(models: Models) -> bool:
