@@ -3,6 +3,8 @@
 Run:  .venv/bin/python -m bench.latency            (detect: about 3 minutes on 2 CPUs)
       .venv/bin/python -m bench.latency --compare  (compare: about 4 minutes)
       .venv/bin/python -m bench.latency --detection-cost   (about 1 minute)
+      .venv/bin/python -m bench.latency --cpu-breakdown --pairs 2  (about 1 minute)
+      .venv/bin/python -m bench.latency --decode-cost      (about 1 minute)
 
 Default (detect): for every image of the accuracy bench (LABELS.csv and PAIRS.csv files)
 it times, in turn: the engine alone (`LocalEngine.detect_faces` on the decoded image,
@@ -19,9 +21,14 @@ JPEG quality 90) so its longer side is 640, 1024 and 1600 px. Plain dlib: PIL de
 get_frontal_face_detector() upsample 1 on the full image, the 5-point shape, dlib's
 compute_face_descriptor for the source's largest face and every target face, euclidean
 distances (what a dlib user writes). The server runs once per configuration (one worker;
-descriptor runtime onnx or dlib; detect strategy fixed or adaptive), each request
-followed by the plain computation of the same pair. Also the worker's RSS after the run.
-Writes bench/results/latency_compare.json and .md.
+descriptor runtime onnx or dlib; detect strategy fixed or adaptive; detect threads 2 or
+1), each request followed by the plain computation of the same pair. Also the worker's
+RSS after the run and the load average before and after. Writes
+bench/results/latency_compare.json and .md (latency_compare_<tag>.* with --tag).
+
+--cpu-breakdown: thread CPU time of every step of a compare, plain dlib and engine, and
+the lower bounds they put on the HTTP/plain ratio (latency_cpu.*). --decode-cost: large
+JPEGs (12-40 MP) decoded fully and in JPEG draft mode (latency_decode.*).
 
 --detection-cost: HOG detection alone (dlib's detector on the decoded pixels) per image
 size and upsampling (0, 1, 2; 2 only up to 1024 px), on the same resized images, and
@@ -656,6 +663,7 @@ def verify_rps(args: argparse.Namespace) -> None:
     image = base64.b64encode((VERIFY_IMAGE / "img5.jpg").read_bytes()).decode("ascii")
     runs: dict[str, Any] = {}
     rows = []
+    load_before = os.getloadavg()
     for runtime in ("onnx", "dlib"):
         for workers in (1, 2):
             with tempfile.TemporaryDirectory(prefix="faceapi-rps-") as tmp:
@@ -708,7 +716,7 @@ def verify_rps(args: argparse.Namespace) -> None:
     result = {"command": ".venv/bin/python -m bench.latency --verify-rps"
                          + (f" --seconds {args.seconds:g}" if args.seconds != 15.0 else ""),
               "environment": environment(), "clients": 4, "image": "img5.jpg (330x512)",
-              "runs": runs}
+              "load_average_before_after": [load_before, os.getloadavg()], "runs": runs}
     headers = ["runtime", "workers", "verify/s (200s)", "p50 ms", "p95 ms", "worker RSS MB"]
     print(table(headers, rows))
     print(f"wrote {write_json('latency_verify.json', result)}")
@@ -718,7 +726,9 @@ def verify_rps(args: argparse.Namespace) -> None:
           f"{args.seconds:g} s per run, SQLite, `login` policy, the enrolled photo)", "",
           "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += [f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]} |" for r in rows]
-    md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items())]
+    md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items()),
+           "", "Load average (1, 5, 15 min) before / after: " + " / ".join(
+               ", ".join(f"{v:.1f}" for v in la) for la in result["load_average_before_after"])]
     (RESULTS / "latency_verify.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 

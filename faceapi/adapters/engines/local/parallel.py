@@ -112,27 +112,32 @@ class PairRunner:
         try:
             # The request's logging context (request id) follows the work.
             context = contextvars.copy_context()
-            future: Future[R] = pool.submit(context.run, _trimmed, helper_fn, b)
+            # The job gives its slot back itself, before its result is set: a done
+            # callback would run after the waiter wakes, and the request's next
+            # compare could find the slot still taken and run sequentially.
+            future: Future[R] = pool.submit(context.run, _helper_job, slots, helper_fn, b)
         except BaseException:
             slots.release()
             raise
-        future.add_done_callback(lambda _: slots.release())
         try:
             first = fn(a)
         except BaseException:
             # Never leave the helper working for a request that has ended.
-            if not future.cancel():
+            if future.cancel():
+                slots.release()  # the job never ran
+            else:
                 future.exception()
             raise
         future.exception()  # waits for b without raising; the getter raises
         return first, future.result
 
 
-def _trimmed(fn: Callable[[A], R], arg: A) -> R:
+def _helper_job(slots: threading.BoundedSemaphore, fn: Callable[[A], R], arg: A) -> R:
     try:
         return fn(arg)
     finally:
         _trim()
+        slots.release()
 
 
 def helper_capable(models: Models) -> bool:
