@@ -3,6 +3,8 @@
 Run:  .venv/bin/python -m bench.latency            (detect: about 3 minutes on 2 CPUs)
       .venv/bin/python -m bench.latency --compare  (compare: about 4 minutes)
       .venv/bin/python -m bench.latency --detection-cost   (about 1 minute)
+      .venv/bin/python -m bench.latency --cpu-breakdown --pairs 2  (about 1 minute)
+      .venv/bin/python -m bench.latency --decode-cost      (about 1 minute)
 
 Default (detect): for every image of the accuracy bench (LABELS.csv and PAIRS.csv files)
 it times, in turn: the engine alone (`LocalEngine.detect_faces` on the decoded image,
@@ -19,9 +21,14 @@ JPEG quality 90) so its longer side is 640, 1024 and 1600 px. Plain dlib: PIL de
 get_frontal_face_detector() upsample 1 on the full image, the 5-point shape, dlib's
 compute_face_descriptor for the source's largest face and every target face, euclidean
 distances (what a dlib user writes). The server runs once per configuration (one worker;
-descriptor runtime onnx or dlib; detect strategy fixed or adaptive), each request
-followed by the plain computation of the same pair. Also the worker's RSS after the run.
-Writes bench/results/latency_compare.json and .md.
+descriptor runtime onnx or dlib; detect strategy fixed or adaptive; detect threads 2 or
+1), each request followed by the plain computation of the same pair. Also the worker's
+RSS after the run and the load average before and after. Writes
+bench/results/latency_compare.json and .md (latency_compare_<tag>.* with --tag).
+
+--cpu-breakdown: thread CPU time of every step of a compare, plain dlib and engine, and
+the lower bounds they put on the HTTP/plain ratio (latency_cpu.*). --decode-cost: large
+JPEGs (12-40 MP) decoded fully and in JPEG draft mode (latency_decode.*).
 
 --detection-cost: HOG detection alone (dlib's detector on the decoded pixels) per image
 size and upsampling (0, 1, 2; 2 only up to 1024 px), on the same resized images, and
@@ -175,11 +182,16 @@ def summary(values: list[float]) -> dict[str, float]:
 
 SIZES = (640, 1024, 1600)
 CONFIGS: dict[str, dict[str, str]] = {
-    "onnx": {"FACEAPI_DESCRIPTOR_RUNTIME": "onnx", "FACEAPI_DETECT_STRATEGY": "fixed"},
+    "onnx": {"FACEAPI_DESCRIPTOR_RUNTIME": "onnx", "FACEAPI_DETECT_STRATEGY": "fixed",
+             "FACEAPI_DETECT_THREADS": "2"},
+    "onnx-1thread": {"FACEAPI_DESCRIPTOR_RUNTIME": "onnx", "FACEAPI_DETECT_STRATEGY": "fixed",
+                     "FACEAPI_DETECT_THREADS": "1"},
     "onnx-adaptive": {"FACEAPI_DESCRIPTOR_RUNTIME": "onnx",
-                      "FACEAPI_DETECT_STRATEGY": "adaptive"},
-    "dlib": {"FACEAPI_DESCRIPTOR_RUNTIME": "dlib", "FACEAPI_DETECT_STRATEGY": "fixed"},
+                      "FACEAPI_DETECT_STRATEGY": "adaptive", "FACEAPI_DETECT_THREADS": "2"},
+    "dlib": {"FACEAPI_DESCRIPTOR_RUNTIME": "dlib", "FACEAPI_DETECT_STRATEGY": "fixed",
+             "FACEAPI_DETECT_THREADS": "2"},
 }
+DEFAULT_CONFIGS = "onnx,onnx-1thread,onnx-adaptive,dlib"
 
 
 def compare_pairs(root: Path, count: int) -> list[tuple[str, str]]:
@@ -255,6 +267,7 @@ def compare_bench(args: argparse.Namespace) -> None:
     http: dict[str, dict[int, list[float]]] = {c: {side: [] for side in SIZES} for c in configs}
     statuses: dict[str, dict[str, int]] = {c: {} for c in configs}
     rss: dict[str, list[float]] = {}
+    load_before = os.getloadavg()
     for config in configs:
         with tempfile.TemporaryDirectory(prefix="faceapi-latency-") as tmp:
             server = Server(Path(tmp), CONFIGS[config])
@@ -300,8 +313,9 @@ def compare_bench(args: argparse.Namespace) -> None:
         "command": ".venv/bin/python -m bench.latency --compare"
                    + (f" --pairs {args.pairs}" if args.pairs != 4 else "")
                    + (f" --repeat {args.repeat}" if args.repeat != 2 else "")
-                   + (f" --configs {args.configs}" if args.configs != "onnx,onnx-adaptive,dlib"
-                      else ""),
+                   + (f" --configs {args.configs}" if args.configs != DEFAULT_CONFIGS
+                      else "")
+                   + (f" --tag {args.tag}" if args.tag else ""),
         "environment": environment(),
         "pairs": pairs, "sizes": list(SIZES), "repeat": args.repeat, "workers": 1,
         "configs": {c: CONFIGS[c] for c in configs},
@@ -312,8 +326,10 @@ def compare_bench(args: argparse.Namespace) -> None:
                "median of paired ratios"]
     print(table(headers, rows))
     print(f"worker RSS MB: {rss}; statuses {statuses}")
-    print(f"wrote {write_json('latency_compare.json', result)}")
-    (RESULTS / "latency_compare.md").write_text(compare_markdown(result), encoding="utf-8")
+    result["load_average_before_after"] = [load_before, os.getloadavg()]
+    name = "latency_compare" + (f"_{args.tag}" if args.tag else "")
+    print(f"wrote {write_json(name + '.json', result)}")
+    (RESULTS / f"{name}.md").write_text(compare_markdown(result), encoding="utf-8")
 
 
 def compare_markdown(result: dict[str, Any]) -> str:
@@ -338,7 +354,10 @@ def compare_markdown(result: dict[str, Any]) -> str:
         for c, env in result["configs"].items()),
         "", "Worker RSS after the run (MB): "
         + ", ".join(f"{c} {', '.join(f'{v:.0f}' for v in sizes)}" for c, sizes in rss.items()),
-        "", f"HTTP statuses: {result['statuses']}"]
+        "", f"HTTP statuses: {result['statuses']}",
+        "", "Load average (1, 5, 15 min) before / after: "
+        + " / ".join(", ".join(f"{v:.1f}" for v in la)
+                     for la in result.get("load_average_before_after", []))]
     return "\n".join(md) + "\n"
 
 
@@ -390,6 +409,229 @@ def detection_cost(args: argparse.Namespace) -> None:
     (RESULTS / "latency_detect.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
+def _cpu_ms(fn: Any, repeat: int) -> float:
+    """Least CPU time of this thread over `repeat` calls, in ms: on a machine shared
+    with other jobs, wall time measures the others too; a thread's CPU time does not
+    (save cache effects). onnxruntime with 1 thread computes in the calling thread."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - start)
+    return best * 1000
+
+
+def cpu_breakdown(args: argparse.Namespace) -> None:
+    """Where a compare's CPU time goes, per image size: each step of plain dlib and of
+    the engine, on one image of each --pairs pair (both sides cost the same steps), and
+    the lower bounds of the HTTP/plain ratio these put on any exact implementation.
+    Writes bench/results/latency_cpu.json and .md."""
+    import dlib
+    import numpy.typing as npt
+
+    from faceapi.adapters.engines.local.engine import CHIP_PADDING, CHIP_SIZE
+
+    root = faces_dir()
+    files = [f for pair in compare_pairs(root, args.pairs) for f in pair]
+    with tempfile.TemporaryDirectory(prefix="faceapi-cpu-") as tmp:
+        settings = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(tmp))
+        engine = LocalEngine(settings.with_overrides(detect_threads=1))
+        models: Any = engine._models
+        steps: dict[str, dict[str, list[float]]] = {}
+        for side in SIZES:
+            rows: dict[str, list[float]] = {}
+
+            def add(step: str, ms: float, rows: dict[str, list[float]] = rows) -> None:
+                rows.setdefault(step, []).append(ms)
+
+            for f in files:
+                data = resized_jpeg(root / f, side)
+
+                def pil(data: bytes = data) -> npt.NDArray[np.uint8]:
+                    with Image.open(io.BytesIO(data)) as img:
+                        return np.ascontiguousarray(np.asarray(img.convert("RGB"),
+                                                               dtype=np.uint8))
+
+                px = pil()
+                up = np.ascontiguousarray(np.repeat(np.repeat(px, 2, axis=0), 2, axis=1))
+                rects = models.hog(px, 1)
+                if len(rects) != 1:
+                    continue
+                rect = rects[0]
+                shape5 = models.shape5(px, rect)
+                image = decode_image(data, settings)
+                found = engine._find(image)
+                face = found.faces[0]
+                chip = np.asarray(dlib.get_face_chip(px, face.shape68, CHIP_SIZE, CHIP_PADDING))
+                add("decode, PIL (plain)", _cpu_ms(pil, args.repeat))
+                add("decode, faceapi intake", _cpu_ms(lambda d=data: decode_image(d, settings),
+                                                      args.repeat))
+                add("HOG upsample 1 (both)", _cpu_ms(lambda p=px: models.hog.run(p, 1, 0.0),
+                                                     args.repeat))
+                add("  of which: HOG without upsampling on a 2x-sized image (rest: pyramid_up)",
+                    _cpu_ms(lambda u=up: models.hog.run(u, 0, 0.0), args.repeat))
+                add("5-point shape (plain)", _cpu_ms(lambda p=px, r=rect: models.shape5(p, r),
+                                                     args.repeat))
+                add("dlib descriptor (plain)", _cpu_ms(
+                    lambda p=px, s=shape5: models.recognizer.compute_face_descriptor(p, s),
+                    args.repeat))
+                add("engine: detection incl. 68-point shape", _cpu_ms(
+                    lambda i=image: engine._find(i), args.repeat))
+                add("engine: face chip", _cpu_ms(lambda p=px, s=face.shape68: dlib.get_face_chip(
+                    p, s, CHIP_SIZE, CHIP_PADDING), args.repeat))
+                add("engine: onnx descriptor", _cpu_ms(
+                    lambda c=chip: engine._onnx.compute(c[None]) if engine._onnx else None,
+                    args.repeat))
+                add("engine: attributes (landmarks, pose, quality)", _cpu_ms(
+                    lambda p=found.pixels, fc=face: engine._detail(p, fc, Attributes.ALL),
+                    args.repeat))
+            steps[str(side)] = rows
+    result: dict[str, Any] = {
+        "command": ".venv/bin/python -m bench.latency --cpu-breakdown"
+                   + (f" --pairs {args.pairs}" if args.pairs != 4 else "")
+                   + (f" --repeat {args.repeat}" if args.repeat != 2 else ""),
+        "environment": environment(), "images": files, "repeat": args.repeat,
+        "per_size": {}}
+    for side, rows in steps.items():
+        med = {k: percentile(v, 50) for k, v in rows.items()}
+        hog = med["HOG upsample 1 (both)"]
+        plain = 2 * (med["decode, PIL (plain)"] + hog + med["5-point shape (plain)"]
+                     + med["dlib descriptor (plain)"])
+        engine_side = (med["decode, faceapi intake"] + med["engine: detection incl. 68-point shape"]
+                       + med["engine: face chip"] + med["engine: onnx descriptor"]
+                       + med["engine: attributes (landmarks, pose, quality)"])
+        result["per_size"][side] = {
+            "median_cpu_ms": med, "images": len(next(iter(rows.values()), [])),
+            "plain_compare_cpu_ms": plain,
+            "engine_compare_cpu_ms": 2 * engine_side,
+            # Both images' HOG alone, on one core: no exact implementation on one core
+            # can go below it (the HTTP layer only adds).
+            "floor_one_core_ratio": 2 * hog / plain,
+            "engine_one_core_ratio": 2 * engine_side / plain,
+            # Two images on two free cores: the longer side is one image's work.
+            "engine_two_cores_ratio": engine_side / plain,
+        }
+    headers = ["longer side px", "step (median CPU ms per image)", *SIZES]
+    names = list(next(iter(steps.values())).keys())
+    md = ["# Where a compare's CPU time goes (thread CPU time, not wall time)", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs; least of {args.repeat} calls per "
+          f"image, median over {len(files)} single-face images)", "",
+          "| step | " + " | ".join(f"{s} px" for s in SIZES) + " |",
+          "|---|" + "---|" * len(SIZES)]
+    for n in names:
+        md.append(f"| {n} | " + " | ".join(
+            f"{result['per_size'][str(s)]['median_cpu_ms'][n]:.1f}" for s in SIZES) + " |")
+    for key, label in (("plain_compare_cpu_ms", "plain dlib compare, 2 images (ms)"),
+                       ("engine_compare_cpu_ms", "engine compare, 2 images (ms)"),
+                       ("floor_one_core_ratio", "floor on one core: 2 x HOG / plain"),
+                       ("engine_one_core_ratio", "engine on one core / plain"),
+                       ("engine_two_cores_ratio", "engine, images on two free cores / plain")):
+        md.append(f"| **{label}** | " + " | ".join(
+            f"{result['per_size'][str(s)][key]:.2f}" for s in SIZES) + " |")
+    print("\n".join(md))
+    del headers
+    print(f"wrote {write_json('latency_cpu.json', result)}")
+    (RESULTS / "latency_cpu.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
+DECODE_MEGAPIXELS = (12, 24, 40)
+
+
+def decode_cost(args: argparse.Namespace) -> None:
+    """Item 4 of issue 14: what decoding a large phone photo costs, and what JPEG draft
+    mode (libjpeg's DCT scaling to 1/2, 1/4, 1/8 while decoding) would save and change.
+    One single-face photo of the set upscaled (Lanczos, JPEG quality 90) to 12, 24 and 40
+    MP (the default pixel cap). CPU times (least of --repeat) of: faceapi's intake
+    (full decode), PIL's full decode, a draft decode to the smallest scale whose longer
+    side is still >= FACEAPI_DETECT_MAX_SIDE, the detector's downscale to that side from
+    the full image, and the detection itself; then whether detection on the draft image
+    gives the same boxes. Writes bench/results/latency_decode.json and .md."""
+    from faceapi.adapters.engines.local.detection import downscale, find_faces
+
+    root = faces_dir()
+    source = compare_pairs(root, 1)[0][0]
+    with tempfile.TemporaryDirectory(prefix="faceapi-decode-") as tmp:
+        settings = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(tmp))
+        engine = LocalEngine(settings.with_overrides(detect_threads=1))
+        max_side = settings.detect_max_side
+        with Image.open(root / source) as img:
+            base = img.convert("RGB")
+        rows = []
+        entries: dict[str, Any] = {}
+        for mp in DECODE_MEGAPIXELS:
+            scale = (mp * 1_000_000 / (base.width * base.height)) ** 0.5
+            big = base.resize((round(base.width * scale), round(base.height * scale)),
+                              Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            big.save(out, "JPEG", quality=90)
+            data = out.getvalue()
+            del big
+
+            def full(data: bytes = data) -> Any:
+                with Image.open(io.BytesIO(data)) as img:
+                    return np.asarray(img.convert("RGB"))
+
+            def draft(data: bytes = data) -> Any:
+                with Image.open(io.BytesIO(data)) as img:
+                    w, h = img.size
+                    # draft picks the smallest scale >= the size asked for.
+                    ratio = max_side / max(w, h)
+                    img.draft("RGB", (max(1, int(w * ratio)), max(1, int(h * ratio))))
+                    return np.asarray(img.convert("RGB"))
+
+            pixels = np.ascontiguousarray(full())
+            drafted = np.ascontiguousarray(draft())
+            small, _ = downscale(pixels, max_side)
+            small_draft, _ = downscale(drafted, max_side)
+            found_full = engine._find(decode_image(data, settings))
+            def boxes(found: Any, w: int, full_w: int = pixels.shape[1]) -> list[tuple[float, ...]]:
+                k = full_w / w
+                return [tuple(round(v * k, 1) for v in (f.left, f.top, f.right, f.bottom))
+                        for f in found.faces]
+
+            found_draft = find_faces(drafted, engine._models, upsample=settings.upsample,
+                                     max_side=max_side, orientation_search=True)
+            entry = {
+                "pixels": [int(pixels.shape[1]), int(pixels.shape[0])], "bytes": len(data),
+                "draft_pixels": [int(drafted.shape[1]), int(drafted.shape[0])],
+                "intake_decode_ms": _cpu_ms(lambda d=data: decode_image(d, settings),
+                                            args.repeat),
+                "pil_full_decode_ms": _cpu_ms(full, args.repeat),
+                "pil_draft_decode_ms": _cpu_ms(draft, args.repeat),
+                "downscale_from_full_ms": _cpu_ms(lambda p=pixels: downscale(p, max_side),
+                                                  args.repeat),
+                "detection_image_pixels_differ": int(np.count_nonzero(
+                    small.astype(np.int16) - small_draft.astype(np.int16)))
+                if small.shape == small_draft.shape else -1,
+                "detection_ms": _cpu_ms(lambda p=small: engine._models.hog.run(p, 1, 0.0), 1),
+                "boxes_full": boxes(found_full, pixels.shape[1]),
+                "boxes_draft_in_full_pixels": boxes(found_draft, drafted.shape[1]),
+            }
+            entries[str(mp)] = entry
+            rows.append([mp, f"{pixels.shape[1]}x{pixels.shape[0]}", entry["intake_decode_ms"],
+                         entry["pil_full_decode_ms"], entry["pil_draft_decode_ms"],
+                         entry["downscale_from_full_ms"], entry["detection_ms"],
+                         str(entry["boxes_full"]), str(entry["boxes_draft_in_full_pixels"])])
+            print(f"{mp} MP done", flush=True)
+    result = {"command": ".venv/bin/python -m bench.latency --decode-cost"
+                         + (f" --repeat {args.repeat}" if args.repeat != 2 else ""),
+              "environment": environment(), "image": source, "detect_max_side": max_side,
+              "per_megapixels": entries}
+    headers = ["MP", "pixels", "intake decode CPU ms", "PIL full decode CPU ms",
+               "PIL draft decode CPU ms", "downscale to 1600 CPU ms", "HOG at 1600 CPU ms",
+               "face box (full decode)", "face box (draft decode)"]
+    print(table(headers, rows))
+    print(f"wrote {write_json('latency_decode.json', result)}")
+    md = ["# Decoding large JPEGs: full vs draft mode (CPU time)", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs; {source} upscaled)", "",
+          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(f"{c:.0f}" if isinstance(c, float) else str(c) for c in r) + " |"
+           for r in rows]
+    (RESULTS / "latency_decode.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
 def api(port: int, key: str, method: str, path: str, body: Any) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -421,6 +663,7 @@ def verify_rps(args: argparse.Namespace) -> None:
     image = base64.b64encode((VERIFY_IMAGE / "img5.jpg").read_bytes()).decode("ascii")
     runs: dict[str, Any] = {}
     rows = []
+    load_before = os.getloadavg()
     for runtime in ("onnx", "dlib"):
         for workers in (1, 2):
             with tempfile.TemporaryDirectory(prefix="faceapi-rps-") as tmp:
@@ -473,7 +716,7 @@ def verify_rps(args: argparse.Namespace) -> None:
     result = {"command": ".venv/bin/python -m bench.latency --verify-rps"
                          + (f" --seconds {args.seconds:g}" if args.seconds != 15.0 else ""),
               "environment": environment(), "clients": 4, "image": "img5.jpg (330x512)",
-              "runs": runs}
+              "load_average_before_after": [load_before, os.getloadavg()], "runs": runs}
     headers = ["runtime", "workers", "verify/s (200s)", "p50 ms", "p95 ms", "worker RSS MB"]
     print(table(headers, rows))
     print(f"wrote {write_json('latency_verify.json', result)}")
@@ -483,7 +726,9 @@ def verify_rps(args: argparse.Namespace) -> None:
           f"{args.seconds:g} s per run, SQLite, `login` policy, the enrolled photo)", "",
           "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += [f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]} |" for r in rows]
-    md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items())]
+    md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items()),
+           "", "Load average (1, 5, 15 min) before / after: " + " / ".join(
+               ", ".join(f"{v:.1f}" for v in la) for la in result["load_average_before_after"])]
     (RESULTS / "latency_verify.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
@@ -499,7 +744,12 @@ def main() -> None:
                         help="POST /v1/verify requests per second, 1 and 2 workers")
     parser.add_argument("--seconds", type=float, default=15.0, help="--verify-rps: per run")
     parser.add_argument("--pairs", type=int, default=4, help="--compare: image pairs")
-    parser.add_argument("--configs", default="onnx,onnx-adaptive,dlib",
+    parser.add_argument("--tag", default="", help="--compare: suffix of the result files")
+    parser.add_argument("--cpu-breakdown", action="store_true",
+                        help="CPU time of each step of a compare, engine vs plain dlib")
+    parser.add_argument("--decode-cost", action="store_true",
+                        help="decoding 12-40 MP JPEGs, full vs draft mode")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
                         help="--compare: server configurations (" + ",".join(CONFIGS) + ")")
     args = parser.parse_args()
     if args.compare:
@@ -507,6 +757,12 @@ def main() -> None:
         return
     if args.detection_cost:
         detection_cost(args)
+        return
+    if args.cpu_breakdown:
+        cpu_breakdown(args)
+        return
+    if args.decode_cost:
+        decode_cost(args)
         return
     if args.verify_rps:
         verify_rps(args)

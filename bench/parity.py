@@ -18,10 +18,12 @@ Writes bench/results/parity.json and parity.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N images")
     parser.add_argument("--detect-strategy", choices=("adaptive",), default=None,
                         help="compare FACEAPI_DETECT_STRATEGY=adaptive with fixed instead")
+    parser.add_argument("--detect-threads", action="store_true",
+                        help="compare FACEAPI_DETECT_THREADS=2 with 1 instead")
     args = parser.parse_args()
+    if args.detect_threads:
+        threads_parity(args)
+        return
     if args.detect_strategy:
         strategy_parity(args)
         return
@@ -272,6 +279,103 @@ def strategy_markdown(r: dict[str, Any]) -> str:
              "| threshold | pairs changed |", "|---|---|",
              *[f"| {level} | {n} |" for level, n in r["decisions_changed"].items()]]
     return "\n".join(lines) + "\n"
+
+
+def _detection_key(found: Any) -> tuple[Any, ...]:
+    """Everything a detection hands on: the image it refers to, the boxes, scores,
+    confidences, 68 points, and the orientation."""
+    return (found.pixels.shape, found.orientation_correction,
+            tuple((f.left, f.top, f.right, f.bottom, f.score, f.confidence,
+                   f.points.tobytes()) for f in found.faces))
+
+
+def threads_parity(args: argparse.Namespace) -> None:
+    """FACEAPI_DETECT_THREADS=2 against 1: every image detected on the helper thread
+    (its own detector instance) and in the calling thread must give bit-identical faces
+    (boxes, scores, 68 points, orientation) and descriptors; and compare_faces on pairs
+    of images (each image as source, the next one as target; then with the roles
+    swapped) must give equal Comparisons or the same error, with both settings.
+    Writes bench/results/parity_threads.json and .md."""
+    from faceapi.adapters.engines.local.parallel import thread_models
+
+    root = faces_dir()
+    files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
+    if args.limit:
+        files = files[:args.limit]
+    with tempfile.TemporaryDirectory() as data_dir:
+        base = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(data_dir))
+        one = LocalEngine(dataclasses.replace(base, detect_threads=1))
+        two = LocalEngine(dataclasses.replace(base, detect_threads=2))
+        images: list[tuple[str, Any]] = []
+        skipped = 0
+        for file in files:
+            try:
+                images.append((file, decode_image((root / file).read_bytes(), base)))
+            except Exception:  # the set holds broken files on purpose
+                skipped += 1
+        detection_diff: list[str] = []
+        descriptor_diff: list[str] = []
+        faces = 0
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            for file, image in images:
+                main_found = one._find(image)
+                helper_found = helper.submit(
+                    lambda im=image: two._find(im, thread_models(two._models))).result()
+                if _detection_key(main_found) != _detection_key(helper_found):
+                    detection_diff.append(file)
+                    continue
+                faces += len(main_found.faces)
+                if main_found.faces and (
+                        one.descriptors(main_found.pixels, list(main_found.faces))
+                        != two.descriptors(helper_found.pixels, list(helper_found.faces))):
+                    descriptor_diff.append(file)
+        compare_diff: list[str] = []
+        outcomes: dict[str, int] = {}
+        pairs = [(images[i], images[(i + 1) % len(images)]) for i in range(len(images))]
+        pairs += [(b, a) for a, b in pairs]
+        times = {"1": 0.0, "2": 0.0}
+        for (fa, a), (fb, b) in pairs:
+            results = []
+            for name, engine in (("1", one), ("2", two)):
+                start = time.perf_counter()
+                try:
+                    results.append(engine.compare_faces(a, b, 80.0))
+                except FaceApiError as exc:
+                    results.append(type(exc).__name__)
+                times[name] += time.perf_counter() - start
+            kind = results[0] if isinstance(results[0], str) else "compared"
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+            if results[0] != results[1]:
+                compare_diff.append(f"{fa} vs {fb}")
+    result: dict[str, Any] = {
+        "command": COMMAND + " --detect-threads" + (f" --limit {args.limit}" if args.limit else ""),
+        "environment": environment(),
+        "images": len(files), "decoded": len(images), "undecodable": skipped, "faces": faces,
+        "detections_differing": detection_diff, "descriptors_differing": descriptor_diff,
+        "compare_pairs": len(pairs), "compare_outcomes": outcomes,
+        "comparisons_differing": compare_diff,
+        "compare_seconds_total": times,
+    }
+    print(f"wrote {write_json('parity_threads.json', result)}")
+    md = ["# FACEAPI_DETECT_THREADS=2 vs 1: what changes", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs)", "",
+          "| | |", "|---|---|",
+          f"| images (decoded / undecodable) | {len(files)} ({len(images)} / {skipped}) |",
+          f"| faces detected | {faces} |",
+          f"| detections differing (boxes, scores, 68 points, orientation; bit for bit) | "
+          f"{len(detection_diff)} {detection_diff or ''} |",
+          f"| descriptors differing (bit for bit) | {len(descriptor_diff)} "
+          f"{descriptor_diff or ''} |",
+          f"| compare_faces pairs (outcomes) | {len(pairs)} {outcomes} |",
+          f"| Comparisons differing (every field, or the error) | {len(compare_diff)} "
+          f"{compare_diff or ''} |",
+          f"| compare_faces total seconds, threads 1 / 2 (machine shared) | "
+          f"{times['1']:.1f} / {times['2']:.1f} |"]
+    (RESULTS / "parity_threads.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print("\n".join(md))
+    if detection_diff or descriptor_diff or compare_diff:
+        sys.exit(1)
 
 
 def _ort_version() -> str:

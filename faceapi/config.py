@@ -95,6 +95,9 @@ class Settings:
     # upsample (one more upsampling step, images up to 640 px). Empty: none; "hard": all
     # three (docs/engines.md, "Hard photos"; bench/degraded.py).
     detect_fallback: tuple[str, ...] = ()
+    # Threads one compare request may detect with (its two images at once; HOG only):
+    # 1 = one after the other. Same answers either way (docs/engines.md, "Speed").
+    detect_threads: int = 2
     image_formats: tuple[str, ...] = ("jpeg", "png")
     policies_dir: Path = Path("policies")
     # What a new collection is bound to when its creator names no policy (and what
@@ -188,6 +191,8 @@ class Settings:
             raise ConfigError("FACEAPI_DESCRIPTOR_THREADS: must be between 1 and 64")
         if not 1 <= self.descriptor_jitters <= 16:
             raise ConfigError("FACEAPI_DESCRIPTOR_JITTERS: must be between 1 and 16")
+        if not 1 <= self.detect_threads <= 2:
+            raise ConfigError("FACEAPI_DETECT_THREADS: must be 1 or 2")
         if self.upsample > 2:
             raise ConfigError("FACEAPI_UPSAMPLE: must be 0, 1 or 2")
         if not 1 <= self.liveness_max_age_seconds <= 3600:

@@ -15,6 +15,7 @@ from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace
 from faceapi.adapters.engines.local.models import RECOGNITION_FILE, Models, load_models
 from faceapi.adapters.engines.local.onnx_files import ensure_model
 from faceapi.adapters.engines.local.onnx_runtime import OnnxDescriptor
+from faceapi.adapters.engines.local.parallel import PairRunner, helper_capable, thread_models
 from faceapi.adapters.engines.local.similarity import (
     CALIBRATION_FILE,
     SCALE_DESCRIPTION,
@@ -83,6 +84,8 @@ class LocalEngine:
         self._onnx: OnnxDescriptor | None = None
         if settings.descriptor_runtime == "onnx" and self._jitters == 1:
             self._onnx = onnx_descriptor(settings, self._models)
+        # compare_faces detects its two images at once (docs/engines.md, "Speed").
+        self._pairs = PairRunner(settings.detect_threads if helper_capable(self._models) else 1)
         self._calibration: SimilarityMap | None = None
         self._calibration_problem = ""
         try:
@@ -148,8 +151,8 @@ class LocalEngine:
 
     # Detection -------------------------------------------------------------------
 
-    def _find(self, image: DecodedImage) -> FoundFaces:
-        return find_faces(image.pixels, self._models, upsample=self._settings.upsample,
+    def _find(self, image: DecodedImage, models: Models | None = None) -> FoundFaces:
+        return find_faces(image.pixels, models or self._models, upsample=self._settings.upsample,
                           max_side=self._settings.detect_max_side,
                           orientation_search=self._settings.orientation_search,
                           adaptive=self._settings.detect_strategy == "adaptive",
@@ -232,8 +235,14 @@ class LocalEngine:
                              chip=chip.tobytes())
                 for face, vector, chip in zip(faces, vectors, chips, strict=True)]
 
+    def _find_on_helper(self, image: DecodedImage) -> FoundFaces:
+        # The helper thread scans with its own detector instance (parallel.py).
+        return self._find(image, thread_models(self._models))
+
     def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
-        found = self._find(image)
+        return self._embed_found(self._find(image))
+
+    def _embed_found(self, found: FoundFaces) -> tuple[Detection, list[EmbeddedFace]]:
         embedded = self._embedded_all(found.pixels, list(found.faces))
         detection = Detection(faces=tuple(e.detail for e in embedded),
                               orientation_correction=found.orientation_correction)
@@ -252,13 +261,14 @@ class LocalEngine:
                       similarity_threshold: float) -> Comparison:
         if not 0.0 <= similarity_threshold <= 100.0:  # NaN fails the comparison too
             raise InvalidParameter("similarity_threshold must be between 0 and 100")
-        found = self._find(source)
+        # The target is detected while the source is (when a helper thread is free).
+        found, target_found = self._pairs.pair(self._find, self._find_on_helper, source, target)
         if not found.faces:
             raise NoFaceInSource("no face was found in the source image")
         # Only the largest source face is compared, so only it needs a descriptor.
         largest = max(found.faces, key=lambda f: f.area)
         (probe,) = self._embedded_all(found.pixels, [largest])
-        target_detection, target_faces = self.embed_faces(target)
+        target_detection, target_faces = self._embed_found(target_found())
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
                           for s, d in scored if s >= similarity_threshold),

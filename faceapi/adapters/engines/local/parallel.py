@@ -1,0 +1,145 @@
+"""Running the two HOG detections of a comparison at the same time.
+
+dlib's HOG detector releases the GIL while it scans (`py::gil_scoped_release` in dlib
+20.0's tools/python/src/simple_object_detector_py.h), so two threads detect on two cores
+at once; the shape predictor, `get_face_chip` and the CNN detector hold the GIL and gain
+nothing from threads. A detector instance keeps its feature pyramid in itself
+(`object_detector::operator()` is not const; dlib documents concurrent use of one
+instance as unsafe), so the helper thread scans with its own detector, built once per
+thread. Each image is still detected by exactly the same code on the same pixels, so
+the answers are those of the sequential path (bench/parity.py --detect-threads checks
+it over the shared data set).
+
+Bounded: one helper thread per process for FACEAPI_DETECT_THREADS=2 (the calling
+thread does the other half). When the helper is busy (gunicorn threads sharing a
+worker), the second detection runs in the calling thread, as without this module, so a
+request never waits for another's work. The helper is made on first use in each process,
+after gunicorn's fork (threads do not survive a fork).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import ctypes.util
+import dataclasses
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+import dlib
+
+from faceapi.adapters.engines.local.models import HOG, Models
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+_local = threading.local()
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or nothing elsewhere. The helper thread allocates from
+    its own malloc arena; glibc keeps the freed image pyramids (tens of MB at 1600 px)
+    there, which raised a worker's RSS by 58-130 MB (bench/results/latency_compare_*.md);
+    trimming after each detection gives it back (measured: the same RSS as one thread)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def run() -> None:
+        trim(0)
+
+    return run
+
+
+_trim = _malloc_trim()
+
+
+def thread_models(models: Models) -> Models:
+    """`models` with this thread's own HOG detector and lock: the other models (shape
+    predictors, recognizer) are shared as they are."""
+    mine: Models | None = getattr(_local, "models", None)
+    if mine is None or mine.shape68 is not models.shape68:
+        mine = dataclasses.replace(models, hog=dlib.get_frontal_face_detector(),
+                                   lock=threading.Lock())
+        _local.models = mine
+    return mine
+
+
+class PairRunner:
+    """Runs fn(a) and fn(b) at the same time when a helper thread is free."""
+
+    def __init__(self, threads: int) -> None:
+        self._helpers = max(0, threads - 1)
+        self._state: tuple[int, threading.BoundedSemaphore, ThreadPoolExecutor] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self._helpers > 0
+
+    def _pool(self) -> tuple[threading.BoundedSemaphore, ThreadPoolExecutor]:
+        """This process's helper and its free-slot count, made on first use: a pool
+        made before a fork has no threads in the child, and a semaphore copied while
+        held would stay held there."""
+        with self._lock:
+            if self._state is None or self._state[0] != os.getpid():
+                self._state = (os.getpid(), threading.BoundedSemaphore(self._helpers),
+                               ThreadPoolExecutor(max_workers=self._helpers,
+                                                  thread_name_prefix="faceapi-detect"))
+            return self._state[1], self._state[2]
+
+    def pair(self, fn: Callable[[A], R], helper_fn: Callable[[A], R], a: A,
+             b: A) -> tuple[R, Callable[[], R]]:
+        """fn(a), and a getter of helper_fn(b): started on the helper thread now when one
+        is free (and finished before this returns), else computed by the getter when
+        called, as the sequential code did. Either way fn(a)'s exception comes first
+        and b's result or exception comes from the getter, so callers keep their
+        sequential order of errors (a source without a face is reported as such even
+        when the target cannot be read)."""
+        if not self.enabled:
+            return fn(a), lambda: fn(b)
+        slots, pool = self._pool()
+        if not slots.acquire(blocking=False):
+            return fn(a), lambda: fn(b)
+        try:
+            # The request's logging context (request id) follows the work.
+            context = contextvars.copy_context()
+            # The job gives its slot back itself, before its result is set: a done
+            # callback would run after the waiter wakes, and the request's next
+            # compare could find the slot still taken and run sequentially.
+            future: Future[R] = pool.submit(context.run, _helper_job, slots, helper_fn, b)
+        except BaseException:
+            slots.release()
+            raise
+        try:
+            first = fn(a)
+        except BaseException:
+            # Never leave the helper working for a request that has ended.
+            if future.cancel():
+                slots.release()  # the job never ran
+            else:
+                future.exception()
+            raise
+        future.exception()  # waits for b without raising; the getter raises
+        return first, future.result
+
+
+def _helper_job(slots: threading.BoundedSemaphore, fn: Callable[[A], R], arg: A) -> R:
+    try:
+        return fn(arg)
+    finally:
+        _trim()
+        slots.release()
+
+
+def helper_capable(models: Models) -> bool:
+    """Only HOG releases the GIL; the CNN would run on one core either way."""
+    return models.detector_kind == HOG

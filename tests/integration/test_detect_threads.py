@@ -1,0 +1,257 @@
+"""FACEAPI_DETECT_THREADS=2 (the default): compare_faces detects its target on a helper
+thread while the source is detected, with the same answers as one thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from faceapi.adapters.engines.local import LocalEngine
+from faceapi.adapters.engines.local import engine as engine_module
+from faceapi.adapters.engines.local.parallel import PairRunner, thread_models
+from faceapi.adapters.images import decode_image
+from faceapi.config import KNOWN_FORMATS, ConfigError, Settings
+from faceapi.domain.errors import NoFaceInSource
+from faceapi.domain.images import DecodedImage
+
+FACES = Path(__file__).resolve().parent.parent / "data" / "faces"
+DATASET = FACES / "deepface" / "tests" / "unit" / "dataset"
+GROUP = FACES / "face-api.js" / "examples" / "images" / "bbt3.jpg"
+NO_FACE = FACES / "mtcnn" / "tests" / "images" / "no-faces.jpg"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(env="test", image_formats=KNOWN_FORMATS,
+                    data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def engines(settings: Settings) -> dict[int, LocalEngine]:
+    return {n: LocalEngine(settings.with_overrides(detect_threads=n)) for n in (1, 2)}
+
+
+def image(path: Path, settings: Settings) -> DecodedImage:
+    return decode_image(path.read_bytes(), settings)
+
+
+def test_two_threads_is_the_default_and_three_stops_the_start() -> None:
+    assert Settings().detect_threads == 2
+    assert Settings.from_env({"FACEAPI_DETECT_THREADS": "1"}).detect_threads == 1
+    for value in ("0", "3"):
+        with pytest.raises(ConfigError, match="FACEAPI_DETECT_THREADS"):
+            Settings.from_env({"FACEAPI_DETECT_THREADS": value})
+
+
+@pytest.mark.parametrize(("source", "target"), [
+    (DATASET / "img5.jpg", DATASET / "img6.jpg"),
+    (DATASET / "img11.jpg", GROUP),
+    (GROUP, DATASET / "img12.jpg"),
+    (DATASET / "img5.jpg", NO_FACE),
+])
+def test_the_comparison_is_the_same_with_one_or_two_threads(
+        engines: dict[int, LocalEngine], settings: Settings, source: Path,
+        target: Path) -> None:
+    a, b = image(source, settings), image(target, settings)
+    one = engines[1].compare_faces(a, b, 80.0)
+    two = engines[2].compare_faces(a, b, 80.0)
+    assert one == two  # every box, landmark, quality figure and similarity
+
+
+def test_the_target_is_detected_on_the_helper_thread_with_its_own_detector(
+        engines: dict[int, LocalEngine], settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, Any]] = []
+    real = engine_module.find_faces
+
+    def spy(pixels: Any, models: Any, **kwargs: Any) -> Any:
+        seen.append((threading.current_thread().name, models.hog))
+        return real(pixels, models, **kwargs)
+
+    monkeypatch.setattr(engine_module, "find_faces", spy)
+    engine = engines[2]
+    engine.compare_faces(image(DATASET / "img5.jpg", settings),
+                         image(DATASET / "img6.jpg", settings), 80.0)
+    (main_name, main_hog), (helper_name, helper_hog) = seen
+    assert main_name == threading.current_thread().name
+    assert helper_name.startswith("faceapi-detect")
+    # dlib's detector keeps its feature pyramid in the instance: never shared by threads.
+    assert helper_hog is not main_hog
+    assert main_hog is engine._models.hog
+
+
+def test_a_source_without_a_face_is_reported_as_before(
+        engines: dict[int, LocalEngine], settings: Settings) -> None:
+    with pytest.raises(NoFaceInSource):
+        engines[2].compare_faces(image(NO_FACE, settings), image(DATASET / "img5.jpg", settings),
+                                 80.0)
+
+
+def where(_: str) -> str:
+    return threading.current_thread().name
+
+
+def test_the_source_error_comes_first_even_when_the_target_fails_too() -> None:
+    runner = PairRunner(2)
+
+    def fail(name: str) -> str:
+        raise ValueError(name)
+
+    with pytest.raises(ValueError, match="source"):
+        runner.pair(fail, fail, "source", "target")
+    # The helper's slot was given back: the next pair runs in parallel again.
+    first, second = runner.pair(where, where, "a", "b")
+    assert first == threading.current_thread().name
+    assert second().startswith("faceapi-detect")
+
+
+def test_a_busy_helper_makes_the_second_call_run_in_the_caller() -> None:
+    runner = PairRunner(2)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(_: str) -> str:
+        started.set()
+        release.wait(10)
+        return threading.current_thread().name
+
+    blocker = threading.Thread(target=lambda: runner.pair(str.upper, slow, "x", "y"))
+    blocker.start()
+    assert started.wait(10)
+    try:
+        _, second = runner.pair(where, where, "a", "b")
+        # Not queued behind the other request's work: computed here, on demand.
+        assert second() == threading.current_thread().name
+    finally:
+        release.set()
+        blocker.join(10)
+
+
+def test_one_thread_never_starts_a_helper() -> None:
+    runner = PairRunner(1)
+    first, second = runner.pair(lambda s: threading.current_thread().name,
+                                lambda s: "helper", "a", "b")
+    assert first == threading.current_thread().name
+    assert second() == threading.current_thread().name
+
+
+def test_hog_detection_lets_other_python_threads_run(settings: Settings) -> None:
+    """The premise: dlib's HOG scan releases the GIL (a Python thread keeps running
+    during one long detector call); without it, a helper thread would gain nothing."""
+    models = thread_models(LocalEngine(settings)._models)
+    pixels = np.ascontiguousarray(image(GROUP, settings).pixels)
+    ticks = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        time.sleep(0.05)
+        before = ticks
+        start = time.perf_counter()
+        models.hog.run(pixels, 1, 0.0)  # one C++ call of a few hundred ms
+        elapsed = time.perf_counter() - start
+        during = ticks - before
+    finally:
+        stop.set()
+        spinner.join()
+    assert elapsed > 0.05
+    # With the GIL held for the whole call the spinner would get at most a switch or
+    # two; released, it counts on (hundreds of thousands per second here).
+    assert during > 1000
+
+
+def test_a_forked_process_makes_its_own_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn forks workers from a master that built the engine: threads do not survive
+    a fork, so each process must start its own helper rather than queue on a dead one."""
+    runner = PairRunner(2)
+    _, second = runner.pair(where, where, "a", "b")
+    parent_helper = second()
+    monkeypatch.setattr("faceapi.adapters.engines.local.parallel.os.getpid", lambda: -1)
+    state_before = runner._state
+    _, second = runner.pair(where, where, "a", "b")
+    assert second().startswith("faceapi-detect")
+    assert runner._state is not state_before
+    assert parent_helper.startswith("faceapi-detect")
+
+
+def test_the_helper_gives_its_freed_memory_back_after_each_detection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc keeps a thread's freed image pyramids in that thread's arena (58-130 MB more
+    worker RSS measured without the trim); each helper job ends with malloc_trim."""
+    trims: list[str] = []
+    monkeypatch.setattr("faceapi.adapters.engines.local.parallel._trim",
+                        lambda: trims.append(threading.current_thread().name))
+    runner = PairRunner(2)
+    _, second = runner.pair(where, where, "a", "b")
+    assert second().startswith("faceapi-detect")
+    assert len(trims) == 1
+    assert trims[0].startswith("faceapi-detect")
+
+
+@pytest.mark.slow
+def test_a_worker_whose_helper_has_worked_still_stops_promptly(tmp_path: Path) -> None:
+    """Under gunicorn as deployed (preloaded app, forked worker): after a compare has
+    started the worker's helper thread, a graceful stop still ends the worker quickly
+    (an idle pool thread must not hold the interpreter's exit)."""
+    import os
+    import subprocess
+    import urllib.request
+
+    from tests.integration.test_onnx_gunicorn import BIN, REPO, compare, free_port
+
+    data_dir, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPI_")}
+    env.update({"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(data_dir),
+                "FACEAPI_LOG_FORMAT": "json", "FACEAPI_BIND": f"127.0.0.1:{port}",
+                "FACEAPI_WORKERS": "1"})
+    for command in (["db", "upgrade"], ["keys", "bootstrap"]):
+        subprocess.run([str(BIN / "faceapi"), *command], env=env, cwd=REPO, check=True,
+                       capture_output=True)
+    key = (data_dir / "admin-key.txt").read_text().strip()
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as handle:
+        server = subprocess.Popen([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
+                                   "wsgi:app"], env=env, cwd=REPO, stdout=handle,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",
+                                            timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        url = f"http://127.0.0.1:{port}"
+        (worker,) = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        before = len(list(Path(f"/proc/{worker}/task").iterdir()))
+        assert compare(url, key)[0] == 200
+        # The compare started threads in the worker (the helper among them; which one it
+        # is, is checked in-process above).
+        assert len(list(Path(f"/proc/{worker}/task").iterdir())) > before
+        server.terminate()
+        started = time.monotonic()
+        server.wait(timeout=40)
+        assert time.monotonic() - started < 20, log.read_text()[-2000:]
+        left = Path(f"/proc/{worker}").exists()
+        if left:  # not ours to leave behind, whatever the verdict
+            os.kill(int(worker), 9)
+        assert not left
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
