@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
@@ -158,3 +159,51 @@ def test_0006_binds_existing_collections_to_the_default_binding(
     with store.engine.connect() as conn:
         policies = conn.execute(text("SELECT policies FROM collections")).scalar_one()
     assert policies == bound
+
+
+def test_upgrading_a_sqlite_database_through_every_table_rebuild_keeps_its_faces(
+        tmp_path: Path) -> None:
+    """Revisions 0005 and 0006 rebuild `collections` (Alembic batch mode on SQLite: copy,
+    drop, rename); with foreign keys on, the drop cascaded and emptied subjects and
+    faces. A database enrolled at 0004 keeps every row through head and back."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text as sql
+
+    from faceapi.adapters.store.db import make_engine
+    from faceapi.adapters.store.migrate import downgrade_engine, upgrade_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        upgrade_engine(engine, "0004_decisions")
+        with engine.begin() as conn:
+            conn.execute(sql(
+                "INSERT INTO collections (collection_id, description, engine, model_version,"
+                " version, consent_required, created_at) VALUES ('staff', '', 'local',"
+                " 'dlib-20.0.1/resnet_v1/hog/align68/jitter1', 1, 0, :t)"), {"t": now})
+            conn.execute(sql("INSERT INTO subjects (collection_id, subject_id, created_at)"
+                             " VALUES ('staff', 'alice', :t)"), {"t": now})
+            conn.execute(sql(
+                "INSERT INTO faces (face_id, collection_id, subject_id, image_id, image_sha256,"
+                " box_width, box_height, box_left, box_top, confidence, width_px, height_px,"
+                " embedding, created_at) VALUES ('f1', 'staff', 'alice', 'i1', :sha, 0.5, 0.5,"
+                " 0.1, 0.1, 99.0, 100, 100, :emb, :t)"),
+                {"sha": "0" * 64, "emb": b"\0" * 512, "t": now})
+
+        def counts() -> tuple[int, int, int]:
+            with engine.connect() as conn:
+                return tuple(conn.execute(sql(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+                             for table in ("collections", "subjects", "faces"))  # type: ignore[return-value]
+
+        upgrade_engine(engine)
+        assert counts() == (1, 1, 1)
+        downgrade_engine(engine, "0004_decisions")
+        assert counts() == (1, 1, 1)
+        upgrade_engine(engine)
+        assert counts() == (1, 1, 1)
+        # The pool's connections have their foreign keys back on.
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+    finally:
+        engine.dispose()

@@ -6,13 +6,15 @@ The revision chain is linear with fixed ids so parallel work cannot collide:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from faceapi.adapters.store.db import make_engine
 from faceapi.config import Settings
@@ -28,19 +30,48 @@ def alembic_config() -> Config:
     return cfg
 
 
+@contextmanager
+def _migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a whole migration run.
+
+    On SQLite, foreign keys are off while it runs: Alembic's batch mode changes a table
+    by copying it and dropping the original, and with foreign keys on, dropping
+    `collections` cascades to every subject and face (ON DELETE CASCADE), so an
+    upgrade through a revision that rebuilt it emptied them. The pragma can change
+    only outside a transaction, hence the raw connection; the migrated rows are checked
+    with `PRAGMA foreign_key_check` before the commit, and the pragma is back on before
+    the connection returns to the pool."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                                 {"k": MIGRATION_LOCK_KEY})
+                yield conn
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left {len(broken)} row(s) whose "
+                                           f"foreign key points nowhere: {broken[:5]}")
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+
+
 def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     """Bring the database at `engine` up to `revision`, in one transaction."""
     cfg = alembic_config()
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+    with _migration_transaction(engine) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
 def downgrade_engine(engine: Engine, revision: str) -> None:
     cfg = alembic_config()
-    with engine.begin() as conn:
+    with _migration_transaction(engine) as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
