@@ -204,39 +204,12 @@ def test_a_worker_whose_helper_has_worked_still_stops_promptly(tmp_path: Path) -
     started the worker's helper thread, a graceful stop still ends the worker quickly
     (an idle pool thread must not hold the interpreter's exit)."""
     import os
-    import subprocess
-    import urllib.request
 
-    from tests.integration.test_onnx_gunicorn import BIN, REPO, compare, free_port
+    from tests.integration.test_onnx_gunicorn import compare, start_server
 
-    data_dir, port = tmp_path / "data", free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPI_")}
-    env.update({"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(data_dir),
-                "FACEAPI_LOG_FORMAT": "json", "FACEAPI_BIND": f"127.0.0.1:{port}",
-                "FACEAPI_WORKERS": "1"})
-    for command in (["db", "upgrade"], ["keys", "bootstrap"]):
-        subprocess.run([str(BIN / "faceapi"), *command], env=env, cwd=REPO, check=True,
-                       capture_output=True)
-    key = (data_dir / "admin-key.txt").read_text().strip()
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as handle:
-        server = subprocess.Popen([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
-                                   "wsgi:app"], env=env, cwd=REPO, stdout=handle,
-                                  stderr=subprocess.STDOUT)
+    server, url, log, key = start_server(tmp_path, 1)
+    assert key is not None
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",
-                                            timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
-        url = f"http://127.0.0.1:{port}"
         (worker,) = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         before = len(list(Path(f"/proc/{worker}/task").iterdir()))
         assert compare(url, key)[0] == 200

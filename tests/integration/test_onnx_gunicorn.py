@@ -57,35 +57,51 @@ def compare(url: str, key: str) -> tuple[int, float]:
         return response.status, float(payload["FaceMatches"][0]["Similarity"])
 
 
-def test_two_preloaded_workers_convert_once_and_answer_as_dlib_does(tmp_path: Path) -> None:
+def start_server(tmp_path: Path, workers: int, **settings: str) -> tuple[
+        subprocess.Popen[bytes], str, Path, str | None]:
+    """gunicorn -c deploy/gunicorn.conf.py on a fresh SQLite data dir, migrated, with the
+    first admin key when `keys` is not "none"; waits until /readyz is 200 (which warms
+    the worker's descriptor session). The process, its URL, its log and the key."""
     data_dir = tmp_path / "data"
     port = free_port()
+    make_key = settings.pop("keys", "bootstrap") != "none"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPI_")}
     env.update({"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(data_dir),
                 "FACEAPI_LOG_FORMAT": "json", "FACEAPI_BIND": f"127.0.0.1:{port}",
-                "FACEAPI_WORKERS": "2", "FACEAPI_RATE_LIMIT_DEFAULT": "10000/minute"})
-    for command in (["db", "upgrade"], ["keys", "bootstrap"]):
+                "FACEAPI_WORKERS": str(workers), **settings})
+    for command in (["db", "upgrade"], ["keys", "bootstrap"])[:2 if make_key else 1]:
         subprocess.run([str(BIN / "faceapi"), *command], env=env, cwd=REPO, check=True,
                        capture_output=True)
-    key = (data_dir / "admin-key.txt").read_text().strip()
+    key = (data_dir / "admin-key.txt").read_text().strip() if make_key else None
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as handle:
         server = subprocess.Popen([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
                                    "wsgi:app"], env=env, cwd=REPO, stdout=handle,
                                   stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
     try:
-        deadline = time.monotonic() + 120
         while True:
             assert server.poll() is None, log.read_text()[-3000:]
             try:
                 with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
                     if response.status == 200:
-                        break
+                        return server, url, log, key
             except OSError:
                 pass
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.3)
+    except BaseException:
+        server.kill()
+        server.wait()
+        raise
+
+
+def test_two_preloaded_workers_convert_once_and_answer_as_dlib_does(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server, url, _, key = start_server(tmp_path, 2, FACEAPI_RATE_LIMIT_DEFAULT="10000/minute")
+    assert key is not None
+    try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             answers = list(pool.map(lambda _: compare(url, key), range(12)))
         workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
@@ -119,32 +135,9 @@ def test_a_graceful_stop_ends_the_workers_promptly(tmp_path: Path, runtime: str)
     # Workers forked from a master that had imported onnxruntime hung at exit (futex
     # wait during interpreter shutdown, either runtime) once they had served /readyz:
     # gunicorn's master gave up after graceful_timeout (30 s) and left them running.
-    data_dir = tmp_path / "data"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPI_")}
-    env.update({"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(data_dir),
-                "FACEAPI_LOG_FORMAT": "json", "FACEAPI_BIND": f"127.0.0.1:{port}",
-                "FACEAPI_WORKERS": "1", "FACEAPI_DESCRIPTOR_RUNTIME": runtime})
-    subprocess.run([str(BIN / "faceapi"), "db", "upgrade"], env=env, cwd=REPO, check=True,
-                   capture_output=True)
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as handle:
-        server = subprocess.Popen([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py",
-                                   "wsgi:app"], env=env, cwd=REPO, stdout=handle,
-                                  stderr=subprocess.STDOUT)
+    server, _, log, _ = start_server(tmp_path, 1, keys="none",
+                                     FACEAPI_DESCRIPTOR_RUNTIME=runtime)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",
-                                            timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
         workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         server.terminate()
         started = time.monotonic()
