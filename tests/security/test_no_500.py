@@ -119,10 +119,10 @@ def test_a_sensible_review_age_is_accepted(http: Http, make_key: KeyFactory) -> 
 
 HOSTILE_NEXT = ["/console\r\nSet-Cookie: stolen=1", "/console/\r\n\r\n<script>", "//evil.example",
                 "/\\evil.example", "https://evil.example/console", "/console//evil.example",
-                "/console/../v1/keys", "\x00/console", "javascript:alert(1)",
+                "/console/../v1/keys", "javascript:alert(1)",
                 "/console" + "a" * 5000, " /console", "/console\t/x"]
 NEXT_IDS = ["crlf_header", "crlf_body", "scheme_relative", "backslash", "absolute",
-            "double_slash", "dot_dot", "nul", "javascript", "too_long", "leading_space", "tab"]
+            "double_slash", "dot_dot", "javascript", "too_long", "leading_space", "tab"]
 
 
 def _signin_form(http: Http) -> tuple[str, str]:
@@ -143,6 +143,18 @@ def test_a_hostile_next_after_sign_in_sends_the_person_to_the_console_home(
     reply = http.post("/console/signin", body=urlencode({
         "api_key": make_key("reviewer"), "csrf_token": csrf, "next": target}).encode(),
         headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status == 302, reply.body[:300]
+    assert reply.headers["Location"] in ("/console/", "/console"), reply.headers["Location"]
+
+
+def test_a_nul_in_next_is_refused_before_any_sign_in(http: Http, make_key: KeyFactory) -> None:
+    # A NUL in a query is a 400 before any view (api/deps.py): the page is not served.
+    assert http.get("/console/signin?" + urlencode({"next": "\x00/console"})).status == 400
+    cookie, csrf = _signin_form(http)
+    reply = http.post("/console/signin", body=urlencode({
+        "api_key": make_key("reviewer"), "csrf_token": csrf, "next": "\x00/console"}).encode(),
+        headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    # A form's NUL (the console parses its own forms) is one more hostile next.
     assert reply.status == 302, reply.body[:300]
     assert reply.headers["Location"] in ("/console/", "/console"), reply.headers["Location"]
 

@@ -84,12 +84,30 @@ def refuse_deep_json() -> None:
     emulator's): a body nested deeper than MAX_JSON_DEPTH is a 400 before anything
     parses it. Form posts are not JSON; every other body may be parsed as JSON
     somewhere (the emulator parses whatever it is sent)."""
+    refuse_nul_characters()
     if request.mimetype in _FORM_TYPES or (not request.content_length and \
             not request.headers.get("Transfer-Encoding")):
         return
     body = request.get_data(cache=True)
     if body and json_depth(body) > MAX_JSON_DEPTH:
         raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+    # A NUL inside a JSON string is the escape \u0000 (an escaped backslash before "u0000"
+    # is not one, hence the first replace).
+    if body and b"\\u0000" in body.replace(b"\\\\", b""):
+        raise BadRequest(NUL_REFUSED)
+
+
+NUL_REFUSED = "text holding a NUL character (U+0000) is not accepted"
+
+
+def refuse_nul_characters() -> None:
+    """No id, name, description or reference needs a NUL, and PostgreSQL cannot store
+    one in text (a DataError, which was a 500): the path and the query holding one are a
+    400 before any view runs (JSON bodies: refuse_deep_json; multipart text fields:
+    load_body, after the form is parsed, since parsing it here would consume the body)."""
+    if "\x00" in request.path or b"%00" in request.query_string or \
+            any("\x00" in value for value in request.args.values()):
+        raise BadRequest(NUL_REFUSED)
 
 
 def json_body(*, force: bool = False) -> Any:
@@ -112,6 +130,8 @@ def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
     limit = container().settings.max_image_bytes
     raw: dict[str, Any]
     if request.mimetype == "multipart/form-data":
+        if any("\x00" in value for key in request.form for value in request.form.getlist(key)):
+            raise BadRequest(NUL_REFUSED)
         raw = {key: request.form.get(key) for key in request.form}
         for key in request.form:
             values = request.form.getlist(key)
