@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Row, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -133,16 +133,9 @@ class SqlDecisionsRepo:
             matched_face_id=decision.matched_face_id, decided_at=decision.decided_at))
 
     def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
-        stmt = select(decisions.c.id, decisions.c.subject_id, decisions.c.candidates,
-                      decisions.c.matched_face_id).where(
-            decisions.c.collection_id == collection_id)
-        if subject_id is not None:
-            # The candidates' JSON is written with sort_keys and no spaces (_dump_candidates).
-            named = '"subject_id":' + json.dumps(subject_id)
-            stmt = stmt.where(or_(decisions.c.subject_id == subject_id,
-                                  decisions.c.candidates.contains(named, autoescape=True)))
         changed = 0
-        for row in self._conn.execute(stmt).all():
+        for row in _rows_naming(self._conn, decisions, collection_id, subject_id,
+                                decisions.c.matched_face_id):
             old = _load_candidates(row.candidates)
             new = pseudonymised(old, subject_id)
             erased_faces = {c.face_id for c in old} - {c.face_id for c in new}
@@ -302,15 +295,8 @@ class SqlReviewsRepo:
         return [_review(row) for row in self._conn.execute(stmt)]
 
     def pseudonymise_subject(self, collection_id: str, subject_id: str | None) -> int:
-        stmt = select(reviews.c.id, reviews.c.subject_id, reviews.c.candidates).where(
-            reviews.c.collection_id == collection_id)
-        if subject_id is not None:
-            # The candidates' JSON is written with sort_keys and no spaces (_dump_candidates).
-            named = '"subject_id":' + json.dumps(subject_id)
-            stmt = stmt.where(or_(reviews.c.subject_id == subject_id,
-                                  reviews.c.candidates.contains(named, autoescape=True)))
         changed = 0
-        for row in self._conn.execute(stmt).all():
+        for row in _rows_naming(self._conn, reviews, collection_id, subject_id):
             old = _load_candidates(row.candidates)
             new = pseudonymised(old, subject_id)
             erased_faces = sorted({c.face_id for c in old} - {c.face_id for c in new})
@@ -327,6 +313,21 @@ class SqlReviewsRepo:
                     review_votes.c.face_id.in_(erased_faces)).values(face_id=None))
             changed += 1
         return changed
+
+
+def _rows_naming(conn: Connection, table: Table, collection_id: str, subject_id: str | None,
+                 *extra: Any) -> list[Row[Any]]:
+    """The collection's decision or review rows that name the subject as the claimed
+    subject or among the candidates (every row of the collection when `subject_id` is
+    None: a collection's deletion): id, subject_id, candidates and `extra` columns."""
+    stmt = select(table.c.id, table.c.subject_id, table.c.candidates, *extra).where(
+        table.c.collection_id == collection_id)
+    if subject_id is not None:
+        # The candidates' JSON is written with sort_keys and no spaces (_dump_candidates).
+        named = '"subject_id":' + json.dumps(subject_id)
+        stmt = stmt.where(or_(table.c.subject_id == subject_id,
+                              table.c.candidates.contains(named, autoescape=True)))
+    return list(conn.execute(stmt).all())
 
 
 def _key_clause(key: LockoutKey) -> Any:
