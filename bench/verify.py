@@ -1,6 +1,7 @@
 """Acceptance bench for /verify under the `login` policy with the real local engine.
 
 Run:  .venv/bin/python -m bench.verify          (a few minutes on 2 CPUs)
+      .venv/bin/python -m bench.verify --enroll 2 [--template-scoring best_of|fused]
 
 On the shared data set (LABELS.csv; identities blank or `none` are left out): enroll
 one image per identity (the first, by file name, that indexes exactly one face), then
@@ -25,6 +26,7 @@ import random
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,13 @@ from faceapi.domain.clock import SystemClock
 from faceapi.domain.decisions import Decision, Outcome
 from faceapi.domain.faces import Attributes, Capabilities, Comparison, Detection, EmbeddedFace
 from faceapi.domain.images import DecodedImage
-from faceapi.domain.policies import Lockout, Policy, PolicySet, quality_reasons
+from faceapi.domain.policies import (
+    Lockout,
+    Policy,
+    PolicySet,
+    TemplateScoring,
+    quality_reasons,
+)
 from faceapi.services.collections import CreateCollectionRequest, create_collection, delete_faces
 from faceapi.services.enroll import IndexFacesRequest, index_faces
 from faceapi.services.ports import FaceEngine
@@ -89,6 +97,10 @@ class CachingEngine:
 
     def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
         return self.inner.similarity(a, b)
+
+    def fused_similarity(self, probe: tuple[float, ...],
+                         templates: Sequence[tuple[float, ...]]) -> float:
+        return self.inner.fused_similarity(probe, templates)
 
     def ready(self) -> tuple[bool, str]:
         return self.inner.ready()
@@ -155,11 +167,16 @@ def gate_breakdown(engine: CachingEngine, policy: Policy, data: Path,
             if is_genuine:
                 lost["no_face"] += 1
             continue
-        probe = max(faces, key=lambda f: f.detail.bounding_box.width
+        # The verify service's own rule (services/verify.py screen_details): only
+        # detections at the policy's confidence count as faces.
+        counted = [f for f in faces if f.detail.confidence >= policy.min_face_confidence]
+        probe = max(counted or faces, key=lambda f: f.detail.bounding_box.width
                     * f.detail.bounding_box.height)
-        score = max(engine.similarity(probe.embedding, t) for t in templates[claimed])
+        score = (engine.fused_similarity(probe.embedding, templates[claimed])
+                 if policy.template_scoring is TemplateScoring.FUSED
+                 else max(engine.similarity(probe.embedding, t) for t in templates[claimed]))
         reasons = quality_reasons(probe.detail, policy)
-        many = len(faces) > policy.max_faces
+        many = len(counted) > policy.max_faces
         for gate in reasons:
             row = per_gate[gate]
             if is_genuine:
@@ -241,6 +258,11 @@ def main() -> None:
                         help="sample this many other identities per image (0: all)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--policy", default="login", help="policy file name (policies/)")
+    parser.add_argument("--enroll", type=int, default=1,
+                        help="enroll up to this many single-face images per identity "
+                             "(always leaving one as a genuine attempt)")
+    parser.add_argument("--template-scoring", choices=[t.value for t in TemplateScoring],
+                        help="override the policy's template_scoring (to compare them)")
     parser.add_argument("--out", default="verify.json")
     args = parser.parse_args()
 
@@ -258,6 +280,8 @@ def main() -> None:
     store.upgrade()
     engine = CachingEngine(build_engine(settings), settings)
     login = load_policies(REPO / "policies")[args.policy]
+    if args.template_scoring:
+        login = replace(login, template_scoring=TemplateScoring(args.template_scoring))
     # A verify policy must lock (issue 12); a count no run reaches keeps every attempt
     # decided, which is what "switched off" means here.
     measured = replace(login, lockout=Lockout(failures=10**9))
@@ -270,18 +294,26 @@ def main() -> None:
                       actor=operator, engine=engine, uow=store.uow(), clock=clock)
 
     started = time.perf_counter()
-    enrolled: dict[str, str] = {}  # identity -> enrolled file
+    enrolled: dict[str, list[str]] = {}  # identity -> enrolled files
+    # What the operator was told at each enrollment (services/enrollment_checks.py).
+    enrollment_warnings: list[dict[str, Any]] = []
     for identity, files in sorted(by_identity.items()):
+        # Up to --enroll images, always leaving one for a genuine attempt.
+        wanted = max(1, min(args.enroll, len(files) - 1))
         for file in files:
             result = index_faces(IndexFacesRequest(
                 collection_id=COLLECTION, image=(data / file).read_bytes(),
                 subject_id=identity, max_faces=1), actor=operator, engine=engine,
                 uow=store.uow(), clock=clock, decoder=PillowImageDecoder(settings),
-                blobs=blobs)
+                blobs=blobs, policies=policies)
             if len(result.face_records) == 1 and not result.unindexed_faces:
-                enrolled[identity] = file
-                break
-            if result.face_records:
+                enrolled.setdefault(identity, []).append(file)
+                warned = sorted({w.split(":", 1)[0] for w in result.warnings})
+                enrollment_warnings.append({"file": file, "identity": identity,
+                                            "warnings": warned})
+                if len(enrolled[identity]) == wanted:
+                    break
+            elif result.face_records:
                 # Several faces: a group photo is no enrolment; undo it.
                 delete_faces(COLLECTION, [r.face.face_id for r in result.face_records],
                              actor=operator, uow=store.uow(), engine=engine, blobs=blobs)
@@ -294,16 +326,17 @@ def main() -> None:
                           decoder=PillowImageDecoder(settings))
 
     templates: dict[str, list[tuple[float, ...]]] = {}
-    for identity, file in enrolled.items():
-        _, faces = engine.embed_faces(PillowImageDecoder(settings).decode(
-            (data / file).read_bytes()))
-        templates[identity] = [faces[0].embedding]
+    for identity, files in enrolled.items():
+        for file in files:
+            _, faces = engine.embed_faces(PillowImageDecoder(settings).decode(
+                (data / file).read_bytes()))
+            templates.setdefault(identity, []).append(faces[0].embedding)
     attempts: list[tuple[str, str, bool]] = []
     genuine, impostor = Tally(), Tally()
     rng = random.Random(args.seed)
     for identity, files in sorted(by_identity.items()):
         for file in files:
-            if identity in enrolled and file != enrolled[identity]:
+            if identity in enrolled and file not in enrolled[identity]:
                 genuine.add(attempt(file, identity), file)
                 attempts.append((file, identity, True))
             others = sorted(i for i in enrolled if i != identity)
@@ -324,12 +357,15 @@ def main() -> None:
     fnmr_needed = (sum(1 for s in genuine.scores if s < needed) / len(genuine.scores)
                    if genuine.scores else float("nan"))
     summary: dict[str, Any] = {
-        "policy": {"name": "login", "version": login.version,
+        "policy": {"name": args.policy, "version": login.version,
                    "threshold": login.min_similarity,
                    "note": "lockout switched off for the measurement; threshold and "
                            "quality gates are login's"},
         "engine": {"name": engine.name, "model_version": engine.model_version},
         "identities": len(by_identity), "enrolled_identities": len(enrolled),
+        "enrolled_images": sum(len(files) for files in enrolled.values()),
+        "enroll_per_identity": args.enroll,
+        "template_scoring": login.template_scoring.value,
         "images": len(labels),
         "fmr": fmr, "fnmr": fnmr,
         # Issue 15's acceptance figure: genuine attempts answered `match`, over all
@@ -340,6 +376,9 @@ def main() -> None:
         "genuine": genuine.as_json(), "impostor": impostor.as_json(),
         "impostor_matches": impostor.matches,
         "breakdown": breakdown, "templates": fused,
+        "enrollment_warnings": {
+            "enrollments": len(enrollment_warnings),
+            "warned": [e for e in enrollment_warnings if e["warnings"]]},
         "this_protocol": {"threshold_for_fmr_1e-3": needed,
                           "fnmr_at_that_threshold": fnmr_needed},
         "impostors_per_image": args.impostors_per_image or "all",
@@ -347,7 +386,8 @@ def main() -> None:
     }
     path = write_json(args.out, summary)
     print(f"login threshold {login.min_similarity} (policy version {login.version[:12]})")
-    print(f"enrolled {len(enrolled)} of {len(by_identity)} identities")
+    print(f"enrolled {len(enrolled)} of {len(by_identity)} identities "
+          f"({summary['enrolled_images']} images; scoring {login.template_scoring.value})")
     print(f"genuine attempts {sum(genuine.outcomes.values())}: {dict(genuine.outcomes)}")
     print(f"impostor attempts {sum(impostor.outcomes.values())}: {dict(impostor.outcomes)}")
     print(f"FMR  {fmr:.5f}  ({impostor.outcomes['match']} of {impostor.decided} decided)")
@@ -362,6 +402,7 @@ def main() -> None:
     for gate, row in breakdown["per_gate"].items():
         print(f"gate {gate}: {row}")
     print("templates:", fused)
+    print("enrollment warnings:", summary["enrollment_warnings"])
     print(f"wrote {path.relative_to(REPO)} in {seconds:.0f} s")
 
 

@@ -526,7 +526,8 @@ class UseCases:
                     actor: Actor) -> enroll_svc.IndexFacesResult:
         c = self._c
         return enroll_svc.index_faces(req, actor=actor, engine=c.engine, uow=c.store.uow(),
-                                      clock=c.clock, decoder=c.decoder, blobs=c.blobs)
+                                      clock=c.clock, decoder=c.decoder, blobs=c.blobs,
+                                      policies=c.policies)
 
     def faces_of_image(self, collection_id: str, sha256: str) -> tuple[str, ...]:
         return bulk_import_svc.faces_of_image(collection_id, sha256,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -129,6 +130,13 @@ class FakeEngine:
     def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
         dot = sum(x * y for x, y in zip(a, b, strict=True))
         return max(0.0, min(100.0, dot * 100.0))
+
+    def fused_similarity(self, probe: tuple[float, ...],
+                         templates: Sequence[tuple[float, ...]]) -> float:
+        """The probe against the normalised mean of the templates."""
+        mean = [sum(column) / len(templates) for column in zip(*templates, strict=True)]
+        length = math.sqrt(sum(x * x for x in mean)) or 1.0
+        return self.similarity(probe, tuple(x / length for x in mean))
 
     def ready(self) -> tuple[bool, str]:
         return (self.is_ready, "scripted" if self.is_ready else "fake engine switched off")

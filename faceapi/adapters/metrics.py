@@ -266,6 +266,10 @@ class TimedEngine:
     def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
         return self._inner.similarity(a, b)
 
+    def fused_similarity(self, probe: tuple[float, ...],
+                         templates: Sequence[tuple[float, ...]]) -> float:
+        return self._inner.fused_similarity(probe, templates)
+
     def ready(self) -> tuple[bool, str]:
         return self._inner.ready()
 

@@ -35,6 +35,7 @@ from faceapi.domain.policies import (
     PolicySet,
     QualityGate,
     ReviewMode,
+    TemplateScoring,
     check_binding,
     policy_problems,
 )
@@ -126,6 +127,9 @@ class PolicySchema(_Strict):
     attributes = fields.List(fields.String(validate=validate.OneOf(KNOWN_ATTRIBUTES)),
                              load_default=["BoundingBox", "Confidence"])
     liveness = fields.Nested(LivenessSchema, load_default=None)
+    template_scoring = fields.String(
+        load_default=TemplateScoring.BEST_OF.value,
+        validate=validate.OneOf([t.value for t in TemplateScoring]))
 
     @validates_schema
     def _consequential_needs_review(self, data: dict[str, Any], **_: Any) -> None:
@@ -145,7 +149,8 @@ class PolicySchema(_Strict):
         probe = {**data, "operation": Operation(data["operation"]),
                  "quality": data["quality"] or QualityGate(),
                  "liveness": data["liveness"] or LivenessRule(),
-                 "attributes": tuple(data["attributes"])}
+                 "attributes": tuple(data["attributes"]),
+                 "template_scoring": TemplateScoring(data["template_scoring"])}
         try:
             return Policy(**probe)
         except PolicyError as exc:

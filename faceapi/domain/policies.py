@@ -38,6 +38,13 @@ KNOWN_ATTRIBUTES = ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality",
                     "EyesOpen", "MouthOpen")
 
 
+class TemplateScoring(StrEnum):
+    """How a verify scores a subject with several enrolled faces (docs/policies.md)."""
+
+    BEST_OF = "best_of"  # the highest similarity over the subject's faces
+    FUSED = "fused"  # the similarity to one template fused from all of them
+
+
 class PolicyError(FaceApiError):
     """A policy file or value breaks a rule; the message names the file and field."""
 
@@ -123,6 +130,7 @@ class Policy:
     decision_retention_days: int = DEFAULT_DECISION_RETENTION_DAYS  # decision rows kept
     attributes: tuple[str, ...] = ("BoundingBox", "Confidence")
     liveness: LivenessRule = field(default_factory=LivenessRule)
+    template_scoring: TemplateScoring = TemplateScoring.BEST_OF
 
     def __post_init__(self) -> None:
         for problem in policy_problems(self):
@@ -146,6 +154,11 @@ class Policy:
             data["liveness"]["issuers"] = list(self.liveness.issuers)
         else:
             del data["liveness"]
+        # Likewise only a policy that fuses templates names its scoring.
+        if self.template_scoring is TemplateScoring.BEST_OF:
+            del data["template_scoring"]
+        else:
+            data["template_scoring"] = self.template_scoring.value
         return data
 
     def canonical_text(self) -> str:
@@ -203,6 +216,9 @@ def policy_problems(policy: Policy) -> list[str]:
         problems.append("human_review.reviewers: 1 or 2")
     if policy.operation is Operation.VERIFY and policy.max_faces != 1:
         problems.append("max_faces: verify needs exactly one face (1)")
+    if (policy.template_scoring is not TemplateScoring.BEST_OF
+            and policy.operation is not Operation.VERIFY):
+        problems.append("template_scoring: only a verify policy scores one subject's faces")
     if policy.lockout is not None and policy.operation is not Operation.VERIFY:
         problems.append("lockout: only a verify policy has a subject to lock")
     if policy.lockout is None and policy.operation is Operation.VERIFY:
@@ -270,6 +286,9 @@ class PolicySet(Mapping[str, Policy]):
 
 
 # --- Collections bind the policies that may be used on them ------------------------------
+
+# No policies known (a caller that has none to offer, such as a unit test's enrollment).
+NO_POLICIES = PolicySet({})
 
 BINDABLE = (Operation.VERIFY, Operation.SEARCH)
 

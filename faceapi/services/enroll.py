@@ -29,6 +29,7 @@ from faceapi.domain.engine_values import NotIndexedFace
 from faceapi.domain.errors import BlobStoreUnavailable, InvalidParameter
 from faceapi.domain.faces import Attributes, EmbeddedFace, FaceDetail, OrientationCorrection
 from faceapi.domain.images import DecodedImage
+from faceapi.domain.policies import NO_POLICIES, PolicySet
 from faceapi.services import audit_trail
 from faceapi.services.collection_lookup import load_collection, resource
 from faceapi.services.collections import (
@@ -38,6 +39,12 @@ from faceapi.services.collections import (
     check_id,
     compensate,
     record_consent_in,
+)
+from faceapi.services.enrollment_checks import (
+    NewFace,
+    TemplateWarnings,
+    bound_policies,
+    template_warnings,
 )
 from faceapi.services.face_crops import discard_crops, face_crop, write_crops
 from faceapi.services.ports import (
@@ -150,9 +157,12 @@ def _is_new_consent(uow: UnitOfWork, collection_id: str, subject_id: str,
 
 
 def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfWork,
-                clock: Clock, decoder: ImageDecoder, blobs: BlobStore) -> IndexFacesResult:
+                clock: Clock, decoder: ImageDecoder, blobs: BlobStore,
+                policies: PolicySet = NO_POLICIES) -> IndexFacesResult:
     """Detect, filter and store the faces of one image under a subject, audited; on an
-    engine that keeps faces itself, index them there and keep their ids."""
+    engine that keeps faces itself, index them there and keep their ids. `policies`
+    (those in force) let the answer warn when a face makes a poor template under the
+    collection's policies (services/enrollment_checks.py)."""
     _check_request(req, clock.now())
     # Cheap checks first, in a short read, so a doomed request costs no engine time.
     with uow:
@@ -173,12 +183,14 @@ def index_faces(req: IndexFacesRequest, *, actor: Actor, engine: FaceEngine, uow
         warnings = _group_photo(req, collection, found, actor=actor, engine=engine,
                                 uow=uow, sha256=image.sha256)
         records, unindexed = _face_records(req, collection, image, found, now)
+        checked = _template_check(req, collection, found, policies, engine=engine, uow=uow)
+        warnings += checked.messages
         if collection.keep_face_crops:
             crops = _face_crops(image, records, found)
         records, event_id = _write_enrollment(req, records, unindexed, crops=crops,
-                                              image=image, found=found, actor=actor,
-                                              engine=engine, uow=uow, clock=clock,
-                                              blobs=blobs, now=now)
+                                              image=image, found=found, checked=checked,
+                                              actor=actor, engine=engine, uow=uow,
+                                              clock=clock, blobs=blobs, now=now)
     except BaseException as exc:
         discard_crops(blobs, req.collection_id, crops)
         if remote is not None and remote_ids:
@@ -231,6 +243,21 @@ def _group_photo(req: IndexFacesRequest, collection: Collection, found: _Found, 
     return (multiple_faces_warning(face_count),) if left_out else ()
 
 
+def _template_check(req: IndexFacesRequest, collection: Collection, found: _Found,
+                    policies: PolicySet, *, engine: FaceEngine,
+                    uow: UnitOfWork) -> TemplateWarnings:
+    """The enrollment warnings for the faces about to be stored (nothing to say when
+    none is)."""
+    if not found.faces:
+        return TemplateWarnings()
+    new = [NewFace(face.face_id, detail, face.vector() if face.embedding else None)
+           for face, detail in found.faces]
+    with uow:
+        existing = uow.faces.list_for_subject(collection.collection_id, req.subject_id)
+    return template_warnings(new, existing, bound_policies(policies, collection.policies),
+                             engine)
+
+
 def _check_request(req: IndexFacesRequest, now: datetime) -> None:
     """Pre-checks on the request alone: ids, the face limit, the consent's reference
     and expiry."""
@@ -279,9 +306,9 @@ def _face_crops(image: DecodedImage, records: list[FaceRecord],
 
 def _write_enrollment(req: IndexFacesRequest, records: list[FaceRecord],
                       unindexed: list[NotIndexedFace], *, crops: dict[str, bytes],
-                      image: DecodedImage, found: _Found, actor: Actor,
-                      engine: FaceEngine, uow: UnitOfWork, clock: Clock, blobs: BlobStore,
-                      now: datetime) -> tuple[list[FaceRecord], str]:
+                      image: DecodedImage, found: _Found, checked: TemplateWarnings,
+                      actor: Actor, engine: FaceEngine, uow: UnitOfWork, clock: Clock,
+                      blobs: BlobStore, now: datetime) -> tuple[list[FaceRecord], str]:
     """One unit of work: the faces (with the collection's new version), the subject or
     its consent, the crops and the audit event. Returns the stored records and the
     event's id; the caller discards crops and compensates if this raises."""
@@ -316,12 +343,16 @@ def _write_enrollment(req: IndexFacesRequest, records: list[FaceRecord],
             subject_id=req.subject_id, engine=engine.name,
             model_version=engine.model_version, input_digests=(image.sha256,),
             scores={"face_count": found.face_count, "indexed_count": len(records),
-                    "unindexed_count": len(unindexed)},
+                    "unindexed_count": len(unindexed),
+                    **({"subject_similarity": round(checked.subject_similarity, 4)}
+                       if records and checked.subject_similarity is not None else {})},
             details={"face_ids": [r.face.face_id for r in records][:16],
                      "quality_filter": req.quality_filter.value,
                      **({"warning": "multiple_faces"} if any(
                          UnindexedReason.EXCEEDS_MAX_FACES in u.reasons for u in unindexed)
-                        else {})}))
+                        else {}),
+                     **({"template_warnings": list(checked.codes)}
+                        if records and checked.codes else {})}))
         uow.commit()
     return records, event.id
 

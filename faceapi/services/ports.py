@@ -800,6 +800,12 @@ class FaceEngine(Protocol):
         """Calibrated similarity 0-100 between two descriptors of this engine."""
         ...
 
+    def fused_similarity(self, probe: tuple[float, ...],
+                         templates: Sequence[tuple[float, ...]]) -> float:
+        """Similarity of a probe to one template fused from several descriptors of one
+        person (equal to `similarity` for a single one)."""
+        ...
+
     def ready(self) -> tuple[bool, str]:
         """Whether the engine can serve requests now, and why not."""
         ...

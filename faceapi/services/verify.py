@@ -36,6 +36,7 @@ from faceapi.domain.policies import (
     Policy,
     PolicySet,
     ReviewMode,
+    TemplateScoring,
     quality_reasons,
 )
 from faceapi.services.collection_lookup import load_collection, resource
@@ -89,9 +90,14 @@ def screen_details(faces: Sequence[FaceDetail], policy: Policy) -> tuple[FaceDet
     """`screen_faces` for detected faces without descriptors (a remote engine)."""
     if not faces:
         return None, [Reason.NO_FACE]
-    if len(faces) > policy.max_faces:
+    # Only faces the policy would accept as faces count against max_faces: a detection
+    # below its min_face_confidence (a poster's pattern, an ear) is not a second person
+    # (bench/verify.py: such a detection refused a genuine login as multiple_faces).
+    # When every detection is below it, the largest one is refused as low_confidence.
+    counted = [f for f in faces if f.confidence >= policy.min_face_confidence]
+    if len(counted) > policy.max_faces:
         return None, [Reason.MULTIPLE_FACES]
-    probe = max(faces, key=lambda f: f.bounding_box.width * f.bounding_box.height)
+    probe = max(counted or faces, key=lambda f: f.bounding_box.width * f.bounding_box.height)
     reasons = quality_reasons(probe, policy)
     return (None, reasons) if reasons else (probe, [])
 
@@ -138,7 +144,8 @@ def verify(req: VerifyRequest, *, actor: Actor, engine: FaceEngine, uow: UnitOfW
                             policy, req, actor=actor, engine=engine, request_id=request_id)
     try:
         return take_decision(
-            finding, _decision_audit(finding, probe), policy=policy, actor=actor,
+            finding, _decision_audit(finding, probe, fuses(policy, engine)), policy=policy,
+            actor=actor,
             engine=engine, uow=uow, blobs=blobs, clock=clock, request_id=request_id,
             evidence=lambda: {**evidence_images(image, probe),
                               **candidate_crops(blobs, req.collection_id, finding.candidates)},
@@ -160,8 +167,8 @@ def _liveness_refused(req: VerifyRequest, check: LivenessCheck, *, policy: Polic
         kind=DecisionKind.VERIFY, usable=False, reasons=(), threshold=policy.min_similarity,
         similarity=None, probe_sha256=hashlib.sha256(req.image).hexdigest(),
         collection_id=req.collection_id, subject_id=req.subject_id, liveness=check)
-    return take_decision(finding, _decision_audit(finding, None), policy=policy, actor=actor,
-                         engine=engine, uow=uow, blobs=blobs, clock=clock,
+    return take_decision(finding, _decision_audit(finding, None, False), policy=policy,
+                         actor=actor, engine=engine, uow=uow, blobs=blobs, clock=clock,
                          request_id=request_id, evidence=lambda: {})
 
 
@@ -225,6 +232,7 @@ def _compare_with_claimed_subject(req: VerifyRequest, image: DecodedImage, polic
     remote = remote_collections(engine)
     probe: FaceDetail | None
     scored: list[Candidate] = []
+    fused: float | None = None
     if remote is None:
         _, embedded = engine.embed_faces(image)
         found, reasons = screen_faces(embedded, policy)
@@ -244,17 +252,31 @@ def _compare_with_claimed_subject(req: VerifyRequest, image: DecodedImage, polic
             scored = [Candidate(f.face_id, f.subject_id,
                                 engine.similarity(found.embedding, f.vector()))
                       for f in comparable]
+            if comparable and fuses(policy, engine):
+                # The subject is scored as one fused template; each face keeps its own
+                # score as a candidate, for reviewers and the matched face's id.
+                fused = engine.fused_similarity(found.embedding,
+                                                [f.vector() for f in comparable])
     else:
         probe, reasons, _ = remote_probe(engine, image, policy)
         if probe is not None:
             scored, reasons = _remote_scores(remote, uow, req, image, policy, now=now)
             probe = probe if not reasons else None
     scored.sort(key=lambda c: -c.similarity)
+    best = scored[0].similarity if scored else None
     return probe, Finding(
         kind=DecisionKind.VERIFY, usable=probe is not None, reasons=tuple(reasons),
         threshold=policy.min_similarity,
-        similarity=scored[0].similarity if scored else None, probe_sha256=image.sha256,
+        similarity=fused if fused is not None else best, probe_sha256=image.sha256,
         candidates=tuple(scored), collection_id=req.collection_id, subject_id=req.subject_id)
+
+
+def fuses(policy: Policy, engine: FaceEngine) -> bool:
+    """Whether a verify under `policy` scores the subject's faces as one fused template:
+    only on an engine whose faces are in our store (a remote engine scores each stored
+    face itself, so a verify on it is best-of whatever the policy says)."""
+    return (policy.template_scoring is TemplateScoring.FUSED
+            and remote_collections(engine) is None)
 
 
 def _consent_lapsed(uow: UnitOfWork, req: VerifyRequest, now: datetime) -> bool:
@@ -284,7 +306,8 @@ def _remote_scores(remote: FaceCollections, uow: UnitOfWork, req: VerifyRequest,
             for m in found.matches if m.face.face_id in ours], []
 
 
-def _decision_audit(finding: Finding, probe: FaceDetail | None) -> DecisionAudit:
+def _decision_audit(finding: Finding, probe: FaceDetail | None,
+                    fused: bool) -> DecisionAudit:
     similarity = finding.similarity
     return DecisionAudit(
         action=Action.VERIFY_DECISION,
@@ -295,7 +318,11 @@ def _decision_audit(finding: Finding, probe: FaceDetail | None) -> DecisionAudit
                 "compared_faces": len(finding.candidates),
                 "face_confidence": None if probe is None else round(probe.confidence, 2)},
         input_digests=(finding.probe_sha256,) if finding.probe_sha256 else (),
-        details={"collection_id": finding.collection_id or ""})
+        # How the similarity was reached, when faces were compared.
+        details={"collection_id": finding.collection_id or "",
+                 **({"template_scoring": (TemplateScoring.FUSED if fused
+                                          else TemplateScoring.BEST_OF).value}
+                    if finding.candidates else {})})
 
 
 def _audit_locked(uow: UnitOfWork, policy: Policy, req: VerifyRequest, *, actor: Actor,

@@ -75,6 +75,7 @@ def test_a_consequential_search_with_one_reviewer_is_refused() -> None:
     ({"max_faces": 2}, "max_faces"),
     ({"quality": {"max_yaw": "lots"}}, "quality.max_yaw"),
     ({"attributes": ["Age"]}, "attributes"),
+    ({"template_scoring": "average"}, "template_scoring"),
 ])
 def test_a_bad_field_stops_the_load_and_the_message_names_it(change: dict[str, object],
                                                               field: str) -> None:
@@ -156,3 +157,31 @@ def test_policies_check_and_show_fail_cleanly_on_unreadable_files_and_unknown_na
     assert unknown.exit_code == 1
     assert isinstance(unknown.exception, SystemExit), unknown.exception
     assert "no_such_policy" in unknown.output
+
+
+def test_only_a_verify_policy_may_fuse_templates() -> None:
+    data = yaml.safe_load((SHIPPED / "watchlist_search.yaml").read_text())
+    data["template_scoring"] = "fused"
+    with pytest.raises(PolicyError, match="template_scoring"):
+        parse_policy(yaml.safe_dump(data), "w.yaml", "watchlist_search")
+
+
+def test_a_best_of_policy_keeps_the_version_it_had_before_template_scoring_existed() -> None:
+    """Decisions record policy versions: adding the field must not re-version every
+    policy that does not use it, and saying the default out loud changes nothing."""
+    data = good()
+    implicit = parse_policy(yaml.safe_dump(data), "i.yaml", "identity_check")
+    explicit = parse_policy(yaml.safe_dump({**data, "template_scoring": "best_of"}),
+                            "i.yaml", "identity_check")
+    assert "template_scoring" not in implicit.canonical()
+    assert explicit.version == implicit.version
+    fused = parse_policy(yaml.safe_dump({**data, "template_scoring": "fused"}),
+                         "i.yaml", "identity_check")
+    assert fused.canonical()["template_scoring"] == "fused"
+    assert fused.version != implicit.version
+
+
+def test_login_fuses_the_subjects_enrolled_faces() -> None:
+    loaded = load_policies(SHIPPED)
+    assert loaded["login"].template_scoring.value == "fused"
+    assert loaded["login_liveness"].template_scoring.value == "fused"

@@ -50,3 +50,29 @@ def test_a_face_below_the_policys_gates_is_rejected_with_the_reason(
     probe, reasons = screen_faces([embedded(**face_args)], policies["login"])
     assert probe is None
     assert reason in reasons
+
+
+def test_a_detection_below_the_policys_confidence_is_not_a_second_face(
+        policies: PolicySet) -> None:
+    """A false detection (a pattern on a wall at confidence 31, as in the shared set's
+    img67.jpg) beside the user's face must not refuse the login as multiple_faces."""
+    user, speck = embedded(size=0.3), embedded(size=0.05, left=0.7, confidence=31.0)
+    probe, reasons = screen_faces([speck, user], policies["login"])
+    assert probe is user
+    assert reasons == []
+
+
+def test_two_confident_faces_are_still_multiple_faces_whatever_their_sizes(
+        policies: PolicySet) -> None:
+    probe, reasons = screen_faces([embedded(size=0.3), embedded(size=0.05, left=0.7)],
+                                  policies["login"])
+    assert (probe, reasons) == (None, ["multiple_faces"])
+
+
+def test_when_every_detection_is_below_the_confidence_the_largest_is_refused_for_it(
+        policies: PolicySet) -> None:
+    probe, reasons = screen_faces(
+        [embedded(size=0.3, confidence=30.0), embedded(size=0.1, left=0.6, confidence=20.0)],
+        policies["login"])
+    assert probe is None
+    assert "low_confidence" in reasons

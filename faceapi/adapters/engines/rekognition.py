@@ -229,6 +229,12 @@ class RekognitionEngine:
     def similarity(self, a: tuple[float, ...], b: tuple[float, ...]) -> float:
         raise InvalidParameter("the rekognition engine does not expose face descriptors")
 
+    def fused_similarity(self, probe: tuple[float, ...],
+                         templates: Sequence[tuple[float, ...]]) -> float:
+        # Rekognition scores each stored face on its own; a verify on it is best-of
+        # whatever the policy says, and its audit event says so.
+        raise InvalidParameter("the rekognition engine does not expose face descriptors")
+
     # Port: collections (faces are kept by Rekognition) ---------------------------------
 
     def _remote(self, collection_id: str) -> str:

@@ -257,6 +257,26 @@ class LocalEngine:
         distance = float(np.linalg.norm(diff))
         return self._calibration.similarity(distance)
 
+    def fused_similarity(self, probe: tuple[float, ...],
+                         templates: Sequence[tuple[float, ...]]) -> float:
+        """The probe against the mean of the templates' unit descriptors, scaled back to
+        their mean length (dlib's descriptors are close to unit length, and the
+        calibration is on their raw distances). Measured against best-of on the shared
+        set (bench/verify.py `templates`, docs/accuracy.md): with two enrolled images it
+        halves the genuine losses at the same threshold. One template is returned as is,
+        so a subject with one face scores exactly as before."""
+        if not templates:
+            raise InvalidParameter("a fused template needs at least one descriptor")
+        if len(templates) == 1:
+            return self.similarity(probe, templates[0])
+        vectors = np.asarray(templates, dtype=np.float64)
+        lengths = np.linalg.norm(vectors, axis=1)
+        if not np.all(lengths > 0):
+            raise InvalidParameter("a zero descriptor cannot be fused")
+        mean = (vectors / lengths[:, None]).mean(axis=0)
+        fused = mean / np.linalg.norm(mean) * float(lengths.mean())
+        return self.similarity(probe, tuple(float(v) for v in fused))
+
     def compare_faces(self, source: DecodedImage, target: DecodedImage,
                       similarity_threshold: float) -> Comparison:
         if not 0.0 <= similarity_threshold <= 100.0:  # NaN fails the comparison too

@@ -58,6 +58,9 @@ class PolicySchema(Schema):
     decision_retention_days = fields.Integer(
         metadata={"description": "days decision rows are kept after they were made"})
     attributes = fields.List(fields.String())
+    template_scoring = fields.String(metadata={
+        "description": "verify with several enrolled faces: fused (one template fused "
+                       "from them) or best_of; absent means best_of"})
 
 
 class PolicyListSchema(Schema):
