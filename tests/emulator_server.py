@@ -15,6 +15,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,6 +26,7 @@ from botocore.credentials import Credentials
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from faceapi.config import Settings
 from faceapi.domain.audit import SYSTEM
 from faceapi.entrypoints.web.api.deps import EXTENSION_KEY
 from faceapi.services.keys import NewKey, create_key, hash_key, key_id_of
@@ -78,6 +80,23 @@ def api_key(app: Flask, role: str, *,
                          uow=deps.store.uow(), clock=deps.clock, actor=SYSTEM)
     return IssuedKey(bearer=created.secret, key_id=created.key.id,
                      sigv4_secret=created.sigv4_secret)
+
+
+def local_engine_app(data_dir: Path) -> Flask:
+    """The app on the real local engine with the shipped policies (skips the test when
+    the engine's models are not installed)."""
+    import pytest
+
+    from faceapi.adapters.engines.local import LocalEngine
+    from faceapi.entrypoints.web.app import create_app
+
+    settings = Settings(env="test", data_dir=data_dir, log_format="json",
+                        policies_dir=Path(__file__).resolve().parents[1] / "policies")
+    engine = LocalEngine(settings)
+    ok, why = engine.ready()
+    if not ok:
+        pytest.skip(f"local engine not ready: {why}")
+    return create_app(settings, engine=engine)
 
 
 Signer = IssuedKey | tuple[str, str]

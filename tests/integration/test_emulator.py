@@ -27,6 +27,7 @@ from tests.emulator_server import (
     LiveServer,
     Signer,
     api_key,
+    local_engine_app,
     rekognition_client,
     serve,
     sigv4_headers,
@@ -50,15 +51,7 @@ def read(name: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def emulator_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    from faceapi.adapters.engines.local import LocalEngine
-
-    settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("emulator"),
-                        log_format="json", policies_dir=REPO / "policies")
-    engine = LocalEngine(settings)
-    ok, why = engine.ready()
-    if not ok:
-        pytest.skip(f"local engine not ready: {why}")
-    return create_app(settings, engine=engine)
+    return local_engine_app(tmp_path_factory.mktemp("emulator"))
 
 
 @pytest.fixture(scope="module")

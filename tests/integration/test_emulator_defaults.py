@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 
-from faceapi.config import Settings
-from faceapi.entrypoints.web.app import create_app
 from faceapi.entrypoints.web.emulator.operations import CONSENT_TAG
 from tests.conftest import REPO
-from tests.emulator_server import LiveServer, api_key, rekognition_client, serve
+from tests.emulator_server import (
+    LiveServer,
+    api_key,
+    local_engine_app,
+    rekognition_client,
+    serve,
+)
 
 DATASET = REPO / "tests" / "data" / "faces" / "deepface" / "tests" / "unit" / "dataset"
 ANGELINA_ENROLLED = DATASET / "img5.jpg"
@@ -36,16 +39,7 @@ AMY = REPO / "tests" / "data" / "faces" / "face-api.js" / "examples" / "images" 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    from faceapi.adapters.engines.local import LocalEngine
-
-    settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("emulator-defaults"),
-                        log_format="json", policies_dir=REPO / "policies")
-    engine = LocalEngine(settings)
-    ok, why = engine.ready()
-    if not ok:
-        pytest.skip(f"local engine not ready: {why}")
-    app: Flask = create_app(settings, engine=engine)
-    server = serve(app)
+    server = serve(local_engine_app(tmp_path_factory.mktemp("emulator-defaults")))
     try:
         yield server
     finally:

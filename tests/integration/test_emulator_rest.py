@@ -18,7 +18,7 @@ from faceapi.config import Settings
 from faceapi.entrypoints.web.app import create_app
 from faceapi.entrypoints.web.emulator import control
 from tests.conftest import REPO, shared_faces_dir
-from tests.emulator_server import LiveServer, api_key, key_session, serve
+from tests.emulator_server import LiveServer, api_key, key_session, local_engine_app, serve
 from tests.fakes import FakeEngine
 
 PORTRAIT = "deepface/tests/unit/dataset/img16.jpg"  # jack_dorsey
@@ -35,15 +35,7 @@ def image(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    from faceapi.adapters.engines.local import LocalEngine
-
-    settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("back"),
-                        log_format="json", policies_dir=REPO / "policies")
-    engine = LocalEngine(settings)
-    ok, why = engine.ready()
-    if not ok:
-        pytest.skip(f"local engine not ready: {why}")
-    live = serve(create_app(settings, engine=engine))
+    live = serve(local_engine_app(tmp_path_factory.mktemp("back")))
     try:
         yield live
     finally:

@@ -12,10 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from faceapi.config import Settings
-from faceapi.entrypoints.web.app import create_app
 from tests.conftest import REPO
-from tests.emulator_server import api_key
+from tests.emulator_server import api_key, local_engine_app
 
 DATASET = REPO / "tests" / "data" / "faces" / "deepface" / "tests" / "unit" / "dataset"
 JENNIFER, JENNIFER_FAR = DATASET / "img12.jpg", DATASET / "img55.jpg"  # 64 apart
@@ -26,15 +24,7 @@ IVAN = REPO / "tests" / "data" / "faces" / "mtcnn" / "tests" / "images" / "ivan.
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    from faceapi.adapters.engines.local import LocalEngine
-
-    settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("enroll-warnings"),
-                        log_format="json", policies_dir=REPO / "policies")
-    engine = LocalEngine(settings)
-    ok, why = engine.ready()
-    if not ok:
-        pytest.skip(f"local engine not ready: {why}")
-    return create_app(settings, engine=engine)
+    return local_engine_app(tmp_path_factory.mktemp("enroll-warnings"))
 
 
 @pytest.fixture(scope="module")
