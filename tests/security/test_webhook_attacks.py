@@ -51,6 +51,17 @@ def receiver() -> Iterator[Receiver]:
     yield from serve_receiver()
 
 
+def pending_verify(app: Flask, http: Http, fake_engine: FakeEngine, *, key: str) -> Any:
+    """Alice enrolled in `watch` (identity_check) and a verify of her own face by `key`:
+    a decision pending review, as JSON."""
+    make_collection(app, "watch", ("identity_check",))
+    enroll(app, "watch", "alice", ALICE)
+    probe = scripted(fake_engine, [vector_at(ALICE, 99.0)])
+    return http.post("/v1/verify", key=key, json_body={
+        "collection_id": "watch", "subject_id": "alice", "policy": "identity_check",
+        "image": b64(probe)}).json()
+
+
 @pytest.mark.parametrize("url", [
     "http://169.254.169.254/latest/meta-data/",  # cloud metadata: http, not allowed
     "https://169.254.169.254/latest/meta-data/",
@@ -153,12 +164,7 @@ def test_another_key_can_neither_read_change_nor_remove_my_webhook(
                         json_body={"url": receiver.url}).status in (404, 405)
 
     # My reviewed decision is delivered to me and listed for me only.
-    make_collection(app, "watch", ("identity_check",))
-    enroll(app, "watch", "alice", ALICE)
-    probe = scripted(fake_engine, [vector_at(ALICE, 99.0)])
-    decision = http.post("/v1/verify", key=mine, json_body={
-        "collection_id": "watch", "subject_id": "alice", "policy": "identity_check",
-        "image": b64(probe)}).json()
+    decision = pending_verify(app, http, fake_engine, key=mine)
     http.post(f"/v1/reviews/{decision['review_id']}/decision", key=make_key("reviewer"),
               json_body={"decision": "reject", "reason": "not the same"})
     app.extensions["faceapi"].use_cases.deliver_webhooks(render_decision)
@@ -172,12 +178,7 @@ def test_a_pending_decision_is_never_sent_even_from_an_outbox_row_naming_it(
         receiver: Receiver) -> None:
     key = make_key("app")
     http.request("PUT", "/v1/webhook", key=key, json_body={"url": receiver.url})
-    make_collection(app, "watch", ("identity_check",))
-    enroll(app, "watch", "alice", ALICE)
-    probe = scripted(fake_engine, [vector_at(ALICE, 99.0)])
-    pending = http.post("/v1/verify", key=key, json_body={
-        "collection_id": "watch", "subject_id": "alice", "policy": "identity_check",
-        "image": b64(probe)}).json()
+    pending = pending_verify(app, http, fake_engine, key=key)
     container = app.extensions["faceapi"]
     now = container.clock.now()
     key_id = http.get("/v1/webhook", key=key).json()["key_id"]
@@ -211,12 +212,7 @@ def test_a_sender_that_crashes_records_a_failed_attempt_instead_of_wedging_the_o
 
     key = make_key("app")
     http.request("PUT", "/v1/webhook", key=key, json_body={"url": receiver.url})
-    make_collection(app, "watch", ("identity_check",))
-    enroll(app, "watch", "alice", ALICE)
-    probe = scripted(fake_engine, [vector_at(ALICE, 99.0)])
-    decision = http.post("/v1/verify", key=key, json_body={
-        "collection_id": "watch", "subject_id": "alice", "policy": "identity_check",
-        "image": b64(probe)}).json()
+    decision = pending_verify(app, http, fake_engine, key=key)
     http.post(f"/v1/reviews/{decision['review_id']}/decision", key=make_key("reviewer"),
               json_body={"decision": "confirm", "reason": "same person"})
     container = app.extensions["faceapi"]
