@@ -5,15 +5,22 @@ a login under `login` scores a subject's enrolled faces as one fused template.""
 from __future__ import annotations
 
 import base64
+import csv
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from faceapi.adapters.store.tables import audit_events
+from faceapi.domain.audit import Actor
+from faceapi.entrypoints.cli.imports import Importer, import_items, plan
+from faceapi.entrypoints.web.emulator.operations import CONSENT_TAG
 from tests.conftest import REPO
-from tests.emulator_server import api_key, local_engine_app
+from tests.emulator_server import api_key, local_engine_app, rekognition_client, serve
 
 DATASET = REPO / "tests" / "data" / "faces" / "deepface" / "tests" / "unit" / "dataset"
 JENNIFER, JENNIFER_FAR = DATASET / "img12.jpg", DATASET / "img55.jpg"  # 64 apart
@@ -86,3 +93,51 @@ def test_the_warning_is_in_the_enrollments_audit_event_without_biometric_data(
     assert "inconsistent_with_subject" in text
     assert "subject_similarity" in text
     assert base64.b64encode(ANGELINA.read_bytes()[:48]).decode()[:40] not in text
+
+
+def test_an_emulator_enrollment_is_checked_and_audited_in_rekognitions_shape(
+        app: Flask) -> None:
+    """boto3's IndexFaces answer has no field for warnings; the check still runs and
+    its codes are in the enrollment's audit event."""
+    server = serve(app)
+    try:
+        rekognition = rekognition_client(server.url, api_key(app, "operator"))
+        rekognition.create_collection(CollectionId="emu", Tags={CONSENT_TAG: "false"})
+        for photo in (JENNIFER, ANGELINA):
+            answer = rekognition.index_faces(CollectionId="emu", ExternalImageId="jen",
+                                             Image={"Bytes": photo.read_bytes()})
+            assert len(answer["FaceRecords"]) == 1
+            assert "Warnings" not in answer
+    finally:
+        server.stop()
+    with app.extensions["faceapi"].store.engine.connect() as conn:
+        rows = list(conn.execute(
+            select(audit_events.c.details).where(audit_events.c.action == "face.index")
+            .order_by(audit_events.c.seq.desc()).limit(2)))
+    latest, first = (json.loads(r.details) if isinstance(r.details, str) else r.details
+                     for r in rows)
+    assert latest["template_warnings"] == ["inconsistent_with_subject"]
+    assert "template_warnings" not in first
+
+
+def test_a_bulk_import_reports_the_warning_in_its_report(app: Flask, tmp_path: Path) -> None:
+    reply = app.test_client().post(
+        "/v1/collections", json={"collection_id": "bulk", "policies": ["login"],
+                                 "consent_required": False},
+        headers={"Authorization": f"Bearer {api_key(app, 'operator').bearer}"})
+    assert reply.status_code == 201, reply.get_json()
+    folder = tmp_path / "people" / "jen"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(JENNIFER.read_bytes())
+    (folder / "b.jpg").write_bytes(ANGELINA.read_bytes())
+    importer = Importer(collection_id="bulk", actor=Actor.system("import"),
+                        use_cases=app.extensions["faceapi"].use_cases,
+                        max_image_bytes=1 << 22)
+    report_path = tmp_path / "report.csv"
+    with report_path.open("w", newline="", encoding="utf-8") as report:
+        import_items(plan(tmp_path / "people", subject_from="folder"), importer, report)
+    with report_path.open(newline="", encoding="utf-8") as report:
+        rows = {r["file"]: r for r in csv.DictReader(report)}
+    assert (rows["jen/a.jpg"]["status"], rows["jen/a.jpg"]["reason"]) == ("indexed", "")
+    assert rows["jen/b.jpg"]["status"] == "indexed"
+    assert rows["jen/b.jpg"]["reason"].startswith("inconsistent_with_subject:")
