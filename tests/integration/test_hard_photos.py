@@ -1,4 +1,4 @@
-"""FACEAPI_DETECT_FALLBACK: hard-photo fallbacks (contrast, roll, upsample) that run
+"""FACEAPI_DETECT_FALLBACK: hard-photo fallbacks (contrast, roll, upsample, cnn) that run
 only when normal detection found no face, so photos HOG already sees keep their answers
 (docs/engines.md, "Hard photos"; bench/degraded.py measures them)."""
 
@@ -22,7 +22,7 @@ GROUP = "face-api.js/examples/images/bbt3.jpg"
 IVAN = "mtcnn/tests/images/ivan.jpg"
 EINSTEIN = "CompreFace/embedding-calculator/src/services/imgtools/test/files/einstein.jpeg"
 NO_FACE = "mtcnn/tests/images/no-faces.jpg"
-ALL = ("contrast", "roll", "upsample")
+ALL = ("contrast", "roll", "upsample", "cnn")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings) -> LocalEngine:
-    return LocalEngine(settings)
+    # With every fallback configured, so the engine's models carry the onnx CNN.
+    return LocalEngine(settings.with_overrides(detect_fallback=("hard",)))
 
 
 def pixels(name: str, settings: Settings) -> Any:
@@ -50,7 +51,7 @@ def upright_descriptor(engine: LocalEngine, image: Any) -> tuple[float, ...]:
     return engine.descriptors(found.pixels, [found.faces[0]])[0]
 
 
-def test_fallbacks_are_off_by_default_and_hard_means_all_three() -> None:
+def test_fallbacks_are_off_by_default_and_hard_means_all_four() -> None:
     assert Settings().detect_fallbacks == ()
     assert Settings(detect_fallback=("hard",)).detect_fallbacks == ALL
     # Order is fixed by the code, not by the setting's spelling.
