@@ -55,20 +55,24 @@ class Decoder:
     nms_covered: float
     scale: int  # output position p -> tensor position scale * p + offset
     offset: int
+    min_side: int  # the smallest tensor side the conv stack accepts (one output value)
 
     @classmethod
     def of(cls, network: MmodNetwork) -> Decoder:
-        scale, offset = 1, 0
+        scale, offset, min_side = 1, 0, 1
         # Outermost con first, as dlib's visitor walks from the output to the input.
         for layer in network.layers:
             if layer.spec.kind == "con":
-                offset = offset * layer.spec.stride - layer.padding + layer.spec.size // 2
-                scale *= layer.spec.stride
+                spec = layer.spec
+                offset = offset * spec.stride - layer.padding + spec.size // 2
+                scale *= spec.stride
+                min_side = max((min_side - 1) * spec.stride + spec.size - 2 * layer.padding, 1)
         (window,) = network.options.windows
         return cls(mean=network.pyramid.mean, padding=network.pyramid.padding,
                    outer_padding=network.pyramid.outer_padding, window_width=window.width,
                    window_height=window.height, nms_iou=network.options.nms_iou,
-                   nms_covered=network.options.nms_covered, scale=scale, offset=offset)
+                   nms_covered=network.options.nms_covered, scale=scale, offset=offset,
+                   min_side=min_side)
 
 
 def _lround(value: float) -> int:
@@ -126,7 +130,9 @@ class OnnxMmodDetector:
         tensor, plan = mmod_pyramid.tiled_pyramid(pixels, d.mean, down=PYRAMID_DOWN,
                                                   padding=d.padding,
                                                   outer_padding=d.outer_padding)
-        if not plan.tiles:
+        if not plan.tiles or min(plan.rows, plan.columns) < d.min_side:
+            # Too small for the stack's three unpadded stride-2 layers (under 29 px
+            # with the 22 px border: images under 7 px), and for any face.
             return np.zeros((0, 0), dtype=np.float32), plan
         (out,) = self._session.get().run([MMOD_OUTPUT_NAME], {MMOD_INPUT_NAME: tensor})
         return np.asarray(out, dtype=np.float32)[0, 0], plan
