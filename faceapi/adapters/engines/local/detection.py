@@ -117,11 +117,11 @@ def downscale(pixels: Pixels, max_side: int) -> tuple[Pixels, float]:
 def raw_detections(pixels: Pixels, models: Models, upsample: int,
                    adjust_threshold: float = 0.0) -> list[tuple[float, float, float, float, float]]:
     """Run the detector on `pixels` as given: (left, top, right, bottom, score) in its
-    pixels. `adjust_threshold` lowers HOG's cut-off (used by the bench to see false
-    detections); the CNN ignores it."""
+    pixels. `adjust_threshold` lowers the cut-off (used by the bench to see false
+    detections); dlib's CNN ignores it."""
     if models.detector_kind == CNN and models.mmod is not None:
         # The same boxes and scores as dlib's CNN below, on onnxruntime (mmod_runtime).
-        return list(models.mmod(pixels, upsample))
+        return list(models.mmod(pixels, upsample, adjust_threshold))
     if models.cnn is not None:
         found = []
         with models.lock:
@@ -228,8 +228,9 @@ UPSAMPLE_FALLBACK_MAX_SIDE = 640
 # The `cnn` fallback: dlib's MMOD CNN on onnxruntime (mmod_runtime.py) over a copy whose
 # longer side is at most CNN_FALLBACK_MAX_SIDE, up-sampled once when it is at most
 # CNN_UPSAMPLE_MAX_SIDE (the CNN's window is 80 px; its pyramid only goes down). The
-# CNN costs ~1.3 s per megapixel of its input on this machine (bench/results/mmod.md),
-# so a face-less photo pays at most about CNN_FALLBACK_MAX_SIDE^2 of it.
+# CNN costs ~1.05 s per megapixel of its input on this machine (bench/results/mmod.md),
+# and its input is at most 800x800 (or 802x802 up-sampled): a face-less photo pays at
+# most about 0.7 s more for it.
 CNN_FALLBACK_MAX_SIDE = 800
 CNN_UPSAMPLE_MAX_SIDE = 400
 # The 68-point shape predictor was trained on HOG's boxes; MMOD's are placed and sized
