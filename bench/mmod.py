@@ -21,6 +21,10 @@ Run:  nice -n 10 .venv/bin/python -m bench.mmod [--side 400] [--dlib-budget 300]
    -1 are faces, the rest false; L2 penalty 1 on the slope), at the fallback's size.
 
 Writes bench/results/mmod.json and .md.
+
+With --faceless N, only: the `cnn` fallback's added time on face-less images (the set's
+`none` images and a face-less 1600x1200 image), with and without it interleaved N times
+in one process; writes bench/results/mmod_faceless.json and .md.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 from bench.accuracy import fit_logistic
 from bench.common import RESULTS, environment, faces_dir, read_csv, table, write_json
 from faceapi.adapters.engines.local import detection as det
-from faceapi.adapters.engines.local.engine import onnx_mmod_detector
+from faceapi.adapters.engines.local.engine import LocalEngine, onnx_mmod_detector
 from faceapi.adapters.engines.local.mmod_runtime import OnnxMmodDetector
 from faceapi.adapters.engines.local.models import CNN_FILE, load_models
 from faceapi.adapters.images import decode_image
@@ -208,11 +212,80 @@ def box_fit_and_confidence(images: list[tuple[str, np.ndarray, dict[str, str]]],
     }
 
 
+def faceless_cost(repeats: int) -> dict[str, Any]:
+    """What the `cnn` fallback adds where it cannot help: the set's face-less images
+    (LABELS.csv `none`) and a face-less 1600x1200 image (as bench/degraded.py makes it),
+    each detected through the engine with the other fallbacks and then with `cnn` too,
+    the two configurations interleaved `repeats` times in one process (so both see the
+    same machine load); medians."""
+    import tempfile
+
+    from bench.degraded import _jpeg
+    from faceapi.adapters.images import PillowImageDecoder
+
+    root = faces_dir()
+    base = Settings.from_env().with_overrides(
+        data_dir=Path(tempfile.mkdtemp()), image_formats=KNOWN_FORMATS,
+        max_image_bytes=64 * 1024 * 1024)
+    without = LocalEngine(base.with_overrides(detect_fallback=("contrast", "roll", "upsample")))
+    with_cnn = LocalEngine(base.with_overrides(detect_fallback=("hard",)))
+    decoder = PillowImageDecoder(base)
+    images = [(row["file"], decoder.decode((root / row["file"]).read_bytes()))
+              for row in read_csv(root / "LABELS.csv") if row["identity"].strip() == "none"]
+    rng = np.random.default_rng(15)
+    ramp = np.linspace(20, 230, 1600)[None, :, None] * np.ones((1200, 1, 3))
+    large = np.clip(ramp + rng.normal(0, 12, (1200, 1600, 3)), 0, 255).astype(np.uint8)
+    images.append(("(synthetic 1600x1200, no face)", decoder.decode(_jpeg(large, 90))))
+    with_cnn.embed_faces(images[0][1])  # sessions made before timing
+    without.embed_faces(images[0][1])
+    rows = []
+    for name, image in images:
+        times: dict[str, list[float]] = {"without_cnn": [], "with_cnn": []}
+        faces = {}
+        for _ in range(repeats):
+            for label, engine in (("without_cnn", without), ("with_cnn", with_cnn)):
+                started = time.perf_counter()
+                _, found = engine.embed_faces(image)
+                times[label].append(time.perf_counter() - started)
+                faces[label] = len(found)
+        a, b = (float(np.median(times[k])) * 1000 for k in ("without_cnn", "with_cnn"))
+        rows.append({"image": name, "size": list(image.pixels.shape[1::-1]),
+                     "faces_without_cnn": faces["without_cnn"],
+                     "faces_with_cnn": faces["with_cnn"],
+                     "ms_without_cnn": round(a, 1), "ms_with_cnn": round(b, 1),
+                     "ms_added": round(b - a, 1)})
+    return {"repeats": repeats, "images": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=400)
     parser.add_argument("--dlib-budget", type=float, default=300.0)
+    parser.add_argument("--faceless", type=int, default=0, metavar="REPEATS",
+                        help="only measure the cnn fallback's cost on face-less images "
+                             "(writes mmod_faceless.json/.md)")
     args = parser.parse_args()
+    if args.faceless:
+        load_before = os.getloadavg()
+        cost = faceless_cost(args.faceless)
+        command = f"nice -n 10 .venv/bin/python -m bench.mmod --faceless {args.faceless}"
+        loads = {"before": [round(v, 2) for v in load_before],
+                 "after": [round(v, 2) for v in os.getloadavg()]}
+        write_json("mmod_faceless.json", {"command": command, "load_average": loads, **cost,
+                                          "environment": environment()})
+        rows = [[r["image"], "x".join(map(str, r["size"])), r["ms_without_cnn"],
+                 r["ms_with_cnn"], r["ms_added"], f"{r['faces_without_cnn']}/{r['faces_with_cnn']}"]
+                for r in cost["images"]]
+        headers = ["image", "size", "ms without cnn", "ms with cnn", "ms added", "faces"]
+        text = (f"# The cnn fallback's cost on face-less images (bench/mmod.py)\n\n"
+                f"`{command}`; load average {loads} (2 cores, shared). Median of "
+                f"{args.faceless} interleaved runs through the engine (embed_faces): "
+                f"FACEAPI_DETECT_FALLBACK=contrast,roll,upsample vs hard (the same plus "
+                f"cnn).\n\n```\n"
+                f"{table(headers, rows)}\n```\n")
+        (RESULTS / "mmod_faceless.md").write_text(text, encoding="utf-8")
+        print(text)
+        return
     settings = Settings(image_formats=KNOWN_FORMATS, data_dir=Path("/tmp/faceapi-bench-mmod"),
                         max_image_bytes=64 * 1024 * 1024)
     models = load_models("hog")
