@@ -151,6 +151,7 @@ def test_tiny_and_extreme_images_give_no_face_and_no_error(
 def test_the_cnn_fallback_only_sees_a_bounded_copy_of_a_huge_image(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = LocalEngine(settings.with_overrides(detect_fallback=("cnn",)))
+    assert engine.ready() == (True, "models loaded")  # the CNN's session too
     models: Any = engine._models
     seen: list[tuple[int, ...]] = []
     real = models.mmod
