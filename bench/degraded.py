@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import random
 import tempfile
 import time
@@ -142,6 +143,7 @@ def compare(before_name: str, after_name: str) -> str:
         # Comma-separated names: runs of different kinds, merged (later ones win).
         runs = [json.loads((results / f"{n}.json").read_text()) for n in names.split(",")]
         return {"command": " ; ".join(r["command"] for r in runs),
+                "load": " ; ".join(str(r.get("load_average", "not recorded")) for r in runs),
                 "kinds": {k: v for r in runs for k, v in r["kinds"].items()}}
 
     before, after = load(before_name), load(after_name)
@@ -160,7 +162,8 @@ def compare(before_name: str, after_name: str) -> str:
                          f"{b['ms_per_image_mean']:.0f} -> {a['ms_per_image_mean']:.0f}"])
     headers = ["kind", "images", "faces found", "FNMR @FMR 1e-2", "ms/image (mean)"]
     return (f"# Degraded benchmark: {before_name} -> {after_name}\n\n"
-            f"before: `{before['command']}`\nafter: `{after['command']}`\n\n"
+            f"before: `{before['command']}` (load average: {before['load']})\n"
+            f"after: `{after['command']}` (load average: {after['load']})\n\n"
             f"```\n{table(headers, rows)}\n```\n")
 
 
@@ -172,11 +175,12 @@ def main() -> None:
     parser.add_argument("--out", default="degraded")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
-                        help="only write bench/results/degraded_compare.md from two runs")
+                        help="only write bench/results/<compare-out>.md from two runs")
+    parser.add_argument("--compare-out", default="degraded_compare")
     args = parser.parse_args()
     if args.compare:
         text = compare(*args.compare)
-        (Path(__file__).resolve().parent / "results" / "degraded_compare.md").write_text(
+        (Path(__file__).resolve().parent / "results" / f"{args.compare_out}.md").write_text(
             text, encoding="utf-8")
         print(text)
         return
@@ -217,6 +221,7 @@ def main() -> None:
     if args.per_kind and len(usable) > args.per_kind:
         sample = sorted(random.Random(args.seed).sample(usable, args.per_kind))
 
+    load_before = os.getloadavg()  # the machine is shared: times depend on its load
     cache = CACHE / f"seed{args.seed}"
     results: dict[str, Any] = {}
     md_rows = []
@@ -306,6 +311,8 @@ def main() -> None:
         "settings": {"detect_fallback": list(settings.detect_fallbacks),
                      "upsample": settings.upsample, "detect_strategy": settings.detect_strategy,
                      "descriptor_runtime": settings.descriptor_runtime},
+        "load_average": {"before": [round(v, 2) for v in load_before],
+                         "after": [round(v, 2) for v in os.getloadavg()]},
         "clean_references": len(clean), "sampled_images": len(sample),
         "kinds": results, "environment": environment(),
     }
@@ -313,7 +320,8 @@ def main() -> None:
     headers = ["kind", "images", "faces found", "FNMR @FMR1e-2", "threshold",
                "ms p50", "ms mean"]
     text = (f"# Degraded benchmark ({args.out})\n\n`{summary['command']}` "
-            f"(settings: {summary['settings']})\n\n```\n{table(headers, md_rows)}\n```\n")
+            f"(settings: {summary['settings']}; load average {summary['load_average']})"
+            f"\n\n```\n{table(headers, md_rows)}\n```\n")
     (Path(__file__).resolve().parent / "results" / f"{args.out}.md").write_text(
         text, encoding="utf-8")
     print(text)

@@ -54,7 +54,7 @@ def _float(name: str, raw: str, *, minimum: float = 0.0) -> float:
 
 
 # The local engine's hard-photo fallbacks, in the order they run (detection.py).
-DETECT_FALLBACKS = ("contrast", "roll", "upsample")
+DETECT_FALLBACKS = ("contrast", "roll", "upsample", "cnn")
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,9 @@ class Settings:
     detect_strategy: str = "fixed"
     # Hard-photo fallbacks, run only when the normal detection (and orientation search)
     # found no face, in this order: contrast (CLAHE), roll (copies turned +-28 degrees),
-    # upsample (one more upsampling step, images up to 640 px). Empty: none; "hard": all
-    # three (docs/engines.md, "Hard photos"; bench/degraded.py).
+    # upsample (one more upsampling step, images up to 640 px), cnn (dlib's MMOD CNN on
+    # onnxruntime, on a copy of bounded size). Empty: none; "hard": all four
+    # (docs/engines.md, "Hard photos"; bench/degraded.py).
     detect_fallback: tuple[str, ...] = ()
     # Threads one compare request may detect with (its two images at once; HOG only):
     # 1 = one after the other. Same answers either way (docs/engines.md, "Speed").

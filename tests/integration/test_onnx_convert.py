@@ -174,13 +174,16 @@ def test_the_dlib_runtime_and_jittered_descriptors_need_no_conversion(tmp_path: 
     assert not (tmp_path / MODELS_CACHE).exists()
 
 
-def test_faceapi_engine_convert_writes_the_cached_model(tmp_path: Path) -> None:
+def test_faceapi_engine_convert_writes_the_cached_models(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["engine", "convert"], env={"FACEAPI_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 0, result.output
     path = Path(result.output.splitlines()[0])
     assert path.parent == tmp_path / MODELS_CACHE
     assert path.is_file()
+    detector = Path(result.output.splitlines()[2])  # the MMOD CNN detector, converted too
+    assert detector.name.startswith("mmod_human_face_detector.")
+    assert detector.is_file()
     stamp = path.stat().st_mtime_ns
     forced = runner.invoke(cli, ["engine", "convert", "--force"],
                            env={"FACEAPI_DATA_DIR": str(tmp_path)})

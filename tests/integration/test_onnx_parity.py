@@ -221,7 +221,7 @@ def _child_descriptor(engine: LocalEngine, pixels: np.ndarray,
                    shape68=shape, points=np.zeros((68, 2)))
     descriptor = engine.descriptors(pixels, [face])[0]
     runtime: Any = engine._onnx
-    queue.put((descriptor, runtime._pid))
+    queue.put((descriptor, runtime.session_pid))
 
 
 def test_a_forked_worker_makes_its_own_session_and_the_same_descriptors(
@@ -229,7 +229,7 @@ def test_a_forked_worker_makes_its_own_session_and_the_same_descriptors(
     pixels, face = fixture_faces.pixels[0], fixture_faces.faces[0][0]
     parent = onnx_engine.descriptors(pixels, [face])[0]  # the parent's session exists
     runtime: Any = onnx_engine._onnx
-    parent_pid = runtime._pid
+    parent_pid = runtime.session_pid
     rect = face.shape68.rect
     context = multiprocessing.get_context("fork")
     queue = context.Queue()

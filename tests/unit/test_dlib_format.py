@@ -13,13 +13,13 @@ import pytest
 from faceapi.adapters.engines.local.dlib_format import (
     ARCHITECTURE,
     DlibFormatError,
-    _Reader,
+    Reader,
     read_network,
 )
 
 
 def test_integers_are_a_size_byte_then_little_endian_magnitude_bytes() -> None:
-    reader = _Reader(b"\x01\x96" + b"\x01\x00" + b"\x03\x62\x90\xf5" + b"\x81\x11"
+    reader = Reader(b"\x01\x96" + b"\x01\x00" + b"\x03\x62\x90\xf5" + b"\x81\x11"
                      + b"\x02\x00\x01")
     assert reader.integer(signed=False) == 150
     assert reader.integer() == 0
@@ -32,51 +32,51 @@ def test_integers_are_a_size_byte_then_little_endian_magnitude_bytes() -> None:
 @pytest.mark.parametrize("data", [b"\x00", b"\x09" + b"\x00" * 9, b"\x11\x01", b"\x03\x01"])
 def test_a_bad_size_byte_or_a_short_integer_is_refused(data: bytes) -> None:
     with pytest.raises(DlibFormatError):
-        _Reader(data).integer()
+        Reader(data).integer()
 
 
 def test_a_negative_value_where_dlib_writes_an_unsigned_integer_is_refused() -> None:
     with pytest.raises(DlibFormatError, match="negative"):
-        _Reader(b"\x81\x05").integer(signed=False)
+        Reader(b"\x81\x05").integer(signed=False)
 
 
 def test_floats_are_mantissa_times_two_to_the_exponent() -> None:
     # input_rgb_image_sized's average red, as the model file holds it.
-    assert _Reader(b"\x03\x62\x90\xf5\x81\x11").single() == np.float32(122.782)
+    assert Reader(b"\x03\x62\x90\xf5\x81\x11").single() == np.float32(122.782)
     # loss_metric's margin 0.04 (mantissa 0xa3d70a, exponent -28).
-    assert _Reader(b"\x03\x0a\xd7\xa3\x81\x1c").single() == np.float32(0.04)
-    assert _Reader(b"\x01\x00\x01\x00").real() == 0.0
+    assert Reader(b"\x03\x0a\xd7\xa3\x81\x1c").single() == np.float32(0.04)
+    assert Reader(b"\x01\x00\x01\x00").real() == 0.0
     # The exponent sentinels 32000/32001/32002 stand for +inf, -inf and NaN.
-    assert _Reader(b"\x01\x00\x02\x00\x7d").real() == math.inf
-    assert _Reader(b"\x01\x00\x02\x01\x7d").real() == -math.inf
-    assert math.isnan(_Reader(b"\x01\x00\x02\x02\x7d").real())
+    assert Reader(b"\x01\x00\x02\x00\x7d").real() == math.inf
+    assert Reader(b"\x01\x00\x02\x01\x7d").real() == -math.inf
+    assert math.isnan(Reader(b"\x01\x00\x02\x02\x7d").real())
 
 
 def test_bools_are_the_characters_zero_and_one_and_nothing_else() -> None:
-    reader = _Reader(b"10")
+    reader = Reader(b"10")
     assert reader.boolean() is True
     assert reader.boolean() is False
     with pytest.raises(DlibFormatError):
-        _Reader(b"\x01").boolean()
+        Reader(b"\x01").boolean()
 
 
 def test_strings_are_a_length_then_the_bytes() -> None:
-    assert _Reader(b"\x01\x05con_4").string() == "con_4"
+    assert Reader(b"\x01\x05con_4").string() == "con_4"
     with pytest.raises(DlibFormatError):
-        _Reader(b"\x01\x09relu").string()
+        Reader(b"\x01\x09relu").string()
 
 
 def test_tensors_are_version_two_four_sizes_and_little_endian_float32s() -> None:
     values = struct.pack("<3f", 1.5, -2.0, 0.25)
-    reader = _Reader(b"\x01\x02" + b"\x01\x01\x01\x03\x01\x01\x01\x01" + values)
+    reader = Reader(b"\x01\x02" + b"\x01\x01\x01\x03\x01\x01\x01\x01" + values)
     shape, data = reader.tensor()
     assert shape == (1, 3, 1, 1)
     assert data.dtype == np.float32
     assert data.tolist() == [1.5, -2.0, 0.25]
     with pytest.raises(DlibFormatError, match="version"):
-        _Reader(b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01").tensor()
+        Reader(b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01").tensor()
     with pytest.raises(DlibFormatError, match="ends early"):
-        _Reader(b"\x01\x02\x01\x01\x01\x03\x01\x01\x01\x01" + values[:8]).tensor()
+        Reader(b"\x01\x02\x01\x01\x01\x03\x01\x01\x01\x01" + values[:8]).tensor()
 
 
 def test_the_architecture_is_dlibs_anet_type() -> None:

@@ -1,5 +1,6 @@
-"""`faceapi engine convert`: convert dlib's face recognition ResNet to ONNX into the
-data directory now (the engine otherwise does it on first start; docs/engines.md)."""
+"""`faceapi engine convert`: convert dlib's face recognition ResNet and MMOD CNN face
+detector to ONNX into the data directory now (the engine otherwise does it on first
+start, the detector only when it uses it; docs/engines.md)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,26 @@ def engine() -> None:
 @engine.command("convert")
 @click.option("--force", is_flag=True, help="Convert again even if a cached file exists.")
 def convert_cmd(force: bool) -> None:
-    """Write data_dir/models/dlib_face_recognition_resnet_model_v1.<sha256>.c<N>.onnx."""
+    """Write data_dir/models/dlib_face_recognition_resnet_model_v1.<sha256>.c<N>.onnx and
+    mmod_human_face_detector.<sha256>.c<N>.onnx."""
     from faceapi.adapters.engines.local.engine import MODELS_CACHE
-    from faceapi.adapters.engines.local.models import RECOGNITION_FILE, models_dir
+    from faceapi.adapters.engines.local.models import CNN_FILE, RECOGNITION_FILE, models_dir
     from faceapi.adapters.engines.local.onnx_files import (
+        MMOD,
+        RESNET,
         ConversionError,
         ensure_model,
         file_sha256,
     )
 
+    lines = []
     try:
         settings = Settings.from_env()
-        source = models_dir() / RECOGNITION_FILE
-        target = ensure_model(source, settings.data_dir / MODELS_CACHE, force=force)
+        for name, kind in ((RECOGNITION_FILE, RESNET), (CNN_FILE, MMOD)):
+            source = models_dir() / name
+            target = ensure_model(source, settings.data_dir / MODELS_CACHE, force=force,
+                                  kind=kind)
+            lines += [str(target), f"source {source.name} sha256 {file_sha256(source)}"]
     except (ConfigError, ConversionError, OSError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"{target}\nsource {source.name} sha256 {file_sha256(source)}")
+    click.echo("\n".join(lines))

@@ -32,13 +32,14 @@ CNN_SCORE_THRESHOLD = 0.0
 # Confidence = 100 / (1 + exp(-slope * (score - midpoint))): a logistic on the
 # detector's score. HOG: fitted by bench/accuracy.py (logistic regression of "is a face"
 # on the score, L2 penalty 1 on the slope, faces vs. false detections), giving 22.8 at
-# the drop threshold, 50 at 0.28, 95 at 0.96, 99 at 1.34. CNN: not fitted (the CNN is
-# too slow on this CPU to run over the data set in the bench); provisional values
-# centred on dlib's threshold. Both maps are monotone in the score.
+# the drop threshold, 50 at 0.28, 95 at 0.96, 99 at 1.34. CNN: fitted the same way by
+# bench/mmod.py on the onnx CNN at the `cnn` fallback's image size (123 faces, 30 false
+# detections, none of them scoring 0 or more), giving 65 at the drop threshold, 50 at
+# -0.18, 98 at 1. Both maps are monotone in the score.
 HOG_CONFIDENCE_SLOPE = 4.35
 HOG_CONFIDENCE_MIDPOINT = 0.28
-CNN_CONFIDENCE_SLOPE = 4.0
-CNN_CONFIDENCE_MIDPOINT = 0.0
+CNN_CONFIDENCE_SLOPE = 3.38
+CNN_CONFIDENCE_MIDPOINT = -0.18
 
 # np.rot90 turns counter-clockwise by 90 degrees * k. An image whose content is turned
 # N degrees clockwise (the data set's `rotated_N`) is made upright by k = N / 90; the
@@ -116,8 +117,11 @@ def downscale(pixels: Pixels, max_side: int) -> tuple[Pixels, float]:
 def raw_detections(pixels: Pixels, models: Models, upsample: int,
                    adjust_threshold: float = 0.0) -> list[tuple[float, float, float, float, float]]:
     """Run the detector on `pixels` as given: (left, top, right, bottom, score) in its
-    pixels. `adjust_threshold` lowers HOG's cut-off (used by the bench to see false
-    detections); the CNN ignores it."""
+    pixels. `adjust_threshold` lowers the cut-off (used by the bench to see false
+    detections); dlib's CNN ignores it."""
+    if models.detector_kind == CNN and models.mmod is not None:
+        # The same boxes and scores as dlib's CNN below, on onnxruntime (mmod_runtime).
+        return list(models.mmod(pixels, upsample, adjust_threshold))
     if models.cnn is not None:
         found = []
         with models.lock:
@@ -151,9 +155,13 @@ def _boxes(small: Pixels, models: Models, upsample: int) -> list[Box]:
     return [b for b in raw_detections(small, models, upsample) if b[4] >= threshold]
 
 
-def _landmarked(pixels: Pixels, boxes: list[Box], scale: float, models: Models) -> list[RawFace]:
-    """Boxes found at `scale` mapped back to `pixels`, with 68 landmarks placed there."""
+def _landmarked(pixels: Pixels, boxes: list[Box], scale: float, models: Models,
+                detector: str | None = None) -> list[RawFace]:
+    """Boxes found at `scale` mapped back to `pixels`, with 68 landmarks placed there.
+    `detector` names the detector whose score map gives the confidence (default: the
+    configured one)."""
     h, w = pixels.shape[:2]
+    kind = detector or models.detector_kind
     faces: list[RawFace] = []
     for left, top, right, bottom, score in boxes:
         # dlib rectangles are inclusive; +1 makes right/bottom exclusive edges.
@@ -165,7 +173,7 @@ def _landmarked(pixels: Pixels, boxes: list[Box], scale: float, models: Models) 
         faces.append(RawFace(
             left=max(0.0, box[0]), top=max(0.0, box[1]),
             right=min(float(w), box[2]), bottom=min(float(h), box[3]),
-            score=score, confidence=score_to_confidence(score, models.detector_kind),
+            score=score, confidence=score_to_confidence(score, kind),
             shape68=shape, points=points))
     faces.sort(key=lambda f: f.score, reverse=True)
     return faces
@@ -215,6 +223,46 @@ FALLBACK_MAX_SIDE = 1000
 # One more upsampling step quadruples the pass's cost: only for images this small,
 # where the faces that need it are (~0.8 s at 640 px and upsample 2).
 UPSAMPLE_FALLBACK_MAX_SIDE = 640
+
+
+# The `cnn` fallback: dlib's MMOD CNN on onnxruntime (mmod_runtime.py) over a copy whose
+# longer side is at most CNN_FALLBACK_MAX_SIDE, up-sampled once when it is at most
+# CNN_UPSAMPLE_MAX_SIDE (the CNN's window is 80 px; its pyramid only goes down). The
+# CNN costs ~1.05 s per megapixel of its input on this machine (bench/results/mmod.md),
+# and its input is at most 800x800 (or 802x802 up-sampled): a face-less photo pays at
+# most about 0.7 s more for it.
+CNN_FALLBACK_MAX_SIDE = 800
+CNN_UPSAMPLE_MAX_SIDE = 400
+# The 68-point shape predictor was trained on HOG's boxes; MMOD's are placed and sized
+# differently (smaller, higher). A CNN box (centre x, centre y, side) becomes
+# (cx + SHIFT_X * side, cy + SHIFT_Y * side, side * SCALE) before landmarks are placed
+# and the box reported: medians over 71 faces both detectors find, fitted by
+# bench/mmod.py; on 71 other faces the landmarks' mean error against those placed on
+# HOG's box fell from 0.031 to 0.020 inter-ocular distances (bench/results/mmod.md).
+CNN_BOX_SHIFT_X = 0.049
+CNN_BOX_SHIFT_Y = 0.088
+CNN_BOX_SCALE = 1.092
+
+
+def hog_like(box: Box) -> Box:
+    """An MMOD box (inclusive corners) as HOG would have placed it (see above)."""
+    left, top, right, bottom, score = box
+    side = ((right - left + 1) + (bottom - top + 1)) / 2.0
+    cx = (left + right + 1) / 2.0 + CNN_BOX_SHIFT_X * side
+    cy = (top + bottom + 1) / 2.0 + CNN_BOX_SHIFT_Y * side
+    half = side * CNN_BOX_SCALE / 2.0
+    return (cx - half, cy - half, cx + half - 1, cy + half - 1, score)
+
+
+def _cnn_fallback_boxes(small: Pixels, models: Models) -> tuple[list[Box], float]:
+    """CNN detections on a bounded copy of `small`, HOG-like, in `small`'s pixels; and
+    the copy's scale relative to `small`."""
+    if models.mmod is None or min(small.shape[:2]) < MIN_DETECT_SIDE:
+        return [], 1.0
+    copy, shrink = downscale(small, CNN_FALLBACK_MAX_SIDE)
+    upsample = 1 if max(copy.shape[:2]) <= CNN_UPSAMPLE_MAX_SIDE else 0
+    boxes = [b for b in models.mmod(copy, upsample) if b[4] >= CNN_SCORE_THRESHOLD]
+    return [hog_like(b) for b in boxes], shrink
 
 
 def _clahe(pixels: Pixels) -> Pixels:
@@ -313,6 +361,10 @@ def fallback_faces(pixels: Pixels, small: Pixels, scale: float, models: Models, 
             boxes = _boxes(small, models, upsample + 1)
             if boxes:
                 return _landmarked(pixels, boxes, scale, models)
+        elif fallback == "cnn":
+            boxes, shrink = _cnn_fallback_boxes(small, models)
+            if boxes:
+                return _landmarked(pixels, boxes, scale * shrink, models, CNN)
     return []
 
 

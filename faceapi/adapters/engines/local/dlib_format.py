@@ -21,6 +21,7 @@ Byte formats (dlib 20.0 dlib/serialize.h, dlib/float_details.h, dlib/cuda/tensor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,7 +106,7 @@ class Layer:
 
 # The reader --------------------------------------------------------------------------
 
-class _Reader:
+class Reader:
     def __init__(self, data: bytes) -> None:
         self._data = memoryview(data)
         self.pos = 0
@@ -134,6 +135,10 @@ class _Reader:
         if char not in (0x30, 0x31):
             raise DlibFormatError(f"bad bool byte {char:#x} at {self.pos - 1}")
         return char == 0x31
+
+    def byte(self) -> int:
+        """A char/unsigned char, written as the raw byte."""
+        return int(self._take(1)[0])
 
     def string(self) -> str:
         length = self.integer(signed=False)
@@ -187,12 +192,12 @@ class _Reader:
         return self.pos == len(self._data)
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
     if not condition:
         raise DlibFormatError(message)
 
 
-def _con(reader: _Reader, layer: Layer) -> None:
+def _con(reader: Reader, layer: Layer) -> None:
     spec = layer.spec
     layer.name = reader.expect(("con_4", "con_5", "con_6"), "a con_ layer")
     _, params = reader.tensor()
@@ -208,16 +213,16 @@ def _con(reader: _Reader, layer: Layer) -> None:
     layer.relu_after = reader.boolean() if layer.name == "con_6" else False
     # dlib's default padding: size/2 at stride 1, none otherwise (dlib/dnn/layers.h).
     padding = spec.size // 2 if spec.stride == 1 else 0
-    _check((num_filters, nr, nc, stride_y, stride_x) ==
+    check((num_filters, nr, nc, stride_y, stride_x) ==
            (spec.filters, spec.size, spec.size, spec.stride, spec.stride)
            and (pad_y, pad_x) == (padding, padding),
            f"con layer {(num_filters, nr, nc, stride_y, stride_x, pad_y, pad_x)} does not "
            f"match the template {spec}")
-    _check(filters[0] == num_filters and filters[2:] == (nr, nc),
+    check(filters[0] == num_filters and filters[2:] == (nr, nc),
            f"con filters {filters} do not match {num_filters} x {nr} x {nc}")
     n_weights = filters[0] * filters[1] * filters[2] * filters[3]
     n_bias = biases[0] * biases[1] * biases[2] * biases[3] if use_bias else 0
-    _check(params.size == n_weights + n_bias and (not use_bias or n_bias == num_filters),
+    check(params.size == n_weights + n_bias and (not use_bias or n_bias == num_filters),
            f"con parameters hold {params.size} values, expected {n_weights} + {n_bias}")
     # dlib's params: the filters (num_filters, k, nr, nc, row-major), then the biases.
     layer.weights = params[:n_weights].reshape(filters)
@@ -225,19 +230,51 @@ def _con(reader: _Reader, layer: Layer) -> None:
     layer.padding = padding
 
 
-def _affine(reader: _Reader, layer: Layer) -> None:
-    layer.name = reader.expect(("affine_", "affine_2"), "an affine_ layer")
+def _batch_norm(reader: Reader, layer: Layer) -> None:
+    """A bn_con2/bn_fc2 record read as the affine_ dlib makes of it when it loads one into
+    an affine_ layer (layers.h, affine_(const bn_&)): gamma / sqrt(running variance +
+    eps) and beta - that * running mean, in float like dlib. Record: params, gamma and
+    beta aliases, means, invstds, running means, running variances (tensors),
+    num_updates and the window size (integers), four multipliers and eps (doubles)."""
+    _, params = reader.tensor()
+    gamma = reader.alias()
+    beta = reader.alias()
+    reader.tensor()  # means: training only
+    reader.tensor()  # invstds: training only
+    _, running_means = reader.tensor()
+    _, running_variances = reader.tensor()
+    reader.integer(signed=False)
+    reader.integer(signed=False)
+    for _ in range(4):
+        reader.real()
+    eps = np.float32(reader.real())
+    check(gamma == beta and gamma[0] == 1, f"bn gamma {gamma} and beta {beta}")
+    size = gamma[0] * gamma[1] * gamma[2] * gamma[3]
+    check(params.size == 2 * size and running_means.size == size
+          and running_variances.size == size,
+          f"bn parameters hold {params.size}/{running_means.size}/{running_variances.size} "
+          f"values, gamma {gamma}")
+    scale = params[:size] / np.sqrt(running_variances + eps)
+    layer.gamma = scale.astype(np.float32).reshape(gamma)
+    layer.beta = (params[size:] - scale * running_means).astype(np.float32).reshape(gamma)
+
+
+def _affine(reader: Reader, layer: Layer) -> None:
+    layer.name = reader.expect(("affine_", "affine_2", "bn_con2", "bn_fc2"), "an affine_ layer")
+    if layer.name.startswith("bn_"):
+        _batch_norm(reader, layer)
+        return
     _, params = reader.tensor()
     gamma = reader.alias()
     beta = reader.alias()
     mode = reader.integer()
     layer.disabled = reader.boolean() if layer.name == "affine_2" else False
-    _check(mode in (0, 1), f"affine mode {mode} unknown")
-    _check(gamma == beta, f"affine gamma {gamma} and beta {beta} differ in shape")
+    check(mode in (0, 1), f"affine mode {mode} unknown")
+    check(gamma == beta, f"affine gamma {gamma} and beta {beta} differ in shape")
     size = gamma[0] * gamma[1] * gamma[2] * gamma[3]
     if layer.disabled:
         return
-    _check(params.size == 2 * size and gamma[0] == 1,
+    check(params.size == 2 * size and gamma[0] == 1,
            f"affine parameters hold {params.size} values, gamma {gamma}")
     # CONV_MODE (0): one gamma/beta per channel, alias (1, k, 1, 1); FC_MODE (1): one per
     # value, (1, k, nr, nc). Either broadcasts over the batch as stored.
@@ -245,20 +282,20 @@ def _affine(reader: _Reader, layer: Layer) -> None:
     layer.beta = params[size:].reshape(gamma)
 
 
-def _pool(reader: _Reader, layer: Layer, name: str) -> None:
+def _pool(reader: Reader, layer: Layer, name: str) -> None:
     spec = layer.spec
     layer.name = reader.expect((name,), f"a {name} layer")
     nr, nc = reader.integer(), reader.integer()
     stride_y, stride_x = reader.integer(), reader.integer()
     pad_y, pad_x = reader.integer(), reader.integer()
     padding = spec.size // 2 if spec.stride == 1 else 0
-    _check((nr, nc, stride_y, stride_x, pad_y, pad_x) ==
+    check((nr, nc, stride_y, stride_x, pad_y, pad_x) ==
            (spec.size, spec.size, spec.stride, spec.stride, padding, padding),
            f"{name} {(nr, nc, stride_y, stride_x, pad_y, pad_x)} does not match {spec}")
     layer.padding = padding
 
 
-def _fc(reader: _Reader, layer: Layer) -> None:
+def _fc(reader: Reader, layer: Layer) -> None:
     layer.name = reader.expect(("fc_2", "fc_3"), "an fc_ layer")
     outputs = reader.integer(signed=False)
     inputs = reader.integer(signed=False)
@@ -270,34 +307,34 @@ def _fc(reader: _Reader, layer: Layer) -> None:
         reader.real()
     if layer.name == "fc_3":
         reader.boolean()
-    _check(outputs == layer.spec.filters, f"fc has {outputs} outputs, expected "
+    check(outputs == layer.spec.filters, f"fc has {outputs} outputs, expected "
            f"{layer.spec.filters}")
-    _check(bias_mode == 1, "fc layer has a bias; the template is fc_no_bias")
-    _check(weights[:2] == (inputs, outputs) and params.size == inputs * outputs,
+    check(bias_mode == 1, "fc layer has a bias; the template is fc_no_bias")
+    check(weights[:2] == (inputs, outputs) and params.size == inputs * outputs,
            f"fc weights {weights} / {params.size} values do not match {inputs} x {outputs}")
     # y = x @ W with W stored (num_inputs, num_outputs) row-major (dlib fc_::forward).
     layer.weights = params.reshape(inputs, outputs)
 
 
-def _relu(reader: _Reader, layer: Layer) -> None:
+def _relu(reader: Reader, layer: Layer) -> None:
     layer.name = reader.expect(("relu_", "relu_2"), "a relu_ layer")
     layer.disabled = reader.boolean() if layer.name == "relu_2" else False
 
 
-def _input(reader: _Reader, layer: Layer) -> None:
+def _input(reader: Reader, layer: Layer) -> None:
     layer.name = reader.expect(("input_rgb_image_sized",), "the input layer")
     layer.mean = (reader.single(), reader.single(), reader.single())
     nr, nc = reader.integer(signed=False), reader.integer(signed=False)
-    _check((nr, nc) == (CHIP_SIZE, CHIP_SIZE), f"input size {nr}x{nc}, expected 150x150")
+    check((nr, nc) == (CHIP_SIZE, CHIP_SIZE), f"input size {nr}x{nc}, expected 150x150")
 
 
-def _loss(reader: _Reader, layer: Layer) -> None:
+def _loss(reader: Reader, layer: Layer) -> None:
     layer.name = reader.expect(("loss_metric_2", "loss_metric_"), "the loss layer")
     if layer.name == "loss_metric_2":
         layer.extra = {"margin": reader.single(), "dist_thresh": reader.single()}
 
 
-def _details(reader: _Reader, layer: Layer) -> None:
+def _details(reader: Reader, layer: Layer) -> None:
     kind = layer.spec.kind
     if kind == "con":
         _con(reader, layer)
@@ -317,27 +354,37 @@ def _details(reader: _Reader, layer: Layer) -> None:
         raise DlibFormatError(f"no details for {kind}")
 
 
-def _layer(reader: _Reader, layers: list[Layer], index: int) -> None:
+# Reads the details of a network's input or loss layer (they differ between networks).
+DetailsReader = Callable[[Reader, Layer], None]
+
+
+@dataclass(frozen=True)
+class _Ends:
+    read_input: DetailsReader
+    read_loss: DetailsReader
+
+
+def _layer(reader: Reader, layers: list[Layer], index: int, ends: _Ends) -> None:
     """Read layer `index` and everything below it, as dlib's nested serialize() wrote
     them (dlib/dnn/core.h: add_layer, add_tag_layer, add_skip_layer, add_loss_layer)."""
     layer = layers[index]
     kind = layer.spec.kind
     version = reader.integer()
     if kind == "loss":
-        _check(version == 1, f"loss layer version {version}")
-        _loss(reader, layer)
-        _layer(reader, layers, index + 1)
+        check(version == 1, f"loss layer version {version}")
+        ends.read_loss(reader, layer)
+        _layer(reader, layers, index + 1, ends)
         return
     if kind in ("tag", "skip"):
-        _check(version == 1, f"{kind} layer {index} version {version}")
-        _layer(reader, layers, index + 1)
+        check(version == 1, f"{kind} layer {index} version {version}")
+        _layer(reader, layers, index + 1, ends)
         return
     if layers[index + 1].spec.kind == "input":
         # add_layer over the input layer: input, details, three flags, then the x_grad,
         # cached_output and grad_final tensors (training state, skipped), and from
         # version 3 the sample expansion factor.
-        _check(version in (2, 3), f"first layer version {version}")
-        _input(reader, layers[index + 1])
+        check(version in (2, 3), f"first layer version {version}")
+        ends.read_input(reader, layers[index + 1])
         _details(reader, layer)
         for _ in range(3):
             reader.boolean()
@@ -346,8 +393,8 @@ def _layer(reader: _Reader, layers: list[Layer], index: int) -> None:
         if version == 3:
             reader.integer(signed=False)
         return
-    _check(version in (1, 2), f"layer {index} ({kind}) version {version}")
-    _layer(reader, layers, index + 1)
+    check(version in (1, 2), f"layer {index} ({kind}) version {version}")
+    _layer(reader, layers, index + 1, ends)
     _details(reader, layer)
     for _ in range(3):
         reader.boolean()
@@ -357,10 +404,17 @@ def _layer(reader: _Reader, layers: list[Layer], index: int) -> None:
         reader.tensor()  # params_grad
 
 
+def read_layers(data: bytes, architecture: tuple[Spec, ...], *, read_input: DetailsReader,
+                read_loss: DetailsReader) -> list[Layer]:
+    """The layers of a network file, in `architecture` order (outermost first), the
+    input and loss layers' details read by the given functions."""
+    layers = [Layer(spec) for spec in architecture]
+    reader = Reader(data)
+    _layer(reader, layers, 0, _Ends(read_input, read_loss))
+    check(reader.at_end, f"{len(data) - reader.pos} unread bytes after the network")
+    return layers
+
+
 def read_network(data: bytes) -> list[Layer]:
     """The layers of `dlib_face_recognition_resnet_model_v1.dat`, in ARCHITECTURE order."""
-    layers = [Layer(spec) for spec in ARCHITECTURE]
-    reader = _Reader(data)
-    _layer(reader, layers, 0)
-    _check(reader.at_end, f"{len(data) - reader.pos} unread bytes after the network")
-    return layers
+    return read_layers(data, ARCHITECTURE, read_input=_input, read_loss=_loss)

@@ -3,6 +3,7 @@ landmarks, ResNet 128-d descriptor) with a calibrated Similarity."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +13,15 @@ import structlog
 
 from faceapi.adapters.engines.local import attributes as attrs
 from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
-from faceapi.adapters.engines.local.models import RECOGNITION_FILE, Models, load_models
-from faceapi.adapters.engines.local.onnx_files import ensure_model
+from faceapi.adapters.engines.local.mmod_runtime import OnnxMmodDetector
+from faceapi.adapters.engines.local.models import (
+    CNN,
+    CNN_FILE,
+    RECOGNITION_FILE,
+    Models,
+    load_models,
+)
+from faceapi.adapters.engines.local.onnx_files import MMOD, ensure_model
 from faceapi.adapters.engines.local.onnx_runtime import OnnxDescriptor
 from faceapi.adapters.engines.local.parallel import PairRunner, helper_capable, thread_models
 from faceapi.adapters.engines.local.similarity import (
@@ -69,6 +77,31 @@ def onnx_descriptor(settings: Settings, models: Models) -> OnnxDescriptor:
     return OnnxDescriptor(path, threads=settings.descriptor_threads)
 
 
+def onnx_mmod_detector(settings: Settings, models: Models) -> OnnxMmodDetector:
+    """dlib's MMOD CNN on onnxruntime, converted once into data_dir/models like the
+    ResNet (in memory when that directory cannot be written)."""
+    source = models.directory / CNN_FILE
+    try:
+        path = ensure_model(source, settings.data_dir / MODELS_CACHE, kind=MMOD)
+    except OSError as exc:
+        log.warning("onnx_model_cache_unwritable", directory=str(settings.data_dir / MODELS_CACHE),
+                    error=type(exc).__name__)
+        from faceapi.adapters.engines.local.mmod_convert import convert_detector
+
+        model, _ = convert_detector(source)
+        return OnnxMmodDetector(model.SerializeToString(), source,
+                                threads=settings.descriptor_threads)
+    return OnnxMmodDetector(path, source, threads=settings.descriptor_threads)
+
+
+def uses_onnx_cnn(settings: Settings) -> bool:
+    """Whether the MMOD CNN runs on onnxruntime: as the detector when the descriptor
+    runtime is onnx (dlib's CNN otherwise, the reference), and always for the `cnn`
+    hard-photo fallback (dlib's would take seconds to tens of seconds a photo)."""
+    return ((settings.detector == CNN and settings.descriptor_runtime == "onnx")
+            or "cnn" in settings.detect_fallbacks)
+
+
 class LocalEngine:
     """Face detection, attributes and comparison with dlib, on this machine."""
 
@@ -77,7 +110,10 @@ class LocalEngine:
         if alignment not in ("68", "5"):
             raise ValueError("alignment must be '68' or '5'")
         self._settings = settings
-        self._models: Models = load_models(settings.detector)
+        models = load_models(settings.detector)
+        if uses_onnx_cnn(settings):
+            models = dataclasses.replace(models, mmod=onnx_mmod_detector(settings, models))
+        self._models: Models = models
         self._alignment = alignment
         self._jitters = max(1, settings.descriptor_jitters if jitters is None else jitters)
         # Jittered descriptors average dlib's own random crops: only dlib computes those.
@@ -147,6 +183,11 @@ class LocalEngine:
                 self._onnx.warm()
             except Exception as exc:  # onnxruntime raises its own exception types
                 return False, f"onnx descriptor runtime unusable ({type(exc).__name__})"
+        if self._models.mmod is not None:
+            try:
+                self._models.mmod.warm()
+            except Exception as exc:  # onnxruntime raises its own exception types
+                return False, f"onnx CNN detector unusable ({type(exc).__name__})"
         return True, "models loaded"
 
     # Detection -------------------------------------------------------------------

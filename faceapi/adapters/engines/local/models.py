@@ -52,6 +52,10 @@ class Models:
     shape5: Any  # dlib.shape_predictor
     recognizer: Any  # dlib.face_recognition_model_v1
     directory: Path
+    # The MMOD CNN on onnxruntime (mmod_runtime.OnnxMmodDetector), set by the engine when
+    # FACEAPI_DETECTOR=cnn runs on onnx or the `cnn` hard-photo fallback is on; dlib's
+    # `cnn` above stays the reference. Thread-safe (no lock needed).
+    mmod: Any | None = None
     # dlib documents its object detectors and dnn nets as unsafe for concurrent use of
     # one instance (they keep scratch buffers); gunicorn threads share these models, so
     # detector and network calls hold this lock. The shape predictors are read-only.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,12 @@ OPSET = 17
 
 
 @dataclass(frozen=True)
-class _Tensor:
+class Tensor:
     name: str
     shape: tuple[int, int, int]  # channels, rows, columns (the batch axis is free)
 
 
-class _Graph:
+class Graph:
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -79,14 +80,14 @@ def _out_size(size: int, window: int, stride: int, padding: int) -> int:
     return 1 + (size + 2 * padding - window) // stride
 
 
-def _pad_to(graph: _Graph, tensor: _Tensor, shape: tuple[int, int, int]) -> _Tensor:
+def _pad_to(graph: Graph, tensor: Tensor, shape: tuple[int, int, int]) -> Tensor:
     """Zero-pad at the end of the channel/row/column axes up to `shape` (dlib tt::add)."""
     if tensor.shape == shape:
         return tensor
     extra = [target - have for target, have in zip(shape, tensor.shape, strict=True)]
     pads = np.array([0, 0, 0, 0, 0, *extra], dtype=np.int64)
     name = graph.node("Pad", [tensor.name, graph.constant("pads", pads)], "pad", mode="constant")
-    return _Tensor(name, shape)
+    return Tensor(name, shape)
 
 
 def _tag_below(index: int, tag: int) -> int:
@@ -98,8 +99,10 @@ def _tag_below(index: int, tag: int) -> int:
     raise ConversionError(f"no tag{tag} below layer {index}")
 
 
-def _layer(graph: _Graph, layer: Layer, x: _Tensor, index: int,
-           outputs: dict[int, _Tensor]) -> _Tensor:
+def layer_node(graph: Graph, layer: Layer, x: Tensor, index: int,
+               outputs: dict[int, Tensor]) -> Tensor:
+    """The ONNX nodes computing `layer` (index `index` of ARCHITECTURE) on `x`; mmod_convert
+    uses it for the con/affine/relu layers the two networks share."""
     spec = layer.spec
     c, h, w = x.shape
     if spec.kind == "con":
@@ -110,10 +113,10 @@ def _layer(graph: _Graph, layer: Layer, x: _Tensor, index: int,
                                 graph.constant("b", layer.bias)], "conv",
                        kernel_shape=[spec.size, spec.size], strides=[spec.stride, spec.stride],
                        pads=[p, p, p, p])
-        out = _Tensor(y, (spec.filters, _out_size(h, spec.size, spec.stride, p),
+        out = Tensor(y, (spec.filters, _out_size(h, spec.size, spec.stride, p),
                           _out_size(w, spec.size, spec.stride, p)))
         if layer.relu_after:
-            out = _Tensor(graph.node("Relu", [out.name], "relu"), out.shape)
+            out = Tensor(graph.node("Relu", [out.name], "relu"), out.shape)
         return out
     if spec.kind == "affine":
         if layer.disabled:
@@ -121,23 +124,23 @@ def _layer(graph: _Graph, layer: Layer, x: _Tensor, index: int,
         if layer.gamma is None or layer.beta is None:
             raise ConversionError(f"affine layer {index} has no parameters")
         scaled = graph.node("Mul", [x.name, graph.constant("gamma", layer.gamma)], "scale")
-        return _Tensor(graph.node("Add", [scaled, graph.constant("beta", layer.beta)], "shift"),
+        return Tensor(graph.node("Add", [scaled, graph.constant("beta", layer.beta)], "shift"),
                        x.shape)
     if spec.kind == "relu":
-        return x if layer.disabled else _Tensor(graph.node("Relu", [x.name], "relu"), x.shape)
+        return x if layer.disabled else Tensor(graph.node("Relu", [x.name], "relu"), x.shape)
     if spec.kind == "max_pool" or (spec.kind == "avg_pool" and spec.size):
         op = "MaxPool" if spec.kind == "max_pool" else "AveragePool"
         y = graph.node(op, [x.name], "pool", kernel_shape=[spec.size, spec.size],
                        strides=[spec.stride, spec.stride])
-        return _Tensor(y, (c, _out_size(h, spec.size, spec.stride, 0),
+        return Tensor(y, (c, _out_size(h, spec.size, spec.stride, 0),
                            _out_size(w, spec.size, spec.stride, 0)))
     if spec.kind == "avg_pool":  # avg_pool_everything
-        return _Tensor(graph.node("GlobalAveragePool", [x.name], "gap"), (c, 1, 1))
+        return Tensor(graph.node("GlobalAveragePool", [x.name], "gap"), (c, 1, 1))
     if spec.kind == "add_prev":
         other = outputs[_tag_below(index, spec.tag)]
         shape = (max(c, other.shape[0]), max(h, other.shape[1]), max(w, other.shape[2]))
         a, b = _pad_to(graph, x, shape), _pad_to(graph, other, shape)
-        return _Tensor(graph.node("Add", [a.name, b.name], "add"), shape)
+        return Tensor(graph.node("Add", [a.name, b.name], "add"), shape)
     if spec.kind == "tag":
         return x
     if spec.kind == "skip":
@@ -150,24 +153,24 @@ def _layer(graph: _Graph, layer: Layer, x: _Tensor, index: int,
         if inputs != c * h * w:
             raise ConversionError(f"fc expects {inputs} inputs, the net gives {c * h * w}")
         y = graph.node("MatMul", [flat, graph.constant("fc", layer.weights)], "fc")
-        return _Tensor(y, (layer.weights.shape[1], 1, 1))
+        return Tensor(y, (layer.weights.shape[1], 1, 1))
     raise ConversionError(f"cannot convert layer kind {spec.kind}")
 
 
 def build_model(layers: list[Layer], *, source_sha256: str) -> onnx.ModelProto:
     """The ONNX model of the parsed network: uint8 (N,150,150,3) -> float32 (N,128)."""
-    graph = _Graph()
+    graph = Graph()
     mean = np.array(layers[-1].mean, dtype=np.float32)
     as_float = graph.node("Cast", [INPUT_NAME], "float", to=TensorProto.FLOAT)
     centred = graph.node("Sub", [as_float, graph.constant("mean", mean)], "centred")
     scaled = graph.node("Mul", [centred, graph.constant("scale", np.array(1.0 / 256.0,
                                                                           np.float32))], "scaled")
     nchw = graph.node("Transpose", [scaled], "nchw", perm=[0, 3, 1, 2])
-    x = _Tensor(nchw, (3, CHIP_SIZE, CHIP_SIZE))
-    outputs: dict[int, _Tensor] = {}
+    x = Tensor(nchw, (3, CHIP_SIZE, CHIP_SIZE))
+    outputs: dict[int, Tensor] = {}
     # Inner to outer: the loss layer (index 0) and the input (last) hold no computation.
     for index in range(len(layers) - 2, 0, -1):
-        x = _layer(graph, layers[index], x, index, outputs)
+        x = layer_node(graph, layers[index], x, index, outputs)
         outputs[index] = x
     if x.shape != (DESCRIPTOR_SIZE, 1, 1):
         raise ConversionError(f"the network ends in {x.shape}, not {DESCRIPTOR_SIZE} values")
@@ -201,24 +204,30 @@ def convert(source: Path) -> tuple[onnx.ModelProto, str]:
     return build_model(layers, source_sha256=digest), digest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m faceapi.adapters.engines.local.onnx_convert SOURCE DEST`: write the
-    converted model to DEST and print the source's SHA-256. onnx_files.ensure_model runs
-    this in a child process, so the server process neither imports `onnx` nor keeps the
-    conversion's memory (which forked workers would otherwise inherit)."""
+Converter = Callable[[Path], tuple[onnx.ModelProto, str]]
+
+
+def run_converter(convert_fn: Converter, module: str, argv: list[str] | None = None) -> int:
+    """`python -m MODULE SOURCE DEST`: write the converted model to DEST and print the
+    source's SHA-256. onnx_files.ensure_model runs this in a child process, so the
+    server process neither imports `onnx` nor keeps the conversion's memory (which
+    forked workers would otherwise inherit)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m faceapi.adapters.engines.local.onnx_convert SOURCE DEST",
-              file=sys.stderr)
+        print(f"usage: python -m {module} SOURCE DEST", file=sys.stderr)
         return 2
     try:
-        model, digest = convert(Path(args[0]))
+        model, digest = convert_fn(Path(args[0]))
         Path(args[1]).write_bytes(model.SerializeToString())
     except (ConversionError, OSError) as exc:
         print(f"conversion failed: {exc}", file=sys.stderr)
         return 1
     print(digest)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_converter(convert, "faceapi.adapters.engines.local.onnx_convert", argv)
 
 
 if __name__ == "__main__":

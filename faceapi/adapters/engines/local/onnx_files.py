@@ -1,4 +1,5 @@
-"""The converted descriptor model on disk: names, the cache in the data directory, and
+"""The converted models on disk (the descriptor ResNet, and the MMOD detector of
+mmod_convert.py): names, the cache in the data directory, and
 the constants the runtime shares with the converter. Nothing here imports the `onnx`
 package: a process that finds the cached file (every worker, every start after the
 first) never loads it; onnx_convert.py is imported only to convert.
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 # Bump when the graph onnx_convert.py writes changes, so cached files are rebuilt.
@@ -30,12 +32,37 @@ OUTPUT_NAME = "descriptors"
 DESCRIPTOR_SIZE = 128
 
 
+@dataclass(frozen=True)
+class ModelKind:
+    """One converted network: the stem of its cached file name, the module converting
+    it (run as `python -m MODULE SOURCE DEST`, printing the source's SHA-256) and that
+    converter's version (bumped when its graph changes, so cached files are rebuilt)."""
+
+    stem: str
+    converter: str
+    version: int
+
+
+RESNET = ModelKind("dlib_face_recognition_resnet_model_v1",
+                   "faceapi.adapters.engines.local.onnx_convert", CONVERTER_VERSION)
+
+
+# The MMOD CNN face detector (mmod_convert.py): the tiled pyramid tensor, float32
+# (N, 3, rows, columns) with dlib's mean subtracted and /256, in; the score map, float32
+# (N, 1, rows', columns'), out.
+MMOD_CONVERTER_VERSION = 1
+MMOD = ModelKind("mmod_human_face_detector",
+                 "faceapi.adapters.engines.local.mmod_convert", MMOD_CONVERTER_VERSION)
+MMOD_INPUT_NAME = "pyramid"
+MMOD_OUTPUT_NAME = "scores"
+
+
 class ConversionError(RuntimeError):
     """The dlib model could not be converted."""
 
 
-def cached_name(source_sha256: str) -> str:
-    return f"dlib_face_recognition_resnet_model_v1.{source_sha256}.c{CONVERTER_VERSION}.onnx"
+def cached_name(source_sha256: str, kind: ModelKind = RESNET) -> str:
+    return f"{kind.stem}.{source_sha256}.c{kind.version}.onnx"
 
 
 def file_sha256(path: Path) -> str:
@@ -86,12 +113,11 @@ def is_intact(target: Path) -> bool:
 CONVERT_TIMEOUT_SECONDS = 300
 
 
-def _convert_in_child(source: Path, destination: Path) -> str:
-    """Run onnx_convert in a child process; returns the SHA-256 of what it converted."""
+def _convert_in_child(source: Path, destination: Path, kind: ModelKind) -> str:
+    """Run the converter in a child process; returns the SHA-256 of what it converted."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "faceapi.adapters.engines.local.onnx_convert",
-             str(source), str(destination)],
+            [sys.executable, "-m", kind.converter, str(source), str(destination)],
             capture_output=True, text=True, timeout=CONVERT_TIMEOUT_SECONDS, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(f"converting {source.name} took over "
@@ -101,12 +127,13 @@ def _convert_in_child(source: Path, destination: Path) -> str:
     return done.stdout.strip()
 
 
-def ensure_model(source: Path, cache_dir: Path, *, force: bool = False) -> Path:
-    """The cached ONNX file for `source`, converting it first when it is missing or
-    damaged (or `force`)."""
+def ensure_model(source: Path, cache_dir: Path, *, force: bool = False,
+                 kind: ModelKind = RESNET) -> Path:
+    """The cached ONNX file for `source` (a network of `kind`), converting it first when
+    it is missing or damaged (or `force`)."""
     digest = file_sha256(source)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / cached_name(digest)
+    target = cache_dir / cached_name(digest, kind)
     if not force and is_intact(target):
         return target
     with _exclusive(cache_dir / ".convert.lock"):
@@ -116,7 +143,7 @@ def ensure_model(source: Path, cache_dir: Path, *, force: bool = False) -> Path:
         fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache_dir)
         os.close(fd)
         try:
-            if _convert_in_child(source, Path(temp)) != digest:
+            if _convert_in_child(source, Path(temp), kind) != digest:
                 raise ConversionError(f"{source} changed while it was being converted")
             with open(temp, "rb") as handle:
                 os.fsync(handle.fileno())

@@ -27,8 +27,9 @@ from faceapi.adapters.engines.local.onnx_files import DESCRIPTOR_SIZE, INPUT_NAM
 Chips = npt.NDArray[np.uint8]  # (N, 150, 150, 3) RGB
 
 
-class OnnxDescriptor:
-    """Descriptors of face chips with onnxruntime, one session per process."""
+class ProcessSession:
+    """One onnxruntime session per process for a model file (or bytes), made on first
+    use; shared by OnnxDescriptor and the MMOD detector (mmod_runtime.py)."""
 
     def __init__(self, model: Path | bytes, *, threads: int) -> None:
         self._model = model
@@ -56,7 +57,12 @@ class OnnxDescriptor:
         options.log_severity_level = 3  # warnings about unused initializers etc. are noise
         return options
 
-    def session(self) -> Any:
+    @property
+    def pid(self) -> int:
+        """The process the current session was made in (-1: none yet)."""
+        return self._pid
+
+    def get(self) -> Any:
         pid = os.getpid()
         session = self._session
         if session is not None and self._pid == pid:
@@ -70,6 +76,20 @@ class OnnxDescriptor:
                     model, self._options(), providers=["CPUExecutionProvider"])
                 self._pid = pid
             return self._session
+
+
+class OnnxDescriptor:
+    """Descriptors of face chips with onnxruntime, one session per process."""
+
+    def __init__(self, model: Path | bytes, *, threads: int) -> None:
+        self._session = ProcessSession(model, threads=threads)
+
+    def session(self) -> Any:
+        return self._session.get()
+
+    @property
+    def session_pid(self) -> int:
+        return self._session.pid
 
     def compute(self, chips: Chips) -> npt.NDArray[np.float32]:
         """(N, 150, 150, 3) uint8 chips -> (N, 128) float32 descriptors."""
