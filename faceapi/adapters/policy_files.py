@@ -44,6 +44,14 @@ _NAME = validate.Regexp(r"^[a-z][a-z0-9_]{0,62}$", error="lower-case letters, di
 _PERCENT = validate.Range(min=0, max=100)
 
 
+def _no_nul(value: str) -> None:
+    """A policy's text goes into PostgreSQL (policy_versions.canonical_text, written at
+    every start), which takes no NUL: YAML's "\\0" would stop the app at start-up with a
+    database error instead of this file's name."""
+    if "\x00" in value:
+        raise ValidationError("must not hold a NUL character (U+0000)")
+
+
 class _Strict(Schema):
     class Meta:
         unknown = RAISE  # a misspelt rule must not be silently ignored
@@ -98,7 +106,7 @@ class LockoutSchema(_Strict):
 class LivenessSchema(_Strict):
     required = fields.Boolean(required=True)
     # Issuer names as in FACEAPI_LIVENESS_ISSUERS (its keys come from there, never here).
-    issuers = fields.List(fields.String(validate=validate.Length(min=1, max=256)),
+    issuers = fields.List(fields.String(validate=[validate.Length(min=1, max=256), _no_nul]),
                           load_default=list, validate=validate.Length(max=16))
 
     @post_load
@@ -110,7 +118,8 @@ class PolicySchema(_Strict):
     """The shape of one policy file; cross-field rules are refused here too."""
 
     name = fields.String(required=True, validate=_NAME)
-    description = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    description = fields.String(required=True,
+                                validate=[validate.Length(min=1, max=500), _no_nul])
     operation = fields.String(required=True,
                               validate=validate.OneOf([o.value for o in Operation]))
     consequential = fields.Boolean(required=True)

@@ -258,3 +258,27 @@ def test_collections_list_shows_every_collection_with_its_counts(
     lines = listed.output.splitlines()
     assert [line.split("\t")[:3] for line in lines] == [
         ["alpha", "faces=0", "subjects=0"], ["beta", "faces=0", "subjects=0"]]
+
+
+def test_a_csv_holding_nuls_is_reported_row_by_row_and_stores_nothing(
+        tmp_path: Path, settings: Settings, store: Store) -> None:
+    # A CSV is the one CLI input that can carry a NUL to the store (argv and the
+    # environment cannot): PostgreSQL takes none in text, so a NUL subject or file name
+    # must end as a report row, never as a query.
+    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
+           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["collections", "create", "stars"], env=env).exit_code == 0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(solid_image())
+    listing = tmp_path / "subjects.csv"
+    listing.write_text("file,subject_id\na.png,al\x00ice\na\x00.png,alice\n", encoding="utf-8")
+    report = tmp_path / "report.csv"
+    result = runner.invoke(cli, ["import", str(folder), "--collection", "stars", "--csv",
+                                 str(listing), "--report", str(report)], env=env)
+    assert result.exit_code == 0, result.output
+    with report.open(newline="", encoding="utf-8") as handle:
+        rows = [(r["status"], r["reason"]) for r in csv.DictReader(handle)]
+    assert rows == [("failed", "invalid_subject_id"), ("failed", "file_not_found")]
+    assert count(store, faces) == 0

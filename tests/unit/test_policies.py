@@ -185,3 +185,21 @@ def test_login_fuses_the_subjects_enrolled_faces() -> None:
     loaded = load_policies(SHIPPED)
     assert loaded["login"].template_scoring.value == "fused"
     assert loaded["login_liveness"].template_scoring.value == "fused"
+
+
+@pytest.mark.parametrize("field", ["description", "issuer"])
+def test_a_nul_in_a_policys_text_is_refused_by_the_check_naming_the_field(
+        tmp_path: Path, field: str) -> None:
+    # YAML's "\0" escape is a NUL; the canonical text of every loaded policy is written to
+    # PostgreSQL at start-up, which cannot store one: the check must catch it first.
+    data = yaml.safe_load((SHIPPED / "login_liveness.yaml").read_text())
+    if field == "description":
+        data["description"] = "a\x00b"
+    else:
+        data["liveness"]["issuers"] = ["vendor\x00"]
+    bad = write(tmp_path, "login_liveness", data)
+    assert "\x00" not in bad.read_text()  # the file is text: the NUL is YAML's escape
+    failed = CliRunner().invoke(policies_cli, ["check", str(bad)])
+    assert failed.exit_code == 1, failed.output
+    assert "NUL" in failed.output
+    assert ("description" if field == "description" else "liveness.issuers") in failed.output

@@ -11,6 +11,7 @@ from werkzeug.exceptions import BadRequest
 
 from faceapi.adapters.images import decode_base64_image
 from faceapi.bootstrap import Container, UseCases
+from faceapi.domain import access
 from faceapi.domain.audit import ANONYMOUS, Actor
 from faceapi.domain.engine_values import S3Object
 from faceapi.domain.errors import ImageTooLarge, MissingImage
@@ -83,12 +84,21 @@ def refuse_deep_json() -> None:
     """A before_request guard for every route and parser (ours, webargs', Flask's, the
     emulator's): a body nested deeper than MAX_JSON_DEPTH is a 400 before anything
     parses it. Form posts are not JSON; every other body may be parsed as JSON
-    somewhere (the emulator parses whatever it is sent)."""
+    somewhere (the emulator parses whatever it is sent). The console reads nothing but
+    forms and checks them itself (console/views.py), after its own refusals."""
+    if _console_checks_itself():
+        return
     refuse_nul_characters()
     if request.mimetype in _FORM_TYPES or (not request.content_length and \
             not request.headers.get("Transfer-Encoding")):
         return
     body = request.get_data(cache=True)
+    # A NUL byte first: UTF-8 JSON never holds one raw (RFC 8259 wants UTF-8 and no raw
+    # control characters), while JSON in UTF-16 or UTF-32, which Flask's and the
+    # emulator's parsers would decode, holds one beside every ASCII character and would
+    # slip past the byte scans below (a NextToken "\u0000" in UTF-16 was a 500).
+    if b"\x00" in body:
+        raise BadRequest(NUL_BYTE_REFUSED)
     if body and json_depth(body) > MAX_JSON_DEPTH:
         raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     # A NUL inside a JSON string is the escape \u0000 (an escaped backslash before "u0000"
@@ -99,15 +109,40 @@ def refuse_deep_json() -> None:
 
 
 NUL_REFUSED = "text holding a NUL character (U+0000) is not accepted"
+NUL_BYTE_REFUSED = "the body holds a NUL byte: send JSON as UTF-8 text, without U+0000"
+
+
+def _console_checks_itself() -> bool:
+    """Console pages (sign-in and sign-out included, its static files not) run the
+    console's guard, which refuses a NUL itself after its CSRF, session and role checks,
+    so that those refusals stay audited (console/views.py)."""
+    rule = access.rule_for(request.endpoint)
+    return isinstance(rule, access.ConsolePage) or (
+        rule is access.Access.CONSOLE and request.endpoint != "console.static")
+
+
+def holds_nul() -> bool:
+    """Whether the request's path, query (names and values) or form (urlencoded or
+    multipart text fields, names and values) holds a NUL. Reading the form parses it,
+    once: werkzeug keeps the parsed fields and files for the view."""
+    if "\x00" in request.path or b"%00" in request.query_string or \
+            any("\x00" in name or any("\x00" in value for value in values)
+                for name, values in request.args.lists()):
+        return True
+    if request.mimetype not in _FORM_TYPES:
+        return False
+    return any("\x00" in name or any("\x00" in value for value in values)
+               for name, values in request.form.lists())
 
 
 def refuse_nul_characters() -> None:
-    """No id, name, description or reference needs a NUL, and PostgreSQL cannot store
-    one in text (a DataError, which was a 500): the path and the query holding one are a
-    400 before any view runs (JSON bodies: refuse_deep_json; multipart text fields:
-    load_body, after the form is parsed, since parsing it here would consume the body)."""
-    if "\x00" in request.path or b"%00" in request.query_string or \
-            any("\x00" in value for value in request.args.values()):
+    """No id, name, description, reason or reference needs a NUL, and PostgreSQL takes
+    none in text (psycopg raises DataError, stored or as a query parameter: a 500): a
+    path, query or form field holding one is a 400 before any view runs, so no view,
+    and no wrapper around one (api/idempotency.py records a multipart form's
+    collection_id before the view loads the body), ever passes one on. JSON bodies: the
+    byte scans of refuse_deep_json."""
+    if holds_nul():
         raise BadRequest(NUL_REFUSED)
 
 
@@ -131,8 +166,7 @@ def load_body(schema: Schema, image_fields: tuple[str, ...]) -> dict[str, Any]:
     limit = container().settings.max_image_bytes
     raw: dict[str, Any]
     if request.mimetype == "multipart/form-data":
-        if any("\x00" in value for key in request.form for value in request.form.getlist(key)):
-            raise BadRequest(NUL_REFUSED)
+        # No text field holds a NUL here: refuse_nul_characters ran before the view.
         raw = {key: request.form.get(key) for key in request.form}
         for key in request.form:
             values = request.form.getlist(key)

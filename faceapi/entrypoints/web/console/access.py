@@ -39,6 +39,14 @@ def authenticate(raw_key: str) -> Actor | None:
         return None
 
 
+def record_malformed_signin(reason: str) -> None:
+    """A sign-in form refused before its key is tried (a NUL in a field) is an
+    `auth.fail` event all the same: every refused sign-in is on record."""
+    log.warning("console_auth_fail", reason=reason, key_id=None)
+    record_auth_failure(keys.AuthenticationFailed(reason), "console.signin",
+                        details={"channel": "console"})
+
+
 def reload_principal(key_id: str) -> Actor | None:
     """The key's actor again for a live session, or None once the key was revoked or
     expired: revoking a key ends its console sessions on the next click."""

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from faceapi.domain.access import Actor, OutOfScope
 from faceapi.domain.errors import FaceApiError
 from faceapi.domain.policies import PolicySet
-from faceapi.entrypoints.web.api.deps import container, request_id
+from faceapi.entrypoints.web.api.deps import NUL_REFUSED, container, holds_nul, request_id
 from faceapi.entrypoints.web.console import access
 from faceapi.entrypoints.web.console.present import policy_rules
 from faceapi.entrypoints.web.console.session import (
@@ -122,6 +122,7 @@ def _guard() -> Any:
         abort(403, description="The form's security token is missing or wrong. "
                                "Reload the page and try again.")
     if _open(endpoint):
+        _refuse_nul(endpoint)
         return None
     if who is None:
         if request.method == "GET":
@@ -130,7 +131,24 @@ def _guard() -> Any:
     if not access.allowed(who.role, endpoint):
         access.record_denial(who, endpoint)
         abort(403, description="Your role may not open this page.")
+    _refuse_nul(endpoint)
     return None
+
+
+def _refuse_nul(endpoint: str) -> None:
+    """A NUL in the path, the query or any form field is a 400 on the error page before
+    any view reads it (PostgreSQL takes no NUL in text, stored or as a query parameter:
+    psycopg raises DataError, a 500 wherever a view let one through). It runs after the
+    CSRF, session and role checks above, so a request those refuse is refused, and
+    audited, as before. A sign-in form holding one is a refused sign-in, an `auth.fail`
+    like a wrong key; elsewhere, as on the API, it is a malformed request, logged with
+    the request id."""
+    if not holds_nul():
+        return
+    if endpoint == "console.signin" and request.method == "POST":
+        access.record_malformed_signin("nul_character")
+    log.info("console_nul_refused", endpoint=endpoint)
+    abort(400, description=NUL_REFUSED)
 
 
 @bp.after_request
