@@ -35,6 +35,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def children(parent: int) -> set[int]:
+    """The live child processes of `parent` (a gunicorn master's workers), from /proc."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields[0] is the state, fields[1] the parent pid; Z: died, not yet reaped.
+        if int(fields[1]) == parent and fields[0] != "Z":
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def _tcp_address(field: str) -> tuple[str, int]:
+    """An IPv4 `address:port` of /proc/net/tcp (hex, the address in host byte order)."""
+    address, port = field.split(":")
+    return socket.inet_ntoa(bytes.fromhex(address)[::-1]), int(port, 16)
+
+
+def worker_holding(master: int, client: socket.socket, *, timeout: float = 10) -> int:
+    """The pid of the worker of gunicorn `master` that accepted `client`'s connection,
+    seen by the server from outside: the server end of the connection in
+    /proc/net/tcp (its peer is the client's address), and the worker whose file
+    descriptors hold that socket. Nothing is asked of the server. A connection still
+    waiting in the listen queue belongs to no worker yet: polled until `timeout`."""
+    peer = client.getsockname()[:2]
+    server = client.getpeername()[:2]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if _tcp_address(fields[1]) == server and _tcp_address(fields[2]) == peer \
+                    and fields[9] != "0":  # inode 0: not accepted yet
+                inodes.add(f"socket:[{fields[9]}]")
+        for pid in children(master):
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    return pid
+        time.sleep(0.01)
+    raise ServerFailed(f"no worker of {master} accepted the connection from {peer} "
+                       f"within {timeout} s")
+
+
 def random_loopback() -> str:
     """A loopback source address of its own (127.x.y.z), so rate-limit buckets per
     address start empty for whoever uses it."""
@@ -265,16 +310,7 @@ class Gunicorn:
 
     def worker_pids(self) -> set[int]:
         """The master's live children (its workers), read from /proc."""
-        pids = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            # fields[0] is the state, fields[1] the parent pid; Z: died, not yet reaped.
-            if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                pids.add(int(stat.parent.name))
-        return pids
+        return children(self.process.pid)
 
     def serving_workers(self) -> set[int]:
         """The workers holding an accepted client connection now (inside a request):
