@@ -231,3 +231,47 @@ def test_a_content_length_that_lies_is_never_a_500(
                  b"Content-Type: application/json", b"Content-Length: " + content_length)
     reply = send_raw(live, head, body, half_close=half_close)
     assert 400 <= reply.status < 500, (reply.status, reply.body[:300])
+
+
+# --------------------------------------------------------------- lone UTF-16 surrogates
+
+LONE_SURROGATES = {"high": b'"\\ud800"', "low": b'"\\udc00x"', "high_then_text": b'"\\uD83Dx"',
+                   "escaped_backslash_first": b'"\\\\\\ud800"'}
+
+
+@pytest.mark.parametrize("text", LONE_SURROGATES.values(), ids=LONE_SURROGATES.keys())
+def test_a_lone_surrogate_in_json_is_a_400_on_every_json_route(
+        app: Flask, http: Http, make_key: KeyFactory, text: bytes) -> None:
+    # Python's JSON parsers accept "\ud800" into a str that UTF-8 cannot encode: the
+    # first database call holding it raised UnicodeEncodeError, a 500 on SQLite and
+    # PostgreSQL (found by the hostile sweep, tests/security/test_hostile_sweep.py).
+    keys: dict[str, str] = {}
+    body = b'{"collection_id": "c1", "description": ' + text + b"}"
+    for method, path, endpoint in json_routes(app):
+        if endpoint == "rekognition.dispatch":
+            continue
+        headers = {"Content-Type": "application/json"}
+        if access.rule_for(endpoint) is not access.Access.PUBLIC:
+            role = sorted(access.roles_allowed(endpoint))[0]
+            keys.setdefault(role, make_key(role))
+            headers["Authorization"] = f"Bearer {keys[role]}"
+        reply = http.request(method, path, body=body, headers=headers)
+        assert reply.status == 400, (method, path, reply.status, reply.body[:300])
+        assert "surrogate" in reply.json()["error"]["message"]
+    key = api_key(app, "operator")
+    body = b'{"NextToken": ' + text + b"}"
+    reply = http.post("/", body=body, headers=sigv4_headers(
+        key, body, target="RekognitionService.ListCollections", url=http.url + "/"))
+    assert reply.status == 400, reply.body[:300]
+    assert reply.json()["__type"] == "SerializationException"
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_are_text_that_is_kept(
+        http: Http, make_key: KeyFactory) -> None:
+    admin = make_key("admin")
+    body = '{"collection_id": "c1", "description": "\\ud83d\\ude00 C:\\\\ud800"}'
+    made = http.post("/v1/collections", key=admin, body=body.encode(),
+                     headers={"Content-Type": "application/json"})
+    assert made.status == 201, made.body[:300]
+    described = http.get("/v1/collections/c1", key=admin).json()
+    assert described["Description"] == "\U0001f600 C:\\ud800"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -106,10 +107,32 @@ def refuse_deep_json() -> None:
     # (The replace copies the body, so only when the plain search found one.)
     if body and b"\\u0000" in body and b"\\u0000" in body.replace(b"\\\\", b""):
         raise BadRequest(NUL_REFUSED)
+    if body and lone_surrogate(body):
+        raise BadRequest(SURROGATE_REFUSED)
+
+
+# A UTF-16 surrogate escape in a JSON string: a high one and the low one after it make
+# one character (an emoji: "\ud83d\ude00"); either alone is no character at all.
+_SURROGATE_ESCAPE_RE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(body: bytes) -> bool:
+    r"""Whether a JSON text escapes a lone surrogate ("\ud800" not followed by a low
+    one, or a low one alone). Python's parsers accept it into a str that cannot be
+    encoded as UTF-8, so the first database write or query holding it raised
+    UnicodeEncodeError: a 500 on SQLite and PostgreSQL alike. C-speed searches; the
+    copy and the regex only run when a surrogate escape is there at all."""
+    if b"\\ud" not in body and b"\\uD" not in body:
+        return False
+    text = body.replace(b"\\\\", b"")  # an escaped backslash before "ud800" is text
+    return any(len(match.group()) == 6 for match in _SURROGATE_ESCAPE_RE.finditer(text))
 
 
 NUL_REFUSED = "text holding a NUL character (U+0000) is not accepted"
 NUL_BYTE_REFUSED = "the body holds a NUL byte: send JSON as UTF-8 text, without U+0000"
+SURROGATE_REFUSED = ("text holding a lone UTF-16 surrogate escape (\\ud800-\\udfff without "
+                     "its pair) is not accepted")
 
 
 def _console_checks_itself() -> bool:
