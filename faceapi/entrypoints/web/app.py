@@ -35,6 +35,7 @@ from faceapi.entrypoints.web.api.deps import EXTENSION_KEY, refuse_deep_json
 from faceapi.entrypoints.web.api.openapi_doc import document_truth
 from faceapi.entrypoints.web.logging import bind_request, configure_logging, new_request_id
 from faceapi.entrypoints.web.metrics import init_metrics
+from faceapi.entrypoints.web.slow_clients import ClientIdleTimeout
 from faceapi.services.ports import FaceEngine, S3ImageReader
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None, *, engine: FaceEngine | None = 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     app = Flask("faceapi")
+    # A client that stops sending frees its gunicorn worker (entrypoints/web/slow_clients.py).
+    app.wsgi_app = ClientIdleTimeout(app.wsgi_app)  # type: ignore[method-assign]
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
