@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 # What a client is told to wait: a full or read-only disk needs an operator, not a moment.
 RETRY_AFTER_S = 30
 
-_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 
 
 def _unavailable(operation: str, exc: OSError) -> BlobStoreUnavailable:

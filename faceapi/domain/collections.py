@@ -26,7 +26,9 @@ from faceapi.domain.faces import BoundingBox, FaceDetail, Pose, Quality
 
 # Ids travel in URLs, audit events and CSV reports: keep them to a safe alphabet.
 # Same alphabet as Rekognition's CollectionId / ExternalImageId (minus ':').
-ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# \Z, not $: "$" also matches before a final newline, and ids are matched, not
+# fullmatched (marshmallow's Regexp too): "c1\n" was a valid collection id.
+ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 
 
 def valid_id(value: str) -> bool:

@@ -19,7 +19,7 @@ from faceapi.entrypoints.web.api.schemas import (
     _OmitNoneSchema,
 )
 
-ID_VALIDATOR = validate.Regexp(r"^[A-Za-z0-9_.\-]{1,128}$",
+ID_VALIDATOR = validate.Regexp(r"^[A-Za-z0-9_.\-]{1,128}\Z",
                                error="1-128 letters, digits, '_', '.' or '-'")
 
 

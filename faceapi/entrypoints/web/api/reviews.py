@@ -95,7 +95,7 @@ class DecideRequestSchema(StrictSchema):
     # rather than by the audit trail's checks, and cannot open a cell in a CSV export.
     reason = fields.String(required=True, validate=[
         validate.Length(min=3, max=256),
-        validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="one line, no control characters")])
+        validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="one line, no control characters")])
     face_id = fields.String(load_default=None, validate=validate.Length(min=1, max=36),
                             metadata={"description": "search: the candidate confirmed "
                                                      "(default: the top one)"})

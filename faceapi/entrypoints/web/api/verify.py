@@ -27,7 +27,7 @@ blp = Blueprint("verify", __name__, url_prefix="/v1",
 lockouts_blp = Blueprint("lockouts", __name__, url_prefix="/v1/collections",
                          description="Failed-verify lockouts (operators)")
 
-_ID = validate.Regexp(r"^[A-Za-z0-9_.\-]{1,128}$", error="letters, digits, _ . - (1-128)")
+_ID = validate.Regexp(r"^[A-Za-z0-9_.\-]{1,128}\Z", error="letters, digits, _ . - (1-128)")
 
 
 class VerifyRequestSchema(StrictSchema):
