@@ -30,8 +30,9 @@ CLIENT_IDLE_SECONDS = 10.0
 
 class ClientIdleTimeout:
     """WSGI middleware: set the idle limit on the request's gunicorn socket (the WSGI
-    environ's `gunicorn.socket`) before the app reads anything from it. The limit also
-    bounds gunicorn's writes of the response to a client that stops reading."""
+    environ's `gunicorn.socket`) before the app reads anything from it, and lift it
+    when the app starts its response (the request has been read by then): writing an
+    answer to a slow reader stays as it was, blocking without a limit."""
 
     def __init__(self, app: WSGIApplication, seconds: float = CLIENT_IDLE_SECONDS) -> None:
         self.app = app
@@ -40,6 +41,12 @@ class ClientIdleTimeout:
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         sock: Any = environ.get("gunicorn.socket")
-        if sock is not None:
-            sock.settimeout(self.seconds)
-        return self.app(environ, start_response)
+        if sock is None:
+            return self.app(environ, start_response)
+        sock.settimeout(self.seconds)
+
+        def lifted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            sock.settimeout(None)  # what gunicorn's workers set: blocking, no limit
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, lifted)
