@@ -15,20 +15,19 @@ imported only to convert.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
 import onnx
 from onnx import TensorProto, helper
 
-from faceapi.adapters.engines.local.dlib_format import DlibFormatError
 from faceapi.adapters.engines.local.mmod_format import MmodNetwork, read_detector
 from faceapi.adapters.engines.local.onnx_convert import (
-    OPSET,
     Graph,
     Tensor,
     layer_node,
+    packaged_model,
+    read_and_build,
     run_converter,
 )
 from faceapi.adapters.engines.local.onnx_files import (
@@ -65,25 +64,14 @@ def build_detector_model(network: MmodNetwork, *, source_sha256: str) -> onnx.Mo
         [helper.make_tensor_value_info(MMOD_OUTPUT_NAME, TensorProto.FLOAT,
                                        ["batch", x.shape[0], "out_rows", "out_columns"])],
         graph.initializers)
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="faceapi", producer_version=str(MMOD.version))
-    model.ir_version = 8
-    helper.set_model_props(model, {"source": "mmod_human_face_detector.dat",
-                                   "source_sha256": source_sha256,
-                                   "converter_version": str(MMOD.version)})
-    onnx.checker.check_model(model)
-    return model
+    return packaged_model(onnx_graph, source_name="mmod_human_face_detector.dat",
+                          source_sha256=source_sha256, converter_version=MMOD.version)
 
 
 def convert_detector(source: Path) -> tuple[onnx.ModelProto, str]:
     """Read and convert the detector's `.dat`; returns the model and the source's SHA-256."""
-    data = source.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        network = read_detector(data)
-    except DlibFormatError as exc:
-        raise ConversionError(f"{source.name}: {exc}") from exc
-    return build_detector_model(network, source_sha256=digest), digest
+    return read_and_build(source, read_detector, lambda network, digest: build_detector_model(
+        network, source_sha256=digest))
 
 
 def main(argv: list[str] | None = None) -> int:

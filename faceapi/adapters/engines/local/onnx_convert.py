@@ -182,26 +182,42 @@ def build_model(layers: list[Layer], *, source_sha256: str) -> onnx.ModelProto:
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
                                        ["batch", DESCRIPTOR_SIZE])],
         graph.initializers)
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="faceapi", producer_version=str(CONVERTER_VERSION))
+    return packaged_model(onnx_graph, source_name="dlib_face_recognition_resnet_model_v1.dat",
+                          source_sha256=source_sha256, converter_version=CONVERTER_VERSION)
+
+
+def packaged_model(graph: onnx.GraphProto, *, source_name: str, source_sha256: str,
+                   converter_version: int) -> onnx.ModelProto:
+    """The checked ONNX model around `graph`, stamped with its source file, the source's
+    SHA-256 and the converter's version (onnx_files names the cache file after them)."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="faceapi", producer_version=str(converter_version))
     # IR version 8 (onnx 1.10+) is read by every onnxruntime in use.
     model.ir_version = 8
-    helper.set_model_props(model, {"source": "dlib_face_recognition_resnet_model_v1.dat",
-                                   "source_sha256": source_sha256,
-                                   "converter_version": str(CONVERTER_VERSION)})
+    helper.set_model_props(model, {"source": source_name, "source_sha256": source_sha256,
+                                   "converter_version": str(converter_version)})
     onnx.checker.check_model(model)
     return model
 
 
-def convert(source: Path) -> tuple[onnx.ModelProto, str]:
-    """Read and convert a `.dat` file; returns the model and the source's SHA-256."""
+def read_and_build(source: Path, read: Callable[[bytes], Any],
+                   build: Callable[[Any, str], onnx.ModelProto]) -> tuple[onnx.ModelProto, str]:
+    """Parse a `.dat` file with `read` and convert it with `build(parsed, sha256)`;
+    returns the model and the source's SHA-256. A malformed file is a ConversionError
+    naming it."""
     data = source.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        layers = read_network(data)
+        parsed = read(data)
     except DlibFormatError as exc:
         raise ConversionError(f"{source.name}: {exc}") from exc
-    return build_model(layers, source_sha256=digest), digest
+    return build(parsed, digest), digest
+
+
+def convert(source: Path) -> tuple[onnx.ModelProto, str]:
+    """Read and convert the ResNet's `.dat` file; returns the model and its SHA-256."""
+    return read_and_build(source, read_network,
+                          lambda layers, digest: build_model(layers, source_sha256=digest))
 
 
 Converter = Callable[[Path], tuple[onnx.ModelProto, str]]
