@@ -75,6 +75,11 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_header(headers: list[str]) -> list[str]:
+    """The first two lines of a Markdown table with these column names."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):

@@ -68,6 +68,7 @@ from bench.common import (
     RESULTS,
     environment,
     faces_dir,
+    markdown_header,
     percentile,
     read_csv,
     table,
@@ -341,7 +342,7 @@ def compare_markdown(result: dict[str, Any]) -> str:
           f"{result['environment']['processor_count']} CPUs, one gunicorn worker, "
           f"{len(result['pairs'])} pairs x {result['repeat']} rounds per size; each request "
           "followed by the plain computation of the same pair)", "",
-          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+          *markdown_header(headers)]
     for side, entry in result["per_size"].items():
         for config, e in entry.items():
             md.append(f"| {side} | {config} | {e['http']['p50_ms']:.0f} | "
@@ -403,7 +404,7 @@ def detection_cost(args: argparse.Namespace) -> None:
           f"`{result['command']}` ({result['environment']['time_utc']}, "
           f"{result['environment']['processor_count']} CPUs, {len(files)} single-face "
           f"photos x {args.repeat} rounds)", "",
-          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+          *markdown_header(headers)]
     md += ["| " + " | ".join(f"{c:.1f}" if isinstance(c, float) else str(c) for c in row) + " |"
            for row in rows]
     (RESULTS / "latency_detect.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -626,7 +627,7 @@ def decode_cost(args: argparse.Namespace) -> None:
     md = ["# Decoding large JPEGs: full vs draft mode (CPU time)", "",
           f"`{result['command']}` ({result['environment']['time_utc']}, "
           f"{result['environment']['processor_count']} CPUs; {source} upscaled)", "",
-          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+          *markdown_header(headers)]
     md += ["| " + " | ".join(f"{c:.0f}" if isinstance(c, float) else str(c) for c in r) + " |"
            for r in rows]
     (RESULTS / "latency_decode.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -724,7 +725,7 @@ def verify_rps(args: argparse.Namespace) -> None:
           f"`{result['command']}` ({result['environment']['time_utc']}, "
           f"{result['environment']['processor_count']} CPUs, 4 client threads, "
           f"{args.seconds:g} s per run, SQLite, `login` policy, the enrolled photo)", "",
-          "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+          *markdown_header(headers)]
     md += [f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]} |" for r in rows]
     md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items()),
            "", "Load average (1, 5, 15 min) before / after: " + " / ".join(

@@ -45,6 +45,12 @@ TOLERANCE = 1e-5
 COMMAND = ".venv/bin/python -m bench.parity"
 
 
+def noted_files(root: Path, limit: int | None) -> list[str]:
+    """The files of IMAGE_NOTES.csv (every image of the shared set), the first `limit`."""
+    files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
+    return files[:limit] if limit else files
+
+
 def thresholds() -> list[float]:
     found: set[float] = set()
     for policy in load_policies(REPO / "policies").values():
@@ -69,9 +75,7 @@ def main() -> None:
         strategy_parity(args)
         return
     root = faces_dir()
-    files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
-    if args.limit:
-        files = files[:args.limit]
+    files = noted_files(root, args.limit)
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(data_dir))
         engine = LocalEngine(settings)
@@ -164,9 +168,7 @@ def strategy_parity(args: argparse.Namespace) -> None:
     faces, and, with each image's largest face, every pair's decision at every policy
     threshold. Writes bench/results/parity_adaptive.json and .md."""
     root = faces_dir()
-    files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
-    if args.limit:
-        files = files[:args.limit]
+    files = noted_files(root, args.limit)
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(data_dir))
         engine = LocalEngine(settings)
@@ -299,9 +301,7 @@ def threads_parity(args: argparse.Namespace) -> None:
     from faceapi.adapters.engines.local.parallel import thread_models
 
     root = faces_dir()
-    files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
-    if args.limit:
-        files = files[:args.limit]
+    files = noted_files(root, args.limit)
     with tempfile.TemporaryDirectory() as data_dir:
         base = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(data_dir))
         one = LocalEngine(dataclasses.replace(base, detect_threads=1))

@@ -199,8 +199,12 @@ class IndexFacesResponseSchema(_OmitNoneSchema):
     face_model_version = fields.String(data_key="FaceModelVersion")
     unindexed_faces = fields.List(fields.Nested(UnindexedFaceSchema), data_key="UnindexedFaces")
     warnings = fields.List(fields.String(), data_key="Warnings", metadata={
-        "description": "e.g. multiple_faces: the photo showed several faces and only the "
-                       "largest was enrolled (absent when there is nothing to say)"})
+        "description": "each 'code: message'; codes: multiple_faces (the photo showed "
+                       "several faces and only the largest was enrolled), poor_template (a "
+                       "bound policy would refuse the face as a probe), "
+                       "inconsistent_with_subject (the face does not match the subject's "
+                       "other faces at any bound threshold); absent when there is nothing "
+                       "to say. Warnings never refuse the enrollment"})
     audit_event_id = fields.String(data_key="AuditEventId")
 
 
