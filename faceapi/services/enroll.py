@@ -44,6 +44,7 @@ from faceapi.services.enrollment_checks import (
     NewFace,
     TemplateWarnings,
     bound_policies,
+    needs_existing_faces,
     template_warnings,
 )
 from faceapi.services.face_crops import discard_crops, face_crop, write_crops
@@ -252,10 +253,12 @@ def _template_check(req: IndexFacesRequest, collection: Collection, found: _Foun
         return TemplateWarnings()
     new = [NewFace(face.face_id, detail, face.vector() if face.embedding else None)
            for face, detail in found.faces]
-    with uow:
-        existing = uow.faces.list_for_subject(collection.collection_id, req.subject_id)
-    return template_warnings(new, existing, bound_policies(policies, collection.policies),
-                             engine)
+    bound = bound_policies(policies, collection.policies)
+    existing = []
+    if needs_existing_faces(new, bound):
+        with uow:
+            existing = uow.faces.list_for_subject(collection.collection_id, req.subject_id)
+    return template_warnings(new, existing, bound, engine)
 
 
 def _check_request(req: IndexFacesRequest, now: datetime) -> None:

@@ -67,34 +67,34 @@ def template_warnings(new: Sequence[NewFace], existing: Sequence[StoredFace],
                     f"policy {policy.name!r} ({', '.join(reasons)}); a clearer, frontal photo "
                     "makes a better template")
                 codes.append(POOR_TEMPLATE)
-    lowest, similarity = _consistency(new, existing, bound, engine)
+    lowest, similarity, compared = _consistency(new, existing, bound, engine)
     if lowest is not None and similarity is not None and similarity < lowest.min_similarity:
         messages.append(
             f"{INCONSISTENT_WITH_SUBJECT}: the new face scores {similarity:.1f} at best with "
-            f"the subject's {_comparable_count(existing, engine)} other face(s), below the "
-            f"lowest threshold bound here ({lowest.min_similarity:g}, policy "
-            f"{lowest.name!r}); check that it is the same person, and enroll more photos "
-            "if it is")
+            f"the subject's {compared} other face(s), below the lowest threshold bound "
+            f"here ({lowest.min_similarity:g}, policy {lowest.name!r}); check that it is "
+            "the same person, and enroll more photos if it is")
         codes.append(INCONSISTENT_WITH_SUBJECT)
     return TemplateWarnings(tuple(messages), tuple(dict.fromkeys(codes)), similarity)
 
 
-def _comparable_count(existing: Sequence[StoredFace], engine: FaceEngine) -> int:
-    return sum(1 for f in existing
-               if f.embedding and f.template_version == engine.template_version)
+def needs_existing_faces(new: Sequence[NewFace], bound: Sequence[Policy]) -> bool:
+    """Whether the consistency check can run at all (so the subject's faces are read
+    only then): descriptors to compare and a threshold to compare them at."""
+    return bool(bound) and any(f.embedding for f in new)
 
 
 def _consistency(new: Sequence[NewFace], existing: Sequence[StoredFace],
                  bound: Sequence[Policy], engine: FaceEngine
-                 ) -> tuple[Policy | None, float | None]:
-    """The most lenient bound policy, and the lowest over the new faces of each one's
-    best similarity with the subject's comparable faces (like with like: the same
-    template version)."""
+                 ) -> tuple[Policy | None, float | None, int]:
+    """The most lenient bound policy, the lowest over the new faces of each one's best
+    similarity with the subject's comparable faces (like with like: the same template
+    version), and how many faces that was."""
     comparable = [f.vector() for f in existing
                   if f.embedding and f.template_version == engine.template_version]
     vectors = [f.embedding for f in new if f.embedding]
     if not bound or not comparable or not vectors:
-        return None, None
+        return None, None, 0
     lowest = min(bound, key=lambda p: p.min_similarity)
     worst = min(max(engine.similarity(v, c) for c in comparable) for v in vectors)
-    return lowest, worst
+    return lowest, worst, len(comparable)
