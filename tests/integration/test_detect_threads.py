@@ -77,12 +77,40 @@ def test_the_target_is_detected_on_the_helper_thread_with_its_own_detector(
     engine = engines[2]
     engine.compare_faces(image(DATASET / "img5.jpg", settings),
                          image(DATASET / "img6.jpg", settings), 80.0)
-    (main_name, main_hog), (helper_name, helper_hog) = seen
+    # Which thread reaches find_faces first is a race: sort the calling thread first.
+    (main_name, main_hog), (helper_name, helper_hog) = sorted(
+        seen, key=lambda call: call[0] != threading.current_thread().name)
     assert main_name == threading.current_thread().name
     assert helper_name.startswith("faceapi-detect")
     # dlib's detector keeps its feature pyramid in the instance: never shared by threads.
     assert helper_hog is not main_hog
     assert main_hog is engine._models.hog
+
+
+def test_the_target_is_embedded_on_the_helper_thread_too(
+        engines: dict[int, LocalEngine], settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target's chips and descriptors follow its detection on the helper, so they
+    overlap the source's instead of running after them in the calling thread."""
+    engine = engines[2]
+    embedded: list[tuple[str, int]] = []
+    real = engine._embedded_all
+
+    def spy(pixels: Any, faces: list[Any]) -> Any:
+        embedded.append((threading.current_thread().name, len(faces)))
+        return real(pixels, faces)
+
+    monkeypatch.setattr(engine, "_embedded_all", spy)
+    comparison = engine.compare_faces(image(DATASET / "img11.jpg", settings),
+                                      image(GROUP, settings), 80.0)
+    faces_by_thread = dict(embedded)
+    target_faces = len(comparison.face_matches) + len(comparison.unmatched_faces)
+    assert len(embedded) == 2
+    assert target_faces > 1
+    assert faces_by_thread.pop(threading.current_thread().name) == 1  # the source's largest
+    ((helper, count),) = faces_by_thread.items()
+    assert helper.startswith("faceapi-detect")
+    assert count == target_faces
 
 
 def test_a_source_without_a_face_is_reported_as_before(
@@ -103,9 +131,9 @@ def test_the_source_error_comes_first_even_when_the_target_fails_too() -> None:
         raise ValueError(name)
 
     with pytest.raises(ValueError, match="source"):
-        runner.pair(fail, fail, "source", "target")
+        runner.pair(fail, fail, "source", "target", fail)
     # The helper's slot was given back: the next pair runs in parallel again.
-    first, second = runner.pair(where, where, "a", "b")
+    first, second = runner.pair(where, where, "a", "b", where)
     assert first == threading.current_thread().name
     assert second().startswith("faceapi-detect")
 
@@ -119,11 +147,11 @@ def test_a_busy_helper_makes_the_second_call_run_in_the_caller() -> None:
         release.wait(10)
         return threading.current_thread().name
 
-    blocker = threading.Thread(target=lambda: runner.pair(str.upper, slow, "x", "y"))
+    blocker = threading.Thread(target=lambda: runner.pair(str.upper, slow, "x", "y", slow))
     blocker.start()
     assert started.wait(10)
     try:
-        _, second = runner.pair(where, where, "a", "b")
+        _, second = runner.pair(where, where, "a", "b", where)
         # Not queued behind the other request's work: computed here, on demand.
         assert second() == threading.current_thread().name
     finally:
@@ -134,7 +162,7 @@ def test_a_busy_helper_makes_the_second_call_run_in_the_caller() -> None:
 def test_one_thread_never_starts_a_helper() -> None:
     runner = PairRunner(1)
     first, second = runner.pair(lambda s: threading.current_thread().name,
-                                lambda s: "helper", "a", "b")
+                                lambda s: "helper", "a", "b", where)
     assert first == threading.current_thread().name
     assert second() == threading.current_thread().name
 
@@ -174,11 +202,11 @@ def test_a_forked_process_makes_its_own_helper(monkeypatch: pytest.MonkeyPatch) 
     """gunicorn forks workers from a master that built the engine: threads do not survive
     a fork, so each process must start its own helper rather than queue on a dead one."""
     runner = PairRunner(2)
-    _, second = runner.pair(where, where, "a", "b")
+    _, second = runner.pair(where, where, "a", "b", where)
     parent_helper = second()
     monkeypatch.setattr("faceapi.adapters.engines.local.parallel.os.getpid", lambda: -1)
     state_before = runner._state
-    _, second = runner.pair(where, where, "a", "b")
+    _, second = runner.pair(where, where, "a", "b", where)
     assert second().startswith("faceapi-detect")
     assert runner._state is not state_before
     assert parent_helper.startswith("faceapi-detect")
@@ -192,7 +220,7 @@ def test_the_helper_gives_its_freed_memory_back_after_each_detection(
     monkeypatch.setattr("faceapi.adapters.engines.local.parallel._trim",
                         lambda: trims.append(threading.current_thread().name))
     runner = PairRunner(2)
-    _, second = runner.pair(where, where, "a", "b")
+    _, second = runner.pair(where, where, "a", "b", where)
     assert second().startswith("faceapi-detect")
     assert len(trims) == 1
     assert trims[0].startswith("faceapi-detect")

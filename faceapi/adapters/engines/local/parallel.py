@@ -35,6 +35,7 @@ from faceapi.adapters.engines.local.models import HOG, Models
 
 A = TypeVar("A")
 R = TypeVar("R")
+S = TypeVar("S")
 
 _local = threading.local()
 
@@ -96,26 +97,27 @@ class PairRunner:
                                                   thread_name_prefix="faceapi-detect"))
             return self._state[1], self._state[2]
 
-    def pair(self, fn: Callable[[A], R], helper_fn: Callable[[A], R], a: A,
-             b: A) -> tuple[R, Callable[[], R]]:
-        """fn(a), and a getter of helper_fn(b): started on the helper thread now when one
-        is free (and finished before this returns), else computed by the getter when
-        called, as the sequential code did. Either way fn(a)'s exception comes first
+    def pair(self, fn: Callable[[A], R], helper_fn: Callable[[A], S], a: A,
+             b: A, calling_fn: Callable[[A], S]) -> tuple[R, Callable[[], S]]:
+        """fn(a), and a getter of b's result: helper_fn(b), started on the helper thread
+        now when one is free (and finished before this returns), else calling_fn(b),
+        computed by the getter when called, as the sequential code did (the two differ
+        only in the thread's own models). Either way fn(a)'s exception comes first
         and b's result or exception comes from the getter, so callers keep their
         sequential order of errors (a source without a face is reported as such even
         when the target cannot be read)."""
         if not self.enabled:
-            return fn(a), lambda: fn(b)
+            return fn(a), lambda: calling_fn(b)
         slots, pool = self._pool()
         if not slots.acquire(blocking=False):
-            return fn(a), lambda: fn(b)
+            return fn(a), lambda: calling_fn(b)
         try:
             # The request's logging context (request id) follows the work.
             context = contextvars.copy_context()
             # The job gives its slot back itself, before its result is set: a done
             # callback would run after the waiter wakes, and the request's next
             # compare could find the slot still taken and run sequentially.
-            future: Future[R] = pool.submit(context.run, _helper_job, slots, helper_fn, b)
+            future: Future[S] = pool.submit(context.run, _helper_job, slots, helper_fn, b)
         except BaseException:
             slots.release()
             raise
