@@ -131,6 +131,10 @@ def raw_detections(pixels: Pixels, models: Models, upsample: int,
             found.append((float(r.left()), float(r.top()), float(r.right()),
                           float(r.bottom()), float(det.confidence)))
         return found
+    if models.split is not None:
+        # dlib's answer, on two cores when the helper thread is free (hog_split.py).
+        return [(float(rect[0]), float(rect[1]), float(rect[2]), float(rect[3]), score)
+                for rect, score, _ in models.split.run(pixels, upsample, adjust_threshold)]
     with models.lock:
         rects, scores, _ = models.hog.run(pixels, upsample, adjust_threshold)
     return [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()), float(s))

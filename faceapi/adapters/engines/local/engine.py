@@ -13,6 +13,7 @@ import structlog
 
 from faceapi.adapters.engines.local import attributes as attrs
 from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
+from faceapi.adapters.engines.local.hog_split import SplitHog
 from faceapi.adapters.engines.local.mmod_runtime import OnnxMmodDetector
 from faceapi.adapters.engines.local.models import (
     CNN,
@@ -113,6 +114,12 @@ class LocalEngine:
         models = load_models(settings.detector)
         if uses_onnx_cnn(settings):
             models = dataclasses.replace(models, mmod=onnx_mmod_detector(settings, models))
+        # compare_faces detects its two images at once, and a single image's HOG scan is
+        # split over the same helper thread (docs/engines.md, "Speed").
+        self._pairs = PairRunner(settings.detect_threads if helper_capable(models) else 1)
+        if self._pairs.enabled:
+            models = dataclasses.replace(models, split=SplitHog(models.hog, models.lock,
+                                                                self._pairs.helper))
         self._models: Models = models
         self._alignment = alignment
         self._jitters = max(1, settings.descriptor_jitters if jitters is None else jitters)
@@ -120,8 +127,6 @@ class LocalEngine:
         self._onnx: OnnxDescriptor | None = None
         if settings.descriptor_runtime == "onnx" and self._jitters == 1:
             self._onnx = onnx_descriptor(settings, self._models)
-        # compare_faces detects its two images at once (docs/engines.md, "Speed").
-        self._pairs = PairRunner(settings.detect_threads if helper_capable(self._models) else 1)
         self._calibration: SimilarityMap | None = None
         self._calibration_problem = ""
         try:

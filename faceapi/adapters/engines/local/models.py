@@ -56,6 +56,9 @@ class Models:
     # FACEAPI_DETECTOR=cnn runs on onnx or the `cnn` hard-photo fallback is on; dlib's
     # `cnn` above stays the reference. Thread-safe (no lock needed).
     mmod: Any | None = None
+    # The HOG scan split over the calling and the helper thread (hog_split.SplitHog), set
+    # by the engine when FACEAPI_DETECT_THREADS=2; None scans on the calling thread only.
+    split: Any | None = None
     # dlib documents its object detectors and dnn nets as unsafe for concurrent use of
     # one instance (they keep scratch buffers); gunicorn threads share these models, so
     # detector and network calls hold this lock. The shape predictors are read-only.

@@ -19,15 +19,16 @@ after gunicorn's fork (threads do not survive a fork).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ctypes
 import ctypes.util
 import dataclasses
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dlib
 
@@ -65,11 +66,12 @@ _trim = _malloc_trim()
 
 def thread_models(models: Models) -> Models:
     """`models` with this thread's own HOG detector and lock: the other models (shape
-    predictors, recognizer) are shared as they are."""
+    predictors, recognizer) are shared as they are. The helper thread does not split its
+    own scans (hog_split.py): it is the thread a split would need."""
     mine: Models | None = getattr(_local, "models", None)
     if mine is None or mine.shape68 is not models.shape68:
         mine = dataclasses.replace(models, hog=dlib.get_frontal_face_detector(),
-                                   lock=threading.Lock())
+                                   lock=threading.Lock(), split=None)
         _local.models = mine
     return mine
 
@@ -132,6 +134,42 @@ class PairRunner:
             raise
         future.exception()  # waits for b without raising; the getter raises
         return first, future.result
+
+
+    @contextlib.contextmanager
+    def helper(self) -> Iterator[Callable[[Callable[[], Any]], Future[Any]] | None]:
+        """The helper thread for as long as the context lasts, as a function that starts
+        work on it; None when it is busy (or there is none), never waited for. On exit
+        the context waits for the work it started, so the helper never works for a
+        request that has ended, then frees the helper."""
+        if not self.enabled:
+            yield None
+            return
+        slots, pool = self._pool()
+        if not slots.acquire(blocking=False):
+            yield None
+            return
+        started: list[Future[Any]] = []
+        context = contextvars.copy_context()
+
+        def submit(fn: Callable[[], Any]) -> Future[Any]:
+            future = pool.submit(context.copy().run, _trimmed, fn)
+            started.append(future)
+            return future
+
+        try:
+            yield submit
+        finally:
+            for future in started:
+                future.exception()  # waits without raising
+            slots.release()
+
+
+def _trimmed(fn: Callable[[], R]) -> R:
+    try:
+        return fn()
+    finally:
+        _trim()
 
 
 def _helper_job(slots: threading.BoundedSemaphore, fn: Callable[[A], R], arg: A) -> R:
