@@ -67,7 +67,12 @@ def main() -> None:
                         help="compare FACEAPI_DETECT_STRATEGY=adaptive with fixed instead")
     parser.add_argument("--detect-threads", action="store_true",
                         help="compare FACEAPI_DETECT_THREADS=2 with 1 instead")
+    parser.add_argument("--hog-split", action="store_true",
+                        help="compare the HOG scan split over two threads with dlib's")
     args = parser.parse_args()
+    if args.hog_split:
+        hog_split_parity(args)
+        return
     if args.detect_threads:
         threads_parity(args)
         return
@@ -375,6 +380,97 @@ def threads_parity(args: argparse.Namespace) -> None:
     (RESULTS / "parity_threads.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print("\n".join(md))
     if detection_diff or descriptor_diff or compare_diff:
+        sys.exit(1)
+
+
+def hog_split_parity(args: argparse.Namespace) -> None:
+    """The HOG scan split over two threads (hog_split.py) against dlib's `run` on every
+    decodable image of the set, as the engine detects it (downscaled to
+    FACEAPI_DETECT_MAX_SIDE), at upsample 1 with the threshold as shipped and lowered by
+    0.5 (many more windows, so the suppression between the halves is exercised): boxes,
+    scores and filter indices must be equal, in order. Then the engine with
+    FACEAPI_DETECT_THREADS=2 (split) and 1 (not): embed_faces must give equal Detections
+    and descriptors. Times are wall-clock on this machine, median per image.
+    Writes bench/results/parity_hog_split.json and .md."""
+    import threading
+
+    import dlib
+
+    from faceapi.adapters.engines.local.detection import downscale
+    from faceapi.adapters.engines.local.hog_split import SplitHog
+    from faceapi.adapters.engines.local.parallel import PairRunner
+
+    root = faces_dir()
+    files = noted_files(root, args.limit)
+    with tempfile.TemporaryDirectory() as data_dir:
+        base = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(data_dir))
+        split = SplitHog(dlib.get_frontal_face_detector(), threading.Lock(),
+                         PairRunner(2).helper)
+        used: list[bool] = []
+        split_merged = split.merged
+
+        def merged(*a: Any) -> Any:
+            used.append(True)
+            return split_merged(*a)
+
+        split.merged = merged  # type: ignore[method-assign]
+        one = LocalEngine(dataclasses.replace(base, detect_threads=1))
+        two = LocalEngine(dataclasses.replace(base, detect_threads=2))
+        scans = halves = 0
+        differing: list[str] = []
+        engine_differing: list[str] = []
+        full_ms: list[float] = []
+        split_ms: list[float] = []
+        skipped = faces = 0
+        for file in files:
+            try:
+                image = decode_image((root / file).read_bytes(), base)
+            except Exception:  # the set holds broken files on purpose
+                skipped += 1
+                continue
+            pixels, _ = downscale(np.ascontiguousarray(image.pixels), base.detect_max_side)
+            for adjust in (0.0, -0.5):
+                used.clear()
+                start = time.perf_counter()
+                got = split.run(pixels, 1, adjust)
+                split_ms.append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                want = split.full(pixels, 1, adjust)
+                full_ms.append((time.perf_counter() - start) * 1000)
+                scans += 1
+                halves += bool(used)
+                if got != want:
+                    differing.append(f"{file} (adjust {adjust})")
+            a, b = one.embed_faces(image), two.embed_faces(image)
+            faces += len(a[1])
+            if a[0] != b[0] or [f.embedding for f in a[1]] != [f.embedding for f in b[1]]:
+                engine_differing.append(file)
+    result: dict[str, Any] = {
+        "command": COMMAND + " --hog-split" + (f" --limit {args.limit}" if args.limit else ""),
+        "environment": environment(),
+        "images": len(files), "undecodable": skipped, "scans": scans,
+        "scans_split_in_halves": halves, "scans_differing": differing,
+        "engine_faces": faces, "engine_differing": engine_differing,
+        "median_ms": {"dlib_run": percentile(full_ms, 50), "split": percentile(split_ms, 50)},
+    }
+    print(f"wrote {write_json('parity_hog_split.json', result)}")
+    md = ["# HOG scan split over two threads vs dlib's run", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs)", "",
+          "| | |", "|---|---|",
+          f"| images (undecodable) | {len(files)} ({skipped}) |",
+          f"| scans (upsample 1; threshold 0 and -0.5) / split in halves (the rest too "
+          f"small to split) | {scans} / {halves} |",
+          f"| scans differing (boxes, scores, filter indices, order) | {len(differing)} "
+          f"{differing or ''} |",
+          f"| engine embed_faces, detect threads 2 vs 1: faces / differing images "
+          f"(Detection, descriptors) | {faces} / {len(engine_differing)} "
+          f"{engine_differing or ''} |",
+          f"| median ms per scan, dlib run / split (wall clock) | "
+          f"{percentile(full_ms, 50):.0f} / {percentile(split_ms, 50):.0f} |"]
+    (RESULTS / "parity_hog_split.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print("\n".join(md))
+    if differing or engine_differing:
         sys.exit(1)
 
 
