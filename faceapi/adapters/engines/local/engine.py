@@ -285,6 +285,16 @@ class LocalEngine:
         # The helper thread scans with its own detector instance (parallel.py).
         return self._find(image, thread_models(self._models))
 
+    def _source_side(self, image: DecodedImage) -> tuple[FoundFaces, EmbeddedFace]:
+        """A compare's source: its faces, and the largest one embedded (only it is
+        compared, so only it needs a descriptor)."""
+        found = self._find(image)
+        if not found.faces:
+            raise NoFaceInSource("no face was found in the source image")
+        largest = max(found.faces, key=lambda f: f.area)
+        (probe,) = self._embedded_all(found.pixels, [largest])
+        return found, probe
+
     def _embed_on_helper(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
         return self._embed_found(self._find_on_helper(image))
 
@@ -331,15 +341,10 @@ class LocalEngine:
         if not 0.0 <= similarity_threshold <= 100.0:  # NaN fails the comparison too
             raise InvalidParameter("similarity_threshold must be between 0 and 100")
         # The target is detected while the source is (when a helper thread is free), and
-        # embedded there too: its descriptor (onnxruntime releases the GIL) overlaps the
-        # source's landmarks and descriptor instead of following them.
-        found, target_embedded = self._pairs.pair(
-            self._find, self._embed_on_helper, source, target, self.embed_faces)
-        if not found.faces:
-            raise NoFaceInSource("no face was found in the source image")
-        # Only the largest source face is compared, so only it needs a descriptor.
-        largest = max(found.faces, key=lambda f: f.area)
-        (probe,) = self._embedded_all(found.pixels, [largest])
+        # embedded there too; the source's face is embedded before waiting for it. So the
+        # descriptors (onnxruntime releases the GIL) overlap the other image's work.
+        (found, probe), target_embedded = self._pairs.pair(
+            self._source_side, self._embed_on_helper, source, target, self.embed_faces)
         target_detection, target_faces = target_embedded()
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
