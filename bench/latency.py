@@ -658,9 +658,11 @@ def _verify_client(server: Server, body: Any, stop: float, latencies: list[float
 
 def verify_rps(args: argparse.Namespace) -> None:
     """A subject enrolled with img5.jpg (330x512), then verified with the same photo
-    under the `login` policy by 4 client threads for --seconds, after 4 warm-up requests;
-    1 and 2 gunicorn workers (sync, one thread each), each descriptor runtime, SQLite in a
-    temporary data dir (the audit trail is written for every decision)."""
+    under the `login` policy by --clients client threads (4) for --seconds, after 4
+    warm-up requests; 1 and 2 gunicorn workers (sync, one thread each), each descriptor
+    runtime, FACEAPI_DETECT_THREADS from --detect-threads (the default 2 when not given),
+    SQLite in a temporary data dir (the audit trail is written for every decision). One
+    client shows a request's latency on otherwise idle cores; four, throughput."""
     image = base64.b64encode((VERIFY_IMAGE / "img5.jpg").read_bytes()).decode("ascii")
     runs: dict[str, Any] = {}
     rows = []
@@ -668,9 +670,11 @@ def verify_rps(args: argparse.Namespace) -> None:
     for runtime in ("onnx", "dlib"):
         for workers in (1, 2):
             with tempfile.TemporaryDirectory(prefix="faceapi-rps-") as tmp:
-                server = Server(Path(tmp), {"FACEAPI_WORKERS": str(workers),
-                                            "FACEAPI_DESCRIPTOR_RUNTIME": runtime,
-                                            "FACEAPI_RATE_LIMIT_VERIFY": "100000/minute"})
+                env = {"FACEAPI_WORKERS": str(workers), "FACEAPI_DESCRIPTOR_RUNTIME": runtime,
+                       "FACEAPI_RATE_LIMIT_VERIFY": "100000/minute"}
+                if args.detect_threads:
+                    env["FACEAPI_DETECT_THREADS"] = str(args.detect_threads)
+                server = Server(Path(tmp), env)
                 server.start()
                 try:
                     status, _ = api(server.port, server.key, "POST", "/v1/collections",
@@ -697,7 +701,7 @@ def verify_rps(args: argparse.Namespace) -> None:
                     stop = time.monotonic() + args.seconds
                     began = time.monotonic()
                     threads = [threading.Thread(target=_verify_client, args=(
-                        server, body, stop, latencies, statuses)) for _ in range(4)]
+                        server, body, stop, latencies, statuses)) for _ in range(args.clients)]
                     for thread in threads:
                         thread.start()
                     for thread in threads:
@@ -715,22 +719,30 @@ def verify_rps(args: argparse.Namespace) -> None:
                          runs[name]["latency"]["p95_ms"], ", ".join(f"{r:.0f}" for r in rss)])
             print(f"{name}: {ok / elapsed:.2f} verify/s", flush=True)
     result = {"command": ".venv/bin/python -m bench.latency --verify-rps"
-                         + (f" --seconds {args.seconds:g}" if args.seconds != 15.0 else ""),
-              "environment": environment(), "clients": 4, "image": "img5.jpg (330x512)",
+                         + (f" --seconds {args.seconds:g}" if args.seconds != 15.0 else "")
+                         + (f" --clients {args.clients}" if args.clients != 4 else "")
+                         + (f" --detect-threads {args.detect_threads}" if args.detect_threads
+                            else "")
+                         + (f" --tag {args.tag}" if args.tag else ""),
+              "environment": environment(), "clients": args.clients,
+              "detect_threads": args.detect_threads or 2, "image": "img5.jpg (330x512)",
               "load_average_before_after": [load_before, os.getloadavg()], "runs": runs}
     headers = ["runtime", "workers", "verify/s (200s)", "p50 ms", "p95 ms", "worker RSS MB"]
     print(table(headers, rows))
-    print(f"wrote {write_json('latency_verify.json', result)}")
+    name = "latency_verify" + (f"_{args.tag}" if args.tag else "")
+    print(f"wrote {write_json(name + '.json', result)}")
     md = ["# POST /v1/verify throughput", "",
           f"`{result['command']}` ({result['environment']['time_utc']}, "
-          f"{result['environment']['processor_count']} CPUs, 4 client threads, "
+          f"{result['environment']['processor_count']} CPUs, {args.clients} client "
+          f"thread{'s' if args.clients != 1 else ''}, FACEAPI_DETECT_THREADS "
+          f"{args.detect_threads or 2}, "
           f"{args.seconds:g} s per run, SQLite, `login` policy, the enrolled photo)", "",
           *markdown_header(headers)]
     md += [f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]} |" for r in rows]
     md += ["", "Statuses: " + "; ".join(f"{k} {v['statuses']}" for k, v in runs.items()),
            "", "Load average (1, 5, 15 min) before / after: " + " / ".join(
                ", ".join(f"{v:.1f}" for v in la) for la in result["load_average_before_after"])]
-    (RESULTS / "latency_verify.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -745,7 +757,11 @@ def main() -> None:
                         help="POST /v1/verify requests per second, 1 and 2 workers")
     parser.add_argument("--seconds", type=float, default=15.0, help="--verify-rps: per run")
     parser.add_argument("--pairs", type=int, default=4, help="--compare: image pairs")
-    parser.add_argument("--tag", default="", help="--compare: suffix of the result files")
+    parser.add_argument("--tag", default="",
+                        help="--compare, --verify-rps: suffix of the result files")
+    parser.add_argument("--clients", type=int, default=4, help="--verify-rps: client threads")
+    parser.add_argument("--detect-threads", type=int, choices=(1, 2), default=0,
+                        help="--verify-rps: FACEAPI_DETECT_THREADS of the server")
     parser.add_argument("--cpu-breakdown", action="store_true",
                         help="CPU time of each step of a compare, engine vs plain dlib")
     parser.add_argument("--decode-cost", action="store_true",

@@ -176,3 +176,31 @@ def test_detection_through_the_engine_is_the_same_split_or_not(settings: Setting
 def test_std_lround_rounds_halves_away_from_zero() -> None:
     assert [split_module._lround(v) for v in (1.5, 2.5, -1.5, -2.5, 0.49, -0.49)] == [
         2, 3, -2, -3, 0, 0]
+
+
+@pytest.mark.parametrize(("loadavg", "idle"), [
+    ("0.52 0.61 0.70 1/213 4242\n", True),  # only the reading thread runs
+    ("1.90 1.20 0.90 2/213 4242\n", False),  # another thread holds the second core
+    ("3.10 2.00 1.00 5/213 4242\n", False),
+    ("garbage\n", True),  # unreadable: a core counts as free
+])
+def test_a_core_counts_as_idle_from_the_kernels_runnable_count(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loadavg: str, idle: bool) -> None:
+    from faceapi.adapters.engines.local import parallel
+
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    path = tmp_path / "loadavg"
+    path.write_text(loadavg, encoding="ascii")
+    assert parallel.core_idle(str(path)) is idle
+    assert parallel.core_idle(str(tmp_path / "missing")) is True
+
+
+def test_busy_cores_mean_the_full_scan_without_the_helper(
+        runner: PairRunner, settings: Settings) -> None:
+    busy = SplitHog(dlib.get_frontal_face_detector(), threading.Lock(), runner.helper,
+                    lambda: False)
+    halves: list[str] = []
+    busy.top = lambda *a: halves.append("top") or []  # type: ignore[method-assign]
+    image = pixels(IMAGES[0], settings)
+    assert busy.run(image, 1, 0.0) == dlib_hits(image, 1, 0.0)
+    assert halves == []

@@ -24,7 +24,12 @@ from faceapi.adapters.engines.local.models import (
 )
 from faceapi.adapters.engines.local.onnx_files import MMOD, ensure_model
 from faceapi.adapters.engines.local.onnx_runtime import OnnxDescriptor
-from faceapi.adapters.engines.local.parallel import PairRunner, helper_capable, thread_models
+from faceapi.adapters.engines.local.parallel import (
+    PairRunner,
+    core_idle,
+    helper_capable,
+    thread_models,
+)
 from faceapi.adapters.engines.local.similarity import (
     CALIBRATION_FILE,
     SCALE_DESCRIPTION,
@@ -118,8 +123,8 @@ class LocalEngine:
         # split over the same helper thread (docs/engines.md, "Speed").
         self._pairs = PairRunner(settings.detect_threads if helper_capable(models) else 1)
         if self._pairs.enabled:
-            models = dataclasses.replace(models, split=SplitHog(models.hog, models.lock,
-                                                                self._pairs.helper))
+            models = dataclasses.replace(models, split=SplitHog(
+                models.hog, models.lock, self._pairs.helper, core_idle))
         self._models: Models = models
         self._alignment = alignment
         self._jitters = max(1, settings.descriptor_jitters if jitters is None else jitters)

@@ -164,9 +164,11 @@ def _lattice_step(x: int, steps: int) -> int:
 class SplitHog:
     """dlib's HOG detector run as two halves, one on a helper thread."""
 
-    def __init__(self, detector: Any, lock: threading.Lock, helper: Helper) -> None:
+    def __init__(self, detector: Any, lock: threading.Lock, helper: Helper,
+                 core_idle: Callable[[], bool] = lambda: True) -> None:
         layout = _layout(_saved(detector))
         self._full, self._lock, self._helper = detector, lock, helper
+        self._core_idle = core_idle
         self._top = _variant(layout, SPLIT_LEVEL)
         self._bottom = _variant(layout, 1000)
         self._iou, self._covered = layout.iou, layout.covered
@@ -302,10 +304,13 @@ class SplitHog:
 
     def run(self, pixels: Pixels, upsample: int, adjust_threshold: float) -> list[Hit]:
         """dlib's `run(pixels, upsample, adjust_threshold)`, on two threads when the helper
-        is free. When it is busy (the other image of a compare), and whenever the halves
-        cannot give dlib's answer, the full scan runs in the calling thread. The two
-        halves' detectors are used only while the helper is held (one holder a
-        process), so no two threads ever share them."""
+        is free and a core is idle. When the helper is busy (the other image of a
+        compare), when every core is (splitting would only slow other requests), and
+        whenever the halves cannot give dlib's answer, the full scan runs in the calling
+        thread. The two halves' detectors are used only while the helper is held (one
+        holder a process), so no two threads ever share them."""
+        if not self._core_idle():
+            return self.full(pixels, upsample, adjust_threshold)
         with self._helper() as submit:
             if submit is not None:
                 image = self.upsampled(pixels, upsample)

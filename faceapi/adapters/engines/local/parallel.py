@@ -64,6 +64,22 @@ def _malloc_trim() -> Callable[[], None]:
 _trim = _malloc_trim()
 
 
+def core_idle(path: str = "/proc/loadavg") -> bool:
+    """Whether a core is free right now: the kernel's count of runnable threads (the
+    fourth field of /proc/loadavg, this thread included) is below the core count. A
+    scan split over two threads costs a little more CPU than one thread's (the halves
+    both build pyramid levels); on busy cores that would only take time from other
+    requests (measured: 2 workers saturated by 4 clients, 14.5 verify/s split on every
+    request against 16.6 unsplit). Where the count cannot be read, a core counts as
+    free."""
+    try:
+        with open(path, encoding="ascii") as loadavg:
+            running = int(loadavg.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return True
+    return running < (os.cpu_count() or 1)
+
+
 def thread_models(models: Models) -> Models:
     """`models` with this thread's own HOG detector and lock: the other models (shape
     predictors, recognizer) are shared as they are. The helper thread does not split its
