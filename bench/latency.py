@@ -539,6 +539,75 @@ def cpu_breakdown(args: argparse.Namespace) -> None:
 DECODE_MEGAPIXELS = (12, 24, 40)
 
 
+def two_core_floor(args: argparse.Namespace) -> None:
+    """Wall-clock floor of an exact compare on two cores, in-process, per image size: for
+    each --pairs pair and --repeat round, interleaved, (1) plain dlib's compare, (2) the
+    two images' HOG passes (dlib's `run`, upsample 1) on two threads at once and nothing
+    else, which is the least any implementation giving dlib's detections on two cores
+    can take, and (3) the engine's compare_faces on decoded images (what the HTTP request
+    runs, less the upload, intake and audit). Ratios are of p50s to plain's p50, taken
+    within this run. Writes bench/results/latency_floor.json and .md."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dlib
+
+    from faceapi.adapters.engines.local.models import load_models
+
+    root = faces_dir()
+    pairs = compare_pairs(root, args.pairs)
+    models = load_models("hog")
+    detectors = (dlib.get_frontal_face_detector(), dlib.get_frontal_face_detector())
+    rows = []
+    per_size: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="faceapi-floor-") as tmp, \
+            ThreadPoolExecutor(max_workers=1) as helper:
+        settings = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(tmp))
+        engine = LocalEngine(settings)
+        for side in SIZES:
+            times: dict[str, list[float]] = {"plain": [], "two_hog": [], "engine": []}
+            for a, b in pairs:
+                source, target = resized_jpeg(root / a, side), resized_jpeg(root / b, side)
+                images = decode_image(source, settings), decode_image(target, settings)
+                first, second = (np.ascontiguousarray(i.pixels) for i in images)
+                engine.compare_faces(*images, 80.0)  # warm
+                for _ in range(args.repeat):
+                    start = time.perf_counter()
+                    plain_compare(models, source, target)
+                    times["plain"].append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    other = helper.submit(detectors[1].run, second, 1, 0.0)
+                    detectors[0].run(first, 1, 0.0)
+                    other.result()
+                    times["two_hog"].append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    engine.compare_faces(*images, 80.0)
+                    times["engine"].append(time.perf_counter() - start)
+            p50 = {k: percentile(v, 50) * 1000 for k, v in times.items()}
+            per_size[str(side)] = {"p50_ms": p50, "ratio_to_plain": {
+                k: p50[k] / p50["plain"] for k in ("two_hog", "engine")}, "samples": len(
+                times["plain"])}
+            rows.append([side, p50["plain"], p50["two_hog"], p50["two_hog"] / p50["plain"],
+                         p50["engine"], p50["engine"] / p50["plain"]])
+            print(f"{side} px done", flush=True)
+    headers = ["longer side px", "plain dlib p50 ms", "two HOG passes at once p50 ms",
+               "ratio", "engine compare p50 ms", "ratio"]
+    print(table(headers, rows))
+    result = {"command": ".venv/bin/python -m bench.latency --two-core-floor"
+                         + (f" --pairs {args.pairs}" if args.pairs != 4 else "")
+                         + (f" --repeat {args.repeat}" if args.repeat != 2 else ""),
+              "environment": environment(), "pairs": pairs, "repeat": args.repeat,
+              "per_size": per_size}
+    print(f"wrote {write_json('latency_floor.json', result)}")
+    md = ["# The two-core floor of an exact compare", "",
+          f"`{result['command']}` ({result['environment']['time_utc']}, "
+          f"{result['environment']['processor_count']} CPUs, in-process, "
+          f"{len(pairs)} pairs x {args.repeat} rounds per size, interleaved)", "",
+          *markdown_header(headers)]
+    md += [f"| {r[0]} | {r[1]:.0f} | {r[2]:.0f} | {r[3]:.2f} | {r[4]:.0f} | {r[5]:.2f} |"
+           for r in rows]
+    (RESULTS / "latency_floor.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+
 def decode_cost(args: argparse.Namespace) -> None:
     """Item 4 of issue 14: what decoding a large phone photo costs, and what JPEG draft
     mode (libjpeg's DCT scaling to 1/2, 1/4, 1/8 while decoding) would save and change.
@@ -667,7 +736,7 @@ def verify_rps(args: argparse.Namespace) -> None:
     runs: dict[str, Any] = {}
     rows = []
     load_before = os.getloadavg()
-    for runtime in ("onnx", "dlib"):
+    for runtime in args.runtimes.split(","):
         for workers in (1, 2):
             with tempfile.TemporaryDirectory(prefix="faceapi-rps-") as tmp:
                 env = {"FACEAPI_WORKERS": str(workers), "FACEAPI_DESCRIPTOR_RUNTIME": runtime,
@@ -721,6 +790,8 @@ def verify_rps(args: argparse.Namespace) -> None:
     result = {"command": ".venv/bin/python -m bench.latency --verify-rps"
                          + (f" --seconds {args.seconds:g}" if args.seconds != 15.0 else "")
                          + (f" --clients {args.clients}" if args.clients != 4 else "")
+                         + (f" --runtimes {args.runtimes}" if args.runtimes != "onnx,dlib"
+                            else "")
                          + (f" --detect-threads {args.detect_threads}" if args.detect_threads
                             else "")
                          + (f" --tag {args.tag}" if args.tag else ""),
@@ -760,10 +831,14 @@ def main() -> None:
     parser.add_argument("--tag", default="",
                         help="--compare, --verify-rps: suffix of the result files")
     parser.add_argument("--clients", type=int, default=4, help="--verify-rps: client threads")
+    parser.add_argument("--runtimes", default="onnx,dlib", choices=("onnx,dlib", "onnx", "dlib"),
+                        help="--verify-rps: descriptor runtimes to run")
     parser.add_argument("--detect-threads", type=int, choices=(1, 2), default=0,
                         help="--verify-rps: FACEAPI_DETECT_THREADS of the server")
     parser.add_argument("--cpu-breakdown", action="store_true",
                         help="CPU time of each step of a compare, engine vs plain dlib")
+    parser.add_argument("--two-core-floor", action="store_true",
+                        help="plain dlib vs two HOG passes at once vs the engine, in-process")
     parser.add_argument("--decode-cost", action="store_true",
                         help="decoding 12-40 MP JPEGs, full vs draft mode")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
@@ -780,6 +855,9 @@ def main() -> None:
         return
     if args.decode_cost:
         decode_cost(args)
+        return
+    if args.two_core_floor:
+        two_core_floor(args)
         return
     if args.verify_rps:
         verify_rps(args)
