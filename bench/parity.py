@@ -23,6 +23,7 @@ import itertools
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from faceapi.adapters.images import decode_image
 from faceapi.adapters.policy_files import load_policies
 from faceapi.config import KNOWN_FORMATS, Settings
 from faceapi.domain.errors import FaceApiError
+from faceapi.domain.images import DecodedImage
 
 if __package__ in (None, ""):  # run as a script (`python bench/parity.py`)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -49,6 +51,27 @@ def noted_files(root: Path, limit: int | None) -> list[str]:
     """The files of IMAGE_NOTES.csv (every image of the shared set), the first `limit`."""
     files = [row["file"] for row in read_csv(root / "IMAGE_NOTES.csv")]
     return files[:limit] if limit else files
+
+
+def decoded(root: Path, files: list[str], settings: Settings,
+            undecodable: list[str]) -> Iterator[tuple[str, DecodedImage]]:
+    """Each file of `files` that our intake decodes, with its image; the others are
+    added to `undecodable` (the set holds broken files on purpose)."""
+    for file in files:
+        try:
+            image = decode_image((root / file).read_bytes(), settings)
+        except Exception:  # any refusal: these files are there to be refused
+            undecodable.append(file)
+            continue
+        yield file, image
+
+
+def report(name: str, lines: list[str], *, failed: bool) -> None:
+    """Write and print a Markdown report; exit 1 when it found a difference."""
+    (RESULTS / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    if failed:
+        sys.exit(1)
 
 
 def thresholds() -> list[float]:
@@ -91,13 +114,9 @@ def main() -> None:
         onnx: list[np.ndarray] = []
         dlib_ms: list[float] = []
         onnx_ms: list[float] = []  # per face, batched per image
-        images = skipped = 0
-        for file in files:
-            try:
-                image = decode_image((root / file).read_bytes(), settings)
-            except Exception:  # the set holds broken files on purpose
-                skipped += 1
-                continue
+        images = 0
+        undecodable: list[str] = []
+        for _file, image in decoded(root, files, settings, undecodable):
             found = find_faces(image.pixels, models, upsample=settings.upsample,
                                max_side=settings.detect_max_side, orientation_search=True)
             faces = list(found.faces)
@@ -136,7 +155,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "command": COMMAND + (f" --limit {args.limit}" if args.limit else ""),
         "environment": environment() | {"onnxruntime": _ort_version(), "onnx_threads": 1},
-        "images": len(files), "images_with_faces": images, "undecodable": skipped,
+        "images": len(files), "images_with_faces": images, "undecodable": len(undecodable),
         "faces": len(a), "pairs": len(pairs),
         "max_abs_descriptor_difference": float(diff.max()),
         "mean_abs_descriptor_difference": float(diff.mean()),
@@ -311,13 +330,9 @@ def threads_parity(args: argparse.Namespace) -> None:
         base = Settings(env="test", image_formats=KNOWN_FORMATS, data_dir=Path(data_dir))
         one = LocalEngine(dataclasses.replace(base, detect_threads=1))
         two = LocalEngine(dataclasses.replace(base, detect_threads=2))
-        images: list[tuple[str, Any]] = []
-        skipped = 0
-        for file in files:
-            try:
-                images.append((file, decode_image((root / file).read_bytes(), base)))
-            except Exception:  # the set holds broken files on purpose
-                skipped += 1
+        undecodable: list[str] = []
+        images = list(decoded(root, files, base, undecodable))
+        skipped = len(undecodable)
         detection_diff: list[str] = []
         descriptor_diff: list[str] = []
         faces = 0
@@ -377,10 +392,8 @@ def threads_parity(args: argparse.Namespace) -> None:
           f"{compare_diff or ''} |",
           f"| compare_faces total seconds, threads 1 / 2 (machine shared) | "
           f"{times['1']:.1f} / {times['2']:.1f} |"]
-    (RESULTS / "parity_threads.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
-    if detection_diff or descriptor_diff or compare_diff:
-        sys.exit(1)
+    report("parity_threads.md", md, failed=bool(detection_diff or descriptor_diff
+                                                 or compare_diff))
 
 
 def hog_split_parity(args: argparse.Namespace) -> None:
@@ -413,7 +426,7 @@ def hog_split_parity(args: argparse.Namespace) -> None:
             used.append(True)
             return split_merged(*a)
 
-        split.merged = merged  # type: ignore[method-assign]
+        split.merged = merged  # type: ignore[method-assign, assignment]
         one = LocalEngine(dataclasses.replace(base, detect_threads=1))
         two = LocalEngine(dataclasses.replace(base, detect_threads=2))
         scans = halves = 0
@@ -421,13 +434,9 @@ def hog_split_parity(args: argparse.Namespace) -> None:
         engine_differing: list[str] = []
         full_ms: list[float] = []
         split_ms: list[float] = []
-        skipped = faces = 0
-        for file in files:
-            try:
-                image = decode_image((root / file).read_bytes(), base)
-            except Exception:  # the set holds broken files on purpose
-                skipped += 1
-                continue
+        faces = 0
+        undecodable: list[str] = []
+        for file, image in decoded(root, files, base, undecodable):
             pixels, _ = downscale(np.ascontiguousarray(image.pixels), base.detect_max_side)
             for adjust in (0.0, -0.5):
                 used.clear()
@@ -448,7 +457,7 @@ def hog_split_parity(args: argparse.Namespace) -> None:
     result: dict[str, Any] = {
         "command": COMMAND + " --hog-split" + (f" --limit {args.limit}" if args.limit else ""),
         "environment": environment(),
-        "images": len(files), "undecodable": skipped, "scans": scans,
+        "images": len(files), "undecodable": len(undecodable), "scans": scans,
         "scans_split_in_halves": halves, "scans_differing": differing,
         "engine_faces": faces, "engine_differing": engine_differing,
         "median_ms": {"dlib_run": percentile(full_ms, 50), "split": percentile(split_ms, 50)},
@@ -458,7 +467,7 @@ def hog_split_parity(args: argparse.Namespace) -> None:
           f"`{result['command']}` ({result['environment']['time_utc']}, "
           f"{result['environment']['processor_count']} CPUs)", "",
           "| | |", "|---|---|",
-          f"| images (undecodable) | {len(files)} ({skipped}) |",
+          f"| images (undecodable) | {len(files)} ({len(undecodable)}) |",
           f"| scans (upsample 1; threshold 0 and -0.5) / split in halves (the rest too "
           f"small to split) | {scans} / {halves} |",
           f"| scans differing (boxes, scores, filter indices, order) | {len(differing)} "
@@ -468,10 +477,7 @@ def hog_split_parity(args: argparse.Namespace) -> None:
           f"{engine_differing or ''} |",
           f"| median ms per scan, dlib run / split (wall clock) | "
           f"{percentile(full_ms, 50):.0f} / {percentile(split_ms, 50):.0f} |"]
-    (RESULTS / "parity_hog_split.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
-    if differing or engine_differing:
-        sys.exit(1)
+    report("parity_hog_split.md", md, failed=bool(differing or engine_differing))
 
 
 def _ort_version() -> str:
