@@ -204,3 +204,16 @@ def test_busy_cores_mean_the_full_scan_without_the_helper(
     image = pixels(IMAGES[0], settings)
     assert busy.run(image, 1, 0.0) == dlib_hits(image, 1, 0.0)
     assert halves == []
+
+
+def test_windows_with_equal_scores_are_left_to_dlibs_own_scan(
+        split: SplitHog, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dlib sorts hits with an unstable sort, so between two windows of exactly the same
+    score only its own scan says which one non-max suppression keeps."""
+    tied = [((10, 10, 82, 82), 0.5, 0), ((18, 10, 90, 82), 0.5, 1)]
+    assert split.merged(tied[:1], tied[1:], 0) is None
+    assert split.merged(tied[:1], [], 0) == tied[:1]
+    image = pixels(IMAGES[0], settings)
+    monkeypatch.setattr(split, "top", lambda *a: tied[:1])
+    monkeypatch.setattr(split, "bottom", lambda *a: tied[1:])
+    assert split.run(image, 1, 0.0) == dlib_hits(image, 1, 0.0)

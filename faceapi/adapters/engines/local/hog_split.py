@@ -19,14 +19,16 @@ pixels, rounded once there; each is mapped back to the integer window it was at 
 level (unique: the map enlarges by 1.2 per level, and a window's corners lie on the
 8-pixel lattice of `fhog_to_image`) and then to level 0 by dlib's own `rect_up`, rounded
 once, as the full scan rounds it. Whenever something does not fit (a window with no
-single level, a level count that differs) the full scan runs instead, so the answer is
-always dlib's: `tests/integration/test_hog_split.py` checks boxes, scores and filter
+single level, a level count that differs, two windows with the very same score, which
+dlib orders with an unstable sort) the full scan runs instead, so the answer is always
+dlib's: `tests/integration/test_hog_split.py` checks boxes, scores and filter
 indices for equality on the fixtures, and `bench/parity.py --hog-split` on the shared
 set (bench/results/parity_hog_split.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
@@ -272,11 +274,17 @@ class SplitHog:
             level = (5 * level[0] // 6, 5 * level[1] // 6)
         return self.levels(*level) == full - SPLIT_LEVEL
 
-    def merged(self, top: list[Hit], bottom: list[Hit], upsample: int) -> list[Hit]:
+    def merged(self, top: list[Hit], bottom: list[Hit], upsample: int) -> list[Hit] | None:
         """object_detector's non-max suppression over both halves, then the boxes mapped
-        down through the upsampling (run_detector_with_upscale's rect_down)."""
+        down through the upsampling (run_detector_with_upscale's rect_down). None when
+        two windows score exactly the same: dlib orders those with an unstable sort, so
+        only its own scan knows which one it keeps (an image repeating itself every 8
+        pixels can do that)."""
+        ranked = sorted(top + bottom, key=lambda h: h[1], reverse=True)
+        if any(a[1] == b[1] for a, b in itertools.pairwise(ranked)):
+            return None
         kept: list[Hit] = []
-        for hit in sorted(top + bottom, key=lambda h: h[1], reverse=True):
+        for hit in ranked:
             if not any(self._overlap(k[0], hit[0]) for k in kept):
                 kept.append(hit)
         if upsample == 0:
@@ -318,8 +326,9 @@ class SplitHog:
                     below = submit(lambda: self.bottom(image, adjust_threshold))
                     above = self.top(image, adjust_threshold)
                     bottom = below.result()
-                    if bottom is not None:
-                        return self.merged(above, bottom, upsample)
+                    merged = None if bottom is None else self.merged(above, bottom, upsample)
+                    if merged is not None:
+                        return merged
         return self.full(pixels, upsample, adjust_threshold)
 
 
