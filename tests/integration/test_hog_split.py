@@ -217,3 +217,16 @@ def test_windows_with_equal_scores_are_left_to_dlibs_own_scan(
     monkeypatch.setattr(split, "top", lambda *a: tied[:1])
     monkeypatch.setattr(split, "bottom", lambda *a: tied[1:])
     assert split.run(image, 1, 0.0) == dlib_hits(image, 1, 0.0)
+
+
+def test_no_writable_temporary_directory_means_one_thread_scans_not_a_failed_start(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(split_module.tempfile, "mkstemp", refuse)
+    engine = LocalEngine(settings)
+    assert engine._models.split is None
+    image = decode_image(IMAGES[0].read_bytes(), settings)
+    assert engine.embed_faces(image)[0] == LocalEngine(
+        settings.with_overrides(detect_threads=1)).embed_faces(image)[0]

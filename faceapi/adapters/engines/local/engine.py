@@ -108,6 +108,18 @@ def uses_onnx_cnn(settings: Settings) -> bool:
             or "cnn" in settings.detect_fallbacks)
 
 
+def split_hog(models: Models, pairs: PairRunner) -> SplitHog | None:
+    """The HOG scan in two halves (hog_split.py), or None (one thread scans, as with
+    FACEAPI_DETECT_THREADS=1) when its detector copies cannot be made: they are written
+    to and read from a temporary file, which a read-only system without a writable
+    temporary directory refuses. A speed-up never stops the engine from starting."""
+    try:
+        return SplitHog(models.hog, models.lock, pairs.helper, core_idle)
+    except (OSError, RuntimeError, ValueError) as exc:  # HogSplitUnavailable, DlibFormatError
+        log.warning("hog_split_unavailable", error=type(exc).__name__)
+        return None
+
+
 class LocalEngine:
     """Face detection, attributes and comparison with dlib, on this machine."""
 
@@ -123,8 +135,7 @@ class LocalEngine:
         # split over the same helper thread (docs/engines.md, "Speed").
         self._pairs = PairRunner(settings.detect_threads if helper_capable(models) else 1)
         if self._pairs.enabled:
-            models = dataclasses.replace(models, split=SplitHog(
-                models.hog, models.lock, self._pairs.helper, core_idle))
+            models = dataclasses.replace(models, split=split_hog(models, self._pairs))
         self._models: Models = models
         self._alignment = alignment
         self._jitters = max(1, settings.descriptor_jitters if jitters is None else jitters)
