@@ -188,11 +188,29 @@ def test_a_core_counts_as_idle_from_the_kernels_runnable_count(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loadavg: str, idle: bool) -> None:
     from faceapi.adapters.engines.local import parallel
 
-    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
     path = tmp_path / "loadavg"
     path.write_text(loadavg, encoding="ascii")
-    assert parallel.core_idle(str(path)) is idle
-    assert parallel.core_idle(str(tmp_path / "missing")) is True
+    assert parallel.core_idle(str(path), lambda: 2) is idle
+    assert parallel.core_idle(str(tmp_path / "missing"), lambda: 2) is True
+
+
+@pytest.mark.parametrize(("cpu_max", "cap"), [
+    ("max 100000\n", None),  # no limit: the affinity's cores
+    ("150000 100000\n", 2),  # 1.5 CPUs rounds up to 2
+    ("50000 100000\n", 1),
+    ("nonsense\n", None),
+])
+def test_a_container_cpu_limit_caps_the_usable_cores(
+        tmp_path: Path, cpu_max: str, cap: int | None) -> None:
+    import os
+
+    from faceapi.adapters.engines.local import parallel
+
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max, encoding="ascii")
+    affinity = len(os.sched_getaffinity(0))
+    assert parallel.usable_cores(str(path)) == (affinity if cap is None else min(affinity, cap))
+    assert parallel.usable_cores(str(tmp_path / "missing")) == affinity
 
 
 def test_busy_cores_mean_the_full_scan_without_the_helper(
