@@ -232,8 +232,13 @@ class SplitHog:
         if len(found) != 1:
             return None
         depth, (left, top, right, bottom) = found[0]
-        mapped = self._down6.rect_up(dlib.rectangle(left, top, right, bottom),
-                                     SPLIT_LEVEL + depth)
+        window = dlib.rectangle(left, top, right, bottom)
+        # The window found with Python's arithmetic must give back the helper's rectangle
+        # by dlib's own: then the one rounding below is dlib's too.
+        again = self._down6.rect_up(window, depth)
+        if (again.left(), again.top(), again.right(), again.bottom()) != rect:
+            return None
+        mapped = self._down6.rect_up(window, SPLIT_LEVEL + depth)
         return mapped.left(), mapped.top(), mapped.right(), mapped.bottom()
 
     def _window_coordinate(self, value: int, depth: int) -> int | None:
