@@ -143,33 +143,17 @@ class PairRunner:
         and b's result or exception comes from the getter, so callers keep their
         sequential order of errors (a source without a face is reported as such even
         when the target cannot be read)."""
-        if not self.enabled:
-            return fn(a), lambda: calling_fn(b)
-        slots, pool = self._pool()
-        if not slots.acquire(blocking=False):
-            return fn(a), lambda: calling_fn(b)
-        try:
-            # The request's logging context (request id) follows the work.
-            context = contextvars.copy_context()
-            # The job gives its slot back itself, before its result is set: a done
-            # callback would run after the waiter wakes, and the request's next
-            # compare could find the slot still taken and run sequentially.
-            future: Future[S] = pool.submit(context.run, _helper_job, slots, helper_fn, b)
-        except BaseException:
-            slots.release()
-            raise
-        try:
+        with self.helper() as submit:
+            if submit is None:
+                return fn(a), lambda: calling_fn(b)
+            future: Future[S] = submit(lambda: helper_fn(b))
+            # An exception here leaves the context, which waits for b first: the helper
+            # never works for a request that has ended.
             first = fn(a)
-        except BaseException:
-            # Never leave the helper working for a request that has ended.
-            if future.cancel():
-                slots.release()  # the job never ran
-            else:
-                future.exception()
-            raise
-        future.exception()  # waits for b without raising; the getter raises
+            future.exception()  # waits for b without raising; the getter raises
+        # The slot is free again before this returns, so the request's next compare
+        # finds the helper free.
         return first, future.result
-
 
     @contextlib.contextmanager
     def helper(self) -> Iterator[Callable[[Callable[[], Any]], Future[Any]] | None]:
@@ -205,14 +189,6 @@ def _trimmed(fn: Callable[[], R]) -> R:
         return fn()
     finally:
         _trim()
-
-
-def _helper_job(slots: threading.BoundedSemaphore, fn: Callable[[A], R], arg: A) -> R:
-    try:
-        return fn(arg)
-    finally:
-        _trim()
-        slots.release()
 
 
 def helper_capable(models: Models) -> bool:
