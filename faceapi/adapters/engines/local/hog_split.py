@@ -43,7 +43,7 @@ import dlib
 import numpy as np
 import numpy.typing as npt
 
-from faceapi.adapters.engines.local.dlib_format import DlibFormatError, Reader
+from faceapi.adapters.engines.local.dlib_format import Reader
 
 Pixels = npt.NDArray[np.uint8]
 Hit = tuple[tuple[int, int, int, int], float, int]  # (left, top, right, bottom), score, filter
@@ -55,8 +55,6 @@ Helper = Callable[[], AbstractContextManager[Submit | None]]
 # the rest 48%, the most even split (measured: 0.68-0.72 of one thread's time with 2
 # against 0.80-0.86 with 1 and 0.73-0.77 with 3; docs/engines.md).
 SPLIT_LEVEL = 2
-# How far down the helper's window may lie (a 1.2**60 enlargement is past any image).
-_MAX_LEVELS = 60
 _CELL = 8  # fhog's cell size for dlib's face detector
 _WINDOW_MAX = 81  # widest window at its own level, in pixels (see _to_level0)
 
@@ -71,6 +69,7 @@ class _Layout:
 
     data: bytes
     levels_at: tuple[int, int]  # max_pyramid_levels
+    max_levels: int
     overlap_at: tuple[int, int]  # test_box_overlap: iou_thresh, percent_covered_thresh
     min_layer: tuple[int, int]  # min_pyramid_layer_width, min_pyramid_layer_height
     window_cells: tuple[int, int]  # fhog window width, height in cells (padding included)
@@ -100,7 +99,7 @@ def _layout(data: bytes) -> _Layout:
     cell, padding = reader.integer(), reader.integer()
     width, height = reader.integer(), reader.integer()
     start = reader.pos
-    reader.integer()  # max_pyramid_levels
+    max_levels = reader.integer()
     levels_at = (start, reader.pos)
     min_layer = (reader.integer(), reader.integer())
     reader.real()  # nuclear norm regularisation (training only)
@@ -111,7 +110,7 @@ def _layout(data: bytes) -> _Layout:
     if cell != _CELL or padding != 0:
         raise HogSplitUnavailable(f"cell size {cell}, padding {padding}: not dlib's face "
                                   "detector layout")
-    return _Layout(data, levels_at, overlap_at, min_layer,
+    return _Layout(data, levels_at, max_levels, overlap_at, min_layer,
                    (width // cell, height // cell), iou, covered)
 
 
@@ -172,9 +171,9 @@ class SplitHog:
         self._full, self._lock, self._helper = detector, lock, helper
         self._core_idle = core_idle
         self._top = _variant(layout, SPLIT_LEVEL)
-        self._bottom = _variant(layout, 1000)
+        self._bottom = _variant(layout, layout.max_levels)
         self._iou, self._covered = layout.iou, layout.covered
-        self._min_layer = layout.min_layer
+        self._min_layer, self._max_levels = layout.min_layer, layout.max_levels
         # A window spans window_cells - 1 lattice steps, from its first corner to its last.
         self._steps = (layout.window_cells[0] - 1, layout.window_cells[1] - 1)
         self._down6 = dlib.pyramid_down(6)
@@ -193,9 +192,7 @@ class SplitHog:
         return image
 
     def top(self, image: Pixels, adjust_threshold: float) -> list[Hit]:
-        rects, scores, filters = self._top.run(image, 0, adjust_threshold)
-        return [((r.left(), r.top(), r.right(), r.bottom()), float(s), int(f))
-                for r, s, f in zip(rects, scores, filters, strict=True)]
+        return _hits(*self._top.run(image, 0, adjust_threshold))
 
     def bottom(self, image: Pixels, adjust_threshold: float) -> list[Hit] | None:
         """Levels SPLIT_LEVEL and below, in level-0 pixels; None when a window cannot be
@@ -203,13 +200,12 @@ class SplitHog:
         level = image
         for _ in range(SPLIT_LEVEL):
             level = self._down6(level)
-        rects, scores, filters = self._bottom.run(level, 0, adjust_threshold)
         hits: list[Hit] = []
-        for r, s, f in zip(rects, scores, filters, strict=True):
-            rect = self._to_level0((r.left(), r.top(), r.right(), r.bottom()))
+        for window, score, index in _hits(*self._bottom.run(level, 0, adjust_threshold)):
+            rect = self._to_level0(window)
             if rect is None:
                 return None
-            hits.append((rect, float(s), int(f)))
+            hits.append((rect, score, index))
         return hits
 
     def _to_level0(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
@@ -220,7 +216,7 @@ class SplitHog:
         if width < 1:
             return None
         least = max(0, math.floor(math.log(width / (_WINDOW_MAX + 2)) / math.log(1.2)))
-        for depth in range(least, min(_MAX_LEVELS, least + 4)):
+        for depth in range(least, least + 4):
             window = tuple(self._window_coordinate(c, depth) for c in rect)
             if None in window:
                 continue
@@ -265,7 +261,7 @@ class SplitHog:
             rect = self._down6.rect_down(rect)
             count += 1
             if (rect.width() < self._min_layer[0] or rect.height() < self._min_layer[1]
-                    or count >= 1000):
+                    or count >= self._max_levels):
                 return count
 
     def splits(self, image: Pixels) -> bool:
@@ -311,9 +307,7 @@ class SplitHog:
 
     def full(self, pixels: Pixels, upsample: int, adjust_threshold: float) -> list[Hit]:
         with self._lock:  # gunicorn threads share the detector (models.py)
-            rects, scores, filters = self._full.run(pixels, upsample, adjust_threshold)
-        return [((r.left(), r.top(), r.right(), r.bottom()), float(s), int(f))
-                for r, s, f in zip(rects, scores, filters, strict=True)]
+            return _hits(*self._full.run(pixels, upsample, adjust_threshold))
 
     def run(self, pixels: Pixels, upsample: int, adjust_threshold: float) -> list[Hit]:
         """dlib's `run(pixels, upsample, adjust_threshold)`, on two threads when the helper
@@ -337,10 +331,16 @@ class SplitHog:
         return self.full(pixels, upsample, adjust_threshold)
 
 
+def _hits(rects: Any, scores: Any, filters: Any) -> list[Hit]:
+    """A detector's `run` result as (rectangle corners, score, filter index) tuples."""
+    return [((r.left(), r.top(), r.right(), r.bottom()), float(s), int(f))
+            for r, s, f in zip(rects, scores, filters, strict=True)]
+
+
 def _area(rect: tuple[int, int, int, int]) -> int:
     """dlib's rectangle::area: inclusive corners, 0 when empty."""
     width, height = rect[2] - rect[0] + 1, rect[3] - rect[1] + 1
     return width * height if width > 0 and height > 0 else 0
 
 
-__all__ = ["SPLIT_LEVEL", "DlibFormatError", "HogSplitUnavailable", "SplitHog"]
+__all__ = ["SPLIT_LEVEL", "HogSplitUnavailable", "SplitHog"]
