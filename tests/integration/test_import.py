@@ -78,6 +78,17 @@ def run(path: Path, items: list[ImportItem], imp: Importer) -> list[dict[str, st
         return list(csv.DictReader(report))
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment a `faceapi` command needs to reach this test's store."""
+    return {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
+            "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+
+
+def create_stars(runner: CliRunner, env: dict[str, str]) -> None:
+    created = runner.invoke(cli, ["collections", "create", "stars"], env=env)
+    assert created.exit_code == 0, created.output
+
+
 def count(store: Store, table: Table) -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
@@ -168,11 +179,9 @@ def test_the_cli_imports_a_folder_with_the_local_engine_and_resumes(
     (folder / "blank").mkdir()
     shutil.copy(FIXTURE_FACES / "face-api.js" / "test" / "images" / "white.png",
                 folder / "blank" / "white.png")
-    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
-           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    env = cli_env(settings)
     runner = CliRunner()
-    created = runner.invoke(cli, ["collections", "create", "stars"], env=env)
-    assert created.exit_code == 0, created.output
+    create_stars(runner, env)
     report = tmp_path / "report.csv"
     args = ["import", str(folder), "--collection", "stars", "--consent-basis",
             "explicit_consent", "--consent-reference", "batch-1", "--report", str(report)]
@@ -197,8 +206,7 @@ def test_the_cli_imports_a_folder_with_the_local_engine_and_resumes(
 
 def test_importing_into_an_unknown_collection_stops_with_a_message(
         tmp_path: Path, settings: Settings, store: Store) -> None:
-    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
-           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    env = cli_env(settings)
     result = CliRunner().invoke(cli, ["import", str(tmp_path), "--collection", "nope"], env=env)
     assert result.exit_code != 0
     assert "not found" in result.output
@@ -212,10 +220,9 @@ def test_importing_into_an_unknown_collection_stops_with_a_message(
 ])
 def test_a_bad_folder_csv_or_report_path_exits_non_zero_without_a_traceback(
         tmp_path: Path, settings: Settings, store: Store, setup: str, message: str) -> None:
-    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
-           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    env = cli_env(settings)
     runner = CliRunner()
-    assert runner.invoke(cli, ["collections", "create", "stars"], env=env).exit_code == 0
+    create_stars(runner, env)
     folder = tmp_path / "photos"
     folder.mkdir()
     listing = tmp_path / "subjects.csv"
@@ -248,8 +255,7 @@ def test_a_csv_row_naming_an_impossible_file_is_reported_not_raised(
 
 def test_collections_list_shows_every_collection_with_its_counts(
         settings: Settings, store: Store) -> None:
-    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
-           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    env = cli_env(settings)
     runner = CliRunner()
     for name in ("alpha", "beta"):
         assert runner.invoke(cli, ["collections", "create", name], env=env).exit_code == 0
@@ -265,10 +271,9 @@ def test_a_csv_holding_nuls_is_reported_row_by_row_and_stores_nothing(
     # A CSV is the one CLI input that can carry a NUL to the store (argv and the
     # environment cannot): PostgreSQL takes none in text, so a NUL subject or file name
     # must end as a report row, never as a query.
-    env = {"FACEAPI_ENV": "test", "FACEAPI_DATA_DIR": str(settings.data_dir),
-           "FACEAPI_DATABASE_URL": settings.resolved_database_url}
+    env = cli_env(settings)
     runner = CliRunner()
-    assert runner.invoke(cli, ["collections", "create", "stars"], env=env).exit_code == 0
+    create_stars(runner, env)
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "a.png").write_bytes(solid_image())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures: --db=postgresq
 )
 from tests.integration.verify_support import enroll, make_collection
 from tests.security.conftest import Http
+from tests.security.raw_http import exchange
 
 SECONDS = 10.0
 CSRF_RE = re.compile(rb'name="csrf_token" value="([^"]+)"')
@@ -56,19 +56,12 @@ def send(live: LiveServer, head: bytes, body: bytes = b"", *,
          half_close: bool = False) -> Raw:
     """Bytes on a socket, byte for byte as written (no client library cleans them)."""
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", live.server.server_port),
-                                  timeout=SECONDS * 2) as sock:
-        host = f"Host: 127.0.0.1:{live.server.server_port}".encode()
-        sock.sendall(head.replace(b"\r\nHost: -\r\n", b"\r\n" + host + b"\r\n", 1)
-                     + b"\r\n\r\n" + body)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    status_line, _, rest = received.partition(b"\r\n")
-    head_out, _, body_out = rest.partition(b"\r\n\r\n")
-    return Raw(int(status_line.split()[1]), head_out, body_out, time.monotonic() - started)
+    host = f"Host: 127.0.0.1:{live.server.server_port}".encode()
+    status, head_out, body_out = exchange(
+        live.server.server_port,
+        head.replace(b"\r\nHost: -\r\n", b"\r\n" + host + b"\r\n", 1) + b"\r\n\r\n" + body,
+        timeout=SECONDS * 2, half_close=half_close)
+    return Raw(status, head_out, body_out, time.monotonic() - started)
 
 
 def request_head(method: str, path: str, headers: dict[str, bytes]) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
@@ -22,6 +21,7 @@ from faceapi.domain import access
 from tests.conftest import KeyFactory
 from tests.emulator_server import LiveServer, api_key, sigv4_headers
 from tests.security.conftest import Http
+from tests.security.raw_http import exchange
 
 DEEP = 100_000
 NESTINGS = {"arrays": b"[" * DEEP + b"]" * DEEP, "objects": b'{"a":' * DEEP + b"1" + b"}" * DEEP,
@@ -181,15 +181,9 @@ class Raw:
 def send_raw(live: LiveServer, head: bytes, body: bytes = b"", *,
              half_close: bool = False) -> Raw:
     """Bytes on a socket, as no client library would send them."""
-    with socket.create_connection(("127.0.0.1", live.server.server_port), timeout=20) as sock:
-        sock.sendall(head + b"\r\n\r\n" + body)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    status_line, _, rest = received.partition(b"\r\n")
-    return Raw(int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2])
+    status, _, received = exchange(live.server.server_port, head + b"\r\n\r\n" + body,
+                                   timeout=20, half_close=half_close)
+    return Raw(status, received)
 
 
 def _head(*lines: bytes) -> bytes:
