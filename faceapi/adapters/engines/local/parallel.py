@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
-import ctypes.util
 import dataclasses
 import os
 import threading
@@ -39,29 +37,6 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 _local = threading.local()
-
-
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim(0), or nothing elsewhere. The helper thread allocates from
-    its own malloc arena; glibc keeps the freed image pyramids (tens of MB at 1600 px)
-    there, which raised a worker's RSS by 58-130 MB (bench/results/latency_compare_*.md);
-    trimming after each detection gives it back (measured: the same RSS as one thread)."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
-    if trim is None:
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-
-    def run() -> None:
-        trim(0)
-
-    return run
-
-
-_trim = _malloc_trim()
 
 
 def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
@@ -172,7 +147,7 @@ class PairRunner:
         context = contextvars.copy_context()
 
         def submit(fn: Callable[[], Any]) -> Future[Any]:
-            future = pool.submit(context.copy().run, _trimmed, fn)
+            future = pool.submit(context.copy().run, fn)
             started.append(future)
             return future
 
@@ -182,13 +157,6 @@ class PairRunner:
             for future in started:
                 future.exception()  # waits without raising
             slots.release()
-
-
-def _trimmed(fn: Callable[[], R]) -> R:
-    try:
-        return fn()
-    finally:
-        _trim()
 
 
 def helper_capable(models: Models) -> bool:
