@@ -362,7 +362,7 @@ def main() -> None:
     impostor = [d for d, s in zip(ds, same, strict=True) if not s and math.isfinite(d)]
     genuine = [d for d, s in zip(ds, same, strict=True) if s and math.isfinite(d)]
     calibration = calibration_document(
-        f"{engine.model_version}/align{args.alignment}/jitter{args.jitters}", impostor, genuine,
+        engine.model_version, impostor, genuine,
         "every different-identity pair of the shared data set's LABELS.csv (bench/accuracy.py)")
     report["calibration"] = calibration
     curve = calibration["curve"]
