@@ -25,6 +25,8 @@ descriptor runtime onnx or dlib; detect strategy fixed or adaptive; detect threa
 1), each request followed by the plain computation of the same pair. Also the worker's
 RSS after the run and the load average before and after. Writes
 bench/results/latency_compare.json and .md (latency_compare_<tag>.* with --tag).
+--compare --mixed: the same with a source and a target of different sizes (MIXED_SIZES:
+640/1600, 1600/640, 1024/1600, 1600/1024 px), latency_compare_mixed[_<tag>].*.
 
 --cpu-breakdown: thread CPU time of every step of a compare, plain dlib and engine, and
 the lower bounds they put on the HTTP/plain ratio (latency_cpu.*). --decode-cost: large
@@ -182,6 +184,10 @@ def summary(values: list[float]) -> dict[str, float]:
 # Compare and detection cost ---------------------------------------------------------
 
 SIZES = (640, 1024, 1600)
+# --compare --mixed: (source, target) longer sides of images of different sizes, a selfie
+# against a photo at the detection size and the reverse (the engine detects those in
+# turn), and a pair it still detects side by side.
+MIXED_SIZES = ((640, 1600), (1600, 640), (1024, 1600), (1600, 1024))
 CONFIGS: dict[str, dict[str, str]] = {
     "onnx": {"FACEAPI_DESCRIPTOR_RUNTIME": "onnx", "FACEAPI_DETECT_STRATEGY": "fixed",
              "FACEAPI_DETECT_THREADS": "2"},
@@ -254,8 +260,11 @@ def compare_bench(args: argparse.Namespace) -> None:
 
     root = faces_dir()
     pairs = compare_pairs(root, args.pairs)
+    sizes = MIXED_SIZES if args.mixed else tuple((side, side) for side in SIZES)
+    labels = {size: str(size[0]) if size[0] == size[1] else f"{size[0]}/{size[1]}"
+              for size in sizes}
     images = {(f, side): resized_jpeg(root / f, side)
-              for pair in pairs for f in pair for side in SIZES}
+              for pair in pairs for f in pair for side in {s for size in sizes for s in size}}
     models = load_models("hog")
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
@@ -263,9 +272,10 @@ def compare_bench(args: argparse.Namespace) -> None:
         sys.exit(f"unknown configuration(s) {unknown}; choose from {sorted(CONFIGS)}")
     # Each request is followed by the plain computation of the same pair, and ratios
     # are taken within a configuration: the machine's load drifts between them.
-    plain: dict[str, dict[int, list[float]]] = {c: {side: [] for side in SIZES}
+    plain: dict[str, dict[str, list[float]]] = {c: {label: [] for label in labels.values()}
                                                 for c in configs}
-    http: dict[str, dict[int, list[float]]] = {c: {side: [] for side in SIZES} for c in configs}
+    http: dict[str, dict[str, list[float]]] = {c: {label: [] for label in labels.values()}
+                                               for c in configs}
     statuses: dict[str, dict[str, int]] = {c: {} for c in configs}
     rss: dict[str, list[float]] = {}
     load_before = os.getloadavg()
@@ -274,69 +284,72 @@ def compare_bench(args: argparse.Namespace) -> None:
             server = Server(Path(tmp), CONFIGS[config])
             server.start()
             try:
-                warm = multipart_pair(images[(pairs[0][0], SIZES[0])],
-                                      images[(pairs[0][1], SIZES[0])])
+                warm = multipart_pair(images[(pairs[0][0], sizes[0][0])],
+                                      images[(pairs[0][1], sizes[0][1])])
                 post(server.port, "/v1/faces/compare", *warm, server.key)
-                for side in SIZES:
+                for size, label in labels.items():
                     for a, b in pairs:
-                        source, target = images[(a, side)], images[(b, side)]
+                        source, target = images[(a, size[0])], images[(b, size[1])]
                         body, ctype = multipart_pair(source, target)
                         for _ in range(args.repeat):
                             status, seconds = post(server.port, "/v1/faces/compare", body,
                                                    ctype, server.key)
                             statuses[config][str(status)] = statuses[config].get(
                                 str(status), 0) + 1
-                            http[config][side].append(seconds)
+                            http[config][label].append(seconds)
                             start = time.perf_counter()
                             plain_compare(models, source, target)
-                            plain[config][side].append(time.perf_counter() - start)
-                    print(f"{config}: {side} px done", flush=True)
+                            plain[config][label].append(time.perf_counter() - start)
+                    print(f"{config}: {label} px done", flush=True)
                 rss[config] = server.worker_rss_mb()
             finally:
                 server.stop()
     rows = []
     per_size: dict[str, Any] = {}
-    for side in SIZES:
+    for label in labels.values():
         entry: dict[str, Any] = {}
         for config in configs:
-            h, p = http[config][side], plain[config][side]
+            h, p = http[config][label], plain[config][label]
             entry[config] = {"http": summary(h), "plain_dlib": summary(p)}
             entry[config]["ratio_p50_to_plain"] = (entry[config]["http"]["p50_ms"]
                                                    / entry[config]["plain_dlib"]["p50_ms"])
             entry[config]["paired_ratio_p50"] = percentile(
                 [a / b for a, b in zip(h, p, strict=True)], 50)
-            rows.append([side, config, entry[config]["http"]["p50_ms"],
+            rows.append([label, config, entry[config]["http"]["p50_ms"],
                          entry[config]["http"]["p95_ms"], entry[config]["plain_dlib"]["p50_ms"],
                          entry[config]["plain_dlib"]["p95_ms"],
                          entry[config]["ratio_p50_to_plain"], entry[config]["paired_ratio_p50"]])
-        per_size[str(side)] = entry
+        per_size[label] = entry
     result = {
         "command": ".venv/bin/python -m bench.latency --compare"
+                   + (" --mixed" if args.mixed else "")
                    + (f" --pairs {args.pairs}" if args.pairs != 4 else "")
                    + (f" --repeat {args.repeat}" if args.repeat != 2 else "")
                    + (f" --configs {args.configs}" if args.configs != DEFAULT_CONFIGS
                       else "")
                    + (f" --tag {args.tag}" if args.tag else ""),
         "environment": environment(),
-        "pairs": pairs, "sizes": list(SIZES), "repeat": args.repeat, "workers": 1,
+        "pairs": pairs, "sizes": list(labels.values()), "repeat": args.repeat, "workers": 1,
         "configs": {c: CONFIGS[c] for c in configs},
         "statuses": statuses, "worker_rss_mb": rss, "per_size": per_size,
     }
-    headers = ["longer side px", "server config", "HTTP p50 ms", "HTTP p95 ms",
-               "plain dlib p50 ms", "plain dlib p95 ms", "p50 ratio",
+    headers = ["longer side px (source/target)", "server config", "HTTP p50 ms",
+               "HTTP p95 ms", "plain dlib p50 ms", "plain dlib p95 ms", "p50 ratio",
                "median of paired ratios"]
     print(table(headers, rows))
     print(f"worker RSS MB: {rss}; statuses {statuses}")
     result["load_average_before_after"] = [load_before, os.getloadavg()]
-    name = "latency_compare" + (f"_{args.tag}" if args.tag else "")
+    name = ("latency_compare" + ("_mixed" if args.mixed else "")
+            + (f"_{args.tag}" if args.tag else ""))
     print(f"wrote {write_json(name + '.json', result)}")
     (RESULTS / f"{name}.md").write_text(compare_markdown(result), encoding="utf-8")
 
 
 def compare_markdown(result: dict[str, Any]) -> str:
     """bench/results/latency_compare.md from the JSON result."""
-    headers = ["longer side px", "server config", "HTTP p50 ms", "HTTP p95 ms",
-               "plain dlib p50 ms", "plain dlib p95 ms", "p50 ratio", "median paired ratio"]
+    headers = ["longer side px (source/target)", "server config", "HTTP p50 ms",
+               "HTTP p95 ms", "plain dlib p50 ms", "plain dlib p95 ms", "p50 ratio",
+               "median paired ratio"]
     md = ["# POST /v1/faces/compare over HTTP vs plain dlib in-process", "",
           f"`{result['command']}` ({result['environment']['time_utc']}, "
           f"{result['environment']['processor_count']} CPUs, one gunicorn worker, "
@@ -822,6 +835,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images")
     parser.add_argument("--compare", action="store_true",
                         help="POST /v1/faces/compare vs plain dlib per image size")
+    parser.add_argument("--mixed", action="store_true",
+                        help="--compare: images of different sizes (MIXED_SIZES)")
     parser.add_argument("--detection-cost", action="store_true",
                         help="HOG time per image size and upsampling")
     parser.add_argument("--verify-rps", action="store_true",

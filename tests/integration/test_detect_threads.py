@@ -42,6 +42,22 @@ def image(path: Path, settings: Settings) -> DecodedImage:
     return decode_image(path.read_bytes(), settings)
 
 
+def _resident_mb() -> float:
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def _upscaled(path: Path, side: int, settings: Settings) -> DecodedImage:
+    with PILImage.open(path) as img:
+        rgb = img.convert("RGB")
+    scale = side / max(rgb.size)
+    out = io.BytesIO()
+    rgb.resize((round(rgb.width * scale), round(rgb.height * scale))).save(out, "JPEG")
+    return decode_image(out.getvalue(), settings)
+
+
 def test_two_threads_is_the_default_and_three_stops_the_start() -> None:
     assert Settings().detect_threads == 2
     assert Settings.from_env({"FACEAPI_DETECT_THREADS": "1"}).detect_threads == 1
@@ -77,8 +93,8 @@ def test_the_target_is_detected_on_the_helper_thread_with_its_own_detector(
 
     monkeypatch.setattr(engine_module, "find_faces", spy)
     engine = engines[2]
-    engine.compare_faces(image(DATASET / "img5.jpg", settings),
-                         image(DATASET / "img6.jpg", settings), 80.0)
+    engine.compare_faces(image(DATASET / "img11.jpg", settings),
+                         image(DATASET / "img12.jpg", settings), 80.0)
     # Which thread reaches find_faces first is a race: sort the calling thread first.
     (main_name, main_hog), (helper_name, helper_hog) = sorted(
         seen, key=lambda call: call[0] != threading.current_thread().name)
@@ -87,6 +103,53 @@ def test_the_target_is_detected_on_the_helper_thread_with_its_own_detector(
     # dlib's detector keeps its feature pyramid in the instance: never shared by threads.
     assert helper_hog is not main_hog
     assert main_hog is engine._models.hog
+
+
+def test_images_of_very_different_sizes_are_detected_in_turn_each_split_over_both_cores(
+        engines: dict[int, LocalEngine], settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 330x512 selfie against a photo at the detection size (0.09 of its area): side
+    by side, one core would idle while the other scans the large photo alone; in turn,
+    each scan is split over both (hog_split.py). The answer is the same."""
+    engine = engines[2]
+    split = engine._models.split
+    assert split is not None
+    scans: list[tuple[str, tuple[int, ...]]] = []
+    real = split.run
+
+    def spy(pixels: Any, upsample: int, adjust_threshold: float) -> Any:
+        scans.append((threading.current_thread().name, pixels.shape))
+        return real(pixels, upsample, adjust_threshold)
+
+    monkeypatch.setattr(split, "run", spy)
+    monkeypatch.setattr(engine._pairs, "pair", lambda *args: pytest.fail("paired"))
+    selfie = image(DATASET / "img5.jpg", settings)
+    photo = _upscaled(DATASET / "img6.jpg", settings.detect_max_side, settings)
+    for source, target in ((selfie, photo), (photo, selfie)):
+        scans.clear()
+        comparison = engine.compare_faces(source, target, 80.0)
+        assert [name for name, _ in scans] == [threading.current_thread().name] * 2
+        assert [shape for _, shape in scans] == [source.pixels.shape, target.pixels.shape]
+        assert comparison == engines[1].compare_faces(source, target, 80.0)
+
+
+def test_images_of_similar_sizes_are_still_detected_side_by_side(
+        engines: dict[int, LocalEngine], settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """img11 (600x800) against img6 (750x1050): 0.61 of its area, where side by side is
+    faster (docs/engines.md, "Two images of very different sizes")."""
+    engine = engines[2]
+    paired: list[bool] = []
+    real = engine._pairs.pair
+
+    def spy(*args: Any) -> Any:
+        paired.append(True)
+        return real(*args)
+
+    monkeypatch.setattr(engine._pairs, "pair", spy)
+    engine.compare_faces(image(DATASET / "img11.jpg", settings),
+                         image(DATASET / "img6.jpg", settings), 80.0)
+    assert paired == [True]
 
 
 def test_the_target_is_embedded_on_the_helper_thread_too(
@@ -212,22 +275,6 @@ def test_a_forked_process_makes_its_own_helper(monkeypatch: pytest.MonkeyPatch) 
     assert second().startswith("faceapi-detect")
     assert runner._state is not state_before
     assert parent_helper.startswith("faceapi-detect")
-
-
-def _resident_mb() -> float:
-    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
-def _upscaled(path: Path, side: int, settings: Settings) -> DecodedImage:
-    with PILImage.open(path) as img:
-        rgb = img.convert("RGB")
-    scale = side / max(rgb.size)
-    out = io.BytesIO()
-    rgb.resize((round(rgb.width * scale), round(rgb.height * scale))).save(out, "JPEG")
-    return decode_image(out.getvalue(), settings)
 
 
 @pytest.mark.slow

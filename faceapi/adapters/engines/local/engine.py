@@ -120,6 +120,12 @@ def split_hog(models: Models, pairs: PairRunner) -> SplitHog | None:
         return None
 
 
+# Below this ratio of the smaller image's detection area to the larger's, a compare
+# detects its images in turn, each on both cores, instead of one image a core (measured:
+# bench.latency --compare-mixed, docs/engines.md).
+IN_TURN_AREA_RATIO = 0.25
+
+
 class LocalEngine:
     """Face detection, attributes and comparison with dlib, on this machine."""
 
@@ -352,6 +358,23 @@ class LocalEngine:
         fused = mean / np.linalg.norm(mean) * float(lengths.mean())
         return self.similarity(probe, tuple(float(v) for v in fused))
 
+    def _detection_area(self, image: DecodedImage) -> float:
+        """Pixels the HOG scan covers: the image's, or its copy downscaled for detection."""
+        height, width = image.pixels.shape[:2]
+        max_side = self._settings.detect_max_side
+        scale = min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
+        return float(height * width) * scale * scale
+
+    def _in_turn(self, source: DecodedImage, target: DecodedImage) -> bool:
+        """Whether a compare's two images are better detected one after the other, each
+        scan split over both cores (hog_split.py), than side by side: when one image is
+        much smaller, side by side leaves a core idle while the larger one's scan runs on
+        the other alone (docs/engines.md, "Two images of very different sizes")."""
+        if self._models.split is None:
+            return False
+        smaller, larger = sorted((self._detection_area(source), self._detection_area(target)))
+        return smaller < IN_TURN_AREA_RATIO * larger
+
     def compare_faces(self, source: DecodedImage, target: DecodedImage,
                       similarity_threshold: float) -> Comparison:
         if not 0.0 <= similarity_threshold <= 100.0:  # NaN fails the comparison too
@@ -359,9 +382,13 @@ class LocalEngine:
         # The target is detected while the source is (when a helper thread is free), and
         # embedded there too; the source's face is embedded before waiting for it. So the
         # descriptors (onnxruntime releases the GIL) overlap the other image's work.
-        (found, probe), target_embedded = self._pairs.pair(
-            self._source_side, self._embed_on_helper, source, target, self.embed_faces)
-        target_detection, target_faces = target_embedded()
+        if self._in_turn(source, target):
+            found, probe = self._source_side(source)
+            target_detection, target_faces = self.embed_faces(target)
+        else:
+            (found, probe), target_embedded = self._pairs.pair(
+                self._source_side, self._embed_on_helper, source, target, self.embed_faces)
+            target_detection, target_faces = target_embedded()
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
                           for s, d in scored if s >= similarity_threshold),
