@@ -19,6 +19,7 @@ from faceapi.adapters.engines.local.parallel import PairRunner, thread_models
 from faceapi.adapters.images import decode_image
 from faceapi.config import KNOWN_FORMATS, ConfigError, Settings
 from faceapi.domain.errors import NoFaceInSource
+from faceapi.domain.faces import Attributes
 from faceapi.domain.images import DecodedImage
 
 FACES = Path(__file__).resolve().parent.parent / "data" / "faces"
@@ -275,6 +276,34 @@ def test_a_forked_process_makes_its_own_helper(monkeypatch: pytest.MonkeyPatch) 
     assert second().startswith("faceapi-detect")
     assert runner._state is not state_before
     assert parent_helper.startswith("faceapi-detect")
+
+
+def test_freed_memory_is_given_back_only_after_an_image_larger_than_the_detection_size(
+        engines: dict[int, LocalEngine], settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large photo leaves buffers of sizes the next request would add to rather than
+    reuse (bench/decode_budget.py: crafted 6300x6300 inputs peaked 60 MB higher one after
+    another): detect, embed and compare give them back after such an image, and keep
+    them after images at the detection size, for the next scan to reuse."""
+    releases: list[str] = []
+    monkeypatch.setattr(engine_module, "release_freed_memory",
+                        lambda: releases.append(threading.current_thread().name))
+    engine = engines[2]
+    side = settings.detect_max_side
+    at_size = _upscaled(DATASET / "img6.jpg", side, settings)
+    larger = _upscaled(DATASET / "img6.jpg", side + 400, settings)
+    engine.detect_faces(at_size, Attributes.DEFAULT)
+    engine.embed_faces(at_size)
+    engine.compare_faces(at_size, at_size, 80.0)
+    assert releases == []
+    engine.detect_faces(larger, Attributes.DEFAULT)
+    assert len(releases) == 1
+    engine.embed_faces(larger)
+    assert len(releases) == 2
+    releases.clear()
+    engine.compare_faces(at_size, larger, 80.0)
+    assert releases
+    assert set(releases) == {threading.current_thread().name}
 
 
 @pytest.mark.slow

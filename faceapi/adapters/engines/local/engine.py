@@ -3,8 +3,9 @@ landmarks, ResNet 128-d descriptor) with a calibrated Similarity."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dlib
@@ -28,6 +29,7 @@ from faceapi.adapters.engines.local.parallel import (
     PairRunner,
     core_idle,
     helper_capable,
+    release_freed_memory,
     thread_models,
 )
 from faceapi.adapters.engines.local.similarity import (
@@ -226,6 +228,17 @@ class LocalEngine:
                           adaptive=self._settings.detect_strategy == "adaptive",
                           fallbacks=self._settings.detect_fallbacks)
 
+    @contextlib.contextmanager
+    def _memory_returned_after(self, *images: DecodedImage) -> Iterator[None]:
+        """Gives freed memory back to the system after work on an image larger than the
+        detection size (parallel.release_freed_memory says why only then)."""
+        try:
+            yield
+        finally:
+            max_side = self._settings.detect_max_side
+            if max_side > 0 and any(max(i.pixels.shape[:2]) > max_side for i in images):
+                release_freed_memory()
+
     def _detail(self, pixels: Pixels, face: RawFace, attributes: Attributes) -> FaceDetail:
         h, w = pixels.shape[:2]
         left, top = face.left / w, face.top / h
@@ -246,9 +259,10 @@ class LocalEngine:
         )
 
     def detect_faces(self, image: DecodedImage, attributes: Attributes) -> Detection:
-        found = self._find(image)
-        faces = tuple(self._detail(found.pixels, f, attributes) for f in found.faces)
-        return Detection(faces=faces, orientation_correction=found.orientation_correction)
+        with self._memory_returned_after(image):
+            found = self._find(image)
+            faces = tuple(self._detail(found.pixels, f, attributes) for f in found.faces)
+            return Detection(faces=faces, orientation_correction=found.orientation_correction)
 
     # Descriptors and comparison --------------------------------------------------
 
@@ -321,7 +335,8 @@ class LocalEngine:
         return self._embed_found(self._find_on_helper(image))
 
     def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
-        return self._embed_found(self._find(image))
+        with self._memory_returned_after(image):
+            return self._embed_found(self._find(image))
 
     def _embed_found(self, found: FoundFaces) -> tuple[Detection, list[EmbeddedFace]]:
         embedded = self._embedded_all(found.pixels, list(found.faces))
@@ -382,13 +397,15 @@ class LocalEngine:
         # The target is detected while the source is (when a helper thread is free), and
         # embedded there too; the source's face is embedded before waiting for it. So the
         # descriptors (onnxruntime releases the GIL) overlap the other image's work.
-        if self._in_turn(source, target):
-            found, probe = self._source_side(source)
-            target_detection, target_faces = self.embed_faces(target)
-        else:
-            (found, probe), target_embedded = self._pairs.pair(
-                self._source_side, self._embed_on_helper, source, target, self.embed_faces)
-            target_detection, target_faces = target_embedded()
+        with self._memory_returned_after(source, target):
+            if self._in_turn(source, target):
+                found, probe = self._source_side(source)
+                target_detection, target_faces = self.embed_faces(target)
+            else:
+                (found, probe), target_embedded = self._pairs.pair(
+                    self._source_side, self._embed_on_helper, source, target,
+                    self.embed_faces)
+                target_detection, target_faces = target_embedded()
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
                           for s, d in scored if s >= similarity_threshold),

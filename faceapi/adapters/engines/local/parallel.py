@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
+import ctypes.util
 import dataclasses
 import os
 import threading
@@ -37,6 +39,32 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 _local = threading.local()
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or nothing elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+
+    def run() -> None:
+        trim(0)
+
+    return run
+
+
+# Freed memory stays in glibc's arenas for the next detection to reuse (re-faulting it
+# cost 3-9% of a compare, docs/engines.md). An image larger than the detection size
+# leaves buffers of other sizes (its downscaled copy, the orientation search's turned
+# passes) that the next request would not reuse but add to: the crafted images of
+# bench/decode_budget.py peaked 60 MB higher one after another. After such an image,
+# the engine gives the freed memory back.
+release_freed_memory = _malloc_trim()
 
 
 def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
