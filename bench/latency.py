@@ -607,10 +607,12 @@ def two_core_floor(args: argparse.Namespace) -> None:
     print(table(headers, rows))
     result = {"command": ".venv/bin/python -m bench.latency --two-core-floor"
                          + (f" --pairs {args.pairs}" if args.pairs != 4 else "")
-                         + (f" --repeat {args.repeat}" if args.repeat != 2 else ""),
+                         + (f" --repeat {args.repeat}" if args.repeat != 2 else "")
+                         + (f" --tag {args.tag}" if args.tag else ""),
               "environment": environment(), "pairs": pairs, "repeat": args.repeat,
               "per_size": per_size}
-    print(f"wrote {write_json('latency_floor.json', result)}")
+    name = "latency_floor" + (f"_{args.tag}" if args.tag else "")
+    print(f"wrote {write_json(name + '.json', result)}")
     md = ["# The two-core floor of an exact compare", "",
           f"`{result['command']}` ({result['environment']['time_utc']}, "
           f"{result['environment']['processor_count']} CPUs, in-process, "
@@ -618,7 +620,7 @@ def two_core_floor(args: argparse.Namespace) -> None:
           *markdown_header(headers)]
     md += [f"| {r[0]} | {r[1]:.0f} | {r[2]:.0f} | {r[3]:.2f} | {r[4]:.0f} | {r[5]:.2f} |"
            for r in rows]
-    (RESULTS / "latency_floor.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
 def decode_cost(args: argparse.Namespace) -> None:
@@ -844,7 +846,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="--verify-rps: per run")
     parser.add_argument("--pairs", type=int, default=4, help="--compare: image pairs")
     parser.add_argument("--tag", default="",
-                        help="--compare, --verify-rps: suffix of the result files")
+                        help="--compare, --two-core-floor, --verify-rps: suffix of the "
+                             "result files")
     parser.add_argument("--clients", type=int, default=4, help="--verify-rps: client threads")
     parser.add_argument("--runtimes", default="onnx,dlib", choices=("onnx,dlib", "onnx", "dlib"),
                         help="--verify-rps: descriptor runtimes to run")

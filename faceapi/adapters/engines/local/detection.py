@@ -102,13 +102,19 @@ def score_to_confidence(score: float, detector: str) -> float:
     return 100.0 * e / (1.0 + e)
 
 
+def downscale_factor(shape: tuple[int, ...], max_side: int) -> float:
+    """The scale `downscale` shrinks an image of this shape by: 1.0 when its longer side
+    is within max_side (or max_side is 0, no limit)."""
+    longest = max(shape[:2])
+    return 1.0 if max_side <= 0 or longest <= max_side else max_side / longest
+
+
 def downscale(pixels: Pixels, max_side: int) -> tuple[Pixels, float]:
     """Shrink so the longer side is at most max_side; returns the image and the scale."""
     h, w = pixels.shape[:2]
-    longest = max(h, w)
-    if max_side <= 0 or longest <= max_side:
+    scale = downscale_factor(pixels.shape, max_side)
+    if scale == 1.0:
         return pixels, 1.0
-    scale = max_side / longest
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(small, dtype=np.uint8), scale

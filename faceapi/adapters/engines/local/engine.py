@@ -13,7 +13,13 @@ import numpy as np
 import structlog
 
 from faceapi.adapters.engines.local import attributes as attrs
-from faceapi.adapters.engines.local.detection import FoundFaces, Pixels, RawFace, find_faces
+from faceapi.adapters.engines.local.detection import (
+    FoundFaces,
+    Pixels,
+    RawFace,
+    downscale_factor,
+    find_faces,
+)
 from faceapi.adapters.engines.local.hog_split import SplitHog
 from faceapi.adapters.engines.local.mmod_runtime import OnnxMmodDetector
 from faceapi.adapters.engines.local.models import (
@@ -124,7 +130,7 @@ def split_hog(models: Models, pairs: PairRunner) -> SplitHog | None:
 
 # Below this ratio of the smaller image's detection area to the larger's, a compare
 # detects its images in turn, each on both cores, instead of one image a core (measured:
-# bench.latency --compare-mixed, docs/engines.md).
+# bench.latency --compare --mixed, docs/engines.md).
 IN_TURN_AREA_RATIO = 0.25
 
 
@@ -236,7 +242,7 @@ class LocalEngine:
             yield
         finally:
             max_side = self._settings.detect_max_side
-            if max_side > 0 and any(max(i.pixels.shape[:2]) > max_side for i in images):
+            if any(downscale_factor(i.pixels.shape, max_side) < 1.0 for i in images):
                 release_freed_memory()
 
     def _detail(self, pixels: Pixels, face: RawFace, attributes: Attributes) -> FaceDetail:
@@ -336,7 +342,11 @@ class LocalEngine:
 
     def embed_faces(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
         with self._memory_returned_after(image):
-            return self._embed_found(self._find(image))
+            return self._embedded(image)
+
+    def _embedded(self, image: DecodedImage) -> tuple[Detection, list[EmbeddedFace]]:
+        # compare_faces gives memory back once, after both images: it calls this.
+        return self._embed_found(self._find(image))
 
     def _embed_found(self, found: FoundFaces) -> tuple[Detection, list[EmbeddedFace]]:
         embedded = self._embedded_all(found.pixels, list(found.faces))
@@ -376,8 +386,7 @@ class LocalEngine:
     def _detection_area(self, image: DecodedImage) -> float:
         """Pixels the HOG scan covers: the image's, or its copy downscaled for detection."""
         height, width = image.pixels.shape[:2]
-        max_side = self._settings.detect_max_side
-        scale = min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
+        scale = downscale_factor(image.pixels.shape, self._settings.detect_max_side)
         return float(height * width) * scale * scale
 
     def _in_turn(self, source: DecodedImage, target: DecodedImage) -> bool:
@@ -400,11 +409,11 @@ class LocalEngine:
         with self._memory_returned_after(source, target):
             if self._in_turn(source, target):
                 found, probe = self._source_side(source)
-                target_detection, target_faces = self.embed_faces(target)
+                target_detection, target_faces = self._embedded(target)
             else:
                 (found, probe), target_embedded = self._pairs.pair(
                     self._source_side, self._embed_on_helper, source, target,
-                    self.embed_faces)
+                    self._embedded)
                 target_detection, target_faces = target_embedded()
         scored = [(self.similarity(probe.embedding, f.embedding), f.detail) for f in target_faces]
         matches = sorted((CompareFaceMatch(similarity=round(s, 4), face=d)
